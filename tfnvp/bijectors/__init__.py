@@ -1,0 +1,19 @@
+"""Real NVP's steps as TensorFlow Probability bijectors.
+
+Convention (TFP's): ``forward`` maps latent to data (sampling) and
+``log_prob`` runs ``inverse``, so the paper's data -> latent map ``f`` is
+every bijector's ``inverse``.
+"""
+
+from tfnvp.bijectors.base import FusedBijector, ModalBijector
+from tfnvp.bijectors.batch_norm import BatchNorm, BatchNormStatistics
+from tfnvp.bijectors.coupling import AffineCoupling, channel_mask, checkerboard_mask
+from tfnvp.bijectors.chain import FusedChain
+from tfnvp.bijectors.factor_out import FactorOut
+from tfnvp.bijectors.logit import LogitPreprocess
+from tfnvp.bijectors.squeeze import Squeeze
+
+__all__ = [
+    "AffineCoupling", "BatchNorm", "BatchNormStatistics", "FactorOut", "FusedBijector", "FusedChain",
+    "LogitPreprocess", "ModalBijector", "Squeeze", "channel_mask", "checkerboard_mask",
+]

@@ -1,0 +1,157 @@
+"""Batch normalization as a bijector (Real NVP section 3.7 and appendix E).
+
+In the data -> latent direction (this bijector's ``inverse``) each channel is
+normalized::
+
+    y = (x - mu) / sqrt(v + eps)
+    log|det dy/dx| = -1/2 * sum over the event of log(v + eps)
+
+which is eq. (16)'s diagonal Jacobian ``prod_i (v_i + eps)^(-1/2)`` taken
+over every position of the event.  ``mu`` and ``v`` are
+
+* in **training** mode, the statistics of the current batch (all-reduced
+  across replicas under ``tf.distribute``), and the running averages are
+  updated with ``momentum``; with ``running_average_in_training=True`` the
+  batch is normalized with the updated running averages instead -- the
+  appendix-E variant, which makes the model less sensitive to small batches
+  (gradients still flow through the current batch's share ``1 - momentum``);
+* in **evaluation** mode, and always for ``forward`` (sampling), the running
+  averages.
+
+The running averages live in a ``BatchNormStatistics`` Keras layer so that
+the ``keras.Model`` that owns it checkpoints and exports them.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfnvp.bijectors.base import ModalBijector
+
+__all__ = ["BatchNorm", "BatchNormStatistics"]
+
+
+class BatchNormStatistics(keras.layers.Layer):
+    """Per-channel running mean and variance for a ``BatchNorm`` bijector."""
+
+    def __init__(self, channels: int, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+        self.moving_mean = self.add_weight(
+            name="moving_mean", shape=(self.channels,), initializer="zeros",
+            trainable=False, aggregation="mean")
+        self.moving_variance = self.add_weight(
+            name="moving_variance", shape=(self.channels,), initializer="ones",
+            trainable=False, aggregation="mean")
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "channels": self.channels}
+
+
+def _batch_moments(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mean and (biased) variance per channel over all but the last axis.
+
+    Under ``tf.distribute`` the sums are all-reduced, so every replica
+    normalizes with the statistics of the global batch.
+    """
+    axes = list(range(x.shape.rank - 1))
+    count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
+    total = tf.reduce_sum(x, axis=axes)
+    total_sq = tf.reduce_sum(tf.square(x), axis=axes)
+    ctx = tf.distribute.get_replica_context()
+    if ctx is not None and ctx.num_replicas_in_sync > 1:
+        count, total, total_sq = ctx.all_reduce(
+            tf.distribute.ReduceOp.SUM, [count, total, total_sq])
+    mean = total / count
+    variance = tf.maximum(total_sq / count - tf.square(mean), 0.0)
+    return mean, variance
+
+
+class BatchNorm(ModalBijector):
+    """Batch-normalization bijector; ``inverse`` normalizes (data -> latent).
+
+    Math (see the module docstring)::
+
+        inverse(x) = (x - mu) / sqrt(v + eps)
+        forward(y) = y * sqrt(v + eps) + mu          (running statistics)
+        inverse_log_det_jacobian(x) = -1/2 * (#positions) * sum_c log(v_c + eps)
+
+    Args:
+      statistics: the ``BatchNormStatistics`` layer holding the running
+        averages (owned by the model).
+      momentum: decay of the running averages.
+      epsilon: added to the variance.
+      running_average_in_training: normalize training batches with the
+        running averages (appendix E) instead of the batch statistics.
+      event_ndims: 3 for images, 1 for vectors.
+      training: initial mode (see ``ModalBijector``).
+
+    Example::
+
+        stats = BatchNormStatistics(channels=3)
+        bn = BatchNorm(stats, training=True)
+        y = bn.inverse(x)   # normalizes with x's statistics, updates stats
+    """
+
+    def __init__(self, statistics: BatchNormStatistics, momentum: float = 0.99,
+                 epsilon: float = 1e-4, running_average_in_training: bool = False,
+                 event_ndims: int = 3, training: bool = False, validate_args: bool = False,
+                 name: str = "batch_norm"):
+        parameters = dict(locals())
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}.")
+        if epsilon <= 0.0:
+            raise ValueError(f"epsilon must be positive, got {epsilon!r}.")
+        self._statistics = statistics
+        self._momentum = float(momentum)
+        self._epsilon = float(epsilon)
+        self._running_average_in_training = bool(running_average_in_training)
+        super().__init__(forward_min_event_ndims=event_ndims, training=training,
+                         validate_args=validate_args, parameters=parameters, name=name)
+
+    @property
+    def statistics(self) -> BatchNormStatistics:
+        return self._statistics
+
+    def _running(self, dtype: tf.DType) -> tuple[tf.Tensor, tf.Tensor]:
+        return (tf.cast(self._statistics.moving_mean, dtype),
+                tf.cast(self._statistics.moving_variance, dtype))
+
+    def _log_det(self, x: tf.Tensor, variance: tf.Tensor) -> tf.Tensor:
+        """``-1/2 sum log(v + eps)`` over one event of ``x``'s shape."""
+        positions = tf.cast(
+            tf.reduce_prod(tf.shape(x)[x.shape.rank - self.forward_min_event_ndims:-1]), x.dtype)
+        per_event = -0.5 * positions * tf.reduce_sum(tf.math.log(variance + self._epsilon))
+        batch_shape = tf.shape(x)[: x.shape.rank - self.forward_min_event_ndims]
+        return tf.fill(batch_shape, per_event)
+
+    def _augmented_inverse(self, x: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        if self.training:
+            mean, variance = self._training_statistics(x)
+        else:
+            mean, variance = self._running(x.dtype)
+        y = (x - mean) * tf.math.rsqrt(variance + self._epsilon)
+        ildj = self._log_det(x, variance)
+        return y, {"ildj": ildj, "fldj": -ildj}
+
+    def _augmented_forward(self, y: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        mean, variance = self._running(y.dtype)
+        x = y * tf.sqrt(variance + self._epsilon) + mean
+        fldj = -self._log_det(y, variance)
+        return x, {"fldj": fldj, "ildj": -fldj}
+
+    def _training_statistics(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Batch statistics; updates the running averages once per call."""
+        batch_mean, batch_variance = _batch_moments(x)
+        old_mean, old_variance = self._running(x.dtype)
+        rho = self._momentum
+        new_mean = rho * old_mean + (1.0 - rho) * batch_mean
+        new_variance = rho * old_variance + (1.0 - rho) * batch_variance
+        stats = self._statistics
+        stats.moving_mean.assign(tf.cast(tf.stop_gradient(new_mean), stats.moving_mean.dtype))
+        stats.moving_variance.assign(
+            tf.cast(tf.stop_gradient(new_variance), stats.moving_variance.dtype))
+        if self._running_average_in_training:
+            return new_mean, new_variance
+        return batch_mean, batch_variance

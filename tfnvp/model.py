@@ -1,0 +1,356 @@
+"""The Real NVP image model (Dinh, Sohl-Dickstein & Bengio, ICLR 2017).
+
+``RealNVP`` is a ``keras.Model`` that owns every layer of the flow (so
+``model.trainable_variables`` is complete and checkpoints hold everything)
+and exposes the flow as a ``tfd.TransformedDistribution`` over an isotropic
+Gaussian, with support ``[0, 256)^(H x W x C)``.
+
+Architecture (section 3.6), data -> latent, for ``num_scales = L``::
+
+    x in [0, 256)  --LogitPreprocess-->  logit space                 (section 4.1)
+    scale i < L-1:  3 checkerboard couplings, squeeze,
+                    3 channel couplings, factor out half (eqs. 10-13),
+                    then scale i+1 on the other half, un-squeeze
+    scale L-1:      4 checkerboard couplings
+
+Every coupling is followed by a ``BatchNorm`` bijector (section 3.7) unless
+``batch_norm=False``.  Conditioners at scale ``i`` have ``hidden_channels *
+2**i`` feature maps before the squeeze and twice that after it: the number of
+features doubles at each coarser resolution.
+
+Latent layout: each scale un-squeezes after its factor-out, so ``z`` has the
+image's shape; ``latent_scale_index()`` says which scale each entry left at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from typing import Iterator, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfnvp.bijectors.base import ModalBijector
+from tfnvp.bijectors.batch_norm import BatchNorm, BatchNormStatistics
+from tfnvp.bijectors.coupling import AffineCoupling
+from tfnvp.bijectors.chain import FusedChain
+from tfnvp.bijectors.factor_out import FactorOut
+from tfnvp.bijectors.logit import LogitPreprocess
+from tfnvp.bijectors.squeeze import Squeeze
+from tfnvp.nets.resnet import ResNet
+from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
+from tfnvp import validation
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+__all__ = ["RealNVP", "PAPER_CONFIGS", "bits_per_dim_from_log_prob"]
+
+# Section 4.1: CIFAR-10 used 8 residual blocks, 64 feature maps and one
+# downscale (two scales); 32x32 ImageNet 4 blocks, 32 feature maps, one
+# downscale; the 64x64 datasets 2 blocks, 32 feature maps.
+PAPER_CONFIGS: dict[str, dict] = {
+    "cifar10": dict(image_shape=(32, 32, 3), num_scales=2, num_res_blocks=8, hidden_channels=64),
+    "imagenet32": dict(image_shape=(32, 32, 3), num_scales=2, num_res_blocks=4, hidden_channels=32),
+    "imagenet64": dict(image_shape=(64, 64, 3), num_scales=4, num_res_blocks=2, hidden_channels=32),
+    "celeba": dict(image_shape=(64, 64, 3), num_scales=4, num_res_blocks=2, hidden_channels=32),
+    "lsun": dict(image_shape=(64, 64, 3), num_scales=4, num_res_blocks=2, hidden_channels=32),
+}
+
+
+def bits_per_dim_from_log_prob(log_prob: tf.Tensor, num_dims: int) -> tf.Tensor:
+    """``-log p / (D ln 2)``: bits per dimension of a density on ``[0, 256)^D``.
+
+    With dequantized pixels ``x + u`` (``u ~ U[0, 1)^D``) the density on the
+    8-bit scale ``[0, 256)^D`` lower-bounds the discrete model's likelihood,
+    so this is the paper's bits/dim.  (A density on ``[0, 1)^D`` would need
+    ``+ D log 256`` first; the model's support is already ``[0, 256)^D``.)
+    """
+    return -log_prob / (num_dims * math.log(2.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Flow:
+    """A flow instantiated for one image shape from the model's layers."""
+
+    bijector: tfb.Bijector
+    distribution: tfd.TransformedDistribution
+    modal: tuple[ModalBijector, ...]
+
+
+class RealNVP(keras.Model):
+    """Real NVP for images with values in ``[0, 256)``.
+
+    Args:
+      image_shape: ``(H, W, C)``; ``H`` and ``W`` divisible by ``2**(num_scales-1)``.
+      num_scales: number of scales ``L`` (``L - 1`` squeeze + factor-out steps).
+      num_res_blocks: residual blocks per conditioner.
+      hidden_channels: feature maps of the finest scale's conditioners.
+      alpha: logit preprocessing constant (section 4.1).
+      batch_norm: follow every coupling with a ``BatchNorm`` bijector.
+      batch_norm_momentum: decay of the running statistics.
+      running_average_batch_norm: appendix-E variant (see ``BatchNorm``).
+      synchronized_batch_norm: all-reduce batch statistics across replicas.
+      dtype: float32 or float64, for every variable and the flow arithmetic.
+      conditioner_dtype: Keras dtype policy of the conditioner bodies, e.g.
+        ``"mixed_bfloat16"``; their outputs are cast back to ``dtype`` before
+        the coupling arithmetic.  Defaults to ``dtype``.
+      validate_args: check pixel values (finite, in range) in the user-facing
+        methods; static shape and dtype checks always run.
+
+    Example::
+
+        model = tfnvp.RealNVP((32, 32, 3), num_scales=2, num_res_blocks=2, hidden_channels=32)
+        dist = model.distribution
+        log_p = dist.log_prob(x)                # nats, x float in [0, 256)
+        bpd = model.bits_per_dim(x_uint8)       # uniform dequantization
+        x = model.sample(16, temperature=0.7)
+    """
+
+    def __init__(self, image_shape: Sequence[int], num_scales: int = 2,
+                 num_res_blocks: int = 8, hidden_channels: int = 64, alpha: float = 0.05,
+                 batch_norm: bool = True, batch_norm_momentum: float = 0.99,
+                 running_average_batch_norm: bool = False,
+                 synchronized_batch_norm: bool = False, dtype: tf.DType | str = tf.float32,
+                 conditioner_dtype: str | None = None, validate_args: bool = True,
+                 name: str = "real_nvp"):
+        flow_dtype = tf.as_dtype(dtype)
+        if flow_dtype not in (tf.float32, tf.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {flow_dtype.name}.")
+        super().__init__(name=name, dtype=flow_dtype.name)
+        image_shape = tuple(int(d) for d in image_shape)
+        if len(image_shape) != 3 or min(image_shape) < 1:
+            raise ValueError(f"image_shape must be (height, width, channels), got {image_shape}.")
+        if num_scales < 1:
+            raise ValueError(f"num_scales must be at least 1, got {num_scales}.")
+        factor = 2 ** (num_scales - 1)
+        if image_shape[0] % factor or image_shape[1] % factor:
+            raise ValueError(
+                f"image_shape {image_shape}: height and width must be divisible by "
+                f"2**(num_scales - 1) = {factor} for num_scales={num_scales}.")
+        self._config = dict(
+            image_shape=image_shape, num_scales=int(num_scales),
+            num_res_blocks=int(num_res_blocks), hidden_channels=int(hidden_channels),
+            alpha=float(alpha), batch_norm=bool(batch_norm),
+            batch_norm_momentum=float(batch_norm_momentum),
+            running_average_batch_norm=bool(running_average_batch_norm),
+            synchronized_batch_norm=bool(synchronized_batch_norm), dtype=flow_dtype.name,
+            conditioner_dtype=conditioner_dtype, validate_args=bool(validate_args))
+        self.image_shape = image_shape
+        self.num_scales = int(num_scales)
+        self.flow_dtype = flow_dtype
+        self.validate_args = bool(validate_args)
+        self._training_mode = False
+        body_policy = conditioner_dtype or flow_dtype.name
+        # One (conditioner, statistics) pair per coupling, in data -> latent
+        # order.  They do not depend on the image size: the same weights build
+        # the flow at any size (extrapolation, appendix C).
+        self.conditioners: list[ShiftAndLogScale] = []
+        self.statistics: list[BatchNormStatistics] = []
+        channels = image_shape[-1]
+        for scale in range(num_scales):
+            hidden = hidden_channels * 2 ** scale
+            last = scale == num_scales - 1
+            stages = [(4 if last else 3, channels, hidden)]
+            if not last:
+                stages.append((3, 4 * channels, 2 * hidden))
+            for count, width, feature_maps in stages:
+                for _ in range(count):
+                    index = len(self.conditioners)
+                    body = ResNet(feature_maps, num_res_blocks, 2 * width,
+                                  synchronized_batch_norm=synchronized_batch_norm,
+                                  dtype=body_policy, name=f"resnet_{index}")
+                    self.conditioners.append(ShiftAndLogScale(
+                        body, width, dtype=flow_dtype.name, name=f"coupling_{index}"))
+                    if batch_norm:
+                        self.statistics.append(BatchNormStatistics(
+                            width, dtype=flow_dtype.name, name=f"batch_norm_{index}"))
+            channels *= 2
+        self._flows: dict[tuple[int, int, int], _Flow] = {}
+        # Build every weight now (eval mode: no statistics are updated).
+        self.log_prob(tf.fill((1,) + image_shape, tf.constant(128.0, flow_dtype)))
+
+    @classmethod
+    def from_paper(cls, name: str, **overrides) -> "RealNVP":
+        """The paper's configuration for ``name`` (a key of ``PAPER_CONFIGS``)."""
+        if name not in PAPER_CONFIGS:
+            raise ValueError(f"Unknown paper configuration {name!r}; "
+                             f"choose one of {sorted(PAPER_CONFIGS)}.")
+        return cls(**{**PAPER_CONFIGS[name], **overrides})
+
+    def get_config(self) -> dict:
+        return dict(self._config)
+
+    # ------------------------------------------------------------------ flow
+    def _build_flow(self, image_shape: tuple[int, int, int]) -> _Flow:
+        modal: list[ModalBijector] = []
+        couplings = iter(range(len(self.conditioners)))
+        momentum = self._config["batch_norm_momentum"]
+        running = self._config["running_average_batch_norm"]
+
+        def coupled(mask: str, parity: int) -> list[tfb.Bijector]:
+            index = next(couplings)
+            steps = [AffineCoupling(self.conditioners[index], mask=mask, parity=parity,
+                                    training=self._training_mode, name=f"coupling_{index}")]
+            if self.statistics:
+                steps.append(BatchNorm(self.statistics[index], momentum=momentum,
+                                       running_average_in_training=running,
+                                       training=self._training_mode, name=f"batch_norm_{index}"))
+            modal.extend(steps)
+            return steps
+
+        def scale(level: int) -> list[tfb.Bijector]:
+            # Data -> latent order; tfb.Chain applies its list from last to
+            # first in `forward`, hence first to last in `inverse`, which is
+            # the order written here.
+            if level == self.num_scales - 1:
+                return [s for k in range(4) for s in coupled("checkerboard", k % 2)]
+            steps = [s for k in range(3) for s in coupled("checkerboard", k % 2)]
+            steps.append(Squeeze())
+            steps += [s for k in range(3) for s in coupled("channel", k % 2)]
+            inner = FusedChain(scale(level + 1), name=f"scale_{level + 1}")
+            steps.append(FactorOut(inner, name=f"factor_out_{level}"))
+            steps.append(tfb.Invert(Squeeze(), name=f"unsqueeze_{level}"))
+            return steps
+
+        bijector = FusedChain(
+            [LogitPreprocess(self._config["alpha"], validate_args=self.validate_args)] + scale(0),
+            name="real_nvp_flow")
+        base = tfd.Sample(tfd.Normal(tf.zeros([], self.flow_dtype), tf.ones([], self.flow_dtype)),
+                          sample_shape=image_shape)
+        distribution = tfd.TransformedDistribution(base, bijector, name="real_nvp")
+        return _Flow(bijector, distribution, tuple(modal))
+
+    def _flow(self, image_shape: Sequence[int] | None = None) -> _Flow:
+        shape = self.image_shape if image_shape is None else tuple(int(d) for d in image_shape)
+        if shape not in self._flows:
+            validation.check_image_shape(shape, self.image_shape[-1], self.num_scales)
+            self._flows[shape] = self._build_flow(shape)
+        return self._flows[shape]
+
+    @property
+    def distribution(self) -> tfd.TransformedDistribution:
+        """The flow as a ``tfd.TransformedDistribution`` (log-probs in nats)."""
+        return self._flow().distribution
+
+    @property
+    def bijector(self) -> tfb.Bijector:
+        """The whole flow; ``forward`` maps latents to images."""
+        return self._flow().bijector
+
+    def distribution_for(self, image_shape: Sequence[int]) -> tfd.TransformedDistribution:
+        """The same weights as a distribution over images of another size.
+
+        The conditioners are convolutional and the masks are computed from
+        the input's shape, so the trained model extrapolates (appendix C).
+        """
+        return self._flow(image_shape).distribution
+
+    # ------------------------------------------------------------------ mode
+    @property
+    def training_mode(self) -> bool:
+        """Training (batch statistics) or evaluation (running statistics)."""
+        return self._training_mode
+
+    @training_mode.setter
+    def training_mode(self, value: bool) -> None:
+        self._training_mode = bool(value)
+        for flow in self._flows.values():
+            for bijector in flow.modal:
+                bijector.training = self._training_mode
+
+    @contextlib.contextmanager
+    def mode(self, training: bool | None) -> Iterator[None]:
+        """Temporarily sets ``training_mode`` (``None`` keeps it)."""
+        if training is None:
+            yield
+            return
+        previous = self._training_mode
+        self.training_mode = training
+        try:
+            yield
+        finally:
+            self.training_mode = previous
+
+    # ------------------------------------------------------------------ API
+    def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        """Keras entry point: the log-density of ``x`` in nats."""
+        return self.log_prob(x, training=training)
+
+    def log_prob(self, x: tf.Tensor, training: bool | None = False) -> tf.Tensor:
+        """Log-density (nats) of float images ``x`` in ``[0, 256)``, shape ``[..., H, W, C]``.
+
+        ``training=None`` keeps the current ``training_mode``.
+        """
+        x = validation.check_images(x, self.flow_dtype, self.image_shape[-1], self.validate_args,
+                                    self.num_scales)
+        with self.mode(training):
+            return self._flow(x.shape[-3:]).distribution.log_prob(x)
+
+    def bits_per_dim(self, images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
+                     training: bool | None = False) -> tf.Tensor:
+        """Bits/dim of 8-bit images under uniform dequantization.
+
+        ``images`` are uint8 ``[..., H, W, C]``; each gets noise ``u ~ U[0,1)``
+        (from the stateless ``seed`` if given) and the result is
+        ``-log p(x + u) / (D ln 2)`` per image (see
+        ``bits_per_dim_from_log_prob``).
+        """
+        images = validation.check_uint8_images(images)
+        x = tf.cast(images, self.flow_dtype)
+        if seed is None:
+            noise = tf.random.uniform(tf.shape(x), dtype=self.flow_dtype)
+        else:
+            noise = tf.random.stateless_uniform(tf.shape(x), seed=seed, dtype=self.flow_dtype)
+        log_prob = self.log_prob(x + noise, training=training)
+        return bits_per_dim_from_log_prob(log_prob, int(np.prod(images.shape[-3:])))
+
+    def encode(self, x: tf.Tensor) -> tf.Tensor:
+        """Latent ``z`` (the image's shape) of float images ``x`` in ``[0, 256)``."""
+        x = validation.check_images(x, self.flow_dtype, self.image_shape[-1], self.validate_args,
+                                    self.num_scales)
+        with self.mode(False):
+            return self._flow(x.shape[-3:]).bijector.inverse(x)
+
+    def decode(self, z: tf.Tensor) -> tf.Tensor:
+        """Images in ``[0, 256)`` from latents ``z`` of shape ``[..., H, W, C]``."""
+        z = validation.check_latents(z, self.flow_dtype, self.image_shape[-1], self.validate_args,
+                                     self.num_scales)
+        with self.mode(False):
+            return self._flow(z.shape[-3:]).bijector.forward(z)
+
+    def sample(self, num_samples: int, temperature: float = 1.0,
+               seed: tf.Tensor | Sequence[int] | None = None,
+               image_shape: Sequence[int] | None = None) -> tf.Tensor:
+        """``num_samples`` images from ``z ~ N(0, temperature^2 I)``."""
+        if temperature < 0:
+            raise ValueError(f"temperature must be non-negative, got {temperature}.")
+        shape = (int(num_samples),) + tuple(image_shape or self.image_shape)
+        if seed is None:
+            z = tf.random.normal(shape, dtype=self.flow_dtype)
+        else:
+            z = tf.random.stateless_normal(shape, seed=seed, dtype=self.flow_dtype)
+        return self.decode(temperature * z)
+
+    def latent_scale_index(self, image_shape: Sequence[int] | None = None) -> np.ndarray:
+        """Integer array of the latent's shape: the scale at which each entry left.
+
+        0 is the finest scale (factored out first, half of the variables),
+        ``num_scales - 1`` the coarsest.  Built by pushing scale labels through
+        the same ``Squeeze`` bijector the flow uses.
+        """
+        shape = tuple(image_shape or self.image_shape)
+        unsqueeze = Squeeze()
+
+        def labels(h: int, w: int, c: int, level: int) -> tf.Tensor:
+            if level == self.num_scales - 1:
+                return tf.fill([h, w, c], float(level))
+            kept = tf.fill([h // 2, w // 2, 2 * c], float(level))
+            inner = labels(h // 2, w // 2, 2 * c, level + 1)
+            return unsqueeze.forward(tf.concat([kept, inner], axis=-1))
+
+        return labels(*shape, 0).numpy().astype(np.int32)

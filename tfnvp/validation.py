@@ -1,0 +1,78 @@
+"""Input checks with errors that name the problem.
+
+Static properties (rank, shape, dtype) are always checked: that costs
+nothing.  Value checks (NaN, pixel range) follow TFP's ``validate_args``
+convention: on in the user-facing methods, free to be off inside a compiled
+training step.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+__all__ = ["check_image_shape", "check_images", "check_latents", "check_uint8_images"]
+
+
+def check_image_shape(shape: tuple[int, ...], channels: int, num_scales: int) -> None:
+    """Raises ``ValueError`` unless ``shape`` is ``(H, W, channels)`` usable at ``num_scales``."""
+    if len(shape) != 3:
+        raise ValueError(f"Expected an image shape (height, width, channels), got {shape}.")
+    if shape[-1] != channels:
+        raise ValueError(f"Expected images with {channels} channels, got shape {shape}.")
+    factor = 2 ** (num_scales - 1)
+    if shape[0] % factor or shape[1] % factor:
+        raise ValueError(f"Image height and width must be divisible by {factor} "
+                         f"(2**(num_scales - 1)), got shape {shape}.")
+
+
+def _check_event(x: tf.Tensor, what: str, channels: int, num_scales: int) -> None:
+    if x.shape.rank is None or x.shape.rank < 3:
+        raise ValueError(f"Expected {what} of shape [..., height, width, channels], "
+                         f"got rank {x.shape.rank} with shape {x.shape}.")
+    event = tuple(x.shape[-3:])
+    if None in event:
+        raise ValueError(f"The height, width and channels of {what} must be known, got {x.shape}.")
+    check_image_shape(event, channels, num_scales)
+
+
+def check_images(x, dtype: tf.DType, channels: int, validate_args: bool,
+                 num_scales: int) -> tf.Tensor:
+    """Checks float images in ``[0, 256)``; returns them as a ``dtype`` tensor."""
+    x = tf.convert_to_tensor(x)
+    if not x.dtype.is_floating:
+        raise TypeError(
+            f"Expected float pixel values in [0, 256) (dequantized), got dtype {x.dtype.name}; "
+            "use bits_per_dim() for 8-bit images, which dequantizes them.")
+    _check_event(x, "images", channels, num_scales)
+    x = tf.cast(x, dtype)
+    if validate_args:
+        tf.debugging.assert_all_finite(x, "pixel values contain NaN or Inf")
+        tf.debugging.assert_greater_equal(
+            x, tf.zeros([], dtype), message="pixel values must lie in [0, 256): found a negative value")
+        tf.debugging.assert_less(
+            x, tf.constant(256, dtype), message="pixel values must lie in [0, 256): found a value >= 256")
+    return x
+
+
+def check_latents(z, dtype: tf.DType, channels: int, validate_args: bool,
+                  num_scales: int) -> tf.Tensor:
+    """Checks latents of shape ``[..., H, W, C]``; returns them as ``dtype``."""
+    z = tf.convert_to_tensor(z)
+    if not z.dtype.is_floating:
+        raise TypeError(f"Expected float latents, got dtype {z.dtype.name}.")
+    _check_event(z, "latents", channels, num_scales)
+    z = tf.cast(z, dtype)
+    if validate_args:
+        tf.debugging.assert_all_finite(z, "latents contain NaN or Inf")
+    return z
+
+
+def check_uint8_images(images) -> tf.Tensor:
+    """Checks 8-bit images ``[..., H, W, C]``."""
+    images = tf.convert_to_tensor(images)
+    if images.dtype != tf.uint8:
+        raise TypeError(f"Expected uint8 images (values 0..255), got dtype {images.dtype.name}; "
+                        "use log_prob() for dequantized float images.")
+    if images.shape.rank is None or images.shape.rank < 3:
+        raise ValueError(f"Expected images of shape [..., height, width, channels], got {images.shape}.")
+    return images
