@@ -1,0 +1,1 @@
+"""Training, evaluation, export and visualization commands for tfnvp (absl flags live here)."""

@@ -1,0 +1,109 @@
+"""The layout of a training run's output directory, shared by every command.
+
+::
+
+    RUN/config.json        model and data configuration (written once, atomically)
+    RUN/checkpoints/       tf.train.CheckpointManager: Checkpoint(model=, optimizer=, step=, rng=)
+    RUN/samples/           PNG grids of samples, one per evaluation (step_XXXXXXXX.png)
+    RUN/tensorboard/       TensorBoard summaries (train/, eval/)
+    RUN/eval.json          result of --mode=eval
+    RUN/saved_model/       result of --mode=export
+
+A run started again with the same ``--output_dir`` resumes; one whose model or
+data configuration differs from ``config.json`` is refused with an error
+instead of silently starting over or loading mismatched weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import tensorflow as tf
+
+import tfnvp
+
+__all__ = ["CONFIG_FILE", "CHECKPOINT_DIR", "ConfigMismatchError", "write_json_atomic",
+           "read_config", "write_or_check_config", "build_model", "restore_model",
+           "checkpoint_dir"]
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class ConfigMismatchError(ValueError):
+    """The run directory belongs to another architecture or dataset."""
+
+
+def write_json_atomic(path: str, payload: Any) -> None:
+    """Writes JSON via a temporary file and ``os.replace``: never half-written."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def checkpoint_dir(output_dir: str) -> str:
+    return os.path.join(output_dir, CHECKPOINT_DIR)
+
+
+def read_config(output_dir: str) -> dict:
+    """The run's ``config.json``; ``FileNotFoundError`` naming the path if absent."""
+    path = os.path.join(output_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: {output_dir!r} is not a tfnvp run directory.")
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_or_check_config(output_dir: str, config: dict) -> None:
+    """Writes ``config`` for a new run; for an existing run, checks it matches.
+
+    ``config`` has the keys ``"model"`` (``RealNVP.get_config()``) and
+    ``"data"`` (at least ``image_shape`` and ``dataset``).  Anything else
+    (e.g. ``"flags"``) is informational and may change between restarts.
+    """
+    path = os.path.join(output_dir, CONFIG_FILE)
+    if os.path.exists(path):
+        stored = read_config(output_dir)
+        for key in ("model", "data"):
+            old, new = _jsonable(stored.get(key)), _jsonable(config.get(key))
+            if old != new:
+                diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+                        if old.get(k) != new.get(k)} if isinstance(old, dict) and isinstance(new, dict) else (old, new)
+                raise ConfigMismatchError(
+                    f"{output_dir!r} holds a run with a different {key} configuration "
+                    f"(stored vs. requested: {diff}). Use another --output_dir, or the same flags "
+                    "as the original run; its checkpoints were left untouched.")
+        return
+    write_json_atomic(path, _jsonable(config))
+
+
+def _jsonable(value: Any) -> Any:
+    """Round-trips through JSON so tuples and lists compare equal."""
+    return json.loads(json.dumps(value))
+
+
+def build_model(config: dict, **overrides) -> tfnvp.RealNVP:
+    """A fresh ``RealNVP`` from a run's config (``overrides`` replace model keys)."""
+    return tfnvp.RealNVP(**{**config["model"], **overrides})
+
+
+def restore_model(output_dir: str, checkpoint_path: str | None = None,
+                  **overrides) -> tfnvp.RealNVP:
+    """The model of a run with the weights of its latest (or the given) checkpoint."""
+    model = build_model(read_config(output_dir), **overrides)
+    path = checkpoint_path or tf.train.latest_checkpoint(checkpoint_dir(output_dir))
+    if path is None:
+        raise FileNotFoundError(f"No checkpoint in {checkpoint_dir(output_dir)!r}.")
+    tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+    return model
