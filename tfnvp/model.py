@@ -234,7 +234,14 @@ class RealNVP(keras.Model):
 
     @property
     def distribution(self) -> tfd.TransformedDistribution:
-        """The flow as a ``tfd.TransformedDistribution`` (log-probs in nats)."""
+        """The flow as a ``tfd.TransformedDistribution`` (log-probs in nats).
+
+        TFP caches bijector results keyed by the input tensor object.  Inside
+        ``tf.function`` every trace has fresh tensors, but in eager mode a
+        tensor reused after a weight update can hit the cache and return the
+        old result; the model's own methods (``log_prob``, ``encode``, ...)
+        always pass fresh tensors, so prefer them for eager evaluation.
+        """
         return self._flow().distribution
 
     @property

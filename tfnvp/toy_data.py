@@ -1,4 +1,4 @@
-"""Toy densities for flow experiments: deterministic float32 numpy samplers.
+"""Toy densities for flow experiments: deterministic float32 numpy samplers (numpy only).
 
 Every sampler has the signature ``sampler(n, seed=0, **options)`` and returns a
 float32 array, of shape ``(n, 2)`` for the 2-D densities and ``(n,)`` for
@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from scipy.special import logsumexp
 
 __all__ = [
     "SAMPLERS",
@@ -106,7 +105,7 @@ def _mixture_log_prob(
     d = means.shape[1]
     sq_dist = np.sum((x[:, None, :] - means[None]) ** 2, axis=-1)  # [n, K]
     log_normal = -0.5 * sq_dist / scales**2 - d * np.log(scales) - 0.5 * d * np.log(2.0 * np.pi)
-    return logsumexp(log_normal + np.log(weights), axis=1)
+    return np.logaddexp.reduce(log_normal + np.log(weights), axis=1)
 
 
 def _mixture_1d_params(

@@ -44,7 +44,9 @@ def check_images(x, dtype: tf.DType, channels: int, validate_args: bool,
             f"Expected float pixel values in [0, 256) (dequantized), got dtype {x.dtype.name}; "
             "use bits_per_dim() for 8-bit images, which dequantizes them.")
     _check_event(x, "images", channels, num_scales)
-    x = tf.cast(x, dtype)
+    # A fresh tensor: TFP caches bijector results by input tensor, which would
+    # return results from before a weight update for a reused eager tensor.
+    x = tf.identity(tf.cast(x, dtype))
     if validate_args:
         tf.debugging.assert_all_finite(x, "pixel values contain NaN or Inf")
         tf.debugging.assert_greater_equal(
@@ -61,7 +63,7 @@ def check_latents(z, dtype: tf.DType, channels: int, validate_args: bool,
     if not z.dtype.is_floating:
         raise TypeError(f"Expected float latents, got dtype {z.dtype.name}.")
     _check_event(z, "latents", channels, num_scales)
-    z = tf.cast(z, dtype)
+    z = tf.identity(tf.cast(z, dtype))  # Fresh for TFP's cache, see check_images.
     if validate_args:
         tf.debugging.assert_all_finite(z, "latents contain NaN or Inf")
     return z

@@ -115,6 +115,11 @@ class PiecewiseLinear(tfb.Bijector):
         ``tf.errors.InvalidArgumentError``.
       name: name of the bijector.
 
+    Caching: like every TFP bijector, results are cached per input tensor
+    object, and the cache does not see α, ξ change. In eager mode, after a
+    weight update evaluate on a new tensor (as `PiecewiseLinearFlow.log_prob`
+    does), not on a tensor already passed through the bijector.
+
     Example:
       >>> params = PiecewiseLinearParams(num_bins=16)
       >>> flow = tfd.TransformedDistribution(
@@ -264,6 +269,10 @@ class PiecewiseLinearFlow(keras.Model):
         )
 
     def log_prob(self, x: Any) -> tf.Tensor:
+        # Evaluate on a fresh tensor: TFP caches bijector results keyed by the
+        # input tensor object, so re-evaluating the same eager tensor after a
+        # weight update would return stale values (tensorflow/probability#1510).
+        x = tf.identity(tf.convert_to_tensor(x, self.distribution.dtype))
         return self.distribution.log_prob(x)
 
     def call(self, x: Any) -> tf.Tensor:
