@@ -1,6 +1,5 @@
 """AffineCoupling: exactness, masks, identity at initialization, mode/cache."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf

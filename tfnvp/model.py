@@ -24,23 +24,20 @@ image's shape; ``latent_scale_index()`` says which scale each entry left at.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import math
-from typing import Iterator, Sequence
+from typing import Sequence
 
-import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfnvp.bijectors.base import ModalBijector
-from tfnvp.bijectors.batch_norm import BatchNorm, BatchNormStatistics
-from tfnvp.bijectors.coupling import AffineCoupling
+from tfnvp.bijectors.batch_norm import BatchNormStatistics
 from tfnvp.bijectors.chain import FusedChain
 from tfnvp.bijectors.factor_out import FactorOut
 from tfnvp.bijectors.logit import LogitPreprocess
 from tfnvp.bijectors.squeeze import Squeeze
+from tfnvp.dequantization import bits_per_dim_from_log_prob, dequantize
+from tfnvp.flow_model import Flow, FlowModel
 from tfnvp.nets.resnet import ResNet
 from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
 from tfnvp import validation
@@ -48,7 +45,7 @@ from tfnvp import validation
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["RealNVP", "PAPER_CONFIGS", "bits_per_dim_from_log_prob"]
+__all__ = ["RealNVP", "PAPER_CONFIGS"]
 
 # Section 4.1: CIFAR-10 used 8 residual blocks, 64 feature maps and one
 # downscale (two scales); 32x32 ImageNet 4 blocks, 32 feature maps, one
@@ -62,27 +59,7 @@ PAPER_CONFIGS: dict[str, dict] = {
 }
 
 
-def bits_per_dim_from_log_prob(log_prob: tf.Tensor, num_dims: int) -> tf.Tensor:
-    """``-log p / (D ln 2)``: bits per dimension of a density on ``[0, 256)^D``.
-
-    With dequantized pixels ``x + u`` (``u ~ U[0, 1)^D``) the density on the
-    8-bit scale ``[0, 256)^D`` lower-bounds the discrete model's likelihood,
-    so this is the paper's bits/dim.  (A density on ``[0, 1)^D`` would need
-    ``+ D log 256`` first; the model's support is already ``[0, 256)^D``.)
-    """
-    return -log_prob / (num_dims * math.log(2.0))
-
-
-@dataclasses.dataclass(frozen=True)
-class _Flow:
-    """A flow instantiated for one image shape from the model's layers."""
-
-    bijector: tfb.Bijector
-    distribution: tfd.TransformedDistribution
-    modal: tuple[ModalBijector, ...]
-
-
-class RealNVP(keras.Model):
+class RealNVP(FlowModel):
     """Real NVP for images with values in ``[0, 256)``.
 
     Args:
@@ -99,6 +76,10 @@ class RealNVP(keras.Model):
       conditioner_dtype: Keras dtype policy of the conditioner bodies, e.g.
         ``"mixed_bfloat16"``; their outputs are cast back to ``dtype`` before
         the coupling arithmetic.  Defaults to ``dtype``.
+      recompute_gradients: memory-saving backprop: each conditioner body's
+        activations are recomputed in the backward pass instead of stored
+        (one extra conditioner forward pass per step, ~+1/3 FLOPs; the
+        gradients are the same).
       validate_args: check pixel values (finite, in range) in the user-facing
         methods; static shape and dtype checks always run.
 
@@ -117,11 +98,10 @@ class RealNVP(keras.Model):
                  running_average_batch_norm: bool = False,
                  synchronized_batch_norm: bool = False, dtype: tf.DType | str = tf.float32,
                  conditioner_dtype: str | None = None, validate_args: bool = True,
+                 recompute_gradients: bool = False,
                  name: str = "real_nvp"):
-        flow_dtype = tf.as_dtype(dtype)
-        if flow_dtype not in (tf.float32, tf.float64):
-            raise ValueError(f"dtype must be float32 or float64, got {flow_dtype.name}.")
-        super().__init__(name=name, dtype=flow_dtype.name)
+        super().__init__(dtype=dtype, validate_args=validate_args, name=name)
+        flow_dtype = self.flow_dtype
         image_shape = tuple(int(d) for d in image_shape)
         if len(image_shape) != 3 or min(image_shape) < 1:
             raise ValueError(f"image_shape must be (height, width, channels), got {image_shape}.")
@@ -139,12 +119,11 @@ class RealNVP(keras.Model):
             batch_norm_momentum=float(batch_norm_momentum),
             running_average_batch_norm=bool(running_average_batch_norm),
             synchronized_batch_norm=bool(synchronized_batch_norm), dtype=flow_dtype.name,
-            conditioner_dtype=conditioner_dtype, validate_args=bool(validate_args))
+            conditioner_dtype=conditioner_dtype, validate_args=bool(validate_args),
+            recompute_gradients=bool(recompute_gradients))
         self.image_shape = image_shape
+        self.event_shape = image_shape
         self.num_scales = int(num_scales)
-        self.flow_dtype = flow_dtype
-        self.validate_args = bool(validate_args)
-        self._training_mode = False
         body_policy = conditioner_dtype or flow_dtype.name
         # One (conditioner, statistics) pair per coupling, in data -> latent
         # order.  They do not depend on the image size: the same weights build
@@ -165,12 +144,12 @@ class RealNVP(keras.Model):
                                   synchronized_batch_norm=synchronized_batch_norm,
                                   dtype=body_policy, name=f"resnet_{index}")
                     self.conditioners.append(ShiftAndLogScale(
-                        body, width, dtype=flow_dtype.name, name=f"coupling_{index}"))
+                        body, width, recompute_gradients=recompute_gradients,
+                        dtype=flow_dtype.name, name=f"coupling_{index}"))
                     if batch_norm:
                         self.statistics.append(BatchNormStatistics(
                             width, dtype=flow_dtype.name, name=f"batch_norm_{index}"))
             channels *= 2
-        self._flows: dict[tuple[int, int, int], _Flow] = {}
         # Build every weight now (eval mode: no statistics are updated).
         self.log_prob(tf.fill((1,) + image_shape, tf.constant(128.0, flow_dtype)))
 
@@ -186,7 +165,8 @@ class RealNVP(keras.Model):
         return dict(self._config)
 
     # ------------------------------------------------------------------ flow
-    def _build_flow(self, image_shape: tuple[int, int, int]) -> _Flow:
+    def _build_flow(self, image_shape: tuple[int, ...]) -> Flow:
+        validation.check_image_shape(image_shape, self.image_shape[-1], self.num_scales)
         modal: list[ModalBijector] = []
         couplings = iter(range(len(self.conditioners)))
         momentum = self._config["batch_norm_momentum"]
@@ -194,12 +174,10 @@ class RealNVP(keras.Model):
 
         def coupled(mask: str, parity: int) -> list[tfb.Bijector]:
             index = next(couplings)
-            steps = [AffineCoupling(self.conditioners[index], mask=mask, parity=parity,
-                                    training=self._training_mode, name=f"coupling_{index}")]
-            if self.statistics:
-                steps.append(BatchNorm(self.statistics[index], momentum=momentum,
-                                       running_average_in_training=running,
-                                       training=self._training_mode, name=f"batch_norm_{index}"))
+            steps = self.coupling_steps(
+                self.conditioners[index], self.statistics[index] if self.statistics else None,
+                mask, parity, event_ndims=3, index=index, momentum=momentum,
+                running_average=running)
             modal.extend(steps)
             return steps
 
@@ -223,31 +201,7 @@ class RealNVP(keras.Model):
         base = tfd.Sample(tfd.Normal(tf.zeros([], self.flow_dtype), tf.ones([], self.flow_dtype)),
                           sample_shape=image_shape)
         distribution = tfd.TransformedDistribution(base, bijector, name="real_nvp")
-        return _Flow(bijector, distribution, tuple(modal))
-
-    def _flow(self, image_shape: Sequence[int] | None = None) -> _Flow:
-        shape = self.image_shape if image_shape is None else tuple(int(d) for d in image_shape)
-        if shape not in self._flows:
-            validation.check_image_shape(shape, self.image_shape[-1], self.num_scales)
-            self._flows[shape] = self._build_flow(shape)
-        return self._flows[shape]
-
-    @property
-    def distribution(self) -> tfd.TransformedDistribution:
-        """The flow as a ``tfd.TransformedDistribution`` (log-probs in nats).
-
-        TFP caches bijector results keyed by the input tensor object.  Inside
-        ``tf.function`` every trace has fresh tensors, but in eager mode a
-        tensor reused after a weight update can hit the cache and return the
-        old result; the model's own methods (``log_prob``, ``encode``, ...)
-        always pass fresh tensors, so prefer them for eager evaluation.
-        """
-        return self._flow().distribution
-
-    @property
-    def bijector(self) -> tfb.Bijector:
-        """The whole flow; ``forward`` maps latents to images."""
-        return self._flow().bijector
+        return Flow(bijector, distribution, tuple(modal))
 
     def distribution_for(self, image_shape: Sequence[int]) -> tfd.TransformedDistribution:
         """The same weights as a distribution over images of another size.
@@ -257,91 +211,35 @@ class RealNVP(keras.Model):
         """
         return self._flow(image_shape).distribution
 
-    # ------------------------------------------------------------------ mode
-    @property
-    def training_mode(self) -> bool:
-        """Training (batch statistics) or evaluation (running statistics)."""
-        return self._training_mode
-
-    @training_mode.setter
-    def training_mode(self, value: bool) -> None:
-        self._training_mode = bool(value)
-        for flow in self._flows.values():
-            for bijector in flow.modal:
-                bijector.training = self._training_mode
-
-    @contextlib.contextmanager
-    def mode(self, training: bool | None) -> Iterator[None]:
-        """Temporarily sets ``training_mode`` (``None`` keeps it)."""
-        if training is None:
-            yield
-            return
-        previous = self._training_mode
-        self.training_mode = training
-        try:
-            yield
-        finally:
-            self.training_mode = previous
-
     # ------------------------------------------------------------------ API
-    def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        """Keras entry point: the log-density of ``x`` in nats."""
-        return self.log_prob(x, training=training)
+    def _check_inputs(self, x) -> tf.Tensor:
+        return validation.check_images(x, self.flow_dtype, self.image_shape[-1],
+                                       self.validate_args, self.num_scales)
 
-    def log_prob(self, x: tf.Tensor, training: bool | None = False) -> tf.Tensor:
-        """Log-density (nats) of float images ``x`` in ``[0, 256)``, shape ``[..., H, W, C]``.
-
-        ``training=None`` keeps the current ``training_mode``.
-        """
-        x = validation.check_images(x, self.flow_dtype, self.image_shape[-1], self.validate_args,
-                                    self.num_scales)
-        with self.mode(training):
-            return self._flow(x.shape[-3:]).distribution.log_prob(x)
+    def _check_latents(self, z) -> tf.Tensor:
+        return validation.check_latents(z, self.flow_dtype, self.image_shape[-1],
+                                        self.validate_args, self.num_scales)
 
     def bits_per_dim(self, images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
                      training: bool | None = False) -> tf.Tensor:
         """Bits/dim of 8-bit images under uniform dequantization.
 
         ``images`` are uint8 ``[..., H, W, C]``; each gets noise ``u ~ U[0,1)``
-        (from the stateless ``seed`` if given) and the result is
-        ``-log p(x + u) / (D ln 2)`` per image (see
-        ``bits_per_dim_from_log_prob``).
+        (``tfnvp.dequantize``, from the stateless ``seed`` if given) and the
+        result is ``-log p(x + u) / (D ln 2)`` per image (see
+        ``tfnvp.bits_per_dim_from_log_prob``).
         """
         images = validation.check_uint8_images(images)
-        x = tf.cast(images, self.flow_dtype)
-        if seed is None:
-            noise = tf.random.uniform(tf.shape(x), dtype=self.flow_dtype)
-        else:
-            noise = tf.random.stateless_uniform(tf.shape(x), seed=seed, dtype=self.flow_dtype)
-        log_prob = self.log_prob(x + noise, training=training)
+        x = dequantize(images, seed=seed, dtype=self.flow_dtype)
+        log_prob = self.log_prob(x, training=training)
         return bits_per_dim_from_log_prob(log_prob, int(np.prod(images.shape[-3:])))
-
-    def encode(self, x: tf.Tensor) -> tf.Tensor:
-        """Latent ``z`` (the image's shape) of float images ``x`` in ``[0, 256)``."""
-        x = validation.check_images(x, self.flow_dtype, self.image_shape[-1], self.validate_args,
-                                    self.num_scales)
-        with self.mode(False):
-            return self._flow(x.shape[-3:]).bijector.inverse(x)
-
-    def decode(self, z: tf.Tensor) -> tf.Tensor:
-        """Images in ``[0, 256)`` from latents ``z`` of shape ``[..., H, W, C]``."""
-        z = validation.check_latents(z, self.flow_dtype, self.image_shape[-1], self.validate_args,
-                                     self.num_scales)
-        with self.mode(False):
-            return self._flow(z.shape[-3:]).bijector.forward(z)
 
     def sample(self, num_samples: int, temperature: float = 1.0,
                seed: tf.Tensor | Sequence[int] | None = None,
                image_shape: Sequence[int] | None = None) -> tf.Tensor:
-        """``num_samples`` images from ``z ~ N(0, temperature^2 I)``."""
-        if temperature < 0:
-            raise ValueError(f"temperature must be non-negative, got {temperature}.")
-        shape = (int(num_samples),) + tuple(image_shape or self.image_shape)
-        if seed is None:
-            z = tf.random.normal(shape, dtype=self.flow_dtype)
-        else:
-            z = tf.random.stateless_normal(shape, seed=seed, dtype=self.flow_dtype)
-        return self.decode(temperature * z)
+        """``num_samples`` images from ``z ~ N(0, temperature^2 I)`` of ``image_shape``
+        (default: the model's own; any size the flow accepts, appendix C)."""
+        return super().sample(num_samples, temperature, seed, event_shape=image_shape)
 
     def latent_scale_index(self, image_shape: Sequence[int] | None = None) -> np.ndarray:
         """Integer array of the latent's shape: the scale at which each entry left.

@@ -11,9 +11,10 @@ from tfnvp.bijectors.coupling import AffineCoupling, channel_mask, checkerboard_
 from tfnvp.bijectors.chain import FusedChain
 from tfnvp.bijectors.factor_out import FactorOut
 from tfnvp.bijectors.logit import LogitPreprocess
+from tfnvp.bijectors.piecewise_linear import PiecewiseLinear, PiecewiseLinearParams
 from tfnvp.bijectors.squeeze import Squeeze
 
 __all__ = [
     "AffineCoupling", "BatchNorm", "BatchNormStatistics", "FactorOut", "FusedBijector", "FusedChain",
-    "LogitPreprocess", "ModalBijector", "Squeeze", "channel_mask", "checkerboard_mask",
+    "LogitPreprocess", "ModalBijector", "PiecewiseLinear", "PiecewiseLinearParams", "Squeeze", "channel_mask", "checkerboard_mask",
 ]

@@ -14,14 +14,19 @@ last to first, ``inverse`` from first to last; same shape logic).
 from __future__ import annotations
 
 import tensorflow as tf
-import tensorflow_probability as tfp
+from tensorflow_probability.python.bijectors.chain import _Chain
 from tensorflow_probability.python.internal import cache_util
 
 __all__ = ["FusedChain"]
 
 
-class FusedChain(tfp.bijectors.Chain):
+class FusedChain(_Chain):
     """A ``tfb.Chain`` computing each direction and its log-det in one pass.
+
+    It derives from TFP's ``_Chain``, which is what ``tfb.Chain(steps)``
+    itself builds when a step is not a ``CompositeTensor`` (ours hold Keras
+    layers, so they never are); that keeps the chain and any distribution
+    built on it usable as ordinary Python objects inside ``tf.function``.
 
     Math: for ``Chain([b_1, ..., b_n])``, ``inverse = b_n^-1 o ... o b_1^-1``
     and ``log|det J_inverse(y)| = sum_k ildj_k(y_k)`` with ``y_1 = y``,

@@ -118,6 +118,11 @@ class AffineCoupling(ModalBijector):
     def conditioner(self) -> Any:
         return self._conditioner
 
+    @property
+    def parity(self) -> int:
+        """0: the mask keeps its 1-entries unchanged; 1: its complement."""
+        return self._parity
+
     def mask(self, x: tf.Tensor) -> tf.Tensor:
         """The mask ``b`` (1 = unchanged), broadcastable against ``x``."""
         if isinstance(self._mask_spec, str) and self._mask_spec == "checkerboard":

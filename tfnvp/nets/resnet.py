@@ -9,6 +9,12 @@ The s and t functions of a coupling layer are one deep convolutional ResNet
 
 The residual connections are the network's skip connections.  The last
 convolution starts with zero gain, so a new coupling layer is the identity.
+
+Performance: the batch normalizations are ``BatchNormalization`` below, a
+``keras.layers.BatchNormalization`` (same weights, names, checkpoints and
+math) that runs as one fused op (``FusedBatchNormV3``, a oneDNN primitive on
+CPU, and its fused gradient) instead of ~8 separate element-wise passes over
+the activations; float32 statistics also for bfloat16/float16 activations.
 """
 
 from __future__ import annotations
@@ -18,7 +24,69 @@ import tensorflow as tf
 
 from tfnvp.nets.weight_norm import WeightNormConv2D
 
-__all__ = ["ResNet"]
+__all__ = ["ResNet", "BatchNormalization"]
+
+_FUSED_DTYPES = (tf.float32, tf.bfloat16, tf.float16)
+
+
+class BatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` computed by ``FusedBatchNormV3``.
+
+    Same variables, names, configuration and results (up to float rounding)
+    as the Keras layer: training mode normalizes with the batch's mean and
+    biased variance and updates the moving averages with them; evaluation
+    mode uses the moving averages.  Falls back to the Keras implementation
+    where the fused op does not apply: inputs that are not rank-4 channels-last
+    float32/bfloat16/float16, masks, renorm, no center/scale, or statistics
+    synchronized across more than one replica.
+
+    ``momentum = 1.0`` (set temporarily by ``recompute_gradients``' second
+    forward pass) leaves the moving averages untouched.
+    """
+
+    def _fused(self, inputs: tf.Tensor, mask) -> bool:
+        if (mask is not None or self.renorm or not self.center or not self.scale
+                or inputs.shape.rank != 4 or self.axis not in (-1, 3)
+                or inputs.dtype not in _FUSED_DTYPES or self.moving_mean.dtype != tf.float32):
+            return False
+        if self.synchronized:
+            ctx = tf.distribute.get_replica_context()
+            if ctx is not None and ctx.num_replicas_in_sync > 1:
+                return False
+        return True
+
+    def call(self, inputs, training=None, mask=None):
+        inputs = tf.convert_to_tensor(inputs)
+        if not self._fused(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        gamma = tf.convert_to_tensor(self.gamma)
+        beta = tf.convert_to_tensor(self.beta)
+        if training and self.trainable:
+            empty = tf.constant([], tf.float32)
+            y, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                x=inputs, scale=gamma, offset=beta, mean=empty, variance=empty,
+                epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
+                is_training=True)
+            if self.momentum != 1.0:
+                # The op returns the unbiased (n / (n - 1)) variance; Keras
+                # averages the biased one, which is what normalized `y`.
+                n = inputs.shape[:3].num_elements()
+                n = (tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), tf.float32) if n is None
+                     else tf.constant(float(n)))
+                variance = variance * ((n - 1.0) / tf.maximum(n, 1.0))
+                rho = self.momentum
+                self.moving_mean.assign(tf.convert_to_tensor(self.moving_mean) * rho
+                                        + tf.stop_gradient(mean) * (1.0 - rho))
+                self.moving_variance.assign(tf.convert_to_tensor(self.moving_variance) * rho
+                                            + tf.stop_gradient(variance) * (1.0 - rho))
+        else:
+            y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                x=inputs, scale=gamma, offset=beta,
+                mean=tf.convert_to_tensor(self.moving_mean),
+                variance=tf.convert_to_tensor(self.moving_variance),
+                epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
+                is_training=False)
+        return tf.cast(y, self.compute_dtype)
 
 
 class _ResidualBlock(keras.layers.Layer):
@@ -28,9 +96,9 @@ class _ResidualBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         self.channels = int(channels)
         self.synchronized = bool(synchronized)
-        self.norm_in = keras.layers.BatchNormalization(synchronized=synchronized, dtype=self.dtype_policy)
+        self.norm_in = BatchNormalization(synchronized=synchronized, dtype=self.dtype_policy)
         self.conv_in = WeightNormConv2D(channels, dtype=self.dtype_policy)
-        self.norm_out = keras.layers.BatchNormalization(synchronized=synchronized, dtype=self.dtype_policy)
+        self.norm_out = BatchNormalization(synchronized=synchronized, dtype=self.dtype_policy)
         self.conv_out = WeightNormConv2D(channels, dtype=self.dtype_policy)
 
     def call(self, h: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -68,8 +136,7 @@ class ResNet(keras.layers.Layer):
         self.conv_in = WeightNormConv2D(hidden_channels, dtype=policy)
         self.blocks = [_ResidualBlock(hidden_channels, synchronized_batch_norm, dtype=policy,
                                       name=f"block_{i}") for i in range(num_blocks)]
-        self.norm_out = keras.layers.BatchNormalization(
-            synchronized=synchronized_batch_norm, dtype=policy)
+        self.norm_out = BatchNormalization(synchronized=synchronized_batch_norm, dtype=policy)
         self.conv_out = WeightNormConv2D(out_channels, gain_initializer="zeros", dtype=policy)
 
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:

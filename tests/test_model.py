@@ -1,0 +1,208 @@
+"""RealNVP: the whole flow's exactness, closed-form density, gradients, API and errors."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.special
+import scipy.stats
+import tensorflow as tf
+
+import tfnvp
+
+from bijector_checks import assert_exact_bijector, perturb_weights
+
+ALPHA = 0.05
+
+
+def _perturbed(image_shape=(4, 4, 2), num_scales=2, dtype="float64", **kwargs) -> tfnvp.RealNVP:
+    model = tfnvp.RealNVP(image_shape, num_scales=num_scales, num_res_blocks=1,
+                          hidden_channels=4, dtype=dtype, **kwargs)
+    perturb_weights(model.conditioners + model.statistics, scale=0.2)
+    return model
+
+
+def _logit_normal_log_prob(x: np.ndarray) -> np.ndarray:
+    """Independent closed form: y = logit(alpha + (1-alpha) x/256) ~ N(0, I)."""
+    p = ALPHA + (1 - ALPHA) * x / 256.0
+    per_pixel = (scipy.stats.norm.logpdf(scipy.special.logit(p)) - np.log(p) - np.log1p(-p)
+                 + np.log((1 - ALPHA) / 256.0))
+    return per_pixel.reshape(x.shape[0], -1).sum(axis=1)
+
+
+@pytest.mark.parametrize("image_shape,num_scales,graph_mode", [
+    ((4, 4, 2), 2, True), ((8, 8, 1), 3, False)])
+def test_whole_flow_exact_against_numerical_jacobian(image_shape, num_scales, graph_mode):
+    model = _perturbed(image_shape, num_scales)
+    bijector = model.bijector
+    x = tf.random.uniform((2,) + image_shape, 8.0, 248.0, dtype=tf.float64)
+    z = bijector.inverse(x)
+    # Perturbed weights: far from the logit-only flow.
+    logit_only = tfnvp.bijectors.LogitPreprocess().inverse(x)
+    assert np.abs(z.numpy() - logit_only.numpy()).max() > 0.1
+    errors = assert_exact_bijector(bijector, tf.identity(z), event_ndims=3, graph_mode=graph_mode)
+    print(f"whole flow {image_shape} x {num_scales} scales: worst errors {errors}")
+    assert errors["log_det_vs_numerical"] < 1e-6 and errors["round_trip"] < 1e-9
+
+
+def test_log_prob_is_base_plus_log_det():
+    model = _perturbed()
+    x = tf.random.uniform((3, 4, 4, 2), 0.0, 256.0, dtype=tf.float64)
+    z = model.encode(x).numpy()
+    ildj = model.bijector.inverse_log_det_jacobian(tf.identity(x), event_ndims=3).numpy()
+    base = scipy.stats.norm.logpdf(z).reshape(3, -1).sum(axis=1)
+    np.testing.assert_allclose(model.log_prob(x).numpy(), base + ildj, rtol=1e-12)
+
+
+def test_new_model_is_the_closed_form_logit_normal():
+    model = tfnvp.RealNVP((8, 8, 3), num_scales=2, num_res_blocks=1, hidden_channels=4,
+                          batch_norm=False, dtype="float64")
+    x = np.random.default_rng(1).uniform(0, 256, size=(4, 8, 8, 3))
+    np.testing.assert_allclose(model.log_prob(x).numpy(), _logit_normal_log_prob(x), rtol=1e-12)
+    p = ALPHA + (1 - ALPHA) * x / 256.0
+    np.testing.assert_allclose(model.encode(x).numpy(), scipy.special.logit(p), atol=1e-12)
+
+
+def test_bits_per_dim_known_answer():
+    model = tfnvp.RealNVP((4, 4, 1), num_scales=2, num_res_blocks=1, hidden_channels=4,
+                          batch_norm=False, dtype="float64")
+    images = np.random.default_rng(2).integers(0, 256, size=(5, 4, 4, 1), dtype=np.uint8)
+    seed = (7, 11)
+    noise = tf.random.stateless_uniform(images.shape, seed=seed, dtype=tf.float64).numpy()
+    expected = -_logit_normal_log_prob(images + noise) / (16 * math.log(2.0))
+    np.testing.assert_allclose(model.bits_per_dim(images, seed=seed).numpy(), expected, rtol=1e-12)
+    # Dequantization noise is in [0, 1): bits/dim of a density on [0, 256)^D.
+    assert noise.min() >= 0.0 and noise.max() < 1.0
+    # A uniform density on [0, 256)^D is exactly 8 bits/dim.
+    uniform = tf.fill([2], -16 * math.log(256.0))
+    np.testing.assert_allclose(tfnvp.bits_per_dim_from_log_prob(uniform, 16).numpy(), [8.0, 8.0])
+
+
+def test_every_weight_gets_a_gradient():
+    model = _perturbed(dtype="float32")
+    x = tf.random.uniform((8, 4, 4, 2), 0.0, 256.0)
+    with tf.GradientTape() as tape:
+        loss = -tf.reduce_mean(model.log_prob(x, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    keras_trainable = [w for layer in model.conditioners for w in layer.trainable_weights]
+    assert len(model.trainable_variables) == len(keras_trainable) > 0
+    missing = [v.path for v, g in zip(model.trainable_variables, grads)
+               if g is None or not np.any(g.numpy())]
+    assert not missing, f"weights without gradient: {missing}"
+
+
+def test_each_conditioner_runs_once_and_statistics_update_once():
+    model = _perturbed(dtype="float32")
+    calls = []
+    for conditioner in model.conditioners:
+        original = conditioner.body.call
+
+        def counted(*args, _original=original, **kwargs):
+            calls.append(1)
+            return _original(*args, **kwargs)
+        conditioner.body.call = counted
+    stats = model.statistics[0]
+    before = stats.moving_mean.numpy().copy()
+
+    @tf.function
+    def train_log_prob(x):
+        return model.log_prob(x, training=True)
+    x = tf.random.uniform((8, 4, 4, 2), 0.0, 256.0)
+    train_log_prob(x)
+    assert len(calls) == len(model.conditioners)
+    # One update with momentum 0.99 moves the mean by 1% of the gap to the batch mean.
+    assert np.abs(stats.moving_mean.numpy() - before).max() > 0
+    moved = stats.moving_mean.numpy() - before
+    train_log_prob(x)
+    moved_twice = stats.moving_mean.numpy() - before
+    # Same input twice: a single update per call gives moved_twice ~= moved * (1 + 0.99).
+    np.testing.assert_allclose(moved_twice, moved * 1.99, rtol=1e-3, atol=1e-7)
+
+
+def test_modes_and_context_manager():
+    model = _perturbed(dtype="float32")
+    assert model.training_mode is False
+    with model.mode(True):
+        assert model.training_mode is True
+        assert all(b.training for b in model._flow().modal)
+    assert model.training_mode is False
+    assert not any(b.training for b in model._flow().modal)
+
+
+def test_sample_encode_decode_and_temperature():
+    model = _perturbed(dtype="float32")
+    samples = model.sample(6, temperature=0.7, seed=(1, 2))
+    assert samples.shape == (6, 4, 4, 2) and np.all(np.isfinite(samples.numpy()))
+    np.testing.assert_array_equal(samples.numpy(), model.sample(6, temperature=0.7, seed=(1, 2)).numpy())
+    x = tf.random.uniform((3, 4, 4, 2), 1.0, 255.0)
+    np.testing.assert_allclose(model.decode(model.encode(x)).numpy(), x.numpy(), atol=1e-3)
+    fresh = tfnvp.RealNVP((4, 4, 1), num_scales=2, num_res_blocks=1, hidden_channels=4,
+                          batch_norm=False)
+    # Temperature 0 decodes z = 0: every pixel is forward(0) = 256 (1/2 - alpha) / (1 - alpha).
+    np.testing.assert_allclose(fresh.sample(2, temperature=0.0).numpy(),
+                               256 * (0.5 - ALPHA) / (1 - ALPHA), rtol=1e-6)
+
+
+def test_latent_scale_index_and_other_sizes():
+    model = _perturbed((8, 8, 1), num_scales=3, dtype="float32")
+    index = model.latent_scale_index()
+    assert index.shape == (8, 8, 1)
+    counts = np.bincount(index.ravel(), minlength=3) / index.size
+    np.testing.assert_allclose(counts, [0.5, 0.25, 0.25])
+    big = tf.random.uniform((2, 16, 16, 1), 0.0, 256.0)
+    assert np.all(np.isfinite(model.log_prob(big).numpy()))
+    assert model.sample(1, image_shape=(16, 16, 1)).shape == (1, 16, 16, 1)
+    assert model.distribution_for((16, 16, 1)).event_shape == (16, 16, 1)
+
+
+def test_distribution_properties():
+    model = _perturbed(dtype="float32")
+    dist = model.distribution
+    assert dist.event_shape == (4, 4, 2) and dist.batch_shape == ()
+    x = tf.random.uniform((3, 4, 4, 2), 0.0, 256.0)
+    np.testing.assert_allclose(dist.log_prob(x).numpy(), model.log_prob(x).numpy(), rtol=1e-5)
+    assert dist.sample(2, seed=(1, 2)).shape == (2, 4, 4, 2)
+
+
+@pytest.mark.parametrize("bad,error,message", [
+    (np.zeros((4, 4), np.float32), ValueError, "rank 2"),
+    (np.zeros((1, 4, 4, 3), np.float32), ValueError, "2 channels"),
+    (np.zeros((1, 5, 5, 2), np.float32), ValueError, "divisible by 2"),
+    (np.zeros((1, 4, 4, 2), np.uint8), TypeError, "bits_per_dim"),
+    (np.full((1, 4, 4, 2), 300.0, np.float32), tf.errors.InvalidArgumentError, r"\[0, 256\)"),
+    (np.full((1, 4, 4, 2), -1.0, np.float32), tf.errors.InvalidArgumentError, "negative"),
+    (np.full((1, 4, 4, 2), np.nan, np.float32), tf.errors.InvalidArgumentError, "NaN"),
+])
+def test_bad_input_names_the_problem(bad, error, message):
+    model = _perturbed(dtype="float32")
+    with pytest.raises(error, match=message):
+        model.log_prob(bad)
+
+
+def test_bad_input_to_other_methods():
+    model = _perturbed(dtype="float32")
+    with pytest.raises(TypeError, match="uint8"):
+        model.bits_per_dim(np.zeros((1, 4, 4, 2), np.float32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN"):
+        model.decode(np.full((1, 4, 4, 2), np.nan, np.float32))
+    with pytest.raises(ValueError, match="temperature"):
+        model.sample(2, temperature=-1.0)
+
+
+def test_bad_construction():
+    with pytest.raises(ValueError, match="divisible by"):
+        tfnvp.RealNVP((6, 6, 1), num_scales=3)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        tfnvp.RealNVP((4, 4, 1), dtype="int32")
+    with pytest.raises(ValueError, match="Unknown paper configuration"):
+        tfnvp.RealNVP.from_paper("mnist-xl")
+
+
+def test_paper_cifar10_configuration():
+    model = tfnvp.RealNVP.from_paper("cifar10")
+    params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    # Section 4.1's CIFAR-10 model as in the widely used port: about 19.6 M weights.
+    assert 0.85 * 19.6e6 < params < 1.15 * 19.6e6, params
+    widths = sorted({c.body.hidden_channels for c in model.conditioners})
+    assert widths == [64, 128]
+    assert model.get_config()["num_res_blocks"] == 8

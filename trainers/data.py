@@ -1,0 +1,223 @@
+"""Input pipelines for training and evaluating Real NVP: dequantized image batches.
+
+Every source of `trainers/datasets.py` goes through the same steps:
+
+  records --shard--> [shuffle] --decode--> [cache, shuffle] --repeat--> fit, flip,
+  dequantize --batch--> prefetch
+
+* Dequantization: x = uint8 pixel + u, u ~ U[0, 1), so x lies in [0, 256); the
+  noise (and random crops and flips) of example i comes from stateless ops seeded
+  with fold_in(seed, i), so a pipeline is deterministic given its seed. For
+  evaluation the seed is `eval_seed`, so held-out values are a pure function of
+  (eval_seed, example index): identical across runs and batch sizes.
+* Shuffling: sources whose records are indices or paths shuffle a whole epoch of
+  them; when the decoded split fits in memory (< 2 GiB) and `cache` is on, the
+  decoded images are cached and a whole epoch of them is shuffled (cached tensors
+  are shared, not copied); large TFDS datasets stream through `shuffle_buffer`.
+* Flips: `flip=None` uses the paper's choice (cifar10, celeba and lsun_bedroom).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+from absl import logging
+
+import tfnvp
+
+from trainers import datasets
+
+_AUTOTUNE = tf.data.AUTOTUNE
+_CACHE_LIMIT_BYTES = 2 * 1024**3
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """What data to read and how to batch it.
+
+    Attributes:
+      dataset: a name of `datasets.NAMES`.
+      data_dir: folder or file for on-disk datasets; TFDS data_dir for TFDS ones.
+      batch_size: global training batch size.
+      eval_batch_size: evaluation batch size.
+      flip: random horizontal flips in training; None for the paper's choice.
+      seed: seed of the training shuffling, crops, flips and noise.
+      eval_seed: seed of the fixed evaluation dequantization noise.
+      shuffle_buffer: shuffle buffer of streamed (uncached TFDS) training data.
+      cache: cache decoded images in memory when they fit (< 2 GiB).
+      max_eval_examples: evaluate on the first examples of the held-out split only.
+    """
+
+    dataset: str
+    data_dir: str | None = None
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    flip: bool | None = None
+    seed: int = 0
+    eval_seed: int = 1234
+    shuffle_buffer: int = 10_000
+    cache: bool = True
+    max_eval_examples: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "eval_batch_size", "shuffle_buffer"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DataConfig.{name} must be positive, got {getattr(self, name)}.")
+        if self.max_eval_examples is not None and self.max_eval_examples < 1:
+            raise ValueError(
+                "DataConfig.max_eval_examples must be positive or None, "
+                f"got {self.max_eval_examples}."
+            )
+
+
+def _source(config: DataConfig) -> datasets.Source:
+    return datasets.get_source(config.dataset, config.data_dir)
+
+
+def image_shape(config: DataConfig) -> tuple[int, int, int]:
+    """(H, W, C) of the images the pipelines yield, without loading data when possible."""
+    return _source(config).image_shape()
+
+
+def _cardinality(records: tf.data.Dataset) -> int | None:
+    size = int(records.cardinality())
+    return size if size >= 0 else None
+
+
+def _fits_in_memory(config: DataConfig, split: datasets.Split, size: int | None) -> bool:
+    if not config.cache or split.example_bytes is None or size is None:
+        return False
+    total = split.example_bytes * size
+    if total > _CACHE_LIMIT_BYTES:
+        logging.info("%s: not caching %.2f GiB of decoded images.", config.dataset, total / 2**30)
+        return False
+    logging.info("%s: caching %d decoded images (%.1f MiB).", config.dataset, size, total / 2**20)
+    return True
+
+
+def _example_seeds(base: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    """Three independent stateless seeds (crop, flip, noise) for example `index`."""
+    return tf.random.experimental.stateless_split(
+        tf.random.experimental.stateless_fold_in(base, index), num=3
+    )
+
+
+def _central_crop(image: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    top = (tf.shape(image)[0] - height) // 2
+    left = (tf.shape(image)[1] - width) // 2
+    return image[top : top + height, left : left + width]
+
+
+def _resize_smaller_side(image: tf.Tensor, side: int) -> tf.Tensor:
+    """Resizes (antialiased bilinear) so the smaller side is `side`; rounds to uint8."""
+    size = tf.cast(tf.shape(image)[:2], tf.float32)
+    new_size = tf.cast(tf.round(size * (side / tf.reduce_min(size))), tf.int32)
+    resized = tf.image.resize(image, tf.maximum(new_size, side), antialias=True)
+    return tf.saturate_cast(tf.round(resized), tf.uint8)
+
+
+def _fit(
+    image: tf.Tensor,
+    shape: datasets.Shape,
+    geometry: datasets.Geometry,
+    random_crop_seed: tf.Tensor | None,
+) -> tf.Tensor:
+    """Applies `geometry` (see datasets.Geometry) to a uint8 image of any size."""
+    if geometry.center_crop is not None:
+        square = tf.minimum(geometry.center_crop, tf.reduce_min(tf.shape(image)[:2]))
+        image = _central_crop(image, square, square)
+    if geometry.resize_to is not None:
+        image = _resize_smaller_side(image, geometry.resize_to)
+    if random_crop_seed is not None:
+        image = tf.image.stateless_random_crop(image, shape, seed=random_crop_seed)
+    else:
+        image = _central_crop(image, shape[0], shape[1])
+    return tf.ensure_shape(image, shape)
+
+
+def _finish(
+    images: tf.data.Dataset,
+    source: datasets.Source,
+    base_seed: tuple[int, int],
+    training: bool,
+    flip: bool,
+) -> tf.data.Dataset:
+    """Fits, flips (if `flip`) and dequantizes each uint8 image with per-example seeds."""
+    shape = source.image_shape()
+    base = tf.constant(base_seed, tf.int64)
+    random_crop = training and source.geometry.random_crop
+
+    def finish_one(index: tf.Tensor, image: tf.Tensor) -> tf.Tensor:
+        crop_seed, flip_seed, noise_seed = tf.unstack(_example_seeds(base, index))
+        image = _fit(image, shape, source.geometry, crop_seed if random_crop else None)
+        if flip:
+            image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+        return tfnvp.dequantize(image, seed=noise_seed)
+
+    return images.enumerate().map(finish_one, num_parallel_calls=_AUTOTUNE)
+
+
+def make_train_dataset(
+    config: DataConfig, input_context: tf.distribute.InputContext | None = None
+) -> tf.data.Dataset:
+    """Infinite, shuffled, augmented, dequantized float32 [B, H, W, C] batches in [0, 256).
+
+    Args:
+      config: the data configuration.
+      input_context: as passed by `strategy.distribute_datasets_from_function`: the
+        records are sharded by input pipeline and B is the per-replica batch size.
+    """
+    source = _source(config)
+    split = source.split(training=True, seed=config.seed)
+    records, batch_size, pipeline = split.records, config.batch_size, 0
+    if input_context is not None:
+        pipeline = input_context.input_pipeline_id
+        records = records.shard(input_context.num_input_pipelines, pipeline)
+        batch_size = input_context.get_per_replica_batch_size(config.batch_size)
+
+    size = _cardinality(records)
+    if _fits_in_memory(config, split, size):
+        images = split.decode(records).cache().shuffle(size, seed=config.seed).repeat()
+    else:
+        buffer = size if split.cheap_records and size is not None else config.shuffle_buffer
+        images = split.decode(records.shuffle(buffer, seed=config.seed).repeat())
+
+    flip = source.flip_default if config.flip is None else config.flip
+    logging.info(
+        "%s: training batches of %d, flips %s.", config.dataset, batch_size, "on" if flip else "off"
+    )
+    batches = _finish(images, source, (config.seed, pipeline), training=True, flip=flip)
+    return batches.batch(batch_size, drop_remainder=True).prefetch(_AUTOTUNE)
+
+
+def _eval_split(config: DataConfig) -> tuple[datasets.Source, datasets.Split, tf.data.Dataset]:
+    source = _source(config)
+    split = source.split(training=False, seed=config.eval_seed)
+    records = split.records
+    if config.max_eval_examples is not None:
+        records = records.take(config.max_eval_examples)
+    return source, split, records
+
+
+def make_eval_dataset(config: DataConfig) -> tf.data.Dataset:
+    """One pass over the held-out split: float32 [B, H, W, C] batches in [0, 256).
+
+    No augmentation (central crops); the last partial batch is kept. The noise of
+    example i is a function of (eval_seed, i) only.
+    """
+    source, split, records = _eval_split(config)
+    images = split.decode(records)
+    if _fits_in_memory(config, split, _cardinality(records)):
+        images = images.cache()
+    batches = _finish(images, source, (config.eval_seed, 0), training=False, flip=False)
+    return batches.batch(config.eval_batch_size).prefetch(_AUTOTUNE)
+
+
+def num_eval_examples(config: DataConfig) -> int:
+    """Number of examples one pass of `make_eval_dataset(config)` yields."""
+    _, _, records = _eval_split(config)
+    size = _cardinality(records)
+    if size is None:  # Unknown size: count the (still encoded) records.
+        size = int(records.reduce(0, lambda count, _: count + 1))
+    return size
