@@ -1,0 +1,262 @@
+"""Export a trained ``tfnvp.RealNVP`` as a self-contained TensorFlow SavedModel.
+
+The export needs neither tfnvp nor TFP to load: every computation is a traced
+graph over the model's variables.  All functions run the model in evaluation
+mode (batch-norm running statistics, no statistics updates), and the pixel
+value checks (NaN/Inf, range ``[0, 256)``) stay in the graph whatever the
+model's ``validate_args``: bad inputs raise ``tf.errors.InvalidArgumentError``.
+
+Functions (callable attributes of the loaded object, and signatures of the
+same name in ``loaded.signatures`` for serving; ``H, W, C`` is the model's
+``image_shape``, every float input/output is float32 whatever the model's
+``flow_dtype``)::
+
+    log_prob(x: float32 [N, H, W, C] in [0, 256))      -> float32 [N]  nats per image
+    bits_per_dim(images: uint8 [N, H, W, C],
+                 seed: int32 [2])                      -> float32 [N]  bits/dim per image
+                                                          (uniform dequantization; deterministic given seed)
+    sample(num_samples: int32 [], temperature: float32 [],
+           seed: int32 [2])                            -> float32 [num_samples, H, W, C] in [0, 256)
+    encode(x: float32 [N, H, W, C])                    -> float32 [N, H, W, C]  latent z
+    decode(z: float32 [N, H, W, C])                    -> float32 [N, H, W, C]  images
+
+Called as attributes they return the tensor; ``loaded.signatures[name]``
+takes keyword arguments and returns a dict with one key, the function's name
+for ``log_prob``/``bits_per_dim`` and ``"samples"``, ``"z"``, ``"x"`` for
+``sample``, ``encode``, ``decode``.  ``serving_default`` is ``log_prob``.
+``loaded.metadata.asset_path`` (also ``EXPORT_DIR/assets/tfnvp_export.json``)
+holds the image shape, the model's ``get_config()`` and the versions used.
+
+Usage::
+
+    # trainer side
+    from trainers.export import export_saved_model
+    export_saved_model(model, "RUN/saved_model")
+
+    # consumer side: plain TensorFlow
+    loaded = tf.saved_model.load("RUN/saved_model")
+    nats = loaded.log_prob(tf.random.uniform([4, 32, 32, 3], 0.0, 256.0))
+    bpd = loaded.bits_per_dim(images_uint8, seed=[1, 2])
+    x = loaded.sample(num_samples=16, temperature=0.7, seed=[0, 0])
+    bpd = loaded.signatures["bits_per_dim"](images=images_uint8,
+                                            seed=tf.constant([1, 2]))["bits_per_dim"]
+
+Keep a reference to the loaded object while calling its functions
+(``tf.saved_model.load(path).log_prob(x)`` fails: the temporary owns the
+variables and is garbage-collected mid-call).
+
+``export_saved_model`` writes into a temporary directory next to
+``export_dir`` and moves it into place only when complete; an existing export
+is kept until then (see its docstring).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Iterator
+
+import tensorflow as tf
+
+import tfnvp
+
+__all__ = ["METADATA_FILE", "SIGNATURE_NAMES", "export_saved_model"]
+
+METADATA_FILE = "tfnvp_export.json"
+SIGNATURE_NAMES = ("log_prob", "bits_per_dim", "sample", "encode", "decode")
+
+
+class _ExportModule(tf.Module):
+    """The exported object: the model's variables and its functions in eval mode."""
+
+    def __init__(self, model: tfnvp.RealNVP, metadata_path: str):
+        super().__init__(name="tfnvp_export")
+        self.model = model
+        self.metadata = tf.saved_model.Asset(metadata_path)
+        height, width, channels = model.image_shape
+        dtype = model.flow_dtype
+        images = tf.TensorSpec([None, height, width, channels], tf.float32)
+        flow_images = tf.TensorSpec([None, height, width, channels], dtype)
+        uint8 = tf.TensorSpec([None, height, width, channels], tf.uint8)
+        seed = tf.TensorSpec([2], tf.int32)
+        scalar_int = tf.TensorSpec([], tf.int32)
+        scalar_float = tf.TensorSpec([], tf.float32)
+        out = lambda t: tf.cast(t, tf.float32)  # noqa: E731
+        num_dims = height * width * channels
+
+        # flow_log_prob and flow_decode are traced once each, in the flow's
+        # dtype, and shared: bits_per_dim calls flow_log_prob, sample calls
+        # flow_decode (nested function calls), so the SavedModel holds three
+        # copies of the flow graph (with encode) instead of five, and exporting
+        # traces three.
+        @tf.function(autograph=False, input_signature=[flow_images])
+        def flow_log_prob(x):
+            return model.log_prob(x, training=False)
+
+        @tf.function(autograph=False, input_signature=[flow_images])
+        def flow_decode(z):
+            return model.decode(z)
+
+        @tf.function(autograph=False, input_signature=[images])
+        def log_prob(x):
+            return out(flow_log_prob(tf.cast(x, dtype)))
+
+        @tf.function(autograph=False, input_signature=[uint8, seed])
+        def bits_per_dim(images, seed):
+            # RealNVP.bits_per_dim, with the log-density graph shared with log_prob.
+            x = tfnvp.dequantize(images, seed=seed, dtype=dtype)
+            return out(tfnvp.bits_per_dim_from_log_prob(flow_log_prob(x), num_dims))
+
+        @tf.function(autograph=False, input_signature=[scalar_int, scalar_float, seed])
+        def sample(num_samples, temperature, seed):
+            # RealNVP.sample with a tensor count and temperature (it wants
+            # Python values): the same stateless_normal draw, then decode.
+            checks = [
+                tf.debugging.assert_non_negative(
+                    num_samples, message="num_samples must be non-negative"),
+                tf.debugging.assert_greater_equal(
+                    temperature, 0.0, message="temperature must be non-negative"),
+            ]
+            with tf.control_dependencies(checks):
+                shape = tf.concat([tf.reshape(num_samples, [1]), model.image_shape], axis=0)
+            z = tf.random.stateless_normal(shape, seed=seed, dtype=dtype)
+            z = tf.ensure_shape(z, [None, height, width, channels])
+            return out(flow_decode(tf.cast(temperature, dtype) * z))
+
+        @tf.function(autograph=False, input_signature=[images])
+        def encode(x):
+            return out(model.encode(x))
+
+        @tf.function(autograph=False, input_signature=[images])
+        def decode(z):
+            return out(flow_decode(tf.cast(z, dtype)))
+
+        self.log_prob = log_prob
+        self.bits_per_dim = bits_per_dim
+        self.sample = sample
+        self.encode = encode
+        self.decode = decode
+
+
+def _signatures(module: _ExportModule) -> dict:
+    """Signature functions: the module's functions with named outputs.
+
+    They are handed to ``tf.saved_model.save`` untraced: functions traced
+    outside its save context are traced again inside it (the variable policy
+    is part of the cache key), which would store every flow graph twice.
+    """
+
+    def log_prob(x):
+        return {"log_prob": module.log_prob(x)}
+
+    def bits_per_dim(images, seed):
+        return {"bits_per_dim": module.bits_per_dim(images, seed)}
+
+    def sample(num_samples, temperature, seed):
+        return {"samples": module.sample(num_samples, temperature, seed)}
+
+    def encode(x):
+        return {"z": module.encode(x)}
+
+    def decode(z):
+        return {"x": module.decode(z)}
+
+    signatures = {}
+    for wrapper in (log_prob, bits_per_dim, sample, encode, decode):
+        name = wrapper.__name__
+        signatures[name] = tf.function(
+            wrapper, input_signature=getattr(module, name).input_signature, autograph=False)
+    signatures["serving_default"] = signatures["log_prob"]
+    return signatures
+
+
+@contextlib.contextmanager
+def _validating(model: tfnvp.RealNVP) -> Iterator[None]:
+    """Traces with the value checks on, then restores the model's setting.
+
+    ``validate_args`` is read when a function is traced, so the exported graph
+    keeps the checks even for a model built with ``validate_args=False``
+    (e.g. for a faster training step).
+    """
+    previous = model.validate_args
+    model.validate_args = True
+    try:
+        yield
+    finally:
+        model.validate_args = previous
+
+
+def _is_replaceable(path: str) -> bool:
+    """An existing SavedModel directory, or an empty one: safe to replace."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        return False
+    entries = os.listdir(path)
+    return not entries or any(e in entries for e in ("saved_model.pb", "saved_model.pbtxt"))
+
+
+def export_saved_model(model: tfnvp.RealNVP, export_dir: str) -> str:
+    """Writes ``model`` as a SavedModel to ``export_dir``; returns its absolute path.
+
+    See the module docstring for the exported functions.  The SavedModel and
+    its metadata are written to a temporary directory next to ``export_dir``
+    (same filesystem), then moved into place by renames: an existing export
+    is moved aside only once the new one is complete, restored if the final
+    rename fails, and deleted last.  A failure at any earlier point leaves the
+    previous export untouched.  ``export_dir`` must be absent, empty, or a
+    previous SavedModel; anything else raises ``FileExistsError`` rather than
+    being deleted.  Local filesystems only.
+    """
+    export_dir = os.path.abspath(export_dir)
+    parent, base = os.path.split(export_dir)
+    if os.path.lexists(export_dir) and not _is_replaceable(export_dir):
+        raise FileExistsError(
+            f"{export_dir!r} exists and is not a SavedModel directory; refusing to replace it.")
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
+    keep_work = False  # set if `work` holds the only copy of the previous export
+    try:
+        staged = os.path.join(work, "saved_model")
+        metadata_path = os.path.join(work, METADATA_FILE)
+        with open(metadata_path, "w") as f:
+            json.dump(_metadata(model), f, indent=2, sort_keys=True)
+            f.write("\n")
+        module = _ExportModule(model, metadata_path)
+        with _validating(model):
+            tf.saved_model.save(module, staged, signatures=_signatures(module))
+        if not os.path.exists(os.path.join(staged, "saved_model.pb")):
+            raise RuntimeError(f"tf.saved_model.save wrote no saved_model.pb in {staged!r}.")
+        previous = os.path.join(work, "previous")
+        if os.path.lexists(export_dir):
+            os.rename(export_dir, previous)
+        try:
+            os.rename(staged, export_dir)
+        except BaseException as error:
+            if os.path.lexists(previous):
+                try:
+                    os.rename(previous, export_dir)
+                except OSError:
+                    keep_work = True
+                    raise OSError(f"Could not move the new export to {export_dir!r} ({error}) "
+                                  f"nor restore the previous one; it is in {previous!r}.") from error
+            raise
+    finally:
+        if not keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+    return export_dir
+
+
+def _metadata(model: tfnvp.RealNVP) -> dict:
+    return {
+        "format": "tfnvp.saved_model/1",
+        "image_shape": list(model.image_shape),
+        "flow_dtype": model.flow_dtype.name,
+        "model_config": json.loads(json.dumps(model.get_config())),
+        "signatures": list(SIGNATURE_NAMES),
+        "io_dtype": "float32",
+        "value_checks": True,
+        "versions": {"tfnvp": getattr(tfnvp, "__version__", None),
+                     "tensorflow": tf.__version__},
+    }
