@@ -69,7 +69,8 @@ class RealNVP(FlowModel):
       hidden_channels: feature maps of the finest scale's conditioners.
       alpha: logit preprocessing constant (section 4.1).
       batch_norm: follow every coupling with a ``BatchNorm`` bijector.
-      batch_norm_momentum: decay of the running statistics.
+      batch_norm_momentum: decay of the running statistics, of the batch-norm
+        bijectors and of the conditioners' batch norms alike.
       running_average_batch_norm: appendix-E variant (see ``BatchNorm``).
       synchronized_batch_norm: all-reduce batch statistics across replicas.
       dtype: float32 or float64, for every variable and the flow arithmetic.
@@ -142,6 +143,7 @@ class RealNVP(FlowModel):
                     index = len(self.conditioners)
                     body = ResNet(feature_maps, num_res_blocks, 2 * width,
                                   synchronized_batch_norm=synchronized_batch_norm,
+                                  batch_norm_momentum=batch_norm_momentum,
                                   dtype=body_policy, name=f"resnet_{index}")
                     self.conditioners.append(ShiftAndLogScale(
                         body, width, recompute_gradients=recompute_gradients,

@@ -92,13 +92,16 @@ class BatchNormalization(keras.layers.BatchNormalization):
 class _ResidualBlock(keras.layers.Layer):
     """``h + conv(relu(bn(conv(relu(bn(h))))))``."""
 
-    def __init__(self, channels: int, synchronized: bool, **kwargs):
+    def __init__(self, channels: int, synchronized: bool, momentum: float = 0.99, **kwargs):
         super().__init__(**kwargs)
         self.channels = int(channels)
         self.synchronized = bool(synchronized)
-        self.norm_in = BatchNormalization(synchronized=synchronized, dtype=self.dtype_policy)
+        self.momentum = float(momentum)
+        self.norm_in = BatchNormalization(momentum=momentum, synchronized=synchronized,
+                                          dtype=self.dtype_policy)
         self.conv_in = WeightNormConv2D(channels, dtype=self.dtype_policy)
-        self.norm_out = BatchNormalization(synchronized=synchronized, dtype=self.dtype_policy)
+        self.norm_out = BatchNormalization(momentum=momentum, synchronized=synchronized,
+                                           dtype=self.dtype_policy)
         self.conv_out = WeightNormConv2D(channels, dtype=self.dtype_policy)
 
     def call(self, h: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -108,7 +111,7 @@ class _ResidualBlock(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "channels": self.channels,
-                "synchronized": self.synchronized}
+                "synchronized": self.synchronized, "momentum": self.momentum}
 
 
 class ResNet(keras.layers.Layer):
@@ -120,10 +123,12 @@ class ResNet(keras.layers.Layer):
       out_channels: output features (``2 * C`` for a shift and a log-scale).
       synchronized_batch_norm: all-reduce batch-norm statistics across
         replicas under ``tf.distribute``.
+      batch_norm_momentum: decay of the batch norms' running statistics.
     """
 
     def __init__(self, hidden_channels: int, num_blocks: int, out_channels: int,
-                 synchronized_batch_norm: bool = False, **kwargs):
+                 synchronized_batch_norm: bool = False, batch_norm_momentum: float = 0.99,
+                 **kwargs):
         super().__init__(**kwargs)
         if hidden_channels < 1 or num_blocks < 0 or out_channels < 1:
             raise ValueError("ResNet needs hidden_channels >= 1, num_blocks >= 0 and "
@@ -132,11 +137,14 @@ class ResNet(keras.layers.Layer):
         self.num_blocks = int(num_blocks)
         self.out_channels = int(out_channels)
         self.synchronized_batch_norm = bool(synchronized_batch_norm)
+        self.batch_norm_momentum = float(batch_norm_momentum)
         policy = self.dtype_policy
         self.conv_in = WeightNormConv2D(hidden_channels, dtype=policy)
-        self.blocks = [_ResidualBlock(hidden_channels, synchronized_batch_norm, dtype=policy,
+        self.blocks = [_ResidualBlock(hidden_channels, synchronized_batch_norm,
+                                      momentum=batch_norm_momentum, dtype=policy,
                                       name=f"block_{i}") for i in range(num_blocks)]
-        self.norm_out = BatchNormalization(synchronized=synchronized_batch_norm, dtype=policy)
+        self.norm_out = BatchNormalization(momentum=batch_norm_momentum,
+                                           synchronized=synchronized_batch_norm, dtype=policy)
         self.conv_out = WeightNormConv2D(out_channels, gain_initializer="zeros", dtype=policy)
 
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -148,4 +156,5 @@ class ResNet(keras.layers.Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "hidden_channels": self.hidden_channels,
                 "num_blocks": self.num_blocks, "out_channels": self.out_channels,
+                "batch_norm_momentum": self.batch_norm_momentum,
                 "synchronized_batch_norm": self.synchronized_batch_norm}
