@@ -35,10 +35,12 @@ def numerical_log_det(fn, points: tf.Tensor) -> np.ndarray:
 
 
 def _directions(bijector, z, event_ndims):
+    # Every round trip starts from a fresh tensor (tf.identity): TFP's cache
+    # would otherwise answer inverse(forward(z)) with z itself, unchecked.
     x = bijector.forward(z)
     fldj = bijector.forward_log_det_jacobian(z, event_ndims=event_ndims)
-    z_back = bijector.inverse(x)
-    x_again = bijector.forward(bijector.inverse(tf.identity(x)))
+    z_back = bijector.inverse(tf.identity(x))
+    x_again = bijector.forward(tf.identity(bijector.inverse(tf.identity(x))))
     ildj = bijector.inverse_log_det_jacobian(tf.identity(x), event_ndims=event_ndims)
     return x, fldj, z_back, x_again, ildj
 
