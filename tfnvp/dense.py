@@ -32,6 +32,7 @@ from tfnvp.bijectors.chain import FusedChain
 from tfnvp.flow_model import Flow, FlowModel
 from tfnvp.nets.mlp import MLP
 from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
+from tfnvp.nets.tracking import track_layers
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -145,6 +146,8 @@ class DenseRealNVP(FlowModel):
             if batch_norm:
                 self.statistics.append(
                     BatchNormStatistics(dim, dtype=flow_dtype.name, name=f"batch_norm_{index}"))
+        track_layers(self, "conditioner", self.conditioners)
+        track_layers(self, "statistics", self.statistics)
         # Build every weight now (evaluation mode: no statistics are updated).
         self.log_prob(tf.zeros((1, dim), flow_dtype))
 

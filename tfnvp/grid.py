@@ -58,6 +58,11 @@ def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 1) -> str:
     os.close(fd)
     try:
         picture.save(tmp, format="PNG")
+        # mkstemp creates the file readable by its owner only; give it the
+        # permissions an ordinary new file gets (0666 less the umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -40,12 +40,13 @@ from tfnvp.dequantization import bits_per_dim_from_log_prob, dequantize
 from tfnvp.flow_model import Flow, FlowModel
 from tfnvp.nets.resnet import ResNet
 from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
+from tfnvp.nets.tracking import track_layers
 from tfnvp import validation
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["RealNVP", "PAPER_CONFIGS"]
+__all__ = ["RealNVP", "PAPER_CONFIGS", "latent_scale_index"]
 
 # Section 4.1: CIFAR-10 used 8 residual blocks, 64 feature maps and one
 # downscale (two scales); 32x32 ImageNet 4 blocks, 32 feature maps, one
@@ -152,6 +153,8 @@ class RealNVP(FlowModel):
                         self.statistics.append(BatchNormStatistics(
                             width, dtype=flow_dtype.name, name=f"batch_norm_{index}"))
             channels *= 2
+        track_layers(self, "conditioner", self.conditioners)
+        track_layers(self, "statistics", self.statistics)
         # Build every weight now (eval mode: no statistics are updated).
         self.log_prob(tf.fill((1,) + image_shape, tf.constant(128.0, flow_dtype)))
 
@@ -244,20 +247,24 @@ class RealNVP(FlowModel):
         return super().sample(num_samples, temperature, seed, event_shape=image_shape)
 
     def latent_scale_index(self, image_shape: Sequence[int] | None = None) -> np.ndarray:
-        """Integer array of the latent's shape: the scale at which each entry left.
+        """``latent_scale_index(image_shape or self.image_shape, self.num_scales)``."""
+        return latent_scale_index(image_shape or self.image_shape, self.num_scales)
 
-        0 is the finest scale (factored out first, half of the variables),
-        ``num_scales - 1`` the coarsest.  Built by pushing scale labels through
-        the same ``Squeeze`` bijector the flow uses.
-        """
-        shape = tuple(image_shape or self.image_shape)
-        unsqueeze = Squeeze()
 
-        def labels(h: int, w: int, c: int, level: int) -> tf.Tensor:
-            if level == self.num_scales - 1:
-                return tf.fill([h, w, c], float(level))
-            kept = tf.fill([h // 2, w // 2, 2 * c], float(level))
-            inner = labels(h // 2, w // 2, 2 * c, level + 1)
-            return unsqueeze.forward(tf.concat([kept, inner], axis=-1))
+def latent_scale_index(image_shape: Sequence[int], num_scales: int) -> np.ndarray:
+    """Integer array of the latent's shape: the scale at which each entry left the flow.
 
-        return labels(*shape, 0).numpy().astype(np.int32)
+    0 is the finest scale (factored out first, half of the variables),
+    ``num_scales - 1`` the coarsest.  Built by pushing scale labels through the
+    same ``Squeeze`` bijector the flow uses, so it follows the flow's layout.
+    """
+    unsqueeze = Squeeze()
+
+    def labels(h: int, w: int, c: int, level: int) -> tf.Tensor:
+        if level == num_scales - 1:
+            return tf.fill([h, w, c], float(level))
+        kept = tf.fill([h // 2, w // 2, 2 * c], float(level))
+        inner = labels(h // 2, w // 2, 2 * c, level + 1)
+        return unsqueeze.forward(tf.concat([kept, inner], axis=-1))
+
+    return labels(*(int(d) for d in image_shape), 0).numpy().astype(np.int32)

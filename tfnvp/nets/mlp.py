@@ -15,6 +15,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfnvp.nets.tracking import track_layers
+
 __all__ = ["MLP"]
 
 
@@ -45,11 +47,11 @@ class MLP(keras.layers.Layer):
         self.out_dim = int(out_dim)
         self.activation = (activation if isinstance(activation, str) or activation is None
                            else keras.activations.serialize(activation))
-        self.hidden = [
+        self.hidden = track_layers(self, "hidden", [
             keras.layers.Dense(self.hidden_dim, activation=activation, dtype=self.dtype_policy,
                                name=f"hidden_{k}")
             for k in range(self.depth)
-        ]
+        ])
         self.out = keras.layers.Dense(self.out_dim, kernel_initializer="zeros",
                                       bias_initializer="zeros", dtype=self.dtype_policy,
                                       name="out")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfnvp.nets.tracking import track_layers
 from tfnvp.nets.weight_norm import WeightNormConv2D
 
 __all__ = ["ResNet", "BatchNormalization"]
@@ -140,9 +141,9 @@ class ResNet(keras.layers.Layer):
         self.batch_norm_momentum = float(batch_norm_momentum)
         policy = self.dtype_policy
         self.conv_in = WeightNormConv2D(hidden_channels, dtype=policy)
-        self.blocks = [_ResidualBlock(hidden_channels, synchronized_batch_norm,
-                                      momentum=batch_norm_momentum, dtype=policy,
-                                      name=f"block_{i}") for i in range(num_blocks)]
+        self.blocks = track_layers(self, "block", [
+            _ResidualBlock(hidden_channels, synchronized_batch_norm, momentum=batch_norm_momentum,
+                           dtype=policy, name=f"block_{i}") for i in range(num_blocks)])
         self.norm_out = BatchNormalization(momentum=batch_norm_momentum,
                                            synchronized=synchronized_batch_norm, dtype=policy)
         self.conv_out = WeightNormConv2D(out_channels, gain_initializer="zeros", dtype=policy)
