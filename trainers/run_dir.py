@@ -26,8 +26,8 @@ import tensorflow as tf
 import tfnvp
 
 __all__ = ["CONFIG_FILE", "CHECKPOINT_DIR", "ConfigMismatchError", "write_json_atomic",
-           "read_config", "write_or_check_config", "build_model", "restore_model",
-           "checkpoint_dir"]
+           "read_config", "check_config", "write_or_check_config", "build_model", "restore_model",
+           "checkpoint_dir", "model_checkpoint_object"]
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -65,6 +65,28 @@ def read_config(output_dir: str) -> dict:
         return json.load(f)
 
 
+def check_config(output_dir: str, config: dict) -> bool:
+    """Checks ``config`` against the run's ``config.json`` without writing anything.
+
+    Returns False when there is no ``config.json`` yet; raises
+    ``ConfigMismatchError`` when its ``"model"`` or ``"data"`` differ.
+    """
+    path = os.path.join(output_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return False
+    stored = read_config(output_dir)
+    for key in ("model", "data"):
+        old, new = _jsonable(stored.get(key)), _jsonable(config.get(key))
+        if old != new:
+            diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+                    if old.get(k) != new.get(k)} if isinstance(old, dict) and isinstance(new, dict) else (old, new)
+            raise ConfigMismatchError(
+                f"{output_dir!r} holds a run with a different {key} configuration "
+                f"(stored vs. requested: {diff}). Use another --output_dir, or the same flags "
+                "as the original run; its checkpoints were left untouched.")
+    return True
+
+
 def write_or_check_config(output_dir: str, config: dict) -> None:
     """Writes ``config`` for a new run; for an existing run, checks it matches.
 
@@ -72,20 +94,8 @@ def write_or_check_config(output_dir: str, config: dict) -> None:
     ``"data"`` (at least ``image_shape`` and ``dataset``).  Anything else
     (e.g. ``"flags"``) is informational and may change between restarts.
     """
-    path = os.path.join(output_dir, CONFIG_FILE)
-    if os.path.exists(path):
-        stored = read_config(output_dir)
-        for key in ("model", "data"):
-            old, new = _jsonable(stored.get(key)), _jsonable(config.get(key))
-            if old != new:
-                diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
-                        if old.get(k) != new.get(k)} if isinstance(old, dict) and isinstance(new, dict) else (old, new)
-                raise ConfigMismatchError(
-                    f"{output_dir!r} holds a run with a different {key} configuration "
-                    f"(stored vs. requested: {diff}). Use another --output_dir, or the same flags "
-                    "as the original run; its checkpoints were left untouched.")
-        return
-    write_json_atomic(path, _jsonable(config))
+    if not check_config(output_dir, config):
+        write_json_atomic(os.path.join(output_dir, CONFIG_FILE), _jsonable(config))
 
 
 def _jsonable(value: Any) -> Any:
@@ -98,6 +108,23 @@ def build_model(config: dict, **overrides) -> tfnvp.RealNVP:
     return tfnvp.RealNVP(**{**config["model"], **overrides})
 
 
+def model_checkpoint_object(model: tfnvp.RealNVP) -> tfnvp.RealNVP:
+    """What checkpoints store under ``model``: the model itself, every weight checked.
+
+    ``tf.train.Checkpoint`` only saves what it reaches through tracked
+    attributes; Keras 3 layer lists are invisible to it unless the model tracks
+    them by name (it does).  A model whose weights it cannot all reach would
+    save and restore nothing, silently, so that is refused here.
+    """
+    reachable = {id(obj) for obj in tf.train.TrackableView(model).descendants()}
+    missing = [w.path for w in model.weights if id(w) not in reachable]
+    if missing:
+        raise RuntimeError(f"tf.train.Checkpoint cannot reach {len(missing)} of the model's "
+                           f"{len(model.weights)} weights (e.g. {missing[:3]}): they would not "
+                           "be checkpointed.")
+    return model
+
+
 def restore_model(output_dir: str, checkpoint_path: str | None = None,
                   **overrides) -> tfnvp.RealNVP:
     """The model of a run with the weights of its latest (or the given) checkpoint."""
@@ -105,5 +132,6 @@ def restore_model(output_dir: str, checkpoint_path: str | None = None,
     path = checkpoint_path or tf.train.latest_checkpoint(checkpoint_dir(output_dir))
     if path is None:
         raise FileNotFoundError(f"No checkpoint in {checkpoint_dir(output_dir)!r}.")
-    tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+    checkpoint = tf.train.Checkpoint(model=model_checkpoint_object(model))
+    checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
     return model

@@ -1,0 +1,296 @@
+"""trainers/train.py and its modules: flags and flagfiles, compiled steps, error handling,
+--mode=eval/export.  In-process (``train.run(argv)``) on tiny models, except one CLI check."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import tfnvp
+from trainers import data, evaluation, run_dir, training, train
+from trainers import steps as steps_lib
+from trainers import strategy as strategy_lib
+
+REPO = Path(__file__).resolve().parents[1]
+FLAGFILES = sorted((REPO / "trainers").glob("*.flags"))
+# Tiny model on the bundled digits; the default strategy may have 2 replicas here
+# (tests/conftest.py configures 2 logical CPUs), so batches are even.
+TINY = ["--flagfile=digits.flags", "--num_scales=1", "--num_res_blocks=0", "--hidden_channels=8",
+        "--batch_size=16", "--eval_batch_size=300", "--num_sample_images=4", "--log_every=1",
+        "--summary_every=2", "--eval_every=1000", "--checkpoint_every=2"]
+PAPER_FLIPS = {"cifar10", "celeba", "lsun_bedroom"}
+
+
+def _run(*args: str) -> int:
+    return train.run(["train.py", *args])
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _tiny_steps(strategy, model, batches: tf.data.Dataset):
+    with strategy.scope():
+        optimizer = steps_lib.make_optimizer(1e-3)
+    iterator = iter(strategy.experimental_distribute_dataset(batches))
+    steps = steps_lib.TrainSteps(model, optimizer, strategy, iterator.element_spec,
+                                 global_batch_size=16, l2=5e-5, clip_grad_norm=100.0)
+    return steps, iterator, optimizer
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A tiny 4-step run with checkpoints at steps 2 and 4."""
+    run = tmp_path_factory.mktemp("run")
+    assert _run(*TINY, f"--output_dir={run}", "--train_steps=4") == 0
+    return run
+
+
+# ------------------------------------------------------------------ steps
+def test_train_step_traces_once_and_learns():
+    strategy = strategy_lib.make_strategy("mirrored")
+    with strategy.scope():
+        model = tfnvp.RealNVP((8, 8, 1), num_scales=1, num_res_blocks=0, hidden_channels=8,
+                              synchronized_batch_norm=strategy.num_replicas_in_sync > 1)
+    dataset = data.make_train_dataset(data.DataConfig("digits", batch_size=16))
+    steps, _, optimizer = _tiny_steps(strategy, model, dataset)
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    losses = [float(steps.train_step(next(iterator))["nll"]) for _ in range(6)]
+    assert steps.train_step.experimental_get_tracing_count() == 1
+    assert int(optimizer.iterations.numpy()) == 6
+    assert all(math.isfinite(v) for v in losses)
+    for _ in range(2):
+        steps.diagnostics(strategy.experimental_local_results(next(iterator))[0])
+    assert steps.diagnostics.experimental_get_tracing_count() == 1
+    evaluator = evaluation.Evaluator(model)  # 297 examples in batches of 128: 128, 128, 41.
+    result = evaluator.evaluate(data.make_eval_dataset(data.DataConfig("digits", eval_batch_size=128)))
+    assert result.num_examples == 297
+    assert evaluator.bits_per_dim.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("option", ["jit_compile", "float16"])
+def test_compiled_and_loss_scaled_steps(option):
+    """XLA on one device; float16 conditioners with dynamic loss scaling (overflowing steps
+    are skipped by the LossScaleOptimizer, which halves its scale, until it fits)."""
+    strategy = strategy_lib.make_strategy("one_device")
+    with strategy.scope():
+        model = tfnvp.RealNVP((8, 8, 1), num_scales=1, num_res_blocks=0, hidden_channels=8,
+                              conditioner_dtype="mixed_float16" if option == "float16" else None)
+        optimizer = steps_lib.make_optimizer(1e-3, "float16" if option == "float16" else "none")
+    dataset = data.make_train_dataset(data.DataConfig("digits", batch_size=16))
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    steps = steps_lib.TrainSteps(model, optimizer, strategy, iterator.element_spec, 16,
+                                 jit_compile=option == "jit_compile")
+    applied = [bool(steps.train_step(next(iterator))["applied"]) for _ in range(20)]
+    assert steps.train_step.experimental_get_tracing_count() == 1
+    assert applied[-1] and (all(applied) or option == "float16")
+    assert int(optimizer.iterations.numpy()) == sum(applied)
+    assert not training._nonfinite(model.weights)
+
+
+def test_diagnostics_split_bits_per_dim_into_prior_and_log_det():
+    strategy = strategy_lib.make_strategy("one_device")
+    with strategy.scope():
+        model = tfnvp.RealNVP((8, 8, 1), num_scales=2, num_res_blocks=0, hidden_channels=4)
+    x = next(iter(data.make_train_dataset(data.DataConfig("digits", batch_size=16))))
+    steps, _, _ = _tiny_steps(strategy, model, tf.data.Dataset.from_tensor_slices(x).batch(16))
+    parts = steps.diagnostics(x)
+    expected = tf.reduce_mean(tfnvp.bits_per_dim_from_log_prob(model.log_prob(x), 64))
+    assert float(parts["bits_per_dim"]) == pytest.approx(float(expected), rel=1e-5)
+    assert float(parts["prior_bits_per_dim"] + parts["log_det_bits_per_dim"]) == pytest.approx(
+        float(expected), rel=1e-5)
+
+
+def test_l2_penalty_is_the_squared_norm_of_the_conditioner_kernels():
+    model = tfnvp.RealNVP((8, 8, 1), num_scales=1, num_res_blocks=1, hidden_channels=4)
+    for gain in steps_lib.conditioner_kernel_gains(model):
+        gain.assign(tf.random.uniform(gain.shape, 0.5, 2.0))
+    kernels = []
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, tfnvp.nets.weight_norm.WeightNormConv2D):
+            v = layer.direction.numpy()
+            kernels.append(v * layer.gain.numpy() / np.sqrt((v ** 2).sum(axis=(0, 1, 2))))
+    assert len(kernels) == 4 * 4  # 4 couplings x (in, 2 in the block, out).
+    expected = sum(float((k.astype(np.float64) ** 2).sum()) for k in kernels)
+    assert float(steps_lib.l2_penalty(model)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_nonfinite_batch_skips_the_update_and_keeps_statistics():
+    strategy = strategy_lib.make_strategy("mirrored")  # 2 replicas under tests/conftest.py
+    with strategy.scope():
+        model = tfnvp.RealNVP((8, 8, 1), num_scales=1, num_res_blocks=0, hidden_channels=8,
+                              synchronized_batch_norm=strategy.num_replicas_in_sync > 1,
+                              validate_args=False)
+    good = next(iter(data.make_train_dataset(data.DataConfig("digits", batch_size=16))))
+    bad = tf.tensor_scatter_nd_update(good, [[3, 2, 2, 0]], [float("nan")])
+    steps, iterator, optimizer = _tiny_steps(
+        strategy, model, tf.data.Dataset.from_tensor_slices(tf.concat([bad, good], 0)).batch(16))
+    before = [np.array(w.numpy()) for w in model.weights]
+    out = steps.train_step(next(iterator))
+    assert not bool(out["applied"]) and not math.isfinite(float(out["nll"]))
+    for old, new in zip(before, model.weights):
+        np.testing.assert_array_equal(old, new.numpy())  # weights and batch-norm statistics
+    assert int(optimizer.iterations.numpy()) == 0
+    out = steps.train_step(next(iterator))
+    assert bool(out["applied"]) and int(optimizer.iterations.numpy()) == 1
+    assert any(not np.array_equal(old, new.numpy()) for old, new in zip(before, model.weights))
+    assert steps.train_step.experimental_get_tracing_count() == 1
+
+
+# --------------------------------------------------------------- flagfiles
+_MODELS: dict = {}  # The five 64x64 paper configurations share one narrow stand-in.
+
+
+@pytest.mark.parametrize("path", FLAGFILES, ids=[p.stem for p in FLAGFILES])
+def test_flagfile_parses_and_builds_pipeline_and_model(path, tmp_path):
+    import tensorflow_datasets as tfds
+
+    train.FLAGS.unparse_flags()
+    train.FLAGS(train.resolve_flagfiles(["train.py", f"--flagfile={path.name}",
+                                         f"--output_dir={tmp_path}"]))
+    flags = train.FLAGS
+    assert flags.train_steps and flags.train_steps >= 300
+    config = train.train_config()
+    data_config = train.data_config(flags.dataset, flags.data_dir)
+    paper = train._paper_config_name(flags.dataset)
+    if paper:  # The paper's architecture and training settings (section 4.1).
+        for key in ("num_scales", "num_res_blocks", "hidden_channels"):
+            assert getattr(config, key) == tfnvp.PAPER_CONFIGS[paper][key]
+        assert (data_config.batch_size, config.learning_rate, config.l2) == (64, 1e-3, 5e-5)
+        assert data_config.flip == (flags.dataset in PAPER_FLIPS)
+    if paper:  # TFDS datasets: mocked (no downloads here).
+        with tfds.testing.mock_data(num_examples=4):
+            shape = data.image_shape(data_config)
+            batch = next(iter(data.make_train_dataset(
+                data.DataConfig(flags.dataset, data_dir=str(tmp_path), batch_size=2))))
+    else:  # Offline data: the real files (a few held-out images of large folders).
+        assert data_config.data_dir is None or Path(data_config.data_dir).exists()
+        shape = data.image_shape(data_config)
+        data.make_train_dataset(data_config)  # built, not read (decoding 50k JPEGs is slow)
+        batch = next(iter(data.make_eval_dataset(
+            data.DataConfig(flags.dataset, data_config.data_dir, eval_batch_size=2,
+                            max_eval_examples=2))))
+    if paper:
+        assert tuple(shape) == tfnvp.PAPER_CONFIGS[paper]["image_shape"]
+    assert batch.shape[1:] == tuple(shape) and batch.dtype == tf.float32
+    assert 0.0 <= float(tf.reduce_min(batch)) and float(tf.reduce_max(batch)) < 256.0
+    # The real model for cifar and the small offline runs; a narrow one of the same
+    # shape and scales for the big paper models (only their build time differs).
+    if paper and flags.dataset != "cifar10":
+        config = dataclasses.replace(config, num_res_blocks=0, hidden_channels=4)
+    key = (tuple(shape), config.num_scales, config.num_res_blocks, config.hidden_channels)
+    if key not in _MODELS:
+        _MODELS[key] = training.build_model(config, shape)
+    model = _MODELS[key]
+    assert model.get_config()["num_scales"] == flags.num_scales
+    assert np.all(np.isfinite(model.log_prob(batch).numpy()))
+
+
+# -------------------------------------------------------------- errors
+def _folder_dataset(root: Path, count: int = 40) -> Path:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", count), ("test", 8)):
+        (root / split).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(
+                root / split / f"{i:03d}.png")
+    return root
+
+
+def test_errors_are_clear_and_leave_the_run_untouched(tmp_path, capfd):
+    images = _folder_dataset(tmp_path / "images")
+    run = tmp_path / "run"
+    folder = ["--dataset=image_folder", f"--data_dir={images}", f"--output_dir={run}"]
+    assert _run(*TINY, *folder, "--train_steps=2") == 0
+    assert (run / "checkpoints" / "ckpt-2.index").exists()
+    before = _hashes(run)
+    capfd.readouterr()
+
+    nan_npz = tmp_path / "nan.npz"
+    x = np.zeros((4, 8, 8), np.float32)
+    x[1, 2, 3] = np.nan
+    np.savez(nan_npz, train=x, test=x)
+    (images / "train" / "999_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    cases = {
+        "Unknown command line flag 'no_such_flag'": ["--no_such_flag=1"],
+        "flag --batch_size=0: must be >= 1": ["--batch_size=0"],
+        "--mode=train needs --dataset and --train_steps": ["--dataset=digits", f"--output_dir={run}"],
+        "Unknown dataset 'no_such_data'": ["--dataset=no_such_data"],
+        "does not exist": ["--dataset=mnist_idx", f"--data_dir={tmp_path / 'missing'}"],
+        "contains 1 NaN": ["--dataset=npz", f"--data_dir={nan_npz}"],
+        "different model configuration": [*folder, "--hidden_channels=16"],
+        "cannot read or decode image file": [*folder],
+    }
+    for expected, extra in cases.items():
+        argv = extra if expected.startswith("--mode") else \
+            [*TINY, f"--output_dir={run}", "--train_steps=6", *extra]
+        assert _run(*argv) == 1, expected
+        err = capfd.readouterr().err
+        assert expected in err, (expected, err[-2000:])
+        assert "Traceback" not in err
+        assert _hashes(run) == before, expected
+    assert "999_corrupt.png" in err  # The corrupt file is named.
+
+
+def test_cli_reports_a_bad_dataset_without_a_traceback(tmp_path):
+    """The real entry point, from the repo root, with a bare flagfile name."""
+    result = subprocess.run(
+        [sys.executable, "trainers/train.py", "--flagfile=digits.flags", "--dataset=no_such_data",
+         f"--output_dir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 1
+    assert "Unknown dataset 'no_such_data'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "config.json").exists()
+
+
+# ------------------------------------------------------- run, eval, export
+def test_run_directory_and_resume(trained_run, capfd):
+    config = run_dir.read_config(str(trained_run))
+    assert config["data"] == {"dataset": "digits", "image_shape": [8, 8, 1]}
+    assert config["model"]["synchronized_batch_norm"] is False
+    assert sorted(p.name for p in (trained_run / "samples").iterdir()) == ["step_00000004.png"]
+    assert {p.name for p in (trained_run / "tensorboard").iterdir()} == {"train", "eval"}
+    latest = tf.train.latest_checkpoint(str(trained_run / "checkpoints"))
+    assert latest.endswith("ckpt-4") and evaluation.checkpoint_step(latest) == 4
+    # Resuming to step 6 restores step 4's weights and trains 2 more steps.
+    restored = training.weights_fingerprint(run_dir.restore_model(str(trained_run)))
+    capfd.readouterr()
+    assert _run(*TINY, f"--output_dir={trained_run}", "--train_steps=6") == 0
+    assert evaluation.checkpoint_step(tf.train.latest_checkpoint(
+        str(trained_run / "checkpoints"))) == 6
+    assert restored != training.weights_fingerprint(run_dir.restore_model(str(trained_run)))
+
+
+def test_eval_mode_writes_eval_json(trained_run):
+    assert _run(f"--output_dir={trained_run}", "--mode=eval") == 0  # dataset from config.json
+    report = json.loads((trained_run / "eval.json").read_text())
+    latest = tf.train.latest_checkpoint(str(trained_run / "checkpoints"))
+    assert report["checkpoint"] == latest
+    assert report["step"] == evaluation.checkpoint_step(latest)
+    assert report["num_examples"] == 297 and report["dataset"] == "digits"
+    assert 0 < report["std_error"] < report["bits_per_dim"] < 20
+    # Exact and deterministic: the same number as a direct evaluation of the checkpoint.
+    model = run_dir.restore_model(str(trained_run))
+    direct = evaluation.Evaluator(model).evaluate(
+        data.make_eval_dataset(data.DataConfig("digits", eval_batch_size=100)))
+    assert direct.bits_per_dim == pytest.approx(report["bits_per_dim"], rel=1e-6)
+
+
+def test_export_mode_writes_a_saved_model(trained_run):
+    pytest.importorskip("trainers.export")
+    assert _run(f"--output_dir={trained_run}", "--mode=export") == 0
+    assert (trained_run / "saved_model" / "saved_model.pb").exists()

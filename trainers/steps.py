@@ -1,0 +1,223 @@
+"""The compiled training and diagnostic steps of Real NVP under ``tf.distribute``.
+
+One training step, for a global batch of ``B`` images split across ``R`` replicas:
+
+1. each replica computes, in training mode (batch-norm bijectors normalize with
+   the statistics of the *global* batch, all-reduced across replicas),
+   ``loss_r = -sum(log p(x_i))/B + l2 * sum(kernel^2) / R`` and its gradients;
+2. the gradients (and the loss) are summed across replicas **once, here**, so
+   that gradient-norm clipping and the finiteness check see the global
+   gradient and take the same decision on every replica;
+3. if the loss and every gradient are finite, the clipped gradients are applied
+   by an optimizer that does not all-reduce them again (``pre_reduced``);
+   otherwise nothing is applied, the batch-norm running statistics that the
+   forward pass updated are put back, and the step reports ``applied=False``.
+   That decision is a ``tf.cond`` in cross-replica context: Keras optimizers
+   call ``merge_call``, which a ``cond`` branch in replica context may not.
+
+With ``mixed_precision="float16"`` the optimizer is a ``LossScaleOptimizer``,
+which skips non-finite updates itself (and lowers its loss scale); the step
+then always hands it the gradients.
+
+Steps are ``tf.function``s with fixed input signatures (the distributed
+iterator's ``element_spec``), so they trace once.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import keras
+import tensorflow as tf
+
+import tfnvp
+from tfnvp.nets.weight_norm import WeightNormConv2D
+
+__all__ = ["pre_reduced", "make_optimizer", "l2_penalty", "conditioner_kernel_gains",
+           "TrainSteps"]
+
+
+@functools.cache
+def pre_reduced(optimizer_class: type) -> type:
+    """``optimizer_class`` for gradients that are already summed across replicas.
+
+    Keras' TensorFlow optimizers all-reduce (sum) gradients when applied in a
+    replica context.  The training step sums them itself, before clipping and
+    the finiteness check, so that sum must not happen twice.
+    """
+    from keras.src.backend.tensorflow.optimizer import TFOptimizer  # The hook's owner.
+
+    if not hasattr(TFOptimizer, "_all_reduce_sum_gradients"):
+        raise RuntimeError(
+            "This Keras version has no TFOptimizer._all_reduce_sum_gradients; the "
+            "training step's gradient aggregation must be revisited (gradients would "
+            "be summed twice across replicas).")
+
+    class PreReduced(optimizer_class):
+        def _all_reduce_sum_gradients(self, grads_and_vars):
+            return list(grads_and_vars)
+
+    PreReduced.__name__ = PreReduced.__qualname__ = f"PreReduced{optimizer_class.__name__}"
+    return PreReduced
+
+
+def make_optimizer(learning_rate: float, mixed_precision: str = "none") -> keras.optimizers.Optimizer:
+    """Adam (Keras defaults but ``learning_rate``), loss-scaled for float16."""
+    optimizer = pre_reduced(keras.optimizers.Adam)(learning_rate=learning_rate)
+    if mixed_precision == "float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def conditioner_kernel_gains(model: tfnvp.RealNVP) -> list:
+    """The weight-norm gains ``g`` of every conditioner convolution.
+
+    A ``WeightNormConv2D`` kernel is ``g * v / ||v||`` with ``v`` normalized per
+    output filter, so its squared L2 norm is exactly ``sum(g^2)``: an L2 penalty
+    on the conditioners' kernels *is* the paper's "L2 regularization on the
+    weight scale parameters" (section 4.1).
+    """
+    gains = [layer.gain for layer in model._flatten_layers(include_self=False, recursive=True)
+             if isinstance(layer, WeightNormConv2D)]
+    if not gains:
+        raise ValueError("The model has no WeightNormConv2D conditioner layers to regularize.")
+    return gains
+
+
+def l2_penalty(model: tfnvp.RealNVP) -> tf.Tensor:
+    """``sum ||kernel||^2`` over the conditioners' convolution kernels (float32)."""
+    return tf.add_n([tf.reduce_sum(tf.square(tf.cast(g, tf.float32)))
+                     for g in conditioner_kernel_gains(model)])
+
+
+def _local(strategy: tf.distribute.Strategy, value):
+    """The first local replica's copy of a value that is identical on all replicas."""
+    return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], value)
+
+
+class TrainSteps:
+    """Compiled steps for one model, optimizer and strategy.
+
+    Args:
+      model: a ``RealNVP`` created under ``strategy.scope()``.
+      optimizer: from ``make_optimizer`` (or any ``pre_reduced`` optimizer).
+      strategy: the distribution strategy.
+      element_spec: the distributed training iterator's ``element_spec``.
+      global_batch_size: images per step over all replicas.
+      l2: coefficient of ``l2_penalty``.
+      clip_grad_norm: clip the global gradient norm to this (None: no clipping).
+      jit_compile: XLA-compile the forward and backward pass; needs a
+        ``OneDeviceStrategy`` (or none): under mirrored strategies the batch-norm
+        statistics are mirrored variables whose updates synchronize replicas,
+        which a nested compiled function cannot do.
+    """
+
+    def __init__(self, model: tfnvp.RealNVP, optimizer, strategy: tf.distribute.Strategy,
+                 element_spec, global_batch_size: int, l2: float = 0.0,
+                 clip_grad_norm: float | None = None, jit_compile: bool = False):
+        self.model = model
+        self.optimizer = optimizer
+        self.strategy = strategy
+        self.global_batch_size = int(global_batch_size)
+        self.l2 = float(l2)
+        self.clip_grad_norm = clip_grad_norm
+        self.num_dims = int(math.prod(model.image_shape))
+        self.num_replicas = strategy.num_replicas_in_sync
+        self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        if jit_compile and not isinstance(
+                strategy, (tf.distribute.OneDeviceStrategy, type(tf.distribute.get_strategy()))):
+            raise ValueError("--jit_compile needs --strategy=one_device (what --strategy=auto "
+                             "picks on one machine with --jit_compile): the batch-norm updates of "
+                             "mirrored strategies cannot be compiled.")
+        self._variables = list(model.trainable_variables)
+        with strategy.scope():
+            if not optimizer.built:
+                optimizer.build(self._variables)
+        forward_backward = self._forward_backward
+        if jit_compile:
+            forward_backward = tf.function(forward_backward, jit_compile=True)
+        self._compute = forward_backward
+        self.train_step = tf.function(self._train_step, input_signature=[element_spec])
+        image_spec = tf.TensorSpec((None,) + tuple(model.image_shape), tf.float32)
+        self.diagnostics = tf.function(self._diagnostics, input_signature=[image_spec])
+
+    # ------------------------------------------------------------- training
+    def _forward_backward(self, x: tf.Tensor):
+        """One replica's share: (nll share, penalty share, gradients)."""
+        with tf.GradientTape() as tape:
+            log_prob = self.model.log_prob(x, training=True)
+            nll = -tf.reduce_sum(tf.cast(log_prob, tf.float32)) / self.global_batch_size
+            penalty = (l2_penalty(self.model) / self.num_replicas if self.l2
+                       else tf.zeros([], tf.float32))
+            loss = nll + self.l2 * penalty
+            if self.loss_scaled:
+                loss = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(loss, self._variables)
+        missing = [v.path for v, g in zip(self._variables, grads) if g is None]
+        if missing:
+            raise ValueError(f"No gradient for trainable variables {missing}.")
+        return nll, penalty, grads
+
+    def _replica_step(self, x: tf.Tensor):
+        nll, penalty, grads = self._compute(x)
+        ctx = tf.distribute.get_replica_context()
+        if self.num_replicas > 1:
+            nll, penalty, *grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [nll, penalty, *grads])
+        grad_norm = tf.linalg.global_norm(grads)
+        if self.loss_scaled:  # Report and clip the norm of the true gradient.
+            grad_norm = grad_norm / tf.cast(self.optimizer.dynamic_scale, grad_norm.dtype)
+        finite = tf.logical_and(tf.math.is_finite(nll), tf.math.is_finite(grad_norm))
+        if self.clip_grad_norm:
+            factor = tf.minimum(1.0, self.clip_grad_norm / tf.maximum(grad_norm, 1e-12))
+            grads = [g * tf.cast(factor, g.dtype) for g in grads]
+        return dict(nll=nll, penalty=penalty, grad_norm=grad_norm, finite=finite), grads
+
+    def _apply(self, grads):
+        self.optimizer.apply(grads, self._variables)
+
+    def _train_step(self, batch):
+        """Returns (identical on every replica) nll, bits_per_dim, l2 penalty,
+        grad_norm (before clipping) and whether the update was applied."""
+        strategy = self.strategy
+        statistics = self.model.non_trainable_variables
+        saved = [tf.identity(v.value) for v in statistics]
+        stats, grads = strategy.run(self._replica_step, args=(batch,))
+        stats = _local(strategy, stats)
+        finite = stats["finite"]
+        if self.loss_scaled:
+            strategy.run(self._apply, args=(grads,))
+        else:
+            def apply():
+                strategy.run(self._apply, args=(grads,))
+                return tf.constant(True)
+
+            def skip():
+                for variable, value in zip(statistics, saved):
+                    variable.assign(value)
+                return tf.constant(False)
+
+            tf.cond(finite, apply, skip)
+        return dict(nll=stats["nll"], bits_per_dim=self._bits(stats["nll"]),
+                    l2_penalty=stats["penalty"], grad_norm=stats["grad_norm"], applied=finite)
+
+    def _bits(self, nll: tf.Tensor) -> tf.Tensor:
+        return nll / (self.num_dims * math.log(2.0))
+
+    # ---------------------------------------------------------- diagnostics
+    def _diagnostics(self, x: tf.Tensor):
+        """Evaluation-mode split of bits/dim into the prior and log-det terms.
+
+        ``-log p(x) = -log N(z) - log|det dz/dx|``, both per dimension in bits,
+        averaged over the batch: ``bits_per_dim = prior + log_det``.
+        """
+        with self.model.mode(False):
+            flow = self.model.distribution
+            z = flow.bijector.inverse(x)
+            log_det = flow.bijector.inverse_log_det_jacobian(x, event_ndims=3)
+            prior = flow.distribution.log_prob(z)
+        scale = -1.0 / (self.num_dims * math.log(2.0))
+        prior_bits = tf.reduce_mean(prior) * scale
+        log_det_bits = tf.reduce_mean(log_det) * scale
+        return dict(prior_bits_per_dim=prior_bits, log_det_bits_per_dim=log_det_bits,
+                    bits_per_dim=prior_bits + log_det_bits)

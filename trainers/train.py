@@ -1,0 +1,263 @@
+r"""Train, evaluate or export Real NVP (Dinh et al., ICLR 2017).
+
+Run from the repository root::
+
+    python trainers/train.py --flagfile=trainers/digits.flags --output_dir=/tmp/digits
+    python trainers/train.py --flagfile=cifar.flags --output_dir=/tmp/cifar         # paper, section 4.1
+    python trainers/train.py --flagfile=cifar.flags --output_dir=/tmp/cifar --mode=eval
+    python trainers/train.py --flagfile=cifar.flags --output_dir=/tmp/cifar --mode=export
+
+A ``--flagfile`` that does not exist relative to the working directory is looked
+up in ``trainers/``.  Running again with the same ``--output_dir`` resumes from
+the latest checkpoint.  ``--train_steps`` has no default: every run says how long
+it trains (the paper-sized flagfiles set long runs).  The model flags default to
+the paper's configuration (``tfnvp.PAPER_CONFIGS``) for the paper's datasets and
+must be given for the others.
+
+Modes:
+  train   train (or resume) into --output_dir; evaluates every --eval_every steps.
+  eval    exact bits/dim of the latest checkpoint over the whole held-out split
+          (fixed dequantization noise); written to RUN/eval.json.
+  export  SavedModel of the latest checkpoint in RUN/saved_model.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # Keep TensorFlow's C++ start-up chatter out.
+
+_TRAINERS_DIR = os.path.dirname(os.path.abspath(__file__))
+_REPO_ROOT = os.path.dirname(_TRAINERS_DIR)
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+from absl import app, flags, logging  # noqa: E402
+
+from trainers import strategy as strategy_lib  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+# ----------------------------------------------------------------------------- flags
+flags.DEFINE_enum("mode", "train", ["train", "eval", "export"], "What to do with --output_dir.")
+flags.DEFINE_string("output_dir", None, "Run directory (config, checkpoints, samples, summaries).")
+flags.DEFINE_string("dataset", None, "Dataset name (see trainers/datasets.py); for eval/export "
+                    "defaults to the run's.")
+flags.DEFINE_string("data_dir", None, "Data folder or file; TFDS data_dir for TFDS datasets. A "
+                    "relative path missing from the working directory is tried from the repo root.")
+flags.DEFINE_integer("train_steps", None, "Total training steps (required for --mode=train; no "
+                     "default so that no run silently trains for a toy number of steps).")
+flags.DEFINE_integer("batch_size", 64, "GLOBAL batch size, split evenly across replicas.")
+flags.DEFINE_integer("eval_batch_size", 256, "Evaluation batch size.")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (other Adam settings: Keras defaults).")
+flags.DEFINE_float("l2", 5e-5, "L2 penalty coefficient on the conditioners' kernels (= their "
+                   "weight-norm scales; paper: 5e-5), added to the loss.")
+flags.DEFINE_float("clip_grad_norm", None, "Clip the global gradient norm to this (unset: no clipping).")
+flags.DEFINE_integer("num_scales", None, "Scales of the multi-scale architecture (default: paper's "
+                     "for --dataset).")
+flags.DEFINE_integer("num_res_blocks", None, "Residual blocks per conditioner (default: paper's).")
+flags.DEFINE_integer("hidden_channels", None, "Feature maps of the finest scale's conditioners "
+                     "(default: paper's).")
+flags.DEFINE_integer("eval_every", 1000, "Evaluate (held-out bits/dim and a sample grid) every N steps.")
+flags.DEFINE_integer("checkpoint_every", 1000, "Checkpoint every N steps (and at the end).")
+flags.DEFINE_integer("summary_every", 100, "TensorBoard training summaries every N steps.")
+flags.DEFINE_integer("log_every", 100, "Progress line every N steps.")
+flags.DEFINE_enum("strategy", "auto", list(strategy_lib.STRATEGIES),
+                  "auto: multi_worker if TF_CONFIG describes a cluster, else mirrored (all local "
+                  "GPUs, else the CPU).")
+flags.DEFINE_boolean("jit_compile", False, "XLA-compile the forward/backward pass (one replica only).")
+flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"],
+                  "Conditioner compute dtype (the flow, loss and log-dets stay float32); float16 "
+                  "uses dynamic loss scaling.")
+flags.DEFINE_integer("seed", 0, "Seed of the initialization, the data order and the sample grid.")
+flags.DEFINE_integer("max_eval_examples", None, "Held-out examples for the periodic evaluations "
+                     "during training (unset: all). --mode=eval always uses the whole split.")
+flags.DEFINE_integer("num_sample_images", 64, "Samples in each grid (0: none).")
+flags.DEFINE_float("temperature", 1.0, "Sampling temperature: z ~ N(0, T^2 I).")
+flags.DEFINE_boolean("flip", None, "Random horizontal flips in training (unset: the paper's "
+                     "choice for the dataset).")
+
+for _name in ("batch_size", "eval_batch_size", "eval_every", "checkpoint_every", "summary_every",
+              "log_every"):
+    flags.register_validator(_name, lambda v: v is not None and v >= 1, message="must be >= 1.")
+for _name in ("train_steps", "num_scales", "hidden_channels", "max_eval_examples"):
+    flags.register_validator(_name, lambda v: v is None or v >= 1, message="must be >= 1.")
+flags.register_validator("num_res_blocks", lambda v: v is None or v >= 0, message="must be >= 0.")
+flags.register_validator("num_sample_images", lambda v: v >= 0, message="must be >= 0.")
+flags.register_validator("learning_rate", lambda v: v > 0, message="must be > 0.")
+flags.register_validator("l2", lambda v: v >= 0, message="must be >= 0.")
+flags.register_validator("clip_grad_norm", lambda v: v is None or v > 0,
+                         message="must be > 0 (leave it unset for no clipping).")
+flags.register_validator("temperature", lambda v: v >= 0, message="must be >= 0.")
+flags.mark_flag_as_required("output_dir")
+flags.register_multi_flags_validator(
+    ["mode", "train_steps", "dataset"],
+    lambda f: f["mode"] != "train" or (f["train_steps"] is not None and f["dataset"] is not None),
+    message="--mode=train needs --dataset and --train_steps (e.g. from a --flagfile).")
+
+
+# ---------------------------------------------------------------------- helpers
+class UserError(Exception):
+    """A problem with the command line, the data or the run directory: no traceback."""
+
+
+def resolve_flagfiles(argv: list[str]) -> list[str]:
+    """Rewrites ``--flagfile=NAME`` to ``trainers/NAME`` when NAME is not in the cwd."""
+    resolved = []
+    for arg in argv:
+        for prefix in ("--flagfile=", "-flagfile="):
+            if arg.startswith(prefix):
+                path = arg[len(prefix):]
+                if not os.path.exists(path) and not os.path.isabs(path):
+                    candidate = os.path.join(_TRAINERS_DIR, path)
+                    if os.path.exists(candidate):
+                        arg = prefix + candidate
+        resolved.append(arg)
+    return resolved
+
+
+def _resolve_data_dir(path: str | None) -> str | None:
+    if path is None or os.path.isabs(path) or os.path.exists(path):
+        return path
+    from_root = os.path.join(_REPO_ROOT, path)
+    return from_root if os.path.exists(from_root) else path
+
+
+def _paper_config_name(dataset: str) -> str | None:
+    import tfnvp
+
+    name = "lsun" if dataset.startswith("lsun_") else dataset
+    return name if name in tfnvp.PAPER_CONFIGS else None
+
+
+def model_flags(dataset: str) -> dict:
+    """``num_scales``, ``num_res_blocks``, ``hidden_channels`` from flags or the paper."""
+    import tfnvp
+
+    paper = _paper_config_name(dataset)
+    values = {}
+    for key in ("num_scales", "num_res_blocks", "hidden_channels"):
+        value = FLAGS[key].value
+        if value is None:
+            if paper is None:
+                raise UserError(f"--{key} is required for --dataset={dataset} (it has no paper "
+                                f"configuration; those exist for {sorted(tfnvp.PAPER_CONFIGS)}).")
+            value = tfnvp.PAPER_CONFIGS[paper][key]
+        values[key] = value
+    return values
+
+
+def data_config(dataset: str, data_dir: str | None):
+    from trainers import data
+
+    return data.DataConfig(
+        dataset=dataset, data_dir=_resolve_data_dir(data_dir), batch_size=FLAGS.batch_size,
+        eval_batch_size=FLAGS.eval_batch_size, flip=FLAGS.flip, seed=FLAGS.seed,
+        max_eval_examples=FLAGS.max_eval_examples)
+
+
+def train_config():
+    from trainers import training
+
+    return training.TrainConfig(
+        output_dir=FLAGS.output_dir, train_steps=FLAGS.train_steps, **model_flags(FLAGS.dataset),
+        learning_rate=FLAGS.learning_rate, l2=FLAGS.l2, clip_grad_norm=FLAGS.clip_grad_norm,
+        mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile, seed=FLAGS.seed,
+        eval_every=FLAGS.eval_every, checkpoint_every=FLAGS.checkpoint_every,
+        summary_every=FLAGS.summary_every, log_every=FLAGS.log_every,
+        num_sample_images=FLAGS.num_sample_images, temperature=FLAGS.temperature)
+
+
+def _run_data_config():
+    """For eval/export: the run's dataset unless --dataset overrides it."""
+    from trainers import run_dir
+
+    stored = run_dir.read_config(FLAGS.output_dir)
+    dataset = FLAGS.dataset or stored["data"]["dataset"]
+    data_dir = FLAGS.data_dir if FLAGS.data_dir is not None else stored.get("input", {}).get("data_dir")
+    return data_config(dataset, data_dir)
+
+
+# ------------------------------------------------------------------------ modes
+def execute() -> dict:
+    """Runs --mode with the parsed flags; returns what the mode produced."""
+    if FLAGS.mode == "train":
+        name = FLAGS.strategy
+        if FLAGS.jit_compile and name == "auto" and not strategy_lib.in_cluster():
+            name = "one_device"  # XLA-compiled steps need unmirrored variables.
+        strategy = strategy_lib.make_strategy(name)  # First: before TF starts up.
+        from trainers import training
+
+        result = training.train(train_config(), data_config(FLAGS.dataset, FLAGS.data_dir),
+                                strategy)
+        return result
+    if FLAGS.mode == "eval":
+        from trainers import evaluation
+
+        return evaluation.evaluate_run(FLAGS.output_dir, _run_data_config())
+    # export
+    from trainers import run_dir
+
+    try:
+        from trainers import export
+    except ImportError as error:
+        raise UserError(f"--mode=export is unavailable: {error}") from error
+    model = run_dir.restore_model(FLAGS.output_dir, conditioner_dtype=None)
+    path = export.export_saved_model(model, os.path.join(FLAGS.output_dir, "saved_model"))
+    logging.info("Exported SavedModel to %s", path)
+    return dict(saved_model=path)
+
+
+def _user_error_types() -> tuple[type, ...]:
+    import tensorflow as tf
+
+    from trainers import training
+
+    return (UserError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
+            training.TrainingError, FloatingPointError, tf.errors.InvalidArgumentError,
+            tf.errors.NotFoundError, tf.errors.DataLossError)
+
+
+def _short(error: BaseException) -> str:
+    """The error's message without TensorFlow's graph-node context."""
+    message = getattr(error, "message", None) or str(error)
+    lines = [line for line in message.splitlines() if line.strip()]
+    kept = [line for line in lines if not line.lstrip().startswith(("[[", "Function call stack",
+                                                                     "{{node"))]
+    return "\n".join(kept[:6]) or type(error).__name__
+
+
+def guarded_execute() -> int:
+    """``execute()`` with user errors reported as one clear message; returns the exit code."""
+    try:
+        execute()
+    except _user_error_types() as error:
+        logging.debug("Details:", exc_info=True)
+        print(f"Error ({type(error).__name__}): {_short(error)}", file=sys.stderr, flush=True)
+        logging.error("%s: %s", type(error).__name__, _short(error))
+        return 1
+    return 0
+
+
+def run(argv: list[str]) -> int:
+    """Parses ``argv`` (``argv[0]`` is the program) and runs; for tests and embedding."""
+    FLAGS.unparse_flags()
+    try:
+        FLAGS(resolve_flagfiles(list(argv)))
+    except flags.Error as error:
+        print(f"FATAL Flags parsing error: {error}\nPass --helpshort or --helpfull to see help "
+              "on flags.", file=sys.stderr, flush=True)
+        return 1
+    return guarded_execute()
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    sys.exit(guarded_execute())
+
+
+if __name__ == "__main__":
+    # absl reads --flagfile inside app.run, so bare names are resolved first.
+    app.run(main, argv=resolve_flagfiles(sys.argv))

@@ -1,0 +1,376 @@
+"""The Real NVP training loop: model, checkpoints, resumption, summaries and evaluations.
+
+``train(config, data_config, strategy)`` trains ``config.train_steps`` steps into
+``config.output_dir`` (layout: ``trainers/run_dir.py``):
+
+* **Resumption.** A run directory with checkpoints is resumed from its latest
+  one: model, optimizer slots, step and the data-order RNG are restored and
+  training continues at the saved step.  ``config.json`` pins the architecture
+  and the dataset's name and image shape; a different one is refused before
+  any file is touched.
+* **Checkpoints** every ``checkpoint_every`` steps and at the end, through a
+  ``tf.train.CheckpointManager`` (three kept).  TensorFlow writes a checkpoint's
+  files first and then replaces the small ``checkpoint`` index, so a process
+  killed mid-save leaves the previous checkpoint the latest one.  Weights are
+  checked to be finite before every save; a non-finite model is never saved.
+* **Data order.** Each (re)start draws the input pipeline's seed from the
+  checkpointed ``tf.random.Generator``: a fresh start is a function of
+  ``--seed``, a restart from a given checkpoint always sees the same batches,
+  and a resumed run does not replay the first run's batches.
+* **What the user sees** every ``log_every`` steps: step/total, loss in nats,
+  training bits/dim, gradient norm, images/s and ETA; TensorBoard summaries in
+  ``RUN/tensorboard/{train,eval}``; at every evaluation the held-out bits/dim
+  and a PNG grid of samples ``RUN/samples/step_XXXXXXXX.png``.
+* **Multi-worker.** Every worker trains and saves (non-chief workers save to a
+  temporary directory that is deleted, as ``tf.distribute`` requires); only the
+  chief writes summaries, samples, evaluations and the real checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import math
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+import tfnvp
+
+from trainers import data
+from trainers import evaluation
+from trainers import run_dir
+from trainers import steps as steps_lib
+from trainers import strategy as strategy_lib
+from trainers import summaries
+
+__all__ = ["TrainConfig", "TrainingError", "MIXED_PRECISION", "train", "build_model",
+           "run_config", "weights_fingerprint"]
+
+MIXED_PRECISION = {"none": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+TENSORBOARD_DIR = "tensorboard"
+MAX_CHECKPOINTS = 3
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the weights stopped being finite)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``train`` needs besides the data (see ``trainers/train.py``'s flags)."""
+
+    output_dir: str
+    train_steps: int
+    num_scales: int
+    num_res_blocks: int
+    hidden_channels: int
+    learning_rate: float = 1e-3
+    l2: float = 5e-5
+    clip_grad_norm: float | None = None
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    seed: int = 0
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    summary_every: int = 100
+    log_every: int = 100
+    num_sample_images: int = 64
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {sorted(MIXED_PRECISION)}, "
+                             f"got {self.mixed_precision!r}.")
+
+
+def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool = False
+                ) -> tfnvp.RealNVP:
+    return tfnvp.RealNVP(
+        image_shape, num_scales=config.num_scales, num_res_blocks=config.num_res_blocks,
+        hidden_channels=config.hidden_channels,
+        synchronized_batch_norm=synchronized_batch_norm,
+        conditioner_dtype=MIXED_PRECISION[config.mixed_precision])
+
+
+def run_config(model: tfnvp.RealNVP, data_config: data.DataConfig, config: TrainConfig) -> dict:
+    """``config.json``: what a resumed run must share (model, data) plus informational flags.
+
+    Batch-norm synchronization follows the number of replicas, not the
+    architecture, so it is stored as ``False``: a run may resume on another
+    number of devices.
+    """
+    model_config = {**model.get_config(), "synchronized_batch_norm": False}
+    return dict(
+        model=model_config,
+        data=dict(dataset=data_config.dataset, image_shape=list(model.image_shape)),
+        training={k: v for k, v in dataclasses.asdict(config).items() if k != "output_dir"},
+        input={k: v for k, v in dataclasses.asdict(data_config).items() if k != "seed"},
+    )
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """SHA-256 (16 hex digits) of the values of ``model.weights``, in order.
+
+    Paths are left out: they carry process-global name counters.
+    """
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight.value))
+        digest.update(f"{value.dtype}{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _nonfinite(variables) -> list[str]:
+    bad = []
+    for variable in variables:
+        value = variable.value if isinstance(variable, keras.Variable) else variable
+        value = np.asarray(value)
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            bad.append(getattr(variable, "path", None) or variable.name)
+    return bad
+
+
+def _format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    return str(datetime.timedelta(seconds=int(round(seconds))))
+
+
+class _Checkpointer:
+    """Saves and restores the run's state; non-chief workers save to a scratch directory."""
+
+    def __init__(self, output_dir: str, checkpoint: tf.train.Checkpoint, chief: bool, task: int):
+        self.directory = run_dir.checkpoint_dir(output_dir)
+        self.chief = chief
+        self.write_dir = (self.directory if chief
+                          else os.path.join(output_dir, f".worker_{task}_scratch", "checkpoints"))
+        self.checkpoint = checkpoint
+        self.manager = tf.train.CheckpointManager(checkpoint, self.write_dir,
+                                                  max_to_keep=MAX_CHECKPOINTS)
+
+    def restore_latest(self) -> str | None:
+        latest = tf.train.latest_checkpoint(self.directory)
+        if latest is not None:
+            self.checkpoint.restore(latest).assert_consumed()
+        return latest
+
+    def save(self, step: int, variables, step_var: tf.Variable) -> str | None:
+        """Saves the state at ``step`` unless a variable is not finite (then raises)."""
+        bad = _nonfinite(variables)
+        if bad:
+            raise TrainingError(
+                f"Step {step}: {len(bad)} variables are not finite (e.g. {bad[:3]}); not saving. "
+                f"The last good checkpoint in {self.directory!r} is kept.")
+        step_var.assign(step)
+        path = self.manager.save(checkpoint_number=step)
+        if not self.chief:
+            shutil.rmtree(os.path.dirname(self.write_dir), ignore_errors=True)
+            return None
+        logging.info("Saved checkpoint %s.", path)
+        return path
+
+
+class _Progress:
+    """Averages the training statistics between two progress lines.
+
+    Throughput and ETA count the training steps only: the first step of a
+    session (tracing and compilation) and the time spent evaluating, saving and
+    writing summaries are left out.
+    """
+
+    def __init__(self, total_steps: int, global_batch_size: int):
+        self.total = total_steps
+        self.batch = global_batch_size
+        self.rows: list[dict] = []
+        self.timed_steps, self.seconds = 0, 0.0
+        self._since = None
+
+    def add(self, stats: dict, timed: bool = True) -> None:
+        self.rows.append(stats)
+        now = time.perf_counter()
+        if timed and self._since is not None:
+            self.timed_steps += 1
+            self.seconds += now - self._since
+        self._since = now
+
+    def pause(self) -> None:
+        """Time from here to the next step's start is not training time."""
+        self._since = None
+
+    def resume(self) -> None:
+        self._since = time.perf_counter()
+
+    def flush(self, step: int) -> dict:
+        mean = {key: float(np.mean([float(row[key]) for row in self.rows]))
+                for key in ("nll", "bits_per_dim", "grad_norm", "l2_penalty")}
+        seconds_per_step = self.seconds / self.timed_steps if self.timed_steps else float("nan")
+        mean["images_per_second"] = self.batch / seconds_per_step
+        mean["seconds_per_step"] = seconds_per_step
+        logging.info(
+            "step %d/%d (%.0f%%) | loss %.2f nats | %.4f bits/dim | grad norm %.3g | "
+            "%.1f images/s | ETA %s", step, self.total, 100.0 * step / self.total, mean["nll"],
+            mean["bits_per_dim"], mean["grad_norm"], mean["images_per_second"],
+            _format_duration((self.total - step) * seconds_per_step))
+        self.rows, self.timed_steps, self.seconds = [], 0, 0.0
+        return mean
+
+
+def train(config: TrainConfig, data_config: data.DataConfig,
+          strategy: tf.distribute.Strategy) -> dict:
+    """Trains (or resumes) a run; returns its final step, statistics and evaluation."""
+    chief = strategy_lib.is_chief(strategy)
+    _, task = strategy_lib.task_id(strategy)
+    replicas = strategy.num_replicas_in_sync
+    if data_config.batch_size % replicas:
+        raise ValueError(f"--batch_size={data_config.batch_size} (global) must be divisible by "
+                         f"the number of replicas, {replicas}.")
+    image_shape = tuple(data.image_shape(data_config))
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = build_model(config, image_shape, synchronized_batch_norm=replicas > 1)
+    cfg = run_config(model, data_config, config)
+    if chief:
+        run_dir.write_or_check_config(config.output_dir, cfg)
+    else:  # Only the chief writes config.json; the others check it if it is there.
+        run_dir.check_config(config.output_dir, cfg)
+
+    with strategy.scope():
+        optimizer = steps_lib.make_optimizer(config.learning_rate, config.mixed_precision)
+        optimizer.build(model.trainable_variables)
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    rng = tf.random.Generator.from_seed(config.seed)
+
+    checkpoint = tf.train.Checkpoint(model=run_dir.model_checkpoint_object(model),
+                                     optimizer=optimizer, step=step_var, rng=rng)
+    checkpointer = _Checkpointer(config.output_dir, checkpoint, chief, task)
+    restored = checkpointer.restore_latest()
+    start_step = int(step_var.numpy())
+    if restored:
+        logging.info("Restored %s: resuming at step %d (weights %s).", restored, start_step,
+                     weights_fingerprint(model))
+    else:
+        logging.info("New run in %s (%d parameters, weights %s).", config.output_dir,
+                     sum(int(np.prod(v.shape)) for v in model.trainable_variables),
+                     weights_fingerprint(model))
+    data_seed = int(rng.uniform_full_int([], tf.int64).numpy() % (2**31 - 1))
+    train_data = dataclasses.replace(data_config, seed=data_seed)
+    dataset = strategy.distribute_datasets_from_function(
+        lambda ctx: data.make_train_dataset(train_data, ctx))
+    iterator = iter(dataset)
+    steps = steps_lib.TrainSteps(
+        model, optimizer, strategy, iterator.element_spec, data_config.batch_size, l2=config.l2,
+        clip_grad_norm=config.clip_grad_norm, jit_compile=config.jit_compile)
+
+    outputs = _Outputs(config, data_config, model) if chief else None
+    result = dict(step=start_step, eval=None, stats=None)
+    if start_step >= config.train_steps:
+        logging.info("Step %d >= --train_steps=%d: nothing to train.", start_step, config.train_steps)
+        return result
+
+    logging.info("Training steps %d..%d, global batch %d on %d replica(s), data seed %d.",
+                 start_step + 1, config.train_steps, data_config.batch_size, replicas, data_seed)
+    progress = _Progress(config.train_steps, data_config.batch_size)
+    began, trained, skipped = time.perf_counter(), 0, 0
+    timed_steps, timed_seconds = 0, 0.0  # Over the session, for the final throughput.
+    stats = None
+    progress.resume()
+    for step in range(start_step + 1, config.train_steps + 1):
+        batch = next(iterator)
+        stats = steps.train_step(batch)
+        trained += 1
+        if trained == 1:
+            logging.info("First step (tracing and compilation included): %.1f s.",
+                         time.perf_counter() - began)
+        if not bool(stats["applied"]):
+            skipped += 1
+            if steps.loss_scaled:
+                logging.warning("Step %d: float16 gradients overflowed: update skipped and loss "
+                                "scale halved (%d skipped so far).", step, skipped)
+            else:
+                logging.warning("Step %d: non-finite loss or gradients (loss %s, grad norm %s): "
+                                "update skipped (%d so far).", step, float(stats["nll"]),
+                                float(stats["grad_norm"]), skipped)
+        progress.add(stats, timed=trained > 1)
+        last = step == config.train_steps
+        periodic = [
+            (outputs is not None and (step % config.summary_every == 0 or last),
+             lambda: outputs.train_summaries(
+                 step, stats, steps.diagnostics(strategy.experimental_local_results(batch)[0]),
+                 optimizer)),
+            (step % config.checkpoint_every == 0 or last,
+             lambda: checkpointer.save(step, model.weights + list(optimizer.variables), step_var)),
+            (outputs is not None and (step % config.eval_every == 0 or last),
+             lambda: result.update(eval=outputs.evaluate(step))),
+        ]
+        if step % config.log_every == 0 or last:
+            timed_steps, timed_seconds = timed_steps + progress.timed_steps, timed_seconds + progress.seconds
+            window = progress.flush(step)
+            if outputs:
+                outputs.scalars("train", step, dict(
+                    images_per_second=window["images_per_second"], skipped_updates=float(skipped)))
+        if any(due for due, _ in periodic):
+            progress.pause()
+            for due, action in periodic:
+                if due:
+                    action()
+            progress.resume()
+    elapsed = time.perf_counter() - began
+    strategy_lib.barrier(strategy)
+    step_rate = data_config.batch_size * timed_steps / timed_seconds if timed_seconds else float("nan")
+    logging.info("Trained steps %d..%d in %s: %.1f images/s in training steps, %.1f overall "
+                 "(compilation, evaluations and checkpoints included); %d updates skipped. "
+                 "Final weights %s.", start_step + 1, config.train_steps, _format_duration(elapsed),
+                 step_rate, trained * data_config.batch_size / max(elapsed, 1e-9), skipped,
+                 weights_fingerprint(model))
+    result.update(step=config.train_steps, stats={k: float(v) for k, v in stats.items()},
+                  skipped=skipped, images_per_second=step_rate)
+    return result
+
+
+class _Outputs:
+    """The chief's summaries, evaluations and sample grids."""
+
+    def __init__(self, config: TrainConfig, data_config: data.DataConfig, model: tfnvp.RealNVP):
+        self.config = config
+        self.data_config = data_config
+        self.model = model
+        board = os.path.join(config.output_dir, TENSORBOARD_DIR)
+        self.writers = {name: summaries.SummaryWriter(os.path.join(board, name))
+                        for name in ("train", "eval")}
+        self.evaluator = evaluation.Evaluator(model)
+        self.sampler = (evaluation.Sampler(model, config.num_sample_images, config.temperature,
+                                           config.seed) if config.num_sample_images else None)
+
+    def scalars(self, split: str, step: int, values: dict) -> None:
+        self.writers[split].scalars(step, values)
+
+    def train_summaries(self, step: int, stats: dict, diagnostics: dict, optimizer) -> None:
+        values = dict(bits_per_dim=stats["bits_per_dim"], loss_nats=stats["nll"],
+                      grad_norm=stats["grad_norm"], l2_penalty=stats["l2_penalty"],
+                      learning_rate=float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
+        values.update({f"eval_mode/{k}": v for k, v in diagnostics.items()})
+        self.scalars("train", step, values)
+
+    def evaluate(self, step: int) -> dict:
+        result = self.evaluator.evaluate(data.make_eval_dataset(self.data_config))
+        logging.info("Evaluation at step %d: %s.", step, result.summary())
+        self.scalars("eval", step, dict(bits_per_dim=result.bits_per_dim,
+                                        bits_per_dim_std_error=result.std_error))
+        report = dataclasses.asdict(result)
+        if self.sampler is not None:
+            path, picture = self.sampler.save_grid(
+                evaluation.sample_grid_path(self.config.output_dir, step))
+            self.writers["eval"].image(step, f"samples_t{self.config.temperature:g}", picture)
+            logging.info("Samples (temperature %g): %s", self.config.temperature, path)
+            report["samples"] = path
+        for writer in self.writers.values():
+            writer.flush()
+        return report

@@ -1,0 +1,320 @@
+r"""Pictures of a trained Real NVP's latent space (paper section 5, appendices B-D).
+
+Usage::
+
+    python trainers/visualize.py --what=samples --output_dir=RUN --out=samples.png
+    python trainers/visualize.py --what=manifold --output_dir=RUN --out=manifold.png --num=9
+    python trainers/visualize.py --what=interpolate --saved_model=RUN/saved_model \
+        --images=a.png,b.png --out=interp.png
+
+``--what``:
+  samples      blocks of ``--num`` samples at each ``--temperatures`` (or ``--temperature``), the
+               same noise scaled by each temperature, side by side (coolest left).
+  manifold     the ``--num`` x ``--num`` manifold of eq. (14) through four images (corners framed).
+  compression  one row per image: the image, then keeping ``--fractions`` of its latents
+               (coarsest scales first), the rest resampled at ``--temperature``.
+  extrapolate  ``--num`` samples at ``--factor`` x the training size (``--output_dir`` only).
+  interpolate  ``--num`` steps along a great circle in latent space between two images.
+  reconstruct  images (top row) and decode(encode(images)) (bottom row); logs the max error.
+
+``--num`` defaults: samples 16 per temperature, manifold 9 x 9, compression 4
+images, extrapolate 4 samples, interpolate 8 steps, reconstruct 8 images.
+Held-out images are the first ones of the split (fixed dequantization noise);
+manifold takes 4 and interpolate 2.
+
+The model comes from ``--output_dir`` (config.json + latest checkpoint) or a
+``--saved_model`` export.  Images come from ``--images`` (PNG/JPEG files,
+converted to the model's channels and resized when the aspect ratio matches)
+or else from the start of the run's held-out split.  The PNG is enlarged
+(``--scale``, by default so that one image is at least 64 pixels) so that an
+8x8 digit stays visible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+from typing import Sequence
+
+if __package__ in (None, ""):  # `python trainers/visualize.py`: make `trainers` importable.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags, logging
+from PIL import Image, UnidentifiedImageError
+
+import tfnvp
+from tfnvp import grid as grid_lib
+from tfnvp import latent
+from trainers import run_dir
+
+__all__ = ["WHATS", "SavedModelAdapter", "default_scale", "define_flags", "load_image_files",
+           "main", "run"]
+
+WHATS = ("samples", "manifold", "compression", "extrapolate", "interpolate", "reconstruct")
+# Images each --what takes from the data (None: none), and its default --num.
+_IMAGES_NEEDED = {"manifold": 4, "interpolate": 2, "compression": None, "reconstruct": None}
+_DEFAULT_NUM = {"samples": 16, "manifold": 9, "compression": 4, "extrapolate": 4,
+                "interpolate": 8, "reconstruct": 8}
+_EXPORT_METADATA = "tfnvp_export.json"
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines the command's flags on ``flag_values``.
+
+    Called by ``__main__`` only, so importing this module (e.g. in tests next
+    to other commands with an ``--output_dir`` flag) defines no global flags.
+    """
+    kw = dict(flag_values=flag_values)
+    flags.DEFINE_enum("what", None, WHATS, "Which picture to make.", **kw)
+    flags.DEFINE_string("output_dir", None, "Training run directory (config.json + checkpoints/).",
+                        **kw)
+    flags.DEFINE_string("checkpoint", None, "A checkpoint of --output_dir instead of the latest.",
+                        **kw)
+    flags.DEFINE_string("saved_model", None,
+                        "A SavedModel export (trainers/export.py) instead of a run.", **kw)
+    flags.DEFINE_string("out", None, "Output PNG file.", **kw)
+    flags.DEFINE_list("images", None,
+                      "Comma-separated image files (default: the run's held-out split).", **kw)
+    flags.DEFINE_string("data_dir", None, "Override the run's data_dir for its held-out split.",
+                        **kw)
+    flags.DEFINE_float("temperature", None, "Sampling temperature (samples: instead of "
+                       "--temperatures; extrapolate: default 0.7; compression: of the resampled "
+                       "latents, default 1).", **kw)
+    flags.DEFINE_list("temperatures", ["0.5", "0.7", "0.85", "1.0"],
+                      "Temperatures for --what=samples.", **kw)
+    flags.DEFINE_list("fractions", ["1", "0.5", "0.25", "0.125", "0.0625"],
+                      "Fractions of latents kept for --what=compression.", **kw)
+    flags.DEFINE_integer("seed", 0, "Seed of the sampling noise.", **kw)
+    flags.DEFINE_integer(
+        "num", None, "Samples per temperature / manifold side / number of images / interpolation "
+        "steps (defaults: " + ", ".join(f"{k} {v}" for k, v in _DEFAULT_NUM.items()) + ").", **kw)
+    flags.DEFINE_integer("factor", 2, "Size factor for --what=extrapolate.", **kw)
+    flags.DEFINE_integer("scale", None, "PNG enlargement factor (default: images >= 64 pixels).",
+                         **kw)
+
+
+# ------------------------------------------------------------------ SavedModel
+class SavedModelAdapter:
+    """A ``trainers/export.py`` SavedModel as a ``tfnvp.latent.LatentModel``.
+
+    Limits: the export's ``encode``/``decode`` have the training image shape
+    baked in, so ``decode`` of another size (extrapolation) raises a
+    ``ValueError``; ``latent_scale_index`` needs the export's metadata
+    (``assets/tfnvp_export.json``, for ``num_scales``).
+    """
+
+    def __init__(self, path: str):
+        if not os.path.exists(os.path.join(path, "saved_model.pb")):
+            raise FileNotFoundError(f"{path!r} is not a SavedModel directory (no saved_model.pb).")
+        self.path = path
+        self._loaded = tf.saved_model.load(path)
+        missing = [n for n in ("encode", "decode") if not hasattr(self._loaded, n)]
+        if missing:
+            raise ValueError(f"SavedModel {path!r} lacks {missing}: not a tfnvp export.")
+        spec = self._loaded.decode.input_signature[0]
+        self.image_shape = tuple(int(d) for d in spec.shape[1:])
+        self.metadata = self._read_metadata()
+
+    def _read_metadata(self) -> dict | None:
+        path = os.path.join(self.path, "assets", _EXPORT_METADATA)
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    def _check(self, array, what: str) -> tf.Tensor:
+        array = tf.cast(array, tf.float32)
+        if tuple(array.shape[1:]) != self.image_shape:
+            raise ValueError(
+                f"The SavedModel {self.path!r} only handles {what} of shape "
+                f"{list(self.image_shape)} (its signatures fix the image size), got "
+                f"{list(array.shape[1:])}. Use --output_dir with the training run instead: "
+                "a restored RealNVP works at any size.")
+        return array
+
+    def encode(self, x) -> tf.Tensor:
+        return self._loaded.encode(self._check(x, "images"))
+
+    def decode(self, z) -> tf.Tensor:
+        return self._loaded.decode(self._check(z, "latents"))
+
+    def latent_scale_index(self, image_shape: Sequence[int] | None = None) -> np.ndarray:
+        config = (self.metadata or {}).get("model_config")
+        if not config:
+            raise ValueError(f"SavedModel {self.path!r} has no {_EXPORT_METADATA} with the model "
+                             "config: cannot tell which scale each latent belongs to. "
+                             "Use --output_dir instead.")
+        return tfnvp.latent_scale_index(image_shape or self.image_shape,
+                                        int(config["num_scales"]))
+
+
+# ------------------------------------------------------------------ images
+def load_image_files(paths: Sequence[str], image_shape: Sequence[int]) -> np.ndarray:
+    """Reads image files as float ``[N, H, W, C]`` pixel centres (``uint8 + 0.5``).
+
+    Each file is converted to ``C`` channels (grayscale or RGB, alpha dropped)
+    and resized (Lanczos) to ``H x W`` if its aspect ratio is the same;
+    otherwise, or if it cannot be read, a ``ValueError`` names the file.
+    """
+    height, width, channels = (int(d) for d in image_shape)
+    if channels not in (1, 3):
+        raise ValueError("Image files need a 1- or 3-channel model, got shape "
+                         f"{tuple(image_shape)}.")
+    images = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Image file {path!r} does not exist.")
+        try:
+            with Image.open(path) as picture:
+                picture.load()
+                picture = picture.convert("L" if channels == 1 else "RGB")
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            raise ValueError(f"Cannot read image file {path!r}: it is corrupt or not an image "
+                             f"({error}).") from error
+        w, h = picture.size
+        if (h, w) != (height, width):
+            if h * width != w * height:
+                raise ValueError(
+                    f"Image file {path!r} is {w}x{h} (width x height); the model takes "
+                    f"{width}x{height} images, and a different aspect ratio cannot be "
+                    "resized without distortion: crop it first.")
+            logging.info("Resizing %s from %dx%d to %dx%d.", path, w, h, width, height)
+            picture = picture.resize((width, height), Image.Resampling.LANCZOS)
+        pixels = np.asarray(picture, np.uint8).reshape(height, width, channels)
+        images.append(pixels.astype(np.float32) + 0.5)
+    return np.stack(images) if images else np.zeros((0, height, width, channels), np.float32)
+
+
+def _data_config(output_dir: str | None, saved_model: str | None) -> dict | None:
+    """The run's data settings: ``--output_dir``, or the run that holds ``--saved_model``.
+
+    ``config.json`` has ``"data"`` (dataset, image shape) and, as written by
+    trainers/train.py, ``"input"`` (the ``DataConfig`` fields: data_dir, ...).
+    """
+    for directory in ([output_dir] if output_dir else []) + (
+            [os.path.dirname(os.path.abspath(saved_model))] if saved_model else []):
+        if os.path.exists(os.path.join(directory, run_dir.CONFIG_FILE)):
+            config = run_dir.read_config(directory)
+            return {**(config.get("data") or {}), **(config.get("input") or {})}
+    return None
+
+
+def _eval_images(data: dict, count: int, data_dir: str | None = None) -> np.ndarray:
+    """The first ``count`` images of the held-out split (fixed dequantization noise)."""
+    from trainers import data as data_lib  # Imported late: only this path needs it.
+
+    fields = {f.name for f in dataclasses.fields(data_lib.DataConfig)}
+    config = data_lib.DataConfig(**{k: v for k, v in data.items() if k in fields})
+    if data_dir is not None:
+        config = dataclasses.replace(config, data_dir=data_dir)
+    config = dataclasses.replace(config, eval_batch_size=min(config.eval_batch_size, count),
+                                 max_eval_examples=count)
+    images = np.concatenate([b.numpy() for b in data_lib.make_eval_dataset(config)], axis=0)
+    if len(images) < count:
+        raise ValueError(f"The held-out split of {config.dataset!r} has only {len(images)} "
+                         f"images; {count} are needed.")
+    return images[:count]
+
+
+def default_scale(image_shape: Sequence[int], target: int = 64) -> int:
+    """Enlargement that makes one image at least ``target`` pixels on its longer side."""
+    return max(1, math.ceil(target / max(image_shape[0], image_shape[1])))
+
+
+# ------------------------------------------------------------------ command
+def run(what: str, out: str, output_dir: str | None = None, saved_model: str | None = None,
+        checkpoint: str | None = None, images: Sequence[str] | None = None,
+        data_dir: str | None = None, temperature: float | None = None,
+        temperatures: Sequence[float] = (0.5, 0.7, 0.85, 1.0),
+        fractions: Sequence[float] = (1, .5, .25, .125, .0625), seed: int = 0,
+        num: int | None = None, factor: int = 2, scale: int | None = None) -> str:
+    """Makes one picture and writes it to ``out``; returns the path (see the module docstring)."""
+    if what not in WHATS:
+        raise ValueError(f"Unknown --what={what!r}; choose one of {', '.join(WHATS)}.")
+    if (output_dir is None) == (saved_model is None):
+        raise ValueError("Give exactly one of --output_dir (a training run) and --saved_model.")
+    if not out:
+        raise ValueError("--out (the PNG file to write) is required.")
+    if what == "extrapolate" and saved_model is not None:
+        raise ValueError("--what=extrapolate needs --output_dir: a SavedModel's signatures fix the "
+                         "image size, so it cannot decode larger images. Point --output_dir at "
+                         "the training run (config.json + checkpoints) instead.")
+    num = _DEFAULT_NUM[what] if num is None else int(num)
+    if num < 1:
+        raise ValueError(f"--num must be positive, got {num}.")
+
+    if saved_model is not None:
+        model = SavedModelAdapter(saved_model)
+        image_shape = model.image_shape
+    else:  # Restored after the images are checked: bad files fail fast.
+        model = None
+        image_shape = tuple(run_dir.read_config(output_dir)["model"]["image_shape"])
+
+    pictures = None
+    if what in _IMAGES_NEEDED:
+        count = _IMAGES_NEEDED[what] or num
+        if images:
+            pictures = load_image_files(images, image_shape)
+            if _IMAGES_NEEDED[what] and len(pictures) != count:
+                raise ValueError(f"--what={what} takes exactly {count} --images, "
+                                 f"got {len(pictures)}.")
+        else:
+            data = _data_config(output_dir, saved_model)
+            if data is None:
+                raise ValueError(f"--what={what} needs images: pass --images=a.png,... (no run "
+                                 "config.json to read the held-out split from).")
+            pictures = _eval_images(data, count, data_dir)
+    if model is None:
+        # Float32 conditioners whatever the training precision (as for exports).
+        model = run_dir.restore_model(output_dir, checkpoint_path=checkpoint,
+                                      conditioner_dtype=None)
+
+    if what == "samples":
+        figure = latent.temperature_samples(
+            model, temperatures if temperature is None else (temperature,), n=num, seed=seed)
+    elif what == "manifold":
+        figure = latent.manifold(model, pictures, n=num)
+    elif what == "compression":
+        figure = latent.compression(model, pictures, fractions, seed=seed,
+                                    temperature=1.0 if temperature is None else temperature)
+    elif what == "extrapolate":
+        figure = latent.extrapolate(model, factor, n=num,
+                                    temperature=0.7 if temperature is None else temperature,
+                                    seed=seed)
+    elif what == "interpolate":
+        figure = latent.interpolate(model, pictures[0], pictures[1], steps=num)
+    else:
+        figure = latent.reconstruct(model, pictures)
+        logging.info("Reconstruction: max |x - decode(encode(x))| = %.3g pixel levels.",
+                     figure.max_abs_error)
+    scale = default_scale(model.image_shape) if scale is None else int(scale)
+    path = grid_lib.save_png(figure.grid(), out, scale=scale)
+    logging.info("Wrote %s.", path)
+    return path
+
+
+def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Runs ``run`` with parsed flags; a bad input exits with a one-line error."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    f = flag_values
+    if f.what is None or f.out is None:
+        raise app.UsageError("--what and --out are required.")
+    try:
+        run(f.what, f.out, output_dir=f.output_dir, saved_model=f.saved_model,
+            checkpoint=f.checkpoint, images=f.images, data_dir=f.data_dir,
+            temperature=f.temperature,
+            temperatures=[float(t) for t in f.temperatures],
+            fractions=[float(x) for x in f.fractions], seed=f.seed, num=f.num,
+            factor=f.factor, scale=f.scale)
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"visualize.py: error: {error}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
