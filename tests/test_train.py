@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -264,6 +263,16 @@ def test_run_directory_and_resume(trained_run, capfd):
     assert config["model"]["synchronized_batch_norm"] is False
     assert sorted(p.name for p in (trained_run / "samples").iterdir()) == ["step_00000004.png"]
     assert {p.name for p in (trained_run / "tensorboard").iterdir()} == {"train", "eval"}
+    # TensorBoard itself reads the scalars and the sample grid.
+    from tensorboard.backend.event_processing import event_accumulator
+    tags = {}
+    for split in ("train", "eval"):
+        events = event_accumulator.EventAccumulator(str(trained_run / "tensorboard" / split),
+                                                    size_guidance={"tensors": 0})
+        tags[split] = set(events.Reload().Tags()["tensors"])
+    assert {"bits_per_dim", "grad_norm", "learning_rate"} <= tags["train"]
+    assert "bits_per_dim" in tags["eval"]
+    assert any(tag.startswith("samples_t") for tag in tags["eval"])
     latest = tf.train.latest_checkpoint(str(trained_run / "checkpoints"))
     assert latest.endswith("ckpt-4") and evaluation.checkpoint_step(latest) == 4
     # Resuming to step 6 restores step 4's weights and trains 2 more steps.
