@@ -102,8 +102,9 @@ def test_eval_noise_is_fixed_across_calls_and_batch_sizes():
     assert [b.shape[0] for b in small_batches] == [100, 100, 97]  # Partial batch kept.
     np.testing.assert_array_equal(first, again)
     np.testing.assert_array_equal(first, _batches(small_batches))
-    prefix = data.make_eval_dataset(dataclasses.replace(config, max_eval_examples=50))
-    np.testing.assert_array_equal(_batches(prefix), first[:50])
+    subset = data.make_eval_dataset(dataclasses.replace(config, max_eval_examples=50))
+    # An evenly spread subset (every 297 // 50 = 5th example), not the first 50.
+    np.testing.assert_array_equal(_pixels(_batches(subset)), _pixels(first)[::5][:50])
     noise = (first - _pixels(first)).reshape(len(first), -1)
     # Independent noise per example: E|u - v| = 1/3 for independent uniforms.
     assert np.abs(noise[1:] - noise[:-1]).mean(axis=1).min() > 0.2
@@ -190,7 +191,8 @@ def test_mnist_idx_real_files():
     with gzip.open(MNIST_DIR / "t10k-images-idx3-ubyte.gz") as f:
         expected = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28, 1)
     assert len(expected) == 10_000
-    np.testing.assert_array_equal(_pixels(_batches(data.make_eval_dataset(config))), expected[:300])
+    np.testing.assert_array_equal(_pixels(_batches(data.make_eval_dataset(config))),
+                                  expected[:: 10_000 // 300][:300])
     assert _batches(data.make_train_dataset(config), 1).shape == (64, 28, 28, 1)
 
 
@@ -271,7 +273,9 @@ def test_image_folder_real_cifar10_jpegs():
     config = data.DataConfig("image_folder", str(CIFAR_JPEG_DIR), cache=False, max_eval_examples=16)
     assert data.image_shape(config) == (32, 32, 3)
     assert _batches(data.make_train_dataset(config), 2).shape == (128, 32, 32, 3)
-    test_files = sorted((CIFAR_JPEG_DIR / "test").rglob("*.jpg"))[:16]
+    all_test_files = sorted((CIFAR_JPEG_DIR / "test").rglob("*.jpg"))
+    test_files = all_test_files[:: len(all_test_files) // 16][:16]
+    assert len({p.parent.name for p in test_files}) == 10  # Every class, not 16 airplanes.
     expected = np.stack([_read_image(p) for p in test_files])
     np.testing.assert_array_equal(_pixels(_batches(data.make_eval_dataset(config))), expected)
 
