@@ -346,6 +346,7 @@ class _Outputs:
         self.writers = {name: summaries.SummaryWriter(os.path.join(board, name))
                         for name in ("train", "eval")}
         self.evaluator = evaluation.Evaluator(model)
+        self._eval_dataset: tf.data.Dataset | None = None  # Built once: its cache is reused.
         self.sampler = (evaluation.Sampler(model, config.num_sample_images, config.temperature,
                                            config.seed) if config.num_sample_images else None)
 
@@ -360,7 +361,9 @@ class _Outputs:
         self.scalars("train", step, values)
 
     def evaluate(self, step: int) -> dict:
-        result = self.evaluator.evaluate(data.make_eval_dataset(self.data_config))
+        if self._eval_dataset is None:
+            self._eval_dataset = data.make_eval_dataset(self.data_config)
+        result = self.evaluator.evaluate(self._eval_dataset)
         logging.info("Evaluation at step %d: %s.", step, result.summary())
         self.scalars("eval", step, dict(bits_per_dim=result.bits_per_dim,
                                         bits_per_dim_std_error=result.std_error))
