@@ -202,6 +202,7 @@ def child_workload(job: dict) -> dict:
     return dict(images_per_sec=batch / step, step_s=step, step_times_s=times,
                 cpu_s=cpu_step, cpu_times_s=cpu,
                 images_per_sec_cpu_estimate=batch / (cpu_step / job["threads"][0]),
+                cpu_utilization=cpu_step / step / job["threads"][0],
                 first_call_s=first, compile_s=max(first - step, 0.0), build_s=build,
                 peak_rss_gib=_peak_rss_gib(), implementation=impl, traces=traces)
 
@@ -314,6 +315,27 @@ def _pytest_running() -> int:
         return max(int(out.strip() or 0), 0)
     except (OSError, ValueError):
         return -1
+
+
+def launch_with_retry(job: dict, timeout: float, log, retries: int) -> dict:
+    """``launch``, repeated while the child got under 75% of its threads' CPU time.
+
+    On this shared machine a child sometimes runs with one of its two cores
+    effectively unavailable (CPU time per step ~ wall time, i.e. utilization
+    ~50%); such a run measures the neighbours, not the code.  The fastest
+    attempt is kept; every attempt's throughput is recorded.
+    """
+    result = launch(job, timeout, log)
+    attempts = [result.get("images_per_sec")]
+    while retries > 0 and result.get("cpu_utilization", 1.0) < 0.75:
+        retries -= 1
+        again = launch(job, timeout, log)
+        attempts.append(again.get("images_per_sec"))
+        if again.get("images_per_sec", 0.0) > result.get("images_per_sec", 0.0):
+            result = again
+    if len(attempts) > 1:
+        result["attempts_images_per_sec"] = attempts
+    return result
 
 
 def launch(job: dict, timeout: float, log) -> dict:
@@ -447,6 +469,7 @@ def analyse(results: list[dict]) -> dict:
                    scaling=bool(job.get("scaling")), images_per_sec=r["images_per_sec"],
                    step_s=r["step_s"], first_call_s=r["first_call_s"], compile_s=r["compile_s"],
                    peak_rss_gib=r["peak_rss_gib"], implementation=r.get("implementation"),
+                   cpu_utilization=r["cpu_s"] / r["step_s"] / job["threads"][0] if "cpu_s" in r else None,
                    load_before=r["load_before"], load_after=r["load_after"])
         model_info = info.get(job["model"])
         if model_info and not job.get("image"):
@@ -532,8 +555,8 @@ def markdown(analysis: dict, results: list[dict], target_rows: list[dict], meta:
     main_rows = [r for r in analysis["rows"] if not r["scaling"]]
     if main_rows:
         lines += ["| model | workload | batch | dtype | XLA | recompute | img/s | x ref | GFLOP/s | "
-                  "% conv peak | % matmul peak | first call s | peak RSS GiB |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "% conv peak | % matmul peak | first call s | peak RSS GiB | CPU util |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         order = {"train": 0, "log_prob": 1, "sample": 2}
         for r in sorted(main_rows, key=lambda r: (r["model"] != "paper", r["model"], order[r["workload"]],
                                                    r["recompute"], r["dtype"], r["xla"])):
@@ -544,11 +567,14 @@ def markdown(analysis: dict, results: list[dict], target_rows: list[dict], meta:
                 f"{_fmt(r.get('gflop_per_sec'), '.0f')} | "
                 f"{_fmt(r.get('conv_peak_fraction') and 100 * r['conv_peak_fraction'], '.0f')} | "
                 f"{_fmt(r.get('matmul_peak_fraction') and 100 * r['matmul_peak_fraction'], '.0f')} | "
-                f"{r['first_call_s']:.1f} | {r['peak_rss_gib']:.2f} |")
+                f"{r['first_call_s']:.1f} | {r['peak_rss_gib']:.2f} | "
+                f"{_fmt(r.get('cpu_utilization') and 100 * r['cpu_utilization'], '.0f')}% |")
         lines += ["", f"Reference (PyTorch, f32, paper model): train {REFERENCE['train']} img/s "
                       f"(peak RSS {REFERENCE['train_rss_gib']} GiB), log_prob {REFERENCE['log_prob']}, "
                       f"sample {REFERENCE['sample']}. % conv/matmul peak: of the same dtype's "
-                      "best measured peak above; training counts 3x forward conv FLOPs.", ""]
+                      "best measured peak above; training counts 3x forward conv FLOPs (also with "
+                      "recompute, which executes 4x). CPU util: CPU time per step / (wall time x 2 "
+                      "threads); ~50% means the child effectively had one core.", ""]
     pipes = [r for r in results if r["job"]["kind"] == "pipeline"]
     if pipes:
         lines += ["| input pipeline (image_folder JPEG, batch 64, flip + dequantize) | img/s | "
@@ -601,6 +627,11 @@ def main(argv=None) -> int:
                         help="time bench.compiled's train step instead of trainers.steps'")
     parser.add_argument("--name", default=None, help="results file name (default: date-time)")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per configuration")
+    parser.add_argument("--retries", type=int, default=1,
+                        help="re-runs of a configuration whose child got < 75%% of its CPU")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="RESULTS_JSON",
+                        help="no measurement: combine results files (fastest run of each "
+                             "configuration, best hardware peaks) into --name")
     args = parser.parse_args(argv)
 
     if args.child:
@@ -608,18 +639,24 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 
-    if args.models is None:
-        args.models = "small" if args.quick else "paper,small"
-    jobs = plan(args)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    log(f"{len(jobs)} configurations; load average {os.getloadavg()[0]:.2f}, "
-        f"pytest processes running: {_pytest_running()}")
+    command = "python bench/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
     start = time.perf_counter()
-    results = [launch(job, args.timeout, log) for job in jobs]
+    if args.merge:
+        results, sources = merge_results(args.merge)
+        wall = sum(sources.values())
+    else:
+        if args.models is None:
+            args.models = "small" if args.quick else "paper,small"
+        jobs = plan(args)
+        log(f"{len(jobs)} configurations; load average {os.getloadavg()[0]:.2f}, "
+            f"pytest processes running: {_pytest_running()}")
+        results = [launch_with_retry(job, args.timeout, log, args.retries) for job in jobs]
+        sources, wall = None, time.perf_counter() - start
     loads = [r["load_before"] for r in results] + [r["load_after"] for r in results]
     meta = dict(date=datetime.datetime.now().isoformat(timespec="seconds"),
-                command="python bench/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                wall_s=time.perf_counter() - start, load_min=min(loads), load_max=max(loads),
+                command=command, merged_from=sources,
+                wall_s=wall, load_min=min(loads), load_max=max(loads),
                 load_mean=sum(loads) / len(loads), python=sys.version.split()[0],
                 machine=platform.machine(), cpu=_cpu_name(), cpus=os.cpu_count())
     analysis = analyse(results)
@@ -634,6 +671,34 @@ def main(argv=None) -> int:
                        results=results, markdown=report), f, indent=1, default=str)
     log(f"wrote {os.path.relpath(path, REPO)} ({meta['wall_s'] / 60:.1f} min)")
     return 0
+
+
+def merge_results(paths: list[str]) -> tuple[list[dict], dict[str, float]]:
+    """Fastest result of each configuration over several runs (hardware: all kept)."""
+    best: dict[str, dict] = {}
+    hardware: list[dict] = []
+    sources: dict[str, float] = {}
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        sources[os.path.basename(path)] = data["meta"]["wall_s"]
+        for r in data["results"]:
+            r = dict(r, source=os.path.basename(path))
+            if r["job"]["kind"] == "hw":
+                hardware.append(r)
+                continue
+            key = json.dumps(r["job"], sort_keys=True)
+            old = best.get(key)
+            if old is None or "error" in old or (
+                    "error" not in r and r.get("images_per_sec", 0.0) > old.get("images_per_sec", 0.0)):
+                if old is not None and "images_per_sec" in old:
+                    r["other_runs_images_per_sec"] = old.get("other_runs_images_per_sec", []) + [
+                        old["images_per_sec"]]
+                best[key] = r
+            elif "images_per_sec" in r:
+                old["other_runs_images_per_sec"] = old.get("other_runs_images_per_sec", []) + [
+                    r["images_per_sec"]]
+    return hardware + list(best.values()), sources
 
 
 def _cpu_name() -> str:
