@@ -81,6 +81,13 @@ def image_shape(config: DataConfig) -> tuple[int, int, int]:
     return _source(config).image_shape()
 
 
+def prepare(config: DataConfig) -> None:
+    """Gets the dataset ready to read (TFDS: downloads and prepares it), before a run
+    writes anything; raises a clear error (e.g. `tfds_prepare.DatasetUnavailableError`)
+    if it cannot."""
+    _source(config).prepare()
+
+
 def _cardinality(records: tf.data.Dataset) -> int | None:
     size = int(records.cardinality())
     return size if size >= 0 else None

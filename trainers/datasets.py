@@ -38,6 +38,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
+from trainers import tfds_prepare
+
 Shape = tuple[int, int, int]
 _AUTOTUNE = tf.data.AUTOTUNE
 
@@ -88,6 +90,9 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def image_shape(self) -> Shape:
         """(H, W, C) of the images the pipelines output, read cheaply if possible."""
+
+    def prepare(self) -> None:
+        """Gets the data ready to read (e.g. downloads it); a clear error if it cannot."""
 
     @abc.abstractmethod
     def split(self, training: bool, seed: int) -> Split:
@@ -443,7 +448,8 @@ class _TfdsSource(Source):
     like image files.
     """
 
-    def __init__(self, spec: _TfdsSpec, data_dir: str | None) -> None:
+    def __init__(self, name: str, spec: _TfdsSpec, data_dir: str | None) -> None:
+        self._name = name
         self._spec = spec
         self._data_dir = data_dir
         self.flip_default = spec.flip
@@ -452,10 +458,16 @@ class _TfdsSource(Source):
     def image_shape(self) -> Shape:
         return self._spec.shape
 
+    def _builder(self) -> tfds.core.DatasetBuilder:
+        return tfds.builder(self._spec.name, data_dir=self._data_dir)
+
+    def prepare(self) -> None:
+        tfds_prepare.prepare(self._name, self._builder())
+
     def split(self, training: bool, seed: int) -> Split:
-        builder = tfds.builder(self._spec.name, data_dir=self._data_dir)
+        builder = self._builder()
         logging.info("Preparing TFDS %s in %s.", self._spec.name, builder.data_dir)
-        builder.download_and_prepare()
+        tfds_prepare.download_and_prepare(self._name, builder)
         features = builder.as_dataset(
             split=self._spec.train_split if training else self._spec.eval_split,
             shuffle_files=training,
@@ -503,7 +515,7 @@ _REGISTRY: dict[str, Callable[[str | None], Source]] = {
     "mnist_idx": _IdxSource,
     "image_folder": _FolderSource,
     "npz": _NpzSource,
-    **{name: functools.partial(_TfdsSource, spec) for name, spec in _TFDS_SPECS.items()},
+    **{name: functools.partial(_TfdsSource, name, spec) for name, spec in _TFDS_SPECS.items()},
 }
 NAMES: tuple[str, ...] = tuple(sorted(_REGISTRY))
 

@@ -3,13 +3,15 @@ r"""Train, evaluate or export Real NVP (Dinh et al., ICLR 2017).
 Run from the repository root::
 
     python trainers/train.py --flagfile=trainers/digits.flags --output_dir=/tmp/digits
-    python trainers/train.py --flagfile=cifar.flags --output_dir=/tmp/cifar         # paper, section 4.1
-    python trainers/train.py --flagfile=cifar.flags --output_dir=/tmp/cifar --mode=eval
-    python trainers/train.py --flagfile=cifar.flags --output_dir=/tmp/cifar --mode=export
+    python trainers/train.py --flagfile=cifar.flags                  # paper, section 4.1: runs/cifar
+    python trainers/train.py --flagfile=cifar.flags --mode=eval
+    python trainers/train.py --flagfile=cifar.flags --mode=export
 
 A ``--flagfile`` that does not exist relative to the working directory is looked
-up in ``trainers/``.  Running again with the same ``--output_dir`` resumes from
-the latest checkpoint.  ``--train_steps`` has no default: every run says how long
+up in ``trainers/``.  ``--output_dir`` defaults to ``runs/<flagfile name>`` (else
+``runs/<dataset>``); the first line printed names it.  Running again with the same
+run directory resumes from the latest checkpoint.  TFDS datasets are downloaded and
+prepared before the run directory is created (``trainers/tfds_prepare.py``).  ``--train_steps`` has no default: every run says how long
 it trains (the paper-sized flagfiles set long runs).  The model flags default to
 the paper's configuration (``tfnvp.PAPER_CONFIGS``) for the paper's datasets and
 must be given for the others.
@@ -35,13 +37,15 @@ if _REPO_ROOT not in sys.path:
 
 from absl import app, flags, logging  # noqa: E402
 
+from trainers import launch  # noqa: E402
 from trainers import strategy as strategy_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 
 # ----------------------------------------------------------------------------- flags
 flags.DEFINE_enum("mode", "train", ["train", "eval", "export"], "What to do with --output_dir.")
-flags.DEFINE_string("output_dir", None, "Run directory (config, checkpoints, samples, summaries).")
+flags.DEFINE_string("output_dir", None, "Run directory (config, checkpoints, samples, summaries); "
+                    "default: runs/<--flagfile name>, else runs/<--dataset>.")
 flags.DEFINE_string("dataset", None, "Dataset name (see trainers/datasets.py); for eval/export "
                     "defaults to the run's.")
 flags.DEFINE_string("data_dir", None, "Data folder or file; TFDS data_dir for TFDS datasets. A "
@@ -90,7 +94,6 @@ flags.register_validator("l2", lambda v: v >= 0, message="must be >= 0.")
 flags.register_validator("clip_grad_norm", lambda v: v is None or v > 0,
                          message="must be > 0 (leave it unset for no clipping).")
 flags.register_validator("temperature", lambda v: v >= 0, message="must be >= 0.")
-flags.mark_flag_as_required("output_dir")
 flags.register_multi_flags_validator(
     ["mode", "train_steps", "dataset"],
     lambda f: f["mode"] != "train" or (f["train_steps"] is not None and f["dataset"] is not None),
@@ -180,18 +183,25 @@ def _run_data_config():
 
 
 # ------------------------------------------------------------------------ modes
-def execute() -> dict:
-    """Runs --mode with the parsed flags; returns what the mode produced."""
+def execute(flagfile: str | None = None) -> dict:
+    """Runs --mode with the parsed flags; returns what the mode produced.
+
+    ``flagfile``: the command's last --flagfile, which names the default --output_dir.
+    """
+    if FLAGS.output_dir is None:
+        FLAGS.output_dir = launch.default_output_dir(flagfile, FLAGS.dataset)
+    print(launch.describe(FLAGS.output_dir, training=FLAGS.mode == "train"), flush=True)
     if FLAGS.mode == "train":
         name = FLAGS.strategy
         if FLAGS.jit_compile and name == "auto" and not strategy_lib.in_cluster():
             name = "one_device"  # XLA-compiled steps need unmirrored variables.
         strategy = strategy_lib.make_strategy(name)  # First: before TF starts up.
-        from trainers import training
+        from trainers import data, training
 
-        result = training.train(train_config(), data_config(FLAGS.dataset, FLAGS.data_dir),
-                                strategy)
-        return result
+        run_data = data_config(FLAGS.dataset, FLAGS.data_dir)
+        with launch.removed_if_unstarted(FLAGS.output_dir):
+            data.prepare(run_data)  # Downloads (TFDS) before the run writes anything.
+            return training.train(train_config(), run_data, strategy)
     if FLAGS.mode == "eval":
         from trainers import evaluation
 
@@ -228,10 +238,10 @@ def _short(error: BaseException) -> str:
     return "\n".join(kept[:6]) or type(error).__name__
 
 
-def guarded_execute() -> int:
+def guarded_execute(flagfile: str | None = None) -> int:
     """``execute()`` with user errors reported as one clear message; returns the exit code."""
     try:
-        execute()
+        execute(flagfile)
     except _user_error_types() as error:
         logging.debug("Details:", exc_info=True)
         print(f"Error ({type(error).__name__}): {_short(error)}", file=sys.stderr, flush=True)
@@ -249,13 +259,13 @@ def run(argv: list[str]) -> int:
         print(f"FATAL Flags parsing error: {error}\nPass --helpshort or --helpfull to see help "
               "on flags.", file=sys.stderr, flush=True)
         return 1
-    return guarded_execute()
+    return guarded_execute(launch.last_flagfile(argv))
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    sys.exit(guarded_execute())
+    sys.exit(guarded_execute(launch.last_flagfile(sys.argv)))
 
 
 if __name__ == "__main__":

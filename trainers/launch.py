@@ -1,0 +1,74 @@
+"""Where a command's run lives: the default run directory, the start-up line, a clean failed start.
+
+* **Default run directory.** Without ``--output_dir`` a run goes to ``runs/<flagfile name>``
+  (``--flagfile=cifar.flags`` -> ``runs/cifar``), else ``runs/<dataset>``, relative to the
+  working directory; the same command started again resumes it.
+* **Start-up line.** ``Run directory: runs/cifar (new run)`` or ``(resuming at step N)``.
+* **Failed start.** A run directory that this command created and that holds no checkpoint
+  when the command fails is removed: nothing could resume from it, and a ``config.json``
+  left there would pin flags of a run that never started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+
+import tensorflow as tf
+from absl import logging
+
+from trainers import run_dir
+
+RUNS_DIR = "runs"
+_FLAGFILE_PREFIXES = ("--flagfile=", "-flagfile=")
+
+
+def last_flagfile(argv: Sequence[str]) -> str | None:
+    """The last ``--flagfile=PATH`` of a command line, as written."""
+    paths = [arg[len(prefix):] for arg in argv for prefix in _FLAGFILE_PREFIXES
+             if arg.startswith(prefix)]
+    return paths[-1] if paths else None
+
+
+def default_output_dir(flagfile: str | None, dataset: str | None) -> str:
+    """``runs/<flagfile name without .flags>``, else ``runs/<dataset>``."""
+    if flagfile:
+        name = os.path.basename(flagfile)
+        name = name[: -len(".flags")] if name.endswith(".flags") else os.path.splitext(name)[0]
+    elif dataset:
+        name = dataset
+    else:
+        raise ValueError("--output_dir is needed: there is no --flagfile or --dataset to name "
+                         "a default run directory after.")
+    return os.path.join(RUNS_DIR, name)
+
+
+def latest_step(output_dir: str) -> int | None:
+    """The ``step`` saved in the run's latest checkpoint, or None without one."""
+    path = tf.train.latest_checkpoint(run_dir.checkpoint_dir(output_dir))
+    if path is None:
+        return None
+    return int(tf.train.load_checkpoint(path).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def describe(output_dir: str, training: bool) -> str:
+    """The start-up line naming the run directory (and, for training, new or resumed)."""
+    if not training:
+        return f"Run directory: {output_dir}"
+    step = latest_step(output_dir)
+    return f"Run directory: {output_dir} ({'new run' if step is None else f'resuming at step {step}'})"
+
+
+@contextlib.contextmanager
+def removed_if_unstarted(output_dir: str) -> Iterator[None]:
+    """Removes ``output_dir`` if the block fails, created it, and left no checkpoint in it."""
+    existed = os.path.exists(output_dir)
+    try:
+        yield
+    except Exception:
+        if not existed and os.path.isdir(output_dir) and latest_step(output_dir) is None:
+            shutil.rmtree(output_dir, ignore_errors=True)
+            logging.info("Removed %s: the run failed before its first checkpoint.", output_dir)
+        raise
