@@ -1,0 +1,234 @@
+"""The paper flagfiles' command on a fresh machine: TFDS's real download-and-prepare path
+(not ``tfds.testing.mock_data``), the default run directory, and the offline message.
+
+Datasets come as small archives in their real distribution formats, served from
+127.0.0.1 or put in TFDS's manual directory. Every subprocess gets HTTP(S)_PROXY set to a
+closed port on 127.0.0.1 with only loopback exempted, so nothing here can reach another
+host, whatever the network.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from trainers import data, tfds_prepare, train
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+IMAGENET_URL = "http://image-net.org/small/{}_32x32.tar"
+TINY = ["--num_res_blocks=0", "--hidden_channels=8", "--batch_size=4", "--eval_batch_size=8",
+        "--num_sample_images=4", "--log_every=1", "--summary_every=1", "--eval_every=2",
+        "--checkpoint_every=2"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _offline_env() -> dict[str, str]:
+    """Any connection except to 127.0.0.1 goes to a closed loopback port and fails."""
+    proxy = f"http://127.0.0.1:{_closed_port()}"
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy", "http_proxy",
+                                                                   "https_proxy", "all_proxy")}
+    return {**env, "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "NO_PROXY": "127.0.0.1",
+            "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _run(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=_offline_env(), text=True,
+                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def _checksums(path: Path, files: dict[str, Path]) -> Path:
+    """TFDS's checksums.tsv: URL, size, SHA-256, file name."""
+    rows = [f"{url}\t{f.stat().st_size}\t{hashlib.sha256(f.read_bytes()).hexdigest()}\t{f.name}"
+            for url, f in files.items()]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _cifar_archive(folder: Path, rng: np.random.Generator) -> tuple[Path, np.ndarray]:
+    """cifar-10-binary.tar.gz as distributed: per record 1 label byte + 3072 bytes (R, G, B
+    planes of 32x32); 5 training batches and a test batch. Returns it and the test images."""
+    members, test_images = {}, None
+    for name, count in [*((f"data_batch_{i}.bin", 4) for i in range(1, 6)), ("test_batch.bin", 8)]:
+        images = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+        labels = rng.integers(0, 10, (count, 1), dtype=np.uint8)
+        planes = images.transpose(0, 3, 1, 2).reshape(count, 3072)
+        members[name] = np.concatenate([labels, planes], axis=1).tobytes()
+        test_images = images if name == "test_batch.bin" else test_images
+    members["batches.meta.txt"] = "\n".join(["airplane", "automobile", "bird", "cat", "deer",
+                                             "dog", "frog", "horse", "ship", "truck"]).encode()
+    path = folder / "cifar-10-binary.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+    return path, test_images
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A folder served over HTTP on 127.0.0.1; yields (folder, base URL)."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _eval_pixels(dataset: str, data_dir: Path, count: int) -> np.ndarray:
+    """The held-out images as the trainer reads them (dequantized; floor = the pixels)."""
+    config = data.DataConfig(dataset, data_dir=str(data_dir), eval_batch_size=count)
+    return np.floor(next(iter(data.make_eval_dataset(config))).numpy()).astype(np.uint8)
+
+
+def _image_set(images: np.ndarray) -> list[bytes]:
+    assert images.dtype == np.uint8
+    return sorted(image.tobytes() for image in images)
+
+
+def test_cifar10_downloads_prepares_trains_and_resumes(tmp_path, served):
+    """cifar.flags: TFDS downloads the archive over HTTP, checks its checksum, builds the
+    dataset with its own cifar10 builder, and the trainer trains on it; the same command
+    resumes later without the server."""
+    folder, base = served
+    archive, test_images = _cifar_archive(folder, np.random.default_rng(0))
+    local_url = f"{base}/{archive.name}"
+    checksums = _checksums(tmp_path / "checksums.tsv", {local_url: archive})
+    tfds_dir, run = tmp_path / "tfds", tmp_path / "run"
+    command = [str(REPO / "tests" / "tfds_local.py"), f"--checksums={checksums}",
+               f"--redirect={CIFAR_URL}={local_url}", "--",
+               str(REPO / "trainers" / "train.py"), "--flagfile=cifar.flags",
+               f"--data_dir={tfds_dir}", f"--output_dir={run}", *TINY]
+
+    first = _run([*command, "--train_steps=2"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert f"Run directory: {run} (new run)" in first.stdout
+    info = json.loads((tfds_dir / "cifar10" / "3.0.2" / "dataset_info.json").read_text())
+    sizes = {s["name"]: int(s["shardLengths"][0]) for s in info["splits"]}
+    assert sizes == {"train": 20, "test": 8}
+    assert (run / "checkpoints" / "ckpt-2.index").exists()
+    assert "Evaluation at step 2" in first.stderr
+    # The builder decoded the binary format: the trainer's held-out images are the archive's
+    # (in TFDS's order, a hash of the example keys).
+    assert _image_set(_eval_pixels("cifar10", tfds_dir, 8)) == _image_set(test_images)
+
+    archive.unlink()  # Prepared: the rerun needs no download.
+    second = _run([*command, "--train_steps=3"], cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"Run directory: {run} (resuming at step 2)" in second.stdout
+    assert (run / "checkpoints" / "ckpt-3.index").exists()
+
+
+def _png_tar(path: Path, images: np.ndarray) -> Path:
+    """A tar of PNG files, like Downsampled ImageNet's train_32x32.tar / valid_32x32.tar."""
+    with tarfile.open(path, "w") as archive:
+        for i, image in enumerate(images):
+            payload = io.BytesIO()
+            Image.fromarray(image).save(payload, format="PNG")
+            info = tarfile.TarInfo(f"{path.stem}/{i:07d}.png")
+            info.size = payload.tell()
+            payload.seek(0)
+            archive.addfile(info, payload)
+    return path
+
+
+def test_imagenet32_builds_from_files_in_the_manual_directory(tmp_path):
+    """imagenet32.flags: TFDS cannot download Downsampled ImageNet any more; its files put in
+    DATA_DIR/downloads/manual/ (the README's manual step) are validated and built, offline."""
+    tfds_dir = tmp_path / "tfds"
+    manual = tfds_dir / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    valid_images = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    files = {IMAGENET_URL.format("train"): _png_tar(
+                 manual / "train_32x32.tar", rng.integers(0, 256, (8, 32, 32, 3), np.uint8)),
+             IMAGENET_URL.format("valid"): _png_tar(manual / "valid_32x32.tar", valid_images)}
+    checksums = _checksums(tmp_path / "checksums.tsv", files)
+    run = tmp_path / "run"
+    result = _run([str(REPO / "tests" / "tfds_local.py"), f"--checksums={checksums}", "--",
+                   str(REPO / "trainers" / "train.py"), "--flagfile=imagenet32.flags",
+                   f"--data_dir={tfds_dir}", f"--output_dir={run}", "--train_steps=2",
+                   "--num_scales=1", *TINY], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run / "checkpoints" / "ckpt-2.index").exists()
+    assert _image_set(_eval_pixels("imagenet32", tfds_dir, 6)) == _image_set(valid_images)
+
+
+def test_offline_start_is_one_clear_message_and_leaves_nothing(tmp_path):
+    """The design card's command with no network: a non-zero exit, the dataset, the data
+    directory and what to do, no traceback, and no run directory."""
+    data_dir = tmp_path / "tfds"
+    result = _run([str(REPO / "trainers" / "train.py"), "--flagfile=cifar.flags",
+                   f"--data_dir={data_dir}"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    assert "Run directory: runs/cifar (new run)" in result.stdout
+    error = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(error) == 1, result.stderr[-3000:]
+    assert "Dataset cifar10 (TFDS cifar10/3.0.2) is not prepared in " + str(data_dir) in error[0]
+    assert "cannot reach www.cs.toronto.edu" in error[0]
+    assert "Traceback" not in result.stderr
+    advice = result.stderr.splitlines()[result.stderr.splitlines().index(error[0]) + 1]
+    for what in ("internet access", "tfds build cifar10", "--data_dir=DIR", "image_folder",
+                 str(data_dir / "downloads" / "manual")):
+        assert what in advice
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dataset_needing_a_missing_module_says_so(tmp_path):
+    """LSUN's TFDS builder reads LMDB through tensorflow-io: without it, a clear error before
+    any download."""
+    if tfds_prepare.importlib.util.find_spec("tensorflow_io") is not None:
+        pytest.skip("tensorflow-io is installed")
+    with pytest.raises(tfds_prepare.DatasetUnavailableError,
+                       match=r"(?s)lsun_bedroom \(TFDS lsun/bedroom/.*tensorflow_io.*"
+                             r"pip install tensorflow-io"):
+        data.prepare(data.DataConfig("lsun_bedroom", data_dir=str(tmp_path)))
+    assert not (tmp_path / "downloads").exists()
+
+
+def test_default_run_directory_is_named_after_the_flagfile_and_resumes(tmp_path, monkeypatch,
+                                                                         capfd):
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--flagfile=digits.flags", "--num_scales=1", "--num_res_blocks=0",
+            "--hidden_channels=8", "--batch_size=16", "--eval_batch_size=300",
+            "--num_sample_images=0", "--eval_every=1000", "--checkpoint_every=2"]
+    assert train.run(["train.py", *tiny, "--train_steps=2"]) == 0
+    assert "Run directory: runs/digits (new run)" in capfd.readouterr().out
+    assert (tmp_path / "runs" / "digits" / "checkpoints" / "ckpt-2.index").exists()
+    assert train.run(["train.py", *tiny, "--train_steps=4"]) == 0
+    assert "Run directory: runs/digits (resuming at step 2)" in capfd.readouterr().out
+    assert (tmp_path / "runs" / "digits" / "checkpoints" / "ckpt-4.index").exists()
+    # Without a flagfile the dataset names it; with neither, a clear error.
+    assert train.run(["train.py", "--dataset=nonexistent", "--train_steps=1"]) == 1
+    assert not (tmp_path / "runs" / "nonexistent").exists()
+    assert train.run(["train.py", "--mode=eval"]) == 1
+    assert "--output_dir is needed" in capfd.readouterr().err

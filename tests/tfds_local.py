@@ -1,0 +1,52 @@
+"""Runs a script (e.g. trainers/train.py) with TFDS fetching from local files, for tests.
+
+    python tests/tfds_local.py --checksums=FILE [--redirect=URL=LOCAL_URL (no "=" in LOCAL_URL) ...] -- SCRIPT ARGS...
+
+TFDS's real download-and-prepare path runs unchanged (download manager, checksum
+validation, manual directory, extraction, the dataset's own builder code, the record
+writer) with two substitutions a test needs:
+
+* ``--checksums``: the registered checksums (TFDS's ``checksums.tsv`` format: URL, size,
+  SHA-256, file name) are read from FILE instead of the installed package, so small
+  archives made by the test validate;
+* ``--redirect``: a dataset URL is fetched from another URL (a server on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+
+from etils import epath
+from tensorflow_datasets.core import dataset_builder
+from tensorflow_datasets.core.download import download_manager
+
+
+def _patch(checksums: str, redirects: dict[str, str]) -> None:
+    dataset_builder.DatasetBuilder._checksums_path = epath.Path(checksums)
+    fetch = download_manager.DownloadManager._download_or_get_cache
+
+    def redirected(self, resource):
+        if isinstance(resource, str):
+            resource = redirects.get(resource, resource)
+        else:
+            # The caller keeps this Resource (it sets its path later): change it in place.
+            resource._url = redirects.get(resource.url, resource.url)
+        return fetch(self, resource)
+
+    download_manager.DownloadManager._download_or_get_cache = redirected
+
+
+def main(argv: list[str]) -> None:
+    split = argv.index("--")
+    options, command = argv[:split], argv[split + 1:]
+    checksums = next(o.split("=", 1)[1] for o in options if o.startswith("--checksums="))
+    redirects = dict(o.split("=", 1)[1].rsplit("=", 1) for o in options
+                     if o.startswith("--redirect="))
+    _patch(checksums, redirects)
+    sys.argv = command
+    runpy.run_path(command[0], run_name="__main__")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
