@@ -30,5 +30,10 @@ def test_ci_runs_the_readme_commands():
     assert test in ci.splitlines()
     setup = install.split(" && .venv/bin/python trainers/train.py")[0]
     assert setup in ci
+    assert install in ci.splitlines()  # The whole quickstart: the fresh install and its run.
     flagfile = re.search(r"--flagfile=(\S+)", install).group(1)
     assert (ROOT / flagfile).exists()
+    # The design card's command, as the Training section gives it, runs in CI (offline there:
+    # up to its clear message; tests/test_tfds_download.py has the online path).
+    assert "`python trainers/train.py --flagfile=cifar.flags`" in README
+    assert ".venv/bin/python trainers/train.py --flagfile=cifar.flags >" in ci
