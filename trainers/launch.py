@@ -19,8 +19,6 @@ from collections.abc import Iterator, Sequence
 import tensorflow as tf
 from absl import logging
 
-from trainers import run_dir
-
 RUNS_DIR = "runs"
 _FLAGFILE_PREFIXES = ("--flagfile=", "-flagfile=")
 
@@ -47,10 +45,10 @@ def default_output_dir(flagfile: str | None, dataset: str | None) -> str:
 
 def latest_step(output_dir: str) -> int | None:
     """The ``step`` saved in the run's latest checkpoint, or None without one."""
+    from trainers import evaluation, run_dir  # They import the model library: only when asked.
+
     path = tf.train.latest_checkpoint(run_dir.checkpoint_dir(output_dir))
-    if path is None:
-        return None
-    return int(tf.train.load_checkpoint(path).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+    return None if path is None else evaluation.checkpoint_step(path)
 
 
 def describe(output_dir: str, training: bool) -> str:
