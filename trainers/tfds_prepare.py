@@ -66,7 +66,13 @@ def _builder_key(builder: tfds.core.DatasetBuilder) -> str:
     return builder.info.full_name.rsplit("/", 1)[0]
 
 
-def _what_to_do(dataset: str, builder: tfds.core.DatasetBuilder) -> str:
+def _missing_module(builder: tfds.core.DatasetBuilder) -> tuple[str, str] | None:
+    """(module, pip package) the builder needs to prepare the dataset and cannot import."""
+    required = _REQUIRED_MODULES.get(_builder_key(builder).split("/")[0])
+    return required if required and importlib.util.find_spec(required[0]) is None else None
+
+
+def _what_to_do(builder: tfds.core.DatasetBuilder) -> str:
     root, key = data_root(builder), _builder_key(builder)
     manual = root / "downloads" / "manual"
     prepared_copy = f"or pass --data_dir=DIR with a copy prepared elsewhere (`tfds build {key} " \
@@ -76,12 +82,10 @@ def _what_to_do(dataset: str, builder: tfds.core.DatasetBuilder) -> str:
         files, why = _MANUAL_FILES[key]
         return (f"TFDS cannot download it itself ({why}): put {', '.join(files)} in {manual}/ "
                 f"and run again, {prepared_copy}, {own_files}")
-    name = key.split("/")[0]
-    if name in _REQUIRED_MODULES:
-        module, package = _REQUIRED_MODULES[name]
-        if importlib.util.find_spec(module) is None:
-            return (f"TFDS's {name} builder needs {package} (`pip install {package}`), which is "
-                    f"not installed; install it, {prepared_copy}, {own_files}")
+    missing = _missing_module(builder)
+    if missing:
+        return (f"TFDS's {key.split('/')[0]} builder needs {missing[1]} (`pip install "
+                f"{missing[1]}`), which is not installed; install it, {prepared_copy}, {own_files}")
     files = sorted({info.filename for info in (builder.url_infos or {}).values() if info.filename})
     downloaded = f"{', '.join(files)}" if 0 < len(files) <= 5 else "the files TFDS downloads"
     return (f"Run the command once with internet access, or put {downloaded} in {manual}/, "
@@ -92,7 +96,7 @@ def _error(dataset: str, builder: tfds.core.DatasetBuilder, reason: str) -> Data
     return DatasetUnavailableError(
         f"Dataset {dataset} (TFDS {builder.info.full_name}) is not prepared in "
         f"{data_root(builder)} and cannot be prepared now: {reason}.\n"
-        + _what_to_do(dataset, builder))
+        + _what_to_do(builder))
 
 
 def _short_reason(error: BaseException) -> str:
@@ -113,12 +117,12 @@ def _has_local_files(builder: tfds.core.DatasetBuilder) -> bool:
 
 
 def _unreachable_host(builder: tfds.core.DatasetBuilder) -> str | None:
-    """The first host of the builder's registered URLs that does not answer, with why."""
+    """Why the first host of the registered URLs that does not answer is unreachable, or None."""
     hosts = sorted({urllib.parse.urlsplit(url)[:2] for url in (builder.url_infos or {})})
     for scheme, host in hosts:
         try:
             requests.head(f"{scheme}://{host}/", timeout=PROBE_TIMEOUT_S, allow_redirects=False)
-        except requests.RequestException as error:
+        except requests.RequestException:
             logging.debug("Probing %s failed.", host, exc_info=True)
             return f"cannot reach {host} (no network?)"
     return None
@@ -126,9 +130,9 @@ def _unreachable_host(builder: tfds.core.DatasetBuilder) -> str | None:
 
 def _blocker(builder: tfds.core.DatasetBuilder) -> str | None:
     """Why downloading and preparing cannot work now (steps 2 and 3), or None."""
-    name = _builder_key(builder).split("/")[0]
-    if name in _REQUIRED_MODULES and importlib.util.find_spec(_REQUIRED_MODULES[name][0]) is None:
-        return f"its builder needs the Python module {_REQUIRED_MODULES[name][0]}"
+    missing = _missing_module(builder)
+    if missing:
+        return f"its builder needs the Python module {missing[0]}"
     if _has_local_files(builder):
         return None
     return _unreachable_host(builder)
