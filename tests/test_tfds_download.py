@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +182,61 @@ def test_imagenet32_builds_from_files_in_the_manual_directory(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run / "checkpoints" / "ckpt-2.index").exists()
     assert _image_set(_eval_pixels("imagenet32", tfds_dir, 6)) == _image_set(valid_images)
+
+
+def _celeba_files(manual: Path, rng: np.random.Generator, partitions: list[int]) -> dict:
+    """CelebA's five files as TFDS downloads them (aligned 178x218 JPEGs in a zip, the
+    partition list, attributes, landmarks, identities), keyed by their Google Drive URLs."""
+    from tensorflow_datasets.datasets.celeb_a import celeb_a_dataset_builder as celeb_a
+
+    names = [f"{i + 1:06d}.jpg" for i in range(len(partitions))]
+    with zipfile.ZipFile(manual / "img_align_celeba.zip", "w") as archive:
+        for name in names:
+            payload = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (218, 178, 3), np.uint8)).save(payload, "JPEG")
+            archive.writestr(f"img_align_celeba/{name}", payload.getvalue())
+
+    def table(headings: list[str], values) -> str:
+        rows = [f"{n} " + " ".join(str(v) for v in values(i)) for i, n in enumerate(names)]
+        return "\n".join([str(len(names)), " ".join(headings), *rows]) + "\n"
+
+    texts = {
+        celeb_a.EVAL_LIST: ("list_eval_partition.txt",
+                            "".join(f"{n} {p}\n" for n, p in zip(names, partitions))),
+        celeb_a.ATTR_DATA: ("list_attr_celeba.txt", table(
+            celeb_a.ATTR_HEADINGS, lambda i: rng.choice([-1, 1], len(celeb_a.ATTR_HEADINGS)))),
+        celeb_a.LANDMARKS_DATA: ("list_landmarks_align_celeba.txt", table(
+            celeb_a.LANDMARK_HEADINGS, lambda i: rng.integers(60, 160, 10))),
+        celeb_a.IDENTITY_DATA: ("identity_CelebA.txt", "".join(f"{n} {i + 1}\n"
+                                                               for i, n in enumerate(names))),
+    }
+    files = {celeb_a.IMG_ALIGNED_DATA: manual / "img_align_celeba.zip"}
+    for url, (name, text) in texts.items():
+        (manual / name).write_text(text)
+        files[url] = manual / name
+    return files
+
+
+def test_celeba_builds_from_files_in_the_manual_directory(tmp_path):
+    """celeba.flags with CelebA's five files in DATA_DIR/downloads/manual/ (the README's manual
+    step when Google Drive refuses): TFDS's celeb_a builder prepares it and the trainer trains."""
+    tfds_dir = tmp_path / "tfds"
+    manual = tfds_dir / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    files = _celeba_files(manual, np.random.default_rng(2), [0, 0, 0, 0, 1, 2, 2, 2])
+    checksums = _checksums(tmp_path / "checksums.tsv", files)
+    run = tmp_path / "run"
+    result = _run([str(REPO / "tests" / "tfds_local.py"), f"--checksums={checksums}", "--",
+                   str(REPO / "trainers" / "train.py"), "--flagfile=celeba.flags",
+                   f"--data_dir={tfds_dir}", f"--output_dir={run}", "--train_steps=1",
+                   "--num_scales=2", *TINY], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run / "checkpoints" / "ckpt-1.index").exists()
+    info = json.loads((tfds_dir / "celeb_a" / "2.1.0" / "dataset_info.json").read_text())
+    assert {s["name"]: int(s["shardLengths"][0]) for s in info["splits"]} == {
+        "train": 4, "validation": 1, "test": 3}
+    held_out = _eval_pixels("celeba", tfds_dir, 3)
+    assert held_out.shape == (3, 64, 64, 3)
 
 
 def test_offline_start_is_one_clear_message_and_leaves_nothing(tmp_path):
