@@ -111,6 +111,31 @@ def _eval_pixels(dataset: str, data_dir: Path, count: int) -> np.ndarray:
     return np.floor(next(iter(data.make_eval_dataset(config))).numpy()).astype(np.uint8)
 
 
+def _train_on_local_tfds(tmp_path: Path, files: dict[str, Path], flagfile: str, *args: str,
+                         redirects: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """trainers/train.py --flagfile=FLAGFILE with TFDS data in tmp_path/tfds, run tmp_path/run,
+    `files` registered as the checksums of their URLs (tests/tfds_local.py)."""
+    checksums = tmp_path / "checksums.tsv"
+    if not checksums.exists():
+        _checksums(checksums, files)
+    return _run([str(REPO / "tests" / "tfds_local.py"), f"--checksums={checksums}",
+                 *(f"--redirect={url}={local}" for url, local in (redirects or {}).items()), "--",
+                 str(REPO / "trainers" / "train.py"), f"--flagfile={flagfile}",
+                 f"--data_dir={tmp_path / 'tfds'}", f"--output_dir={tmp_path / 'run'}", *TINY,
+                 *args], cwd=tmp_path)
+
+
+def _manual_dir(tmp_path: Path) -> Path:
+    manual = tmp_path / "tfds" / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    return manual
+
+
+def _split_sizes(prepared: Path) -> dict[str, int]:
+    info = json.loads((prepared / "dataset_info.json").read_text())
+    return {split["name"]: sum(map(int, split["shardLengths"])) for split in info["splits"]}
+
+
 def _image_set(images: np.ndarray) -> list[bytes]:
     assert images.dtype == np.uint8
     return sorted(image.tobytes() for image in images)
@@ -119,34 +144,32 @@ def _image_set(images: np.ndarray) -> list[bytes]:
 def test_cifar10_downloads_prepares_trains_and_resumes(tmp_path, served):
     """cifar.flags: TFDS downloads the archive over HTTP, checks its checksum, builds the
     dataset with its own cifar10 builder, and the trainer trains on it; the same command
-    resumes later without the server."""
+    then resumes the run without the archive."""
     folder, base = served
     archive, test_images = _cifar_archive(folder, np.random.default_rng(0))
     local_url = f"{base}/{archive.name}"
-    checksums = _checksums(tmp_path / "checksums.tsv", {local_url: archive})
     tfds_dir, run = tmp_path / "tfds", tmp_path / "run"
-    command = [str(REPO / "tests" / "tfds_local.py"), f"--checksums={checksums}",
-               f"--redirect={CIFAR_URL}={local_url}", "--",
-               str(REPO / "trainers" / "train.py"), "--flagfile=cifar.flags",
-               f"--data_dir={tfds_dir}", f"--output_dir={run}", *TINY]
+    command = functools.partial(_train_on_local_tfds, tmp_path, {local_url: archive},
+                                "cifar.flags", "--num_scales=1", "--train_steps=2",
+                                redirects={CIFAR_URL: local_url})
 
-    first = _run([*command, "--train_steps=2"], cwd=tmp_path)
+    first = command()
     assert first.returncode == 0, first.stderr[-3000:]
     assert f"Run directory: {run} (new run)" in first.stdout
-    info = json.loads((tfds_dir / "cifar10" / "3.0.2" / "dataset_info.json").read_text())
-    sizes = {s["name"]: int(s["shardLengths"][0]) for s in info["splits"]}
-    assert sizes == {"train": 20, "test": 8}
+    assert _split_sizes(tfds_dir / "cifar10" / "3.0.2") == {"train": 20, "test": 8}
     assert (run / "checkpoints" / "ckpt-2.index").exists()
     assert "Evaluation at step 2" in first.stderr
     # The builder decoded the binary format: the trainer's held-out images are the archive's
     # (in TFDS's order, a hash of the example keys).
     assert _image_set(_eval_pixels("cifar10", tfds_dir, 8)) == _image_set(test_images)
 
+    downloaded = [p for p in (tfds_dir / "downloads").rglob("*") if p.is_file()]
+    assert archive.read_bytes() in [p.read_bytes() for p in downloaded]  # Fetched over HTTP.
+
     archive.unlink()  # Prepared: the rerun needs no download.
-    second = _run([*command, "--train_steps=3"], cwd=tmp_path)
+    second = command()  # The same command: resumes (done already) without downloading.
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"Run directory: {run} (resuming at step 2)" in second.stdout
-    assert (run / "checkpoints" / "ckpt-3.index").exists()
 
 
 def _png_tar(path: Path, images: np.ndarray) -> Path:
@@ -165,23 +188,18 @@ def _png_tar(path: Path, images: np.ndarray) -> Path:
 def test_imagenet32_builds_from_files_in_the_manual_directory(tmp_path):
     """imagenet32.flags: TFDS cannot download Downsampled ImageNet any more; its files put in
     DATA_DIR/downloads/manual/ (the README's manual step) are validated and built, offline."""
-    tfds_dir = tmp_path / "tfds"
-    manual = tfds_dir / "downloads" / "manual"
-    manual.mkdir(parents=True)
+    manual = _manual_dir(tmp_path)
     rng = np.random.default_rng(1)
     valid_images = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     files = {IMAGENET_URL.format("train"): _png_tar(
                  manual / "train_32x32.tar", rng.integers(0, 256, (8, 32, 32, 3), np.uint8)),
              IMAGENET_URL.format("valid"): _png_tar(manual / "valid_32x32.tar", valid_images)}
-    checksums = _checksums(tmp_path / "checksums.tsv", files)
-    run = tmp_path / "run"
-    result = _run([str(REPO / "tests" / "tfds_local.py"), f"--checksums={checksums}", "--",
-                   str(REPO / "trainers" / "train.py"), "--flagfile=imagenet32.flags",
-                   f"--data_dir={tfds_dir}", f"--output_dir={run}", "--train_steps=2",
-                   "--num_scales=1", *TINY], cwd=tmp_path)
+    result = _train_on_local_tfds(tmp_path, files, "imagenet32.flags", "--train_steps=2",
+                                  "--num_scales=1")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (run / "checkpoints" / "ckpt-2.index").exists()
-    assert _image_set(_eval_pixels("imagenet32", tfds_dir, 6)) == _image_set(valid_images)
+    assert (tmp_path / "run" / "checkpoints" / "ckpt-2.index").exists()
+    held_out = _eval_pixels("imagenet32", tmp_path / "tfds", 6)
+    assert _image_set(held_out) == _image_set(valid_images)
 
 
 def _celeba_files(manual: Path, rng: np.random.Generator, partitions: list[int]) -> dict:
@@ -220,23 +238,15 @@ def _celeba_files(manual: Path, rng: np.random.Generator, partitions: list[int])
 def test_celeba_builds_from_files_in_the_manual_directory(tmp_path):
     """celeba.flags with CelebA's five files in DATA_DIR/downloads/manual/ (the README's manual
     step when Google Drive refuses): TFDS's celeb_a builder prepares it and the trainer trains."""
-    tfds_dir = tmp_path / "tfds"
-    manual = tfds_dir / "downloads" / "manual"
-    manual.mkdir(parents=True)
-    files = _celeba_files(manual, np.random.default_rng(2), [0, 0, 0, 0, 1, 2, 2, 2])
-    checksums = _checksums(tmp_path / "checksums.tsv", files)
-    run = tmp_path / "run"
-    result = _run([str(REPO / "tests" / "tfds_local.py"), f"--checksums={checksums}", "--",
-                   str(REPO / "trainers" / "train.py"), "--flagfile=celeba.flags",
-                   f"--data_dir={tfds_dir}", f"--output_dir={run}", "--train_steps=1",
-                   "--num_scales=2", *TINY], cwd=tmp_path)
+    files = _celeba_files(_manual_dir(tmp_path), np.random.default_rng(2),
+                          [0, 0, 0, 0, 1, 2, 2, 2])
+    result = _train_on_local_tfds(tmp_path, files, "celeba.flags", "--train_steps=1",
+                                  "--num_scales=2")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (run / "checkpoints" / "ckpt-1.index").exists()
-    info = json.loads((tfds_dir / "celeb_a" / "2.1.0" / "dataset_info.json").read_text())
-    assert {s["name"]: int(s["shardLengths"][0]) for s in info["splits"]} == {
-        "train": 4, "validation": 1, "test": 3}
-    held_out = _eval_pixels("celeba", tfds_dir, 3)
-    assert held_out.shape == (3, 64, 64, 3)
+    assert (tmp_path / "run" / "checkpoints" / "ckpt-1.index").exists()
+    prepared = tmp_path / "tfds" / "celeb_a" / "2.1.0"
+    assert _split_sizes(prepared) == {"train": 4, "validation": 1, "test": 3}
+    assert _eval_pixels("celeba", tmp_path / "tfds", 3).shape == (3, 64, 64, 3)
 
 
 def test_offline_start_is_one_clear_message_and_leaves_nothing(tmp_path):
