@@ -31,19 +31,19 @@ from absl import logging
 
 PROBE_TIMEOUT_S = 10.0
 
-# Builders TFDS cannot download here by itself (by TFDS builder name): the files to put in
-# DATA_DIR/downloads/manual/ (the names of TFDS's registered checksums) and why.
+# Builders whose download by TFDS fails or often fails (by TFDS builder name): the files to put
+# in DATA_DIR/downloads/manual/ (the names in TFDS's registered checksums) and why.
 _MANUAL_FILES = {
     "downsampled_imagenet/32x32": (
         ("train_32x32.tar", "valid_32x32.tar"),
-        "image-net.org/small no longer serves them"),
+        "image-net.org/small, TFDS's source, no longer serves them publicly"),
     "downsampled_imagenet/64x64": (
         ("train_64x64.tar", "valid_64x64.tar"),
-        "image-net.org/small no longer serves them"),
+        "image-net.org/small, TFDS's source, no longer serves them publicly"),
     "celeb_a": (
         ("img_align_celeba.zip", "list_eval_partition.txt", "list_attr_celeba.txt",
          "list_landmarks_align_celeba.txt", "identity_CelebA.txt"),
-        "Google Drive often refuses automated downloads"),
+        "TFDS downloads them from Google Drive, which often refuses automated downloads"),
 }
 # Python modules a builder imports while preparing (by TFDS builder name, before the '/').
 _REQUIRED_MODULES = {"lsun": ("tensorflow_io", "tensorflow-io")}
@@ -80,8 +80,8 @@ def _what_to_do(builder: tfds.core.DatasetBuilder) -> str:
     own_files = "or train on your own images with --dataset=image_folder or --dataset=npz."
     if key in _MANUAL_FILES:
         files, why = _MANUAL_FILES[key]
-        return (f"TFDS cannot download it itself ({why}): put {', '.join(files)} in {manual}/ "
-                f"and run again, {prepared_copy}, {own_files}")
+        return (f"Put {', '.join(files)} in {manual}/ and run again ({why}), {prepared_copy}, "
+                f"{own_files}")
     missing = _missing_module(builder)
     if missing:
         return (f"TFDS's {key.split('/')[0]} builder needs {missing[1]} (`pip install "
