@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainers import data, tfds_prepare, train
+from trainers import data, prepare_data, tfds_prepare, train
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
@@ -167,6 +167,7 @@ def test_cifar10_downloads_prepares_trains_and_resumes(tmp_path, served):
     assert archive.read_bytes() in [p.read_bytes() for p in downloaded]  # Fetched over HTTP.
 
     archive.unlink()  # Prepared: the rerun needs no download.
+    assert prepare_data.run(["--dataset=cifar10", f"--data_dir={tfds_dir}"]) == 0
     second = command()  # The same command: resumes (done already) without downloading.
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"Run directory: {run} (resuming at step 2)" in second.stdout
@@ -263,13 +264,14 @@ def test_offline_start_is_one_clear_message_and_leaves_nothing(tmp_path):
     assert "cannot reach www.cs.toronto.edu" in error[0]
     assert "Traceback" not in result.stderr
     advice = result.stderr.splitlines()[result.stderr.splitlines().index(error[0]) + 1]
-    for what in ("internet access", "tfds build cifar10", "--data_dir=DIR", "image_folder",
+    for what in ("internet access", "trainers/prepare_data.py --dataset=cifar10 --data_dir=DIR",
+                 "image_folder",
                  str(data_dir / "downloads" / "manual")):
         assert what in advice
     assert not (tmp_path / "runs").exists()
 
 
-def test_dataset_needing_a_missing_module_says_so(tmp_path):
+def test_dataset_needing_a_missing_module_says_so(tmp_path, capsys):
     """LSUN's TFDS builder reads LMDB through tensorflow-io: without it, a clear error before
     any download."""
     if tfds_prepare.importlib.util.find_spec("tensorflow_io") is not None:
@@ -279,6 +281,8 @@ def test_dataset_needing_a_missing_module_says_so(tmp_path):
                              r"pip install tensorflow-io"):
         data.prepare(data.DataConfig("lsun_bedroom", data_dir=str(tmp_path)))
     assert not (tmp_path / "downloads").exists()
+    assert prepare_data.run(["--dataset=lsun_tower", f"--data_dir={tmp_path}"]) == 1
+    assert "Error (DatasetUnavailableError): Dataset lsun_tower" in capsys.readouterr().err
 
 
 def test_default_run_directory_is_named_after_the_flagfile_and_resumes(tmp_path, monkeypatch,

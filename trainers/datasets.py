@@ -518,6 +518,7 @@ _REGISTRY: dict[str, Callable[[str | None], Source]] = {
     **{name: functools.partial(_TfdsSource, name, spec) for name, spec in _TFDS_SPECS.items()},
 }
 NAMES: tuple[str, ...] = tuple(sorted(_REGISTRY))
+TFDS_NAMES: tuple[str, ...] = tuple(sorted(_TFDS_SPECS))
 
 
 def get_source(name: str, data_dir: str | None) -> Source:

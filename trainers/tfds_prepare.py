@@ -72,11 +72,11 @@ def _missing_module(builder: tfds.core.DatasetBuilder) -> tuple[str, str] | None
     return required if required and importlib.util.find_spec(required[0]) is None else None
 
 
-def _what_to_do(builder: tfds.core.DatasetBuilder) -> str:
+def _what_to_do(dataset: str, builder: tfds.core.DatasetBuilder) -> str:
     root, key = data_root(builder), _builder_key(builder)
     manual = root / "downloads" / "manual"
-    prepared_copy = f"or pass --data_dir=DIR with a copy prepared elsewhere (`tfds build {key} " \
-                    "--data_dir=DIR`)"
+    prepared_copy = ("or pass --data_dir=DIR with a copy prepared elsewhere (`python "
+                     f"trainers/prepare_data.py --dataset={dataset} --data_dir=DIR`)")
     own_files = "or train on your own images with --dataset=image_folder or --dataset=npz."
     if key in _MANUAL_FILES:
         files, why = _MANUAL_FILES[key]
@@ -96,7 +96,7 @@ def _error(dataset: str, builder: tfds.core.DatasetBuilder, reason: str) -> Data
     return DatasetUnavailableError(
         f"Dataset {dataset} (TFDS {builder.info.full_name}) is not prepared in "
         f"{data_root(builder)} and cannot be prepared now: {reason}.\n"
-        + _what_to_do(builder))
+        + _what_to_do(dataset, builder))
 
 
 def _short_reason(error: BaseException) -> str:

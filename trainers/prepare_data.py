@@ -1,0 +1,41 @@
+"""Download and prepare a TFDS dataset ahead of training (``tfds build`` without apache-beam).
+
+Run from the repository root::
+
+    python trainers/prepare_data.py --dataset=cifar10 --data_dir=DIR
+
+then train anywhere with ``--data_dir=DIR`` (a copy of DIR works too). Same checks and messages
+as a training run (``trainers/tfds_prepare.py``); exit status 1 when it cannot be prepared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from trainers import data, datasets, tfds_prepare  # noqa: E402
+
+
+def run(argv: list[str]) -> int:
+    """Parses ``argv`` (without the program name), prepares the dataset; the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, choices=sorted(datasets.TFDS_NAMES))
+    parser.add_argument("--data_dir", default=None,
+                        help="TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    args = parser.parse_args(argv)
+    try:
+        data.prepare(data.DataConfig(args.dataset, data_dir=args.data_dir))
+    except tfds_prepare.DatasetUnavailableError as error:
+        print(f"Error ({type(error).__name__}): {error}", file=sys.stderr, flush=True)
+        return 1
+    where = args.data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
+    print(f"Dataset {args.dataset} is prepared in {where}.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))
