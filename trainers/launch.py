@@ -43,20 +43,27 @@ def default_output_dir(flagfile: str | None, dataset: str | None) -> str:
     return os.path.join(RUNS_DIR, name)
 
 
-def latest_step(output_dir: str) -> int | None:
-    """The ``step`` saved in the run's latest checkpoint, or None without one."""
-    from trainers import evaluation, run_dir  # They import the model library: only when asked.
+def latest_checkpoint(output_dir: str) -> str | None:
+    """The run's latest checkpoint (path prefix), or None."""
+    from trainers import run_dir  # It imports the model library: only when asked.
 
-    path = tf.train.latest_checkpoint(run_dir.checkpoint_dir(output_dir))
-    return None if path is None else evaluation.checkpoint_step(path)
+    return tf.train.latest_checkpoint(run_dir.checkpoint_dir(output_dir))
 
 
 def describe(output_dir: str, training: bool) -> str:
     """The start-up line naming the run directory (and, for training, new or resumed)."""
     if not training:
         return f"Run directory: {output_dir}"
-    step = latest_step(output_dir)
-    return f"Run directory: {output_dir} ({'new run' if step is None else f'resuming at step {step}'})"
+    path = latest_checkpoint(output_dir)
+    if path is None:
+        return f"Run directory: {output_dir} (new run)"
+    from trainers import evaluation
+
+    try:
+        resuming = f"resuming at step {evaluation.checkpoint_step(path)}"
+    except (tf.errors.OpError, ValueError):  # Unreadable: training itself reports it.
+        resuming = f"resuming from {path}"
+    return f"Run directory: {output_dir} ({resuming})"
 
 
 @contextlib.contextmanager
@@ -66,7 +73,7 @@ def removed_if_unstarted(output_dir: str) -> Iterator[None]:
     try:
         yield
     except Exception:
-        if not existed and os.path.isdir(output_dir) and latest_step(output_dir) is None:
+        if not existed and os.path.isdir(output_dir) and latest_checkpoint(output_dir) is None:
             shutil.rmtree(output_dir, ignore_errors=True)
             logging.info("Removed %s: the run failed before its first checkpoint.", output_dir)
         raise
