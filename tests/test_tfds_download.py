@@ -302,3 +302,19 @@ def test_default_run_directory_is_named_after_the_flagfile_and_resumes(tmp_path,
     assert not (tmp_path / "runs" / "nonexistent").exists()
     assert train.run(["train.py", "--mode=eval"]) == 1
     assert "--output_dir is needed" in capfd.readouterr().err
+
+
+def test_a_run_failing_before_its_first_checkpoint_leaves_no_run_directory(tmp_path, capfd):
+    """A new run whose data turns out bad after config.json was written: the directory goes."""
+    for split, names in (("train", ["000.png", "001.png"]), ("test", ["000.png"])):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        for name in names:
+            Image.fromarray(np.full((8, 8), 7, np.uint8)).save(tmp_path / "images" / split / name)
+    (tmp_path / "images" / "train" / "002.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    run = tmp_path / "run"
+    assert train.run(["train.py", "--dataset=image_folder", f"--data_dir={tmp_path / 'images'}",
+                      f"--output_dir={run}", "--train_steps=2", "--num_scales=1",
+                      "--num_res_blocks=0", "--hidden_channels=8", "--batch_size=4",
+                      "--eval_batch_size=4", "--num_sample_images=0"]) == 1
+    assert "cannot read or decode image file" in capfd.readouterr().err
+    assert not run.exists()
