@@ -11,10 +11,10 @@ A ``--flagfile`` that does not exist relative to the working directory is looked
 up in ``trainers/``.  ``--output_dir`` defaults to ``runs/<flagfile name>`` (else
 ``runs/<dataset>``); the first line printed names it.  Running again with the same
 run directory resumes from the latest checkpoint.  TFDS datasets are downloaded and
-prepared before the run directory is created (``trainers/tfds_prepare.py``).  ``--train_steps`` has no default: every run says how long
-it trains (the paper-sized flagfiles set long runs).  The model flags default to
-the paper's configuration (``tfnvp.PAPER_CONFIGS``) for the paper's datasets and
-must be given for the others.
+prepared before the run directory is created (``trainers/tfds_prepare.py``).
+``--train_steps`` has no default: every run says how long it trains (the paper-sized
+flagfiles set long runs).  The model flags default to the paper's configuration
+(``tfnvp.PAPER_CONFIGS``) for the paper's datasets and must be given for the others.
 
 Modes:
   train   train (or resume) into --output_dir; evaluates every --eval_every steps.
@@ -190,18 +190,19 @@ def execute(flagfile: str | None = None) -> dict:
     """
     if FLAGS.output_dir is None:
         FLAGS.output_dir = launch.default_output_dir(flagfile, FLAGS.dataset)
-    print(launch.describe(FLAGS.output_dir, training=FLAGS.mode == "train"), flush=True)
     if FLAGS.mode == "train":
         name = FLAGS.strategy
         if FLAGS.jit_compile and name == "auto" and not strategy_lib.in_cluster():
             name = "one_device"  # XLA-compiled steps need unmirrored variables.
         strategy = strategy_lib.make_strategy(name)  # First: before TF starts up.
+        print(launch.describe(FLAGS.output_dir, training=True), flush=True)
         from trainers import data, training
 
         run_data = data_config(FLAGS.dataset, FLAGS.data_dir)
         with launch.removed_if_unstarted(FLAGS.output_dir):
             data.prepare(run_data)  # Downloads (TFDS) before the run writes anything.
             return training.train(train_config(), run_data, strategy)
+    print(launch.describe(FLAGS.output_dir, training=False), flush=True)
     if FLAGS.mode == "eval":
         from trainers import evaluation
 
