@@ -34,13 +34,16 @@ training-mode forward passes over training batches without weight updates
 
 Every configuration runs in its own process (``--child``), one after the
 other; results are merged into ``bench/results/<--name>.json`` as each
-finishes, and a markdown table is printed.  Use ``nice``: a run is long.
+finishes (under a file lock, so several invocations with different
+``--configs`` may run at once), and a markdown table is printed.  Use
+``nice``: a run is long.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
 import json
 import math
 import os
@@ -64,8 +67,8 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default=",".join(CONFIGS),
                         help=f"comma-separated names from {sorted(CONFIGS)}")
-    parser.add_argument("--steps", type=int, default=1200)
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--num_res_blocks", type=int, default=1)
     parser.add_argument("--hidden_channels", type=int, default=8)
@@ -161,7 +164,8 @@ def run_child(args: argparse.Namespace) -> dict:
         train_bits.append(float(train_step(next_batch(), tf.constant([args.seed, step], tf.int64))))
         if (step + 1) % 250 == 0 or step + 1 in (10, 50):
             print(f"[{name}] step {step + 1} ({time.perf_counter() - start:.0f} s): train "
-                  f"bits/dim (last 50) {np.mean(train_bits[-50:]):.4f}", flush=True)
+                  f"bits/dim (last 50) {np.mean(train_bits[-50:]):.4f}", file=sys.stderr,
+                  flush=True)
     train_seconds = time.perf_counter() - start
     for k in range(args.recalibration_batches):
         statistics_pass(next_batch(), tf.constant([args.seed + 1, k], tf.int64))
@@ -199,28 +203,34 @@ def main(argv: list[str] | None = None) -> None:
         print("RESULT " + json.dumps(run_child(args)), flush=True)
         return
     path = _results_path(args.name)
-    saved = json.load(open(path)) if os.path.exists(path) else {"runs": {}}
     if not args.table:
         passthrough = [a for a in (argv if argv is not None else sys.argv[1:])
                        if not a.startswith(("--configs", "--table"))]
         for name in args.configs.split(","):
+            # The child's progress and errors go to stderr as they happen.
             process = subprocess.run([sys.executable, os.path.abspath(__file__), f"--child={name}",
-                                      *passthrough], capture_output=True, text=True)
-            sys.stdout.write("".join(line + "\n" for line in process.stdout.splitlines()
-                                     if not line.startswith("RESULT ")))
+                                      *passthrough], stdout=subprocess.PIPE, text=True)
             results = [line[len("RESULT "):] for line in process.stdout.splitlines()
                        if line.startswith("RESULT ")]
             if process.returncode or not results:
-                sys.stderr.write(process.stderr[-3000:])
                 raise SystemExit(f"configuration {name} failed (exit {process.returncode})")
-            saved["runs"][name] = {**json.loads(results[0]),
-                                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                                       timespec="seconds")}
-            os.makedirs(RESULTS_DIR, exist_ok=True)
-            with open(path + ".tmp", "w") as stream:
-                json.dump(saved, stream, indent=2)
-            os.replace(path + ".tmp", path)
+            _merge(path, name, {**json.loads(results[0]),
+                                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                                    timespec="seconds"), "args": vars(args)})
+    saved = json.load(open(path)) if os.path.exists(path) else {"runs": {}}
     print(_table([saved["runs"][n] for n in CONFIGS if n in saved["runs"]]))
+
+
+def _merge(path: str, name: str, row: dict) -> None:
+    """Adds ``row`` under ``name`` to the JSON at ``path`` (locked: runs may be concurrent)."""
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        saved = json.load(open(path)) if os.path.exists(path) else {"runs": {}}
+        saved["runs"][name] = row
+        with open(path + ".tmp", "w") as stream:
+            json.dump(saved, stream, indent=2)
+        os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":
