@@ -187,7 +187,7 @@ def _results_path(name: str) -> str:
 
 
 def _table(rows: list[dict]) -> str:
-    lines = ["| config | params | steps | train time (s) | train bits/dim (last 100) "
+    lines = ["| config | params | steps | train wall time incl. tracing (s) | train bits/dim (last 100) "
              "| eval bits/dim ± s.e. |", "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['config']} | {r['params']:,} | {r['steps']} | {r['train_seconds']:.0f} "

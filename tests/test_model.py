@@ -264,10 +264,11 @@ def test_paper_cifar10_configuration():
     # Section 4.1's CIFAR-10 model with skip connections, as in the widely used
     # port: about 19.6 M weights (README: 19.7 M; 18.6 M without skips).
     assert 0.85 * 19.6e6 < params < 1.15 * 19.6e6, params
-    without_skips = tfnvp.RealNVP.from_paper("cifar10", skip_connections=False)
-    skip_params = params - sum(int(np.prod(v.shape)) for v in without_skips.trainable_variables)
+    skip_params = sum(int(np.prod(v.shape)) for c in model.conditioners
+                      for skip in c.body.skips for v in skip.trainable_weights)
     # Per conditioner: (blocks + 1) 1x1 convolutions of F -> F features (v, g, bias).
     widths = [c.body.hidden_channels for c in model.conditioners]
     assert sorted(set(widths)) == [64, 128]
     assert skip_params == sum(9 * (f * f + 2 * f) for f in widths)
+    assert all(len(c.body.skips) == 9 for c in model.conditioners)
     assert model.get_config()["num_res_blocks"] == 8
