@@ -354,9 +354,9 @@ def test_flips_on_give_both_orientations_and_off_never(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(set(datasets.NAMES) - {"mnist_idx", "image_folder", "npz"}))
 def test_flip_defaults_follow_the_paper(name):
-    # Section 4.1: horizontal flips for CIFAR-10, CelebA and LSUN bedroom only.
+    # Section 4.1: horizontal flips for CIFAR-10, CelebA and every LSUN category only.
     assert datasets.get_source(name, None).flip_default is (
-        name in {"cifar10", "celeba", "lsun_bedroom"}
+        name in {"cifar10", "celeba", "lsun_bedroom", "lsun_tower", "lsun_church"}
     )
 
 

@@ -46,9 +46,24 @@ def test_errors():
         FactorOut(inner).inverse(tf.zeros((1, 4, 4, 3), tf.float64))
 
 
-def test_multiscale_composition_is_exact():
+@pytest.mark.parametrize("order", ["space_to_depth", "checkerboard"])
+def test_multiscale_composition_is_exact(order):
     """Squeeze -> FactorOut(inner) -> un-squeeze, as one scale of the model."""
     inner, _ = _inner(4)
-    scale = FusedChain([Squeeze(), FactorOut(inner), tfp.bijectors.Invert(Squeeze())])
+    scale = FusedChain([Squeeze(order=order), FactorOut(inner),
+                        tfp.bijectors.Invert(Squeeze(order=order))])
     z = tf.random.normal((2, 8, 8, 2), dtype=tf.float64)
     assert_exact_bijector(scale, z, event_ndims=3)
+
+
+def test_checkerboard_factor_out_keeps_one_colour():
+    """With the checkerboard squeeze the colour dy + dx = 1 leaves unchanged."""
+    inner, _ = _inner(4)
+    scale = FusedChain([Squeeze(order="checkerboard"), FactorOut(inner),
+                        tfp.bijectors.Invert(Squeeze(order="checkerboard"))])
+    x = tf.random.normal((2, 8, 8, 2), dtype=tf.float64)
+    z = scale.inverse(x).numpy()
+    rows, cols = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
+    odd = (rows + cols) % 2 == 1
+    np.testing.assert_array_equal(z[:, odd], x.numpy()[:, odd])
+    assert np.abs(z[:, ~odd] - x.numpy()[:, ~odd]).min() > 0  # the quincunx goes on

@@ -40,7 +40,7 @@ def model(digits) -> tfnvp.RealNVP:
 
 
 def _logit(x: np.ndarray, alpha: float = 0.05) -> np.ndarray:
-    p = alpha + (1 - alpha) * x / 256.0
+    p = alpha + (1 - 2 * alpha) * x / 256.0
     return np.log(p) - np.log1p(-p)
 
 
@@ -106,8 +106,12 @@ def test_compression_keeps_coarsest_latents(model, digits):
         # Saturated pixels make re-encoding ill-conditioned: a relative tolerance too.
         np.testing.assert_allclose(z_out[:, kept], z[:, kept], rtol=2e-3, atol=2e-3)
         assert np.mean(np.abs(z_out[:, ~kept] - z[:, ~kept]) > 1e-2) > 0.9  # resampled
-    # 50% of a two-scale model is exactly the coarser scale.
+    # 50% of a two-scale model is exactly the coarser scale: a quincunx lattice
+    # (checkerboard factor-out); 25% its sub-lattice of even rows and columns.
     np.testing.assert_array_equal(result.kept[1], scale == 1)
+    rows, cols = np.indices(SHAPE[:2])
+    np.testing.assert_array_equal(result.kept[1][..., 0], (rows + cols) % 2 == 0)
+    np.testing.assert_array_equal(result.kept[2][..., 0], (rows % 2 == 0) & (cols % 2 == 0))
     other = latent.compression(model, images, fractions, seed=4)
     assert np.abs(other.images[:, 2] - result.images[:, 2]).max() > 1.0
     assert result.grid().shape == (3 * 9 + 1, 6 * 9 + 1, 1)

@@ -22,26 +22,36 @@ def _perturbed(image_shape=(4, 4, 2), num_scales=2, dtype="float64", **kwargs) -
     return model
 
 
-def _logit_normal_log_prob(x: np.ndarray) -> np.ndarray:
-    """Independent closed form: y = logit(alpha + (1-alpha) x/256) ~ N(0, I)."""
-    p = ALPHA + (1 - ALPHA) * x / 256.0
+# Width of the logit map's p interval: p = alpha + width * x / 256.
+LOGIT_WIDTH = {"symmetric": 1 - 2 * ALPHA, "asymmetric": 1 - ALPHA}
+
+
+def _logit_normal_log_prob(x: np.ndarray, logit_map: str = "symmetric") -> np.ndarray:
+    """Independent closed form: y = logit(alpha + width x/256) ~ N(0, I)."""
+    width = LOGIT_WIDTH[logit_map]
+    p = ALPHA + width * x / 256.0
     per_pixel = (scipy.stats.norm.logpdf(scipy.special.logit(p)) - np.log(p) - np.log1p(-p)
-                 + np.log((1 - ALPHA) / 256.0))
+                 + np.log(width / 256.0))
     return per_pixel.reshape(x.shape[0], -1).sum(axis=1)
 
 
-@pytest.mark.parametrize("image_shape,num_scales,graph_mode", [
-    ((4, 4, 2), 2, True), ((8, 8, 1), 3, False)])
-def test_whole_flow_exact_against_numerical_jacobian(image_shape, num_scales, graph_mode):
-    model = _perturbed(image_shape, num_scales)
+@pytest.mark.parametrize("image_shape,num_scales,graph_mode,options", [
+    ((4, 4, 2), 2, True, {}),
+    ((8, 8, 1), 3, False, {}),
+    ((8, 8, 1), 3, False, dict(factor_out="channel", skip_connections=False,
+                               logit_map="asymmetric")),
+])
+def test_whole_flow_exact_against_numerical_jacobian(image_shape, num_scales, graph_mode, options):
+    model = _perturbed(image_shape, num_scales, **options)
     bijector = model.bijector
     x = tf.random.uniform((2,) + image_shape, 8.0, 248.0, dtype=tf.float64)
     z = bijector.inverse(x)
     # Perturbed weights: far from the logit-only flow.
-    logit_only = tfnvp.bijectors.LogitPreprocess().inverse(x)
+    logit_only = tfnvp.bijectors.LogitPreprocess(
+        symmetric=options.get("logit_map", "symmetric") == "symmetric").inverse(x)
     assert np.abs(z.numpy() - logit_only.numpy()).max() > 0.1
     errors = assert_exact_bijector(bijector, tf.identity(z), event_ndims=3, graph_mode=graph_mode)
-    print(f"whole flow {image_shape} x {num_scales} scales: worst errors {errors}")
+    print(f"whole flow {image_shape} x {num_scales} scales {options}: worst errors {errors}")
     assert errors["log_det_vs_numerical"] < 1e-6 and errors["round_trip"] < 1e-9
 
 
@@ -54,22 +64,26 @@ def test_log_prob_is_base_plus_log_det():
     np.testing.assert_allclose(model.log_prob(x).numpy(), base + ildj, rtol=1e-12)
 
 
-def test_new_model_is_the_closed_form_logit_normal():
+@pytest.mark.parametrize("logit_map", ["symmetric", "asymmetric"])
+def test_new_model_is_the_closed_form_logit_normal(logit_map):
     model = tfnvp.RealNVP((8, 8, 3), num_scales=2, num_res_blocks=1, hidden_channels=4,
-                          batch_norm=False, dtype="float64")
+                          batch_norm=False, dtype="float64", logit_map=logit_map)
     x = np.random.default_rng(1).uniform(0, 256, size=(4, 8, 8, 3))
-    np.testing.assert_allclose(model.log_prob(x).numpy(), _logit_normal_log_prob(x), rtol=1e-12)
-    p = ALPHA + (1 - ALPHA) * x / 256.0
+    np.testing.assert_allclose(model.log_prob(x).numpy(), _logit_normal_log_prob(x, logit_map),
+                               rtol=1e-12)
+    p = ALPHA + LOGIT_WIDTH[logit_map] * x / 256.0
     np.testing.assert_allclose(model.encode(x).numpy(), scipy.special.logit(p), atol=1e-12)
 
 
-def test_bits_per_dim_known_answer():
+@pytest.mark.parametrize("logit_map", ["symmetric", "asymmetric"])
+def test_bits_per_dim_known_answer(logit_map):
     model = tfnvp.RealNVP((4, 4, 1), num_scales=2, num_res_blocks=1, hidden_channels=4,
-                          batch_norm=False, dtype="float64")
+                          batch_norm=False, dtype="float64", logit_map=logit_map)
     images = np.random.default_rng(2).integers(0, 256, size=(5, 4, 4, 1), dtype=np.uint8)
+    images[0] = 255  # saturated pixels: finite under both maps
     seed = (7, 11)
     noise = tf.random.stateless_uniform(images.shape, seed=seed, dtype=tf.float64).numpy()
-    expected = -_logit_normal_log_prob(images + noise) / (16 * math.log(2.0))
+    expected = -_logit_normal_log_prob(images + noise, logit_map) / (16 * math.log(2.0))
     np.testing.assert_allclose(model.bits_per_dim(images, seed=seed).numpy(), expected, rtol=1e-12)
     # Dequantization noise is in [0, 1): bits/dim of a density on [0, 256)^D.
     assert noise.min() >= 0.0 and noise.max() < 1.0
@@ -138,17 +152,38 @@ def test_sample_encode_decode_and_temperature():
     np.testing.assert_allclose(model.decode(model.encode(x)).numpy(), x.numpy(), atol=1e-3)
     fresh = tfnvp.RealNVP((4, 4, 1), num_scales=2, num_res_blocks=1, hidden_channels=4,
                           batch_norm=False)
-    # Temperature 0 decodes z = 0: every pixel is forward(0) = 256 (1/2 - alpha) / (1 - alpha).
-    np.testing.assert_allclose(fresh.sample(2, temperature=0.0).numpy(),
-                               256 * (0.5 - ALPHA) / (1 - ALPHA), rtol=1e-6)
+    # Temperature 0 decodes z = 0: every pixel is forward(0) = 256 (1/2 - alpha) / (1 - 2 alpha),
+    # the middle of the range under the symmetric logit map.
+    np.testing.assert_allclose(fresh.sample(2, temperature=0.0).numpy(), 128.0, rtol=1e-6)
 
 
-def test_latent_scale_index_and_other_sizes():
-    model = _perturbed((8, 8, 1), num_scales=3, dtype="float32")
+@pytest.mark.parametrize("factor_out", ["checkerboard", "channel"])
+def test_latent_scale_index_is_the_flow_layout(factor_out):
+    """Changing the weights of scales >= k changes exactly the latents with index >= k."""
+    model = _perturbed((8, 8, 1), num_scales=3, factor_out=factor_out)
     index = model.latent_scale_index()
     assert index.shape == (8, 8, 1)
     counts = np.bincount(index.ravel(), minlength=3) / index.size
     np.testing.assert_allclose(counts, [0.5, 0.25, 0.25])
+    rows, cols = np.indices((8, 8))
+    finest = index[..., 0] == 0
+    if factor_out == "checkerboard":  # one colour leaves; a quincunx lattice goes on
+        np.testing.assert_array_equal(finest, (rows + cols) % 2 == 1)
+    else:  # the top row of each 2x2 block leaves: alternate rows
+        np.testing.assert_array_equal(finest, rows % 2 == 0)
+    x = tf.random.uniform((2, 8, 8, 1), 8.0, 248.0, dtype=tf.float64)
+    z = model.encode(x).numpy()
+    # Data -> latent order: 6 couplings at scale 0, 6 at scale 1, 4 at scale 2.
+    for first, level in ((6, 1), (12, 2)):
+        perturb_weights(model.conditioners[first:] + model.statistics[first:], scale=0.2)
+        z_new = model.encode(tf.identity(x)).numpy()
+        changed = np.abs(z_new - z) > 1e-9
+        np.testing.assert_array_equal(changed.any(axis=0), index >= level)
+        z = z_new
+
+
+def test_latent_scale_index_and_other_sizes():
+    model = _perturbed((8, 8, 1), num_scales=3, dtype="float32")
     big = tf.random.uniform((2, 16, 16, 1), 0.0, 256.0)
     assert np.all(np.isfinite(model.log_prob(big).numpy()))
     assert model.sample(1, image_shape=(16, 16, 1)).shape == (1, 16, 16, 1)
@@ -196,13 +231,44 @@ def test_bad_construction():
         tfnvp.RealNVP((4, 4, 1), dtype="int32")
     with pytest.raises(ValueError, match="Unknown paper configuration"):
         tfnvp.RealNVP.from_paper("mnist-xl")
+    with pytest.raises(ValueError, match="logit_map must be one of"):
+        tfnvp.RealNVP((4, 4, 1), logit_map="sigmoid")
+    with pytest.raises(ValueError, match="factor_out must be one of"):
+        tfnvp.RealNVP((4, 4, 1), factor_out="rows")
+
+
+def test_paper_configurations_follow_section_4_1():
+    """Last recursion on 4x4 (CIFAR-10: one downscale); blocks and feature maps as stated."""
+    expected = {"cifar10": (32, 2, 8, 64), "imagenet32": (32, 4, 4, 32),
+                "imagenet64": (64, 5, 2, 32), "celeba": (64, 5, 2, 32), "lsun": (64, 5, 2, 32)}
+    assert set(tfnvp.PAPER_CONFIGS) == set(expected)
+    for name, (size, scales, blocks, channels) in expected.items():
+        config = tfnvp.PAPER_CONFIGS[name]
+        assert config == dict(image_shape=(size, size, 3), num_scales=scales,
+                              num_res_blocks=blocks, hidden_channels=channels), name
+        if name != "cifar10":
+            assert size // 2 ** (scales - 1) == 4, name
+    # The built architecture: 3 + 3 couplings per scale, 4 at the last; widths double per scale.
+    model = tfnvp.RealNVP.from_paper("imagenet32", hidden_channels=2, num_res_blocks=1)
+    assert len(model.conditioners) == 6 * 3 + 4
+    assert sorted({c.body.hidden_channels for c in model.conditioners}) == [2, 4, 8, 16]
+    coarsest = model.conditioners[-1].body
+    assert coarsest.skip_connections and len(coarsest.skips) == 2
+    assert model.get_config()["factor_out"] == "checkerboard"
+    assert model.get_config()["logit_map"] == "symmetric"
 
 
 def test_paper_cifar10_configuration():
     model = tfnvp.RealNVP.from_paper("cifar10")
     params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
-    # Section 4.1's CIFAR-10 model as in the widely used port: about 19.6 M weights.
+    # Section 4.1's CIFAR-10 model with skip connections, as in the widely used
+    # port: about 19.6 M weights (README: 19.7 M; 18.6 M without skips).
     assert 0.85 * 19.6e6 < params < 1.15 * 19.6e6, params
-    widths = sorted({c.body.hidden_channels for c in model.conditioners})
-    assert widths == [64, 128]
+    skip_params = sum(int(np.prod(v.shape)) for c in model.conditioners
+                      for skip in c.body.skips for v in skip.trainable_weights)
+    # Per conditioner: (blocks + 1) 1x1 convolutions of F -> F features (v, g, bias).
+    widths = [c.body.hidden_channels for c in model.conditioners]
+    assert sorted(set(widths)) == [64, 128]
+    assert skip_params == sum(9 * (f * f + 2 * f) for f in widths)
+    assert all(len(c.body.skips) == 9 for c in model.conditioners)
     assert model.get_config()["num_res_blocks"] == 8

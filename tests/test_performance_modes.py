@@ -75,9 +75,10 @@ def test_each_conditioner_runs_once_per_log_prob_in_graph_mode(monkeypatch):
     counts = _count_body_calls(model, monkeypatch)
     graph = compiled.compiled_log_prob(model, 2).get_concrete_function().graph
     assert counts == [1] * len(model.conditioners)
-    # And once in the graph: convs per body (in, 2 per block, out) times couplings.
+    # And once in the graph: convs per body (in, 2 per block, out, and the 1x1 skip
+    # convolutions: one per block and one for the input) times couplings.
     convs = [op for op in graph.get_operations() if op.type == "Conv2D"]
-    assert len(convs) == 4 * len(model.conditioners)
+    assert len(convs) == (4 + 2) * len(model.conditioners)
 
     counts[:] = [0] * len(counts)
     sample_graph = compiled.compiled_sample(model, 2).get_concrete_function().graph

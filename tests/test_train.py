@@ -29,7 +29,7 @@ FLAGFILES = sorted((REPO / "trainers").glob("*.flags"))
 TINY = ["--flagfile=digits.flags", "--num_scales=1", "--num_res_blocks=0", "--hidden_channels=8",
         "--batch_size=16", "--eval_batch_size=300", "--num_sample_images=4", "--log_every=1",
         "--summary_every=2", "--eval_every=1000", "--checkpoint_every=2"]
-PAPER_FLIPS = {"cifar10", "celeba", "lsun_bedroom"}
+PAPER_FLIPS = {"cifar10", "celeba", "lsun_bedroom", "lsun_tower", "lsun_church"}
 
 
 def _run(*args: str) -> int:
@@ -169,6 +169,7 @@ def test_flagfile_parses_and_builds_pipeline_and_model(path, tmp_path):
         for key in ("num_scales", "num_res_blocks", "hidden_channels"):
             assert getattr(config, key) == tfnvp.PAPER_CONFIGS[paper][key]
         assert (data_config.batch_size, config.learning_rate, config.l2) == (64, 1e-3, 5e-5)
+        assert config.clip_grad_norm == 100.0  # the authors' release
         assert data_config.flip == (flags.dataset in PAPER_FLIPS)
     if paper:  # TFDS datasets: mocked (no downloads here).
         with tfds.testing.mock_data(num_examples=4):

@@ -201,7 +201,8 @@ class _AffineExport(tf.Module):
 def test_saved_model_adapter(run, tmp_path):
     metadata = tmp_path / "tfnvp_export.json"
     metadata.write_text(json.dumps({"image_shape": list(SHAPE),
-                                    "model_config": {"num_scales": 2}}))
+                                    "model_config": {"num_scales": 2,
+                                                     "factor_out": "checkerboard"}}))
     export_dir = str(tmp_path / "saved_model")
     tf.saved_model.save(_AffineExport(str(metadata)), export_dir)
     adapter = visualize.SavedModelAdapter(export_dir)
@@ -220,3 +221,22 @@ def test_saved_model_adapter(run, tmp_path):
         adapter.decode(np.zeros((1, 16, 16, 1), np.float32))
     with pytest.raises(ValueError, match="needs images"):  # no run config.json next to it
         visualize.run("manifold", str(tmp_path / "m.png"), saved_model=export_dir)
+
+
+def test_runs_and_exports_older_than_the_architecture_options(tmp_path):
+    """Configs without skip_connections / logit_map / factor_out describe the old model."""
+    config = {"model": dict(image_shape=list(SHAPE), num_scales=2, num_res_blocks=1,
+                            hidden_channels=4)}
+    model = run_dir.build_model(config)
+    assert {k: model.get_config()[k] for k in run_dir.LEGACY_MODEL_DEFAULTS} == \
+        run_dir.LEGACY_MODEL_DEFAULTS
+    assert not model.conditioners[0].body.skips
+    metadata = tmp_path / "tfnvp_export.json"
+    metadata.write_text(json.dumps({"image_shape": list(SHAPE),
+                                    "model_config": {"num_scales": 2}}))
+    export_dir = str(tmp_path / "saved_model")
+    tf.saved_model.save(_AffineExport(str(metadata)), export_dir)
+    adapter = visualize.SavedModelAdapter(export_dir)
+    np.testing.assert_array_equal(adapter.latent_scale_index(), model.latent_scale_index())
+    np.testing.assert_array_equal(adapter.latent_scale_index()[..., 0],
+                                  np.indices(SHAPE[:2])[0] % 2)  # alternate rows

@@ -15,8 +15,9 @@ export.  Results are small dataclasses holding float images in model space
 (``[0, 256)``, the model's dtype) for checks, and a ``grid()`` method that
 tiles them into a uint8 ``[H', W', C']`` picture for ``tfnvp.grid.save_png``.
 Decoded latents that the model finds unlikely can fall slightly outside
-``[0, 256)`` (the inverse logit reaches ``-256 alpha / (1 - alpha)``): the
-arrays keep the exact values, the grids clip them.
+``[0, 256)`` (the symmetric inverse logit ranges over ``256 (-alpha, 1 -
+alpha) / (1 - 2 alpha)``): the arrays keep the exact values, the grids clip
+them.
 
 Randomness is stateless: ``seed`` is an int or a pair of ints, and the same
 seed gives the same pictures.
@@ -268,6 +269,13 @@ def compression_order(scale_index: np.ndarray) -> np.ndarray:
     lattice covering the image, not its top rows); at one position, channels
     in order.  Keeping the first ``m`` entries therefore keeps whole coarser
     scales, then an evenly spread subset of the first partially kept one.
+
+    With ``RealNVP``'s checkerboard factor-out each scale's entries are
+    lattices: the finest scale one checkerboard colour, the coarser ones
+    the quincunx of the other colour, sub-sampled again at each scale (the
+    coarse latents are a sub-sampled image, appendix D).  The interlaced
+    order takes a sub-lattice of each first: e.g. keeping 1/4 of a two-scale
+    model's latents keeps every other row and column.
     """
     scale_index = np.asarray(scale_index)
     if scale_index.ndim != 3:

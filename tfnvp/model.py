@@ -10,20 +10,39 @@ Architecture (section 3.6), data -> latent, for ``num_scales = L``::
     x in [0, 256)  --LogitPreprocess-->  logit space                 (section 4.1)
     scale i < L-1:  3 checkerboard couplings, squeeze,
                     3 channel couplings, factor out half (eqs. 10-13),
-                    then scale i+1 on the other half, un-squeeze
+                    then scale i+1 on the other half
     scale L-1:      4 checkerboard couplings
 
 Every coupling is followed by a ``BatchNorm`` bijector (section 3.7) unless
 ``batch_norm=False``.  Conditioners at scale ``i`` have ``hidden_channels *
 2**i`` feature maps before the squeeze and twice that after it: the number of
-features doubles at each coarser resolution.
+features doubles at each coarser resolution.  They are ResNets with skip
+connections (section 4.1; ``tfnvp.nets.ResNet``).
+
+Factor-out (``factor_out``):
+
+* ``"checkerboard"`` (default, the authors' release): the channel couplings
+  run on the ``space_to_depth`` squeeze; the tensor is un-squeezed and
+  squeezed again in the checkerboard order (``Squeeze(order="checkerboard")``),
+  the colour ``dy + dx = 1`` of every 2x2 block leaves and the colour ``dy + dx
+  = 0`` goes on: the next scale sees a quincunx lattice of the image (the
+  coarse latents of appendix D are a sub-sampled image).
+* ``"channel"``: the first half of the ``space_to_depth`` squeeze's channels
+  leaves, i.e. the top row of every 2x2 block: the next scale sees alternate
+  rows.
 
 Latent layout: each scale un-squeezes after its factor-out, so ``z`` has the
 image's shape; ``latent_scale_index()`` says which scale each entry left at.
+
+Section 4.1's configurations (``PAPER_CONFIGS``): the recursion is "repeated
+until the input of the last recursion is a 4 x 4 x c tensor", except for
+CIFAR-10, downscaled only once; 8 residual blocks of 64 feature maps for
+CIFAR-10, 4 of 32 for ImageNet 32x32, 2 of 32 for the 64x64 datasets.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -46,18 +65,34 @@ from tfnvp import validation
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["RealNVP", "PAPER_CONFIGS", "latent_scale_index"]
+__all__ = ["RealNVP", "PAPER_CONFIGS", "FACTOR_OUT_ORDERS", "LOGIT_MAPS", "latent_scale_index"]
 
-# Section 4.1: CIFAR-10 used 8 residual blocks, 64 feature maps and one
-# downscale (two scales); 32x32 ImageNet 4 blocks, 32 feature maps, one
-# downscale; the 64x64 datasets 2 blocks, 32 feature maps.
+
+
+def _paper_config(size: int, num_res_blocks: int, hidden_channels: int,
+                  num_scales: int | None = None) -> dict:
+    """Section 4.1: scales until the last recursion's input is 4 x 4 (unless given)."""
+    if num_scales is None:
+        num_scales = int(math.log2(size // 4)) + 1
+    return dict(image_shape=(size, size, 3), num_scales=num_scales,
+                num_res_blocks=num_res_blocks, hidden_channels=hidden_channels)
+
+
+# Section 4.1: CIFAR-10 8 residual blocks, 64 feature maps, one downscale (two
+# scales); ImageNet 32x32 4 blocks, 32 feature maps; the 64x64 datasets 2
+# blocks, 32 feature maps; all but CIFAR-10 recurse down to 4 x 4 (32x32: 4
+# scales, 64x64: 5 scales).
 PAPER_CONFIGS: dict[str, dict] = {
-    "cifar10": dict(image_shape=(32, 32, 3), num_scales=2, num_res_blocks=8, hidden_channels=64),
-    "imagenet32": dict(image_shape=(32, 32, 3), num_scales=2, num_res_blocks=4, hidden_channels=32),
-    "imagenet64": dict(image_shape=(64, 64, 3), num_scales=4, num_res_blocks=2, hidden_channels=32),
-    "celeba": dict(image_shape=(64, 64, 3), num_scales=4, num_res_blocks=2, hidden_channels=32),
-    "lsun": dict(image_shape=(64, 64, 3), num_scales=4, num_res_blocks=2, hidden_channels=32),
+    "cifar10": _paper_config(32, 8, 64, num_scales=2),
+    "imagenet32": _paper_config(32, 4, 32),
+    "imagenet64": _paper_config(64, 2, 32),
+    "celeba": _paper_config(64, 2, 32),
+    "lsun": _paper_config(64, 2, 32),
 }
+
+# Factor-out variant -> the squeeze order of the factor-out step.
+FACTOR_OUT_ORDERS = {"checkerboard": "checkerboard", "channel": "space_to_depth"}
+LOGIT_MAPS = ("symmetric", "asymmetric")
 
 
 class RealNVP(FlowModel):
@@ -69,6 +104,11 @@ class RealNVP(FlowModel):
       num_res_blocks: residual blocks per conditioner.
       hidden_channels: feature maps of the finest scale's conditioners.
       alpha: logit preprocessing constant (section 4.1).
+      logit_map: ``"symmetric"`` (the release's ``alpha + (1 - 2 alpha) x/256``)
+        or ``"asymmetric"`` (section 4.1's formula); see ``LogitPreprocess``.
+      skip_connections: the conditioner ResNets' skip connections (section 4.1);
+        False keeps only the residual connections (ablation).
+      factor_out: ``"checkerboard"`` or ``"channel"`` (module docstring).
       batch_norm: follow every coupling with a ``BatchNorm`` bijector.
       batch_norm_momentum: decay of the running statistics, of the batch-norm
         bijectors and of the conditioners' batch norms alike.
@@ -96,7 +136,8 @@ class RealNVP(FlowModel):
 
     def __init__(self, image_shape: Sequence[int], num_scales: int = 2,
                  num_res_blocks: int = 8, hidden_channels: int = 64, alpha: float = 0.05,
-                 batch_norm: bool = True, batch_norm_momentum: float = 0.99,
+                 logit_map: str = "symmetric", skip_connections: bool = True,
+                 factor_out: str = "checkerboard", batch_norm: bool = True, batch_norm_momentum: float = 0.99,
                  running_average_batch_norm: bool = False,
                  synchronized_batch_norm: bool = False, dtype: tf.DType | str = tf.float32,
                  conditioner_dtype: str | None = None, validate_args: bool = True,
@@ -109,6 +150,11 @@ class RealNVP(FlowModel):
             raise ValueError(f"image_shape must be (height, width, channels), got {image_shape}.")
         if num_scales < 1:
             raise ValueError(f"num_scales must be at least 1, got {num_scales}.")
+        if logit_map not in LOGIT_MAPS:
+            raise ValueError(f"logit_map must be one of {LOGIT_MAPS}, got {logit_map!r}.")
+        if factor_out not in FACTOR_OUT_ORDERS:
+            raise ValueError(f"factor_out must be one of {tuple(FACTOR_OUT_ORDERS)}, "
+                             f"got {factor_out!r}.")
         factor = 2 ** (num_scales - 1)
         if image_shape[0] % factor or image_shape[1] % factor:
             raise ValueError(
@@ -117,7 +163,8 @@ class RealNVP(FlowModel):
         self._config = dict(
             image_shape=image_shape, num_scales=int(num_scales),
             num_res_blocks=int(num_res_blocks), hidden_channels=int(hidden_channels),
-            alpha=float(alpha), batch_norm=bool(batch_norm),
+            alpha=float(alpha), logit_map=logit_map, skip_connections=bool(skip_connections),
+            factor_out=factor_out, batch_norm=bool(batch_norm),
             batch_norm_momentum=float(batch_norm_momentum),
             running_average_batch_norm=bool(running_average_batch_norm),
             synchronized_batch_norm=bool(synchronized_batch_norm), dtype=flow_dtype.name,
@@ -145,6 +192,7 @@ class RealNVP(FlowModel):
                     body = ResNet(feature_maps, num_res_blocks, 2 * width,
                                   synchronized_batch_norm=synchronized_batch_norm,
                                   batch_norm_momentum=batch_norm_momentum,
+                                  skip_connections=skip_connections,
                                   dtype=body_policy, name=f"resnet_{index}")
                     self.conditioners.append(ShiftAndLogScale(
                         body, width, recompute_gradients=recompute_gradients,
@@ -176,6 +224,7 @@ class RealNVP(FlowModel):
         couplings = iter(range(len(self.conditioners)))
         momentum = self._config["batch_norm_momentum"]
         running = self._config["running_average_batch_norm"]
+        order = FACTOR_OUT_ORDERS[self._config["factor_out"]]
 
         def coupled(mask: str, parity: int) -> list[tfb.Bijector]:
             index = next(couplings)
@@ -195,13 +244,19 @@ class RealNVP(FlowModel):
             steps = [s for k in range(3) for s in coupled("checkerboard", k % 2)]
             steps.append(Squeeze())
             steps += [s for k in range(3) for s in coupled("channel", k % 2)]
+            if order != "space_to_depth":
+                # Re-squeeze in the factor-out's order (a permutation).
+                steps += [tfb.Invert(Squeeze(), name=f"unsqueeze_channels_{level}"),
+                          Squeeze(order=order, name=f"squeeze_{order}_{level}")]
             inner = FusedChain(scale(level + 1), name=f"scale_{level + 1}")
             steps.append(FactorOut(inner, name=f"factor_out_{level}"))
-            steps.append(tfb.Invert(Squeeze(), name=f"unsqueeze_{level}"))
+            steps.append(tfb.Invert(Squeeze(order=order), name=f"unsqueeze_{level}"))
             return steps
 
         bijector = FusedChain(
-            [LogitPreprocess(self._config["alpha"], validate_args=self.validate_args)] + scale(0),
+            [LogitPreprocess(self._config["alpha"],
+                             symmetric=self._config["logit_map"] == "symmetric",
+                             validate_args=self.validate_args)] + scale(0),
             name="real_nvp_flow")
         base = tfd.Sample(tfd.Normal(tf.zeros([], self.flow_dtype), tf.ones([], self.flow_dtype)),
                           sample_shape=image_shape)
@@ -247,18 +302,24 @@ class RealNVP(FlowModel):
         return super().sample(num_samples, temperature, seed, event_shape=image_shape)
 
     def latent_scale_index(self, image_shape: Sequence[int] | None = None) -> np.ndarray:
-        """``latent_scale_index(image_shape or self.image_shape, self.num_scales)``."""
-        return latent_scale_index(image_shape or self.image_shape, self.num_scales)
+        """``latent_scale_index`` of this model's layout (default: its own image shape)."""
+        return latent_scale_index(image_shape or self.image_shape, self.num_scales,
+                                  self._config["factor_out"])
 
 
-def latent_scale_index(image_shape: Sequence[int], num_scales: int) -> np.ndarray:
+def latent_scale_index(image_shape: Sequence[int], num_scales: int,
+                       factor_out: str = "checkerboard") -> np.ndarray:
     """Integer array of the latent's shape: the scale at which each entry left the flow.
 
     0 is the finest scale (factored out first, half of the variables),
     ``num_scales - 1`` the coarsest.  Built by pushing scale labels through the
-    same ``Squeeze`` bijector the flow uses, so it follows the flow's layout.
+    same ``Squeeze`` bijector the flow's factor-out uses (``factor_out`` as in
+    ``RealNVP``), so it follows the flow's layout.
     """
-    unsqueeze = Squeeze()
+    if factor_out not in FACTOR_OUT_ORDERS:
+        raise ValueError(f"factor_out must be one of {tuple(FACTOR_OUT_ORDERS)}, "
+                         f"got {factor_out!r}.")
+    unsqueeze = Squeeze(order=FACTOR_OUT_ORDERS[factor_out])
 
     def labels(h: int, w: int, c: int, level: int) -> tf.Tensor:
         if level == num_scales - 1:

@@ -15,8 +15,8 @@ Registered names (see `NAMES`):
   mnist, cifar10, imagenet32, imagenet64, celeba, lsun_bedroom, lsun_tower,
   lsun_church   TensorFlow Datasets, prepared (downloaded if needed) in `data_dir`.
 
-Horizontal flips default to on for cifar10, celeba and lsun_bedroom, as in the
-paper's section 4.1, and off for every other dataset, including the user-supplied
+Horizontal flips default to on for cifar10, celeba and every LSUN category, as in
+the paper's section 4.1, and off for every other dataset, including the user-supplied
 image_folder and npz ones (flipping is wrong for e.g. digits; turn it on explicitly).
 """
 
@@ -506,8 +506,9 @@ _TFDS_SPECS = {
         "celeb_a", "test", (64, 64, 3), Geometry(center_crop=148, resize_to=64), flip=True
     ),
     "lsun_bedroom": _TfdsSpec("lsun/bedroom", "validation", (64, 64, 3), _LSUN_GEOMETRY, flip=True),
-    "lsun_tower": _TfdsSpec("lsun/tower", "validation", (64, 64, 3), _LSUN_GEOMETRY),
-    "lsun_church": _TfdsSpec("lsun/church_outdoor", "validation", (64, 64, 3), _LSUN_GEOMETRY),
+    "lsun_tower": _TfdsSpec("lsun/tower", "validation", (64, 64, 3), _LSUN_GEOMETRY, flip=True),
+    "lsun_church": _TfdsSpec("lsun/church_outdoor", "validation", (64, 64, 3), _LSUN_GEOMETRY,
+                             flip=True),
 }
 
 _REGISTRY: dict[str, Callable[[str | None], Source]] = {

@@ -25,12 +25,19 @@ import tensorflow as tf
 
 import tfnvp
 
-__all__ = ["CONFIG_FILE", "CHECKPOINT_DIR", "ConfigMismatchError", "write_json_atomic",
+__all__ = ["CONFIG_FILE", "CHECKPOINT_DIR", "LEGACY_MODEL_DEFAULTS", "ConfigMismatchError", "write_json_atomic",
            "read_config", "check_config", "write_or_check_config", "build_model", "restore_model",
            "checkpoint_dir", "model_checkpoint_object"]
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+
+# Model options added after runs had been written: a config.json (or export
+# metadata) without them describes a model built before they existed, i.e.
+# with these values.  A new run records them; resuming an old run with today's
+# defaults is refused as a different configuration.
+LEGACY_MODEL_DEFAULTS = dict(skip_connections=False, logit_map="asymmetric",
+                             factor_out="channel")
 
 
 class ConfigMismatchError(ValueError):
@@ -104,8 +111,11 @@ def _jsonable(value: Any) -> Any:
 
 
 def build_model(config: dict, **overrides) -> tfnvp.RealNVP:
-    """A fresh ``RealNVP`` from a run's config (``overrides`` replace model keys)."""
-    return tfnvp.RealNVP(**{**config["model"], **overrides})
+    """A fresh ``RealNVP`` from a run's config (``overrides`` replace model keys).
+
+    Keys the config lacks take their ``LEGACY_MODEL_DEFAULTS`` value.
+    """
+    return tfnvp.RealNVP(**{**LEGACY_MODEL_DEFAULTS, **config["model"], **overrides})
 
 
 def model_checkpoint_object(model: tfnvp.RealNVP) -> tfnvp.RealNVP:

@@ -148,8 +148,9 @@ class SavedModelAdapter:
             raise ValueError(f"SavedModel {self.path!r} has no {_EXPORT_METADATA} with the model "
                              "config: cannot tell which scale each latent belongs to. "
                              "Use --output_dir instead.")
+        factor_out = config.get("factor_out", run_dir.LEGACY_MODEL_DEFAULTS["factor_out"])
         return tfnvp.latent_scale_index(image_shape or self.image_shape,
-                                        int(config["num_scales"]))
+                                        int(config["num_scales"]), factor_out)
 
 
 # ------------------------------------------------------------------ images

@@ -8,13 +8,24 @@ Direction: like every tfnvp bijector, the paper's data -> latent direction is
 the **inverse** (TFP's ``log_prob`` runs ``inverse``), so ``inverse``
 squeezes and ``forward`` un-squeezes.
 
-Channel order: ``tf.nn.space_to_depth``'s, channel ``(2*dy + dx)*c + k`` holds
-channel ``k`` of sub-pixel ``(dy, dx)``.  The first half of the squeezed
-channels (what a parity-0 channel mask keeps) is then the top row of every
-2x2 block, ``{(0, 0), (0, 1)}``: one pixel of each checkerboard colour.  So the
-channel couplings after a squeeze split the variables differently from the
-checkerboard couplings before it; an order whose first half were one
-checkerboard colour would make them redundant (Figure 3).
+Channel orders (``order``):
+
+* ``"space_to_depth"`` (default): ``tf.nn.space_to_depth``'s, channel
+  ``(2*dy + dx)*c + k`` holds channel ``k`` of sub-pixel ``(dy, dx)``.  The
+  first half of the squeezed channels (what a parity-0 channel mask keeps) is
+  then the top row of every 2x2 block, ``{(0, 0), (0, 1)}``: one pixel of
+  each checkerboard colour.  So the channel couplings after a squeeze split
+  the variables differently from the checkerboard couplings before it; an
+  order whose first half were one checkerboard colour would make them
+  redundant (Figure 3).  This is the squeeze of the channel couplings.
+* ``"checkerboard"``: the four sub-pixel groups of ``c`` channels come in
+  the order ``(0, 1), (1, 0), (0, 0), (1, 1)``: the first half is the
+  checkerboard colour ``dy + dx = 1``, the second half the colour ``dy + dx
+  = 0``, which holds each block's top-left pixel.  This is the squeeze of the
+  factor-out step (the authors' release's ordered squeeze): factoring out the
+  first half keeps a quincunx lattice of the pixels for the coarser scales
+  (eqs. 10-13), a coarser image sampled on a checkerboard rather than
+  alternate rows.
 """
 
 from __future__ import annotations
@@ -22,7 +33,14 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-__all__ = ["Squeeze"]
+__all__ = ["Squeeze", "SQUEEZE_ORDERS"]
+
+# For each order, the sub-pixel group (index 2*dy + dx in space_to_depth's
+# order) found at each group position of the squeezed channels.
+SQUEEZE_ORDERS: dict[str, tuple[int, int, int, int]] = {
+    "space_to_depth": (0, 1, 2, 3),
+    "checkerboard": (1, 2, 0, 3),
+}
 
 
 def _apply_rank4(fn, x: tf.Tensor) -> tf.Tensor:
@@ -33,23 +51,48 @@ def _apply_rank4(fn, x: tf.Tensor) -> tf.Tensor:
     return tf.reshape(out, tf.concat([shape[:-3], tf.shape(out)[1:]], axis=0))
 
 
+def _permute_groups(t: tf.Tensor, groups: tuple[int, ...]) -> tf.Tensor:
+    """Reorders the last axis' four equal groups: group ``k`` of the result is ``groups[k]``."""
+    if groups == (0, 1, 2, 3):
+        return t
+    size = t.shape[-1] // 4
+    return tf.concat([t[..., g * size:(g + 1) * size] for g in groups], axis=-1)
+
+
 class Squeeze(tfp.bijectors.Bijector):
     """2x2 squeeze as a bijector; ``inverse`` squeezes, ``forward`` un-squeezes.
 
     Math::
 
-        inverse: [..., H, W, C]       -> [..., H/2, W/2, 4C]   (space to depth)
-        forward: [..., H/2, W/2, 4C]  -> [..., H, W, C]        (depth to space)
+        inverse: [..., H, W, C]       -> [..., H/2, W/2, 4C]   (space to depth, then
+                                                                 the order's permutation)
+        forward: [..., H/2, W/2, 4C]  -> [..., H, W, C]        (its inverse)
         log|det J| = 0
+
+    Args:
+      order: channel order of the squeezed tensor, a key of ``SQUEEZE_ORDERS``
+        (see the module docstring).
 
     Example::
 
         Squeeze().inverse(tf.zeros([8, 32, 32, 3])).shape  # [8, 16, 16, 12]
     """
 
-    def __init__(self, validate_args: bool = False, name: str = "squeeze"):
+    def __init__(self, order: str = "space_to_depth", validate_args: bool = False,
+                 name: str = "squeeze"):
+        parameters = dict(locals())
+        if order not in SQUEEZE_ORDERS:
+            raise ValueError(f"Unknown squeeze order {order!r}; choose one of "
+                             f"{sorted(SQUEEZE_ORDERS)}.")
+        self._order = order
+        self._groups = SQUEEZE_ORDERS[order]
+        self._inverse_groups = tuple(self._groups.index(g) for g in range(4))
         super().__init__(forward_min_event_ndims=3, is_constant_jacobian=True,
-                         validate_args=validate_args, parameters=dict(locals()), name=name)
+                         validate_args=validate_args, parameters=parameters, name=name)
+
+    @property
+    def order(self) -> str:
+        return self._order
 
     @classmethod
     def _parameter_properties(cls, dtype, num_classes=None):
@@ -57,12 +100,14 @@ class Squeeze(tfp.bijectors.Bijector):
 
     def _forward(self, x: tf.Tensor) -> tf.Tensor:
         self._check_divisible(x.shape[-1], 4, "channels")
+        x = _permute_groups(x, self._inverse_groups)
         return _apply_rank4(lambda t: tf.nn.depth_to_space(t, 2), x)
 
     def _inverse(self, y: tf.Tensor) -> tf.Tensor:
         self._check_divisible(y.shape[-3], 2, "height")
         self._check_divisible(y.shape[-2], 2, "width")
-        return _apply_rank4(lambda t: tf.nn.space_to_depth(t, 2), y)
+        return _permute_groups(_apply_rank4(lambda t: tf.nn.space_to_depth(t, 2), y),
+                               self._groups)
 
     def _forward_log_det_jacobian(self, x: tf.Tensor) -> tf.Tensor:
         return tf.zeros([], dtype=x.dtype)

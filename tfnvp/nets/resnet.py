@@ -3,12 +3,18 @@
 The s and t functions of a coupling layer are one deep convolutional ResNet
 (He et al., 2016) with batch normalization and weight normalization::
 
-    h = conv3x3(x)
-    repeat num_blocks:  h = h + conv3x3(relu(bn(conv3x3(relu(bn(h))))))
-    out = conv3x3(relu(bn(h)))          # 2 * out_channels features, zero gain
+    h_0 = conv3x3(x)
+    repeat i = 1..num_blocks:  h_i = h_{i-1} + conv3x3(relu(bn(conv3x3(relu(bn(h_{i-1}))))))
+    s = sum_{i=0..num_blocks} conv1x1_i(h_i)      # skip connections (default)
+    out = conv3x3(relu(bn(s)))          # 2 * out_channels features, zero gain
 
-The residual connections are the network's skip connections.  The last
-convolution starts with zero gain, so a new coupling layer is the identity.
+Section 4.1 uses "residual networks in the coupling layers with
+skip-connections"; as in the authors' release, every stage of the network,
+the input convolution's output and each residual block's, reaches the output
+head through its own weight-normalized 1x1 convolution, and the head reads
+their sum.  With ``skip_connections=False`` the head reads ``h_num_blocks``
+(only the residual connections; for ablations).  The last convolution starts
+with zero gain, so a new coupling layer is the identity.
 
 Performance: the batch normalizations are ``BatchNormalization`` below, a
 ``keras.layers.BatchNormalization`` (same weights, names, checkpoints and
@@ -158,11 +164,13 @@ class ResNet(keras.layers.Layer):
       synchronized_batch_norm: all-reduce batch-norm statistics across
         replicas under ``tf.distribute``.
       batch_norm_momentum: decay of the batch norms' running statistics.
+      skip_connections: sum 1x1 projections of every stage into the output
+        head (see the module docstring); False: only the residual connections.
     """
 
     def __init__(self, hidden_channels: int, num_blocks: int, out_channels: int,
                  synchronized_batch_norm: bool = False, batch_norm_momentum: float = 0.99,
-                 **kwargs):
+                 skip_connections: bool = True, **kwargs):
         super().__init__(**kwargs)
         if hidden_channels < 1 or num_blocks < 0 or out_channels < 1:
             raise ValueError("ResNet needs hidden_channels >= 1, num_blocks >= 0 and "
@@ -172,23 +180,31 @@ class ResNet(keras.layers.Layer):
         self.out_channels = int(out_channels)
         self.synchronized_batch_norm = bool(synchronized_batch_norm)
         self.batch_norm_momentum = float(batch_norm_momentum)
+        self.skip_connections = bool(skip_connections)
         policy = self.dtype_policy
         self.conv_in = WeightNormConv2D(hidden_channels, dtype=policy)
         self.blocks = track_layers(self, "block", [
             _ResidualBlock(hidden_channels, synchronized_batch_norm, momentum=batch_norm_momentum,
                            dtype=policy, name=f"block_{i}") for i in range(num_blocks)])
+        # skip_i projects h_i (i = 0: the input convolution's output).
+        self.skips = track_layers(self, "skip", [
+            WeightNormConv2D(hidden_channels, kernel_size=1, dtype=policy, name=f"skip_{i}")
+            for i in range(num_blocks + 1)] if skip_connections else [])
         self.norm_out = BatchNormalization(momentum=batch_norm_momentum,
                                            synchronized=synchronized_batch_norm, dtype=policy)
         self.conv_out = WeightNormConv2D(out_channels, gain_initializer="zeros", dtype=policy)
 
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
-        h = self.conv_in(x)
+        stages = [self.conv_in(x)]
         for block in self.blocks:
-            h = block(h, training=training)
-        return self.conv_out(tf.nn.relu(self.norm_out(h, training=training)))
+            stages.append(block(stages[-1], training=training))
+        head = (tf.add_n([skip(h) for skip, h in zip(self.skips, stages)]) if self.skips
+                else stages[-1])
+        return self.conv_out(tf.nn.relu(self.norm_out(head, training=training)))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "hidden_channels": self.hidden_channels,
                 "num_blocks": self.num_blocks, "out_channels": self.out_channels,
                 "batch_norm_momentum": self.batch_norm_momentum,
-                "synchronized_batch_norm": self.synchronized_batch_norm}
+                "synchronized_batch_norm": self.synchronized_batch_norm,
+                "skip_connections": self.skip_connections}

@@ -1,0 +1,237 @@
+#!/usr/bin/env python
+"""Ablation of Real NVP's architecture options on MNIST at equal steps (issue 9).
+
+    python bench/ablation.py                                   # every configuration
+    python bench/ablation.py --configs=baseline,no_skip --steps=1500
+    python bench/ablation.py --table                           # print the saved results
+
+Each named configuration is a set of ``tfnvp.RealNVP`` constructor options
+on top of a small shared model (28x28x1, 3 scales, ``--num_res_blocks``,
+``--hidden_channels``); ``CONFIGS`` holds the ones of issue 9:
+
+  baseline     the defaults: skip connections, symmetric logit map,
+               checkerboard factor-out
+  no_skip      skip_connections=False (only the residual connections)
+  asymmetric   logit_map="asymmetric" (section 4.1's formula as printed)
+  channel      factor_out="channel" (the space-to-depth channel split:
+               alternate rows go on)
+
+Training: the same for all (``--steps`` Adam steps, lr ``--learning_rate``,
+batch ``--batch_size`` of dequantized training images in a seeded order, the
+loss of ``trainers/steps.py``: mean NLL in nats plus ``5e-5 * sum(g^2)`` on
+the weight-norm gains, global gradient norm clipped at 100; same initial
+seed), run eagerly-compiled with ``tf.function``.
+
+Evaluation, in evaluation mode (running batch-norm statistics, the user's
+path: ``RealNVP.bits_per_dim(training=False)``) on the first ``--eval_examples``
+MNIST test images with fixed dequantization noise: the mean bits/dim and its
+standard error over images.  Running statistics lag the weights during
+training; so that the comparison measures the architectures and not that lag,
+the models use ``batch_norm_momentum=0.9`` and, after training, the running
+statistics are recomputed at the final weights by ``--recalibration_batches``
+training-mode forward passes over training batches without weight updates
+(the stale statistics keep a weight of ``0.9**n``: 0.5% for n = 50).
+
+Every configuration runs in its own process (``--child``), one after the
+other; results are merged into ``bench/results/<--name>.json`` as each
+finishes (under a file lock, so several invocations with different
+``--configs`` may run at once), and a markdown table is printed.  Use
+``nice``: a run is long.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import fcntl
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_DIR = os.path.join(REPO, "bench", "results")
+DEFAULT_DATA_DIR = "/work/shared/data/mnist"
+
+CONFIGS: dict[str, dict] = {
+    "baseline": {},
+    "no_skip": dict(skip_connections=False),
+    "asymmetric": dict(logit_map="asymmetric"),
+    "channel": dict(factor_out="channel"),
+}
+
+
+def _parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help=f"comma-separated names from {sorted(CONFIGS)}")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--num_res_blocks", type=int, default=1)
+    parser.add_argument("--hidden_channels", type=int, default=8)
+    parser.add_argument("--eval_examples", type=int, default=2000)
+    parser.add_argument("--recalibration_batches", type=int, default=50)
+    parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--name", default="ablation_mnist", help="results file name")
+    parser.add_argument("--table", action="store_true", help="only print the saved table")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    unknown = [c for c in args.configs.split(",") if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configurations {unknown}; choose from {sorted(CONFIGS)}")
+    if min(args.steps, args.batch_size, args.eval_examples) < 1:
+        parser.error("--steps, --batch_size and --eval_examples must be positive")
+    return args
+
+
+def _load_mnist(data_dir: str):
+    """(train, test) uint8 [N, 28, 28, 1] through the trainers' IDX reader."""
+    from trainers import datasets
+
+    source = datasets.get_source("mnist_idx", data_dir)
+
+    def images(training: bool):
+        split = source.split(training, seed=0)  # records in file order
+        return next(split.decode(split.records).batch(1 << 20).as_numpy_iterator())
+
+    return images(True), images(False)
+
+
+def run_child(args: argparse.Namespace) -> dict:
+    """Trains and evaluates one configuration; returns its result row."""
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    import keras
+
+    import tfnvp
+    from trainers import steps as steps_lib
+
+    name = args.child
+    train, test = _load_mnist(args.data_dir)
+    test = test[:args.eval_examples]
+    keras.utils.set_random_seed(args.seed)
+    model = tfnvp.RealNVP(train.shape[1:], num_scales=3, num_res_blocks=args.num_res_blocks,
+                          hidden_channels=args.hidden_channels, batch_norm_momentum=0.9,
+                          validate_args=False, **CONFIGS[name])
+    params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+    optimizer = keras.optimizers.Adam(args.learning_rate)
+    variables = model.trainable_variables
+    image_spec = tf.TensorSpec([args.batch_size] + list(train.shape[1:]), tf.uint8)
+
+    @tf.function(input_signature=[image_spec, tf.TensorSpec([2], tf.int64)])
+    def train_step(images, seed):
+        x = tfnvp.dequantize(images, seed=seed)
+        with tf.GradientTape() as tape:
+            nll = -tf.reduce_mean(model.log_prob(x, training=True))
+            loss = nll + 5e-5 * steps_lib.l2_penalty(model)
+        grads, _ = tf.clip_by_global_norm(tape.gradient(loss, variables), 100.0)
+        optimizer.apply_gradients(zip(grads, variables))
+        return nll / (math.log(2.0) * float(np.prod(train.shape[1:])))
+
+    @tf.function(input_signature=[image_spec, tf.TensorSpec([2], tf.int64)])
+    def statistics_pass(images, seed):
+        return model.log_prob(tfnvp.dequantize(images, seed=seed), training=True)
+
+    eval_spec = tf.TensorSpec([None] + list(train.shape[1:]), tf.uint8)
+
+    @tf.function(input_signature=[eval_spec, tf.TensorSpec([2], tf.int64)])
+    def eval_bits(images, seed):
+        return model.bits_per_dim(images, seed=seed, training=False)
+
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(train))
+    position = 0
+
+    def next_batch():
+        nonlocal order, position
+        if position + args.batch_size > len(order):
+            order, position = rng.permutation(len(train)), 0
+        batch = train[order[position:position + args.batch_size]]
+        position += args.batch_size
+        return tf.constant(batch)
+
+    start = time.perf_counter()
+    train_bits = []
+    for step in range(args.steps):
+        train_bits.append(float(train_step(next_batch(), tf.constant([args.seed, step], tf.int64))))
+        if (step + 1) % 250 == 0 or step + 1 in (10, 50):
+            print(f"[{name}] step {step + 1} ({time.perf_counter() - start:.0f} s): train "
+                  f"bits/dim (last 50) {np.mean(train_bits[-50:]):.4f}", file=sys.stderr,
+                  flush=True)
+    train_seconds = time.perf_counter() - start
+    for k in range(args.recalibration_batches):
+        statistics_pass(next_batch(), tf.constant([args.seed + 1, k], tf.int64))
+    bits = np.concatenate([eval_bits(tf.constant(test[k:k + 250]),
+                                     tf.constant([12345, k], tf.int64)).numpy()
+                           for k in range(0, len(test), 250)])
+    if not np.all(np.isfinite(bits)):
+        raise RuntimeError(f"{name}: non-finite evaluation bits/dim")
+    return dict(config=name, options=CONFIGS[name], params=params, steps=args.steps,
+                batch_size=args.batch_size, train_seconds=round(train_seconds, 1),
+                train_bits_per_dim_last100=float(np.mean(train_bits[-100:])),
+                eval_bits_per_dim=float(bits.mean()),
+                eval_std_err=float(bits.std(ddof=1) / math.sqrt(len(bits))),
+                eval_examples=int(len(bits)))
+
+
+def _results_path(name: str) -> str:
+    return os.path.join(RESULTS_DIR, f"{name}.json")
+
+
+def _table(rows: list[dict]) -> str:
+    lines = ["| config | params | steps | train wall time incl. tracing (s) | train bits/dim (last 100) "
+             "| eval bits/dim ± s.e. |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['config']} | {r['params']:,} | {r['steps']} | {r['train_seconds']:.0f} "
+                     f"| {r['train_bits_per_dim_last100']:.4f} "
+                     f"| {r['eval_bits_per_dim']:.4f} ± {r['eval_std_err']:.4f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(argv)
+    sys.path.insert(0, REPO)
+    if args.child:
+        print("RESULT " + json.dumps(run_child(args)), flush=True)
+        return
+    path = _results_path(args.name)
+    if not args.table:
+        passthrough = [a for a in (argv if argv is not None else sys.argv[1:])
+                       if not a.startswith(("--configs", "--table"))]
+        for name in args.configs.split(","):
+            # The child's progress and errors go to stderr as they happen.
+            process = subprocess.run([sys.executable, os.path.abspath(__file__), f"--child={name}",
+                                      *passthrough], stdout=subprocess.PIPE, text=True)
+            results = [line[len("RESULT "):] for line in process.stdout.splitlines()
+                       if line.startswith("RESULT ")]
+            if process.returncode or not results:
+                raise SystemExit(f"configuration {name} failed (exit {process.returncode})")
+            _merge(path, name, {**json.loads(results[0]),
+                                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                                    timespec="seconds"), "args": vars(args)})
+    saved = json.load(open(path)) if os.path.exists(path) else {"runs": {}}
+    print(_table([saved["runs"][n] for n in CONFIGS if n in saved["runs"]]))
+
+
+def _merge(path: str, name: str, row: dict) -> None:
+    """Adds ``row`` under ``name`` to the JSON at ``path`` (locked: runs may be concurrent)."""
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        saved = json.load(open(path)) if os.path.exists(path) else {"runs": {}}
+        saved["runs"][name] = row
+        with open(path + ".tmp", "w") as stream:
+            json.dump(saved, stream, indent=2)
+        os.replace(path + ".tmp", path)
+
+
+if __name__ == "__main__":
+    main()
