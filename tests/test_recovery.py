@@ -372,3 +372,14 @@ def test_real_full_disk_during_checkpointing(three_steps, tmp_path, capfd):
         assert _latest_step(run) == 4
     finally:
         subprocess.run(["umount", "-l", str(run / "checkpoints")], check=False)
+
+
+# ------------------------------------------------------------------ messages
+def test_verbose_adds_the_traceback_to_the_one_line_error(tmp_path, capfd):
+    for extra, traceback in (([], False), (["--verbose"], True)):
+        capfd.readouterr()
+        assert _run(f"--output_dir={tmp_path}", "--dataset=no_such_data", "--train_steps=1",
+                    *extra) == 1
+        err = capfd.readouterr().err
+        assert "Error (ValueError): Unknown dataset 'no_such_data'" in err
+        assert ("Traceback" in err) == traceback

@@ -216,8 +216,20 @@ def execute() -> dict:
         from trainers import export
     except ImportError as error:
         raise UserError(f"--mode=export is unavailable: {error}") from error
+    import tensorflow as tf
+
+    from trainers import checkpoints
+
     model = run_dir.restore_model(FLAGS.output_dir, conditioner_dtype=None)
-    path = export.export_saved_model(model, os.path.join(FLAGS.output_dir, "saved_model"))
+    target = os.path.join(FLAGS.output_dir, "saved_model")
+    try:
+        path = export.export_saved_model(model, target)
+    except (OSError, tf.errors.OpError) as error:
+        if not checkpoints.is_disk_full(error):
+            raise
+        raise UserError(f"Could not export to {target!r}: the disk is full. The previous export "
+                        "(if any) is untouched and the partial one was removed; free space and "
+                        "run the same command again.") from error
     logging.info("Exported SavedModel to %s", path)
     return dict(saved_model=path)
 
@@ -228,7 +240,7 @@ def _user_error_types() -> tuple[type, ...]:
     from trainers import checkpoints, run_lock, training
 
     return (UserError, ValueError, checkpoints.CheckpointError, checkpoints.CheckpointWriteError,
-            run_lock.RunLockedError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
+            run_lock.RunLockedError, OSError,
             training.TrainingError, FloatingPointError, tf.errors.InvalidArgumentError,
             tf.errors.NotFoundError, tf.errors.DataLossError)
 
@@ -252,6 +264,9 @@ def guarded_execute() -> int:
         logging.warning("%s", stopped)
         print(f"{stopped} (exit status {preemption.EXIT_PREEMPTED})", file=sys.stderr, flush=True)
         return preemption.EXIT_PREEMPTED
+    except KeyboardInterrupt:  # Outside training (which stops gracefully, see preemption.py).
+        print("Interrupted.", file=sys.stderr, flush=True)
+        return 128 + 2
     except _user_error_types() as error:
         if FLAGS.verbose:
             traceback.print_exc()
