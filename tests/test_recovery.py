@@ -45,6 +45,11 @@ def _hashes(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _ckpt_files(run: Path) -> dict[str, str]:
+    """The checkpoint files (the state file aside, which a restart rewrites)."""
+    return {k: v for k, v in _hashes(run / "checkpoints").items() if k != "checkpoint"}
+
+
 def _latest_step(run: Path) -> int:
     return evaluation.checkpoint_step(tf.train.latest_checkpoint(str(run / "checkpoints")))
 
@@ -130,6 +135,11 @@ def test_newest_intact_checkpoint_is_found_for_every_damage(damage, tmp_path):
     assert [os.path.basename(s.path) for s in skipped] == expected
     checkpoints.write_state(str(tmp_path), path)
     assert tf.train.latest_checkpoint(str(tmp_path)) == path
+    # The repaired state hands the intact checkpoints to the manager, which rotates them.
+    manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=1)
+    assert manager.latest_checkpoint == path
+    manager.save(checkpoint_number=10)
+    assert not any((tmp_path / f"ckpt-{k}.index").exists() for k in range(1, 3 + offset + 1))
 
 
 def test_no_restorable_checkpoint_raises_and_changes_nothing(tmp_path):
@@ -281,17 +291,21 @@ def test_lock_of_another_host_or_live_process_is_refused(tmp_path):
 
 # --------------------------------------------------------------- divergence
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capfd):
+    """The issue's example: --learning_rate=1000 makes every update from step 3 on non-finite."""
     run = tmp_path / "run"
-    assert _run(f"--output_dir={run}", "--train_steps=4") == 0
-    capfd.readouterr()
-    code = _run(f"--output_dir={run}", "--train_steps=200", "--learning_rate=1000",
-                "--max_consecutive_skipped=3")
+    code = _run(f"--output_dir={run}", "--train_steps=100", "--learning_rate=1000",
+                "--max_consecutive_skipped=3", "--checkpoint_every=1")
     err = capfd.readouterr().err
     assert code == 1 and "Training diverged" in err and "Traceback" not in err, err[-3000:]
     assert "--max_consecutive_skipped=3" in err
-    assert _latest_step(run) == 4 and _finite_model(run)
-    steps = [int(s) for s in re.findall(r"steps (\d+)\.\.(\d+)", err)[0]]
-    assert steps[1] - steps[0] + 1 == 3 and steps[1] < 20  # stopped at once
+    first, last = (int(s) for s in re.search(r"steps (\d+)\.\.(\d+)", err).groups())
+    assert last - first + 1 == 3 and last < 50  # stopped at once, not at step 100
+    # No checkpoint of the skipped steps; the weights that gave the first NaN are set aside.
+    steps = sorted(checkpoints.checkpoint_step(str(p)[:-len(".index")])
+                   for p in (run / "checkpoints").glob("*.index"))
+    assert steps and max(steps) < first - 1
+    assert (run / "checkpoints" / "diverged" / f"ckpt-{first - 1}.index").exists()
+    assert _latest_step(run) == max(steps) and _finite_model(run)
 
 
 def test_skipped_updates_postpone_checkpoints_and_count_streaks():
@@ -324,13 +338,14 @@ def test_failed_save_cleans_up_and_keeps_the_previous_checkpoint(three_steps, tm
         raise tf.errors.ResourceExhaustedError(None, None, f"{prefix}: No space left on device")
 
     monkeypatch.setattr(tf.train.Checkpoint, "_write", full_disk)
-    before = _hashes(run / "checkpoints")
+    before = _ckpt_files(run)
     capfd.readouterr()
     assert _run(f"--output_dir={run}", "--train_steps=4") == 1
     err = capfd.readouterr().err
     assert "Could not write the checkpoint of step 4" in err and "the disk is full" in err
     assert "Traceback" not in err
-    assert _hashes(run / "checkpoints") == before  # no debris, nothing damaged
+    assert _ckpt_files(run) == before  # no debris, nothing damaged
+    assert _latest_step(run) == 3
     monkeypatch.setattr(tf.train.Checkpoint, "_write", real_write)
     assert _run(f"--output_dir={run}", "--train_steps=4") == 0  # space is back
     assert _latest_step(run) == 4
@@ -359,13 +374,13 @@ def test_real_full_disk_during_checkpointing(three_steps, tmp_path, capfd):
     try:
         for p in saved.iterdir():
             shutil.copy2(p, run / "checkpoints" / p.name)
-        before = _hashes(run / "checkpoints")
+        before = _ckpt_files(run)
         capfd.readouterr()
         assert _run(f"--output_dir={run}", "--train_steps=4") == 1
         err = capfd.readouterr().err
         assert "Could not write the checkpoint of step 4" in err and "disk is full" in err, err
         assert "Traceback" not in err
-        assert _hashes(run / "checkpoints") == before
+        assert _ckpt_files(run) == before and _latest_step(run) == 3
         subprocess.run(["mount", "-o", f"remount,size={size * 4}", str(run / "checkpoints")],
                        check=True)
         assert _run(f"--output_dir={run}", "--train_steps=4") == 0
@@ -383,3 +398,16 @@ def test_verbose_adds_the_traceback_to_the_one_line_error(tmp_path, capfd):
         err = capfd.readouterr().err
         assert "Error (ValueError): Unknown dataset 'no_such_data'" in err
         assert ("Traceback" in err) == traceback
+
+
+# ------------------------------------------------------------------ datasets
+@pytest.mark.parametrize("test_split, expected", [
+    (np.zeros((4, 8, 8), np.float32), "has dtype uint8 but 'test' has float32"),
+    (np.ones((4, 8, 8), np.uint8), "'test' has values in \\[0, 1\\] but 'train' goes up to 255"),
+])
+def test_npz_splits_that_disagree_are_refused(test_split, expected, tmp_path):
+    path = tmp_path / "data.npz"
+    train_split = np.full((4, 8, 8), 255, np.uint8)
+    np.savez(path, train=train_split, test=test_split)
+    with pytest.raises(ValueError, match=expected):
+        data.image_shape(data.DataConfig("npz", data_dir=str(path)))

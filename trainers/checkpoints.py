@@ -36,6 +36,7 @@ import glob
 import os
 import re
 import shutil
+import time
 
 import tensorflow as tf
 from absl import logging
@@ -139,8 +140,12 @@ def write_state(directory: str, newest: str) -> None:
     step = checkpoint_step(newest)
     kept = [path for path in reversed(candidates(directory))
             if checkpoint_step(path) < step and tf.io.gfile.exists(path + ".index")]
+    paths = kept + [newest]
+    now = time.time()  # Timestamps after `last_preserved`: the manager rotates them as usual.
     tf.compat.v1.train.update_checkpoint_state(
-        directory, newest, all_model_checkpoint_paths=kept + [newest])
+        directory, newest, all_model_checkpoint_paths=paths,
+        all_model_checkpoint_timestamps=[now - len(paths) + i for i in range(len(paths))],
+        last_preserved_timestamp=now - len(paths) - 1)
 
 
 def newest_with_index(directory: str) -> str | None:
