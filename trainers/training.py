@@ -13,6 +13,12 @@
   files first and then replaces the small ``checkpoint`` index, so a process
   killed mid-save leaves the previous checkpoint the latest one.  Weights are
   checked to be finite before every save; a non-finite model is never saved.
+  A restart resumes from the newest checkpoint that restores completely
+  (``trainers/checkpoints.py``); a failed save leaves no partial files.
+* **Faults** (README "Failure and recovery"): SIGTERM/SIGINT checkpoint the
+  current step and stop (``trainers/preemption.py``); ``max_consecutive_skipped``
+  skipped updates in a row stop a diverged run, and no checkpoint is written
+  while updates are being skipped (``trainers/divergence.py``).
 * **Data order.** Each (re)start draws the input pipeline's seed from the
   checkpointed ``tf.random.Generator``: a fresh start is a function of
   ``--seed``, a restart from a given checkpoint always sees the same batches,
