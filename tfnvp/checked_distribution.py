@@ -28,9 +28,9 @@ def check_event_shape(value, event_shape: Sequence[int], what: str, layout: str)
     expected = f"[..., {', '.join(str(d) for d in event_shape)}] ({layout})"
     if not value.dtype.is_floating:
         raise TypeError(f"Expected float {what} of shape {expected}, got dtype {value.dtype.name}.")
-    rank = len(event_shape)
-    if value.shape.rank is None or value.shape.rank < rank or not all(
-            d is None or d == e for d, e in zip(value.shape[value.shape.rank - rank:], event_shape)):
+    rank, shape = len(event_shape), value.shape
+    if shape.rank is None or shape.rank < rank or not all(
+            d is None or d == e for d, e in zip(shape[shape.rank - rank:], event_shape)):
         raise ValueError(f"Expected {what} of shape {expected}, got shape {value.shape}.")
     return value
 

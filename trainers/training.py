@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import math
 import os
@@ -349,7 +350,8 @@ def train(config: TrainConfig, data_config: data.DataConfig,
         progress.add(stats, timed=trained > 1)
         last = step == config.train_steps
         checkpoint_due = checkpoint_due or step % config.checkpoint_every == 0 or last
-        save = lambda: checkpointer.save(step, model.weights + list(optimizer.variables), step_var)  # noqa: E731
+        save = functools.partial(checkpointer.save, step,
+                                 model.weights + list(optimizer.variables), step_var)
         periodic = [
             (outputs is not None and (step % config.summary_every == 0 or last),
              lambda: outputs.train_summaries(
