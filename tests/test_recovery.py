@@ -10,6 +10,7 @@ good checkpoint the newest.  Tiny models on the bundled digits.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
@@ -350,6 +351,29 @@ def test_failed_save_cleans_up_and_keeps_the_previous_checkpoint(three_steps, tm
     monkeypatch.setattr(tf.train.Checkpoint, "_write", real_write)
     assert _run(f"--output_dir={run}", "--train_steps=4") == 0  # space is back
     assert _latest_step(run) == 4
+
+
+def test_full_disk_while_exporting_leaves_nothing_behind(three_steps, tmp_path, capfd,
+                                                        monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(three_steps, run)
+    (run / "saved_model").mkdir()
+    (run / "saved_model" / "saved_model.pb").write_bytes(b"previous export")
+
+    def full_disk(obj, export_dir, **kwargs):
+        Path(export_dir).mkdir(parents=True)
+        (Path(export_dir) / "partial").write_bytes(b"\x00")
+        raise OSError(errno.ENOSPC, "No space left on device", export_dir)
+
+    monkeypatch.setattr(tf.saved_model, "save", full_disk)
+    before = _hashes(run)
+    capfd.readouterr()
+    assert train.run(["train.py", f"--output_dir={run}", "--mode=export"]) == 1
+    err = capfd.readouterr().err
+    assert "Could not export to" in err and "the disk is full" in err and "Traceback" not in err
+    assert _hashes(run) == before
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        ["checkpoints", "config.json", "saved_model", "tensorboard"])
 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:

@@ -47,7 +47,7 @@ __all__ = ["PREFIX", "CheckpointError", "CheckpointWriteError", "Skipped", "cand
 
 PREFIX = "ckpt"
 STATE_FILE = "checkpoint"
-_FILE = re.compile(rf"^{PREFIX}-(\d+)(?:\.index|\.data-\d+-of-\d+|_temp)$")
+_FILE = re.compile(rf"^{PREFIX}-(\d+)(?:\.index|\.data-\d+-of-\d+)$")
 _IN_STATE = re.compile(rf"{PREFIX}-(\d+)\b")
 
 
