@@ -427,7 +427,7 @@ def test_verbose_adds_the_traceback_to_the_one_line_error(tmp_path, capfd):
 
 # ------------------------------------------------------------------ datasets
 @pytest.mark.parametrize("test_split, expected", [
-    (np.zeros((4, 8, 8), np.float32), "has dtype uint8 but 'test' has float32"),
+    (np.ones((4, 8, 8), np.float32), "'test' has values in \\[0, 1\\] but 'train' goes up to 255"),
     (np.ones((4, 8, 8), np.uint8), "'test' has values in \\[0, 1\\] but 'train' goes up to 255"),
 ])
 def test_npz_splits_that_disagree_are_refused(test_split, expected, tmp_path):

@@ -273,25 +273,21 @@ def _validated_npz_array(array: np.ndarray, path: pathlib.Path, key: str) -> np.
 
 def _check_npz_splits_agree(arrays: list[np.ndarray], keys: tuple[str, str],
                             path: pathlib.Path) -> None:
-    """Both splits are raw pixel values 0..255 of one dtype: none is silently rescaled.
+    """Both splits hold raw pixel values 0..255: neither is silently read on another scale.
 
-    An array whose values all lie in [0, 1] is most likely intensities, not
-    pixel values: it is refused when the other split is not, and warned about
-    when both are (they would be read as nearly black 8-bit images).
+    A split whose values are 0 and 1 (maximum 1) is most likely intensities in
+    [0, 1] (non-integer ones are refused earlier): it is refused when the
+    other split is not, and warned about when both are (they would be read as
+    nearly black 8-bit images).
     """
-    if arrays[0].dtype != arrays[1].dtype:
-        raise ValueError(f"{path}: {keys[0]!r} has dtype {arrays[0].dtype} but {keys[1]!r} has "
-                         f"{arrays[1].dtype}; both splits must hold pixel values 0..255 of one "
-                         "dtype.")
-    unit = [a.size > 0 and np.issubdtype(a.dtype, np.number) and 0 <= a.min() and a.max() <= 1
-            for a in arrays]
+    unit = [a.max() == 1 for a in arrays]  # all-zero arrays prove nothing
     if unit[0] != unit[1]:
         low, high = (keys[0], keys[1]) if unit[0] else (keys[1], keys[0])
         raise ValueError(f"{path}: {low!r} has values in [0, 1] but {high!r} goes up to "
                          f"{int(max(a.max() for a in arrays))}; both splits must hold pixel "
                          "values 0..255 (multiply [0, 1] intensities by 255).")
     if all(unit):
-        logging.warning("%s: every value is in [0, 1]; they are read as 8-bit pixel values 0..255 "
+        logging.warning("%s: every value is 0 or 1; they are read as 8-bit pixel values 0..255 "
                         "(nearly black images). If they are intensities, multiply by 255.", path)
 
 
@@ -316,9 +312,8 @@ class _NpzSource(_ArraySource):
                     + " or ".join("/".join(pair) for pair in _NPZ_KEYS)
                     + "."
                 )
-            raw = [archive[key] for key in keys]
-            _check_npz_splits_agree(raw, keys, self._path)
-            train, test = (_validated_npz_array(a, self._path, key) for a, key in zip(raw, keys))
+            train, test = (_validated_npz_array(archive[key], self._path, key) for key in keys)
+        _check_npz_splits_agree([train, test], keys, self._path)
         if train.shape[1:] != test.shape[1:]:
             raise ValueError(
                 f"{self._path}: {keys[0]!r} images are {train.shape[1:]}, "
