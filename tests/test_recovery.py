@@ -173,8 +173,12 @@ def test_restart_resumes_from_the_newest_intact_checkpoint(damage, three_steps, 
     assert "New run" not in log
     if offset:
         assert re.search(r"Skipping checkpoint \S*ckpt-3: ", log), log[-3000:]
+    # Older checkpoints were neither overwritten nor lost: the one resumed from is still
+    # there; only the normal rotation (3 kept) removes the oldest.
     after = _hashes(run / "checkpoints")
-    assert all(after.get(name) == digest for name, digest in intact.items())
+    assert all(after.get(name, digest) == digest for name, digest in intact.items())
+    assert f"ckpt-{resumed}.index" in after and len(
+        [name for name in after if name.endswith(".index")]) >= 3
     assert not (run / "checkpoints" / "ckpt-4_temp").exists()
     assert _latest_step(run) == resumed + 1
 
