@@ -135,8 +135,10 @@ def test_newest_intact_checkpoint_is_found_for_every_damage(damage, tmp_path):
     expected = [f"ckpt-{3 + 5}"] if damage == "state_names_missing" else \
         ["ckpt-3"] if offset else []
     assert [os.path.basename(s.path) for s in skipped] == expected
+    assert not checkpoints.state_names(str(tmp_path), path)  # every damage needs a repair
     checkpoints.write_state(str(tmp_path), path)
     assert tf.train.latest_checkpoint(str(tmp_path)) == path
+    assert checkpoints.state_names(str(tmp_path), path)
     # The repaired state hands the intact checkpoints to the manager, which rotates them.
     manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=1)
     assert manager.latest_checkpoint == path
@@ -146,6 +148,7 @@ def test_newest_intact_checkpoint_is_found_for_every_damage(damage, tmp_path):
 
 def test_no_restorable_checkpoint_raises_and_changes_nothing(tmp_path):
     checkpoint, _ = _small_checkpoints(tmp_path)
+    assert checkpoints.state_names(str(tmp_path), str(tmp_path / "ckpt-3"))  # intact: no repair
     for step in (1, 2, 3):
         _truncate(tmp_path / _data(step))
     before = _hashes(tmp_path)

@@ -15,8 +15,8 @@ overwrite the intact older checkpoints with the new run's.  Here instead:
   first one that restores completely wins; each one skipped is logged with the
   reason.  When candidates exist but none restores, ``CheckpointError`` is
   raised before anything is written: the run never silently starts over.
-* **State repair.**  The chief then rewrites the state file (atomically) to
-  name the restored checkpoint and the older intact ones, so that
+* **State repair.**  If the state file does not name the restored checkpoint
+  (or anything was skipped), the chief rewrites it (atomically) to name it and the older intact ones, so that
   ``CheckpointManager`` rotates them as usual.  Damaged files are left in
   place for inspection; a later save of the same step replaces them.
 * **Leftovers.**  ``ckpt-N_temp/`` directories of interrupted saves are
@@ -42,7 +42,7 @@ import tensorflow as tf
 from absl import logging
 
 __all__ = ["PREFIX", "CheckpointError", "CheckpointWriteError", "Skipped", "candidates",
-           "checkpoint_step", "first_line", "restore_newest_intact", "write_state",
+           "checkpoint_step", "first_line", "restore_newest_intact", "state_names", "write_state",
            "newest_with_index", "set_aside", "remove_leftovers", "remove_partial", "is_disk_full"]
 
 PREFIX = "ckpt"
@@ -133,6 +133,17 @@ def restore_newest_intact(checkpoint: tf.train.Checkpoint, directory: str
             "changed. Restore the files from a backup, or move the directory aside (or use "
             "another --output_dir) to start a new run.")
     return None, skipped
+
+
+def state_names(directory: str, path: str) -> bool:
+    """Whether the state file is readable and names ``path`` as the newest checkpoint."""
+    try:
+        with tf.io.gfile.GFile(os.path.join(directory, STATE_FILE), "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+    except (OSError, tf.errors.OpError):
+        return False
+    named = re.findall(r'^model_checkpoint_path: "([^"]*)"$', text, flags=re.M)
+    return len(named) == 1 and os.path.basename(named[0]) == os.path.basename(path)
 
 
 def write_state(directory: str, newest: str) -> None:

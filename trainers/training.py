@@ -174,10 +174,11 @@ class _Checkpointer:
         self.saved_step: int | None = None
 
     def restore_latest(self) -> str | None:
-        latest, _ = checkpoints_lib.restore_newest_intact(self.checkpoint, self.directory)
+        latest, skipped = checkpoints_lib.restore_newest_intact(self.checkpoint, self.directory)
         if self.chief:
             checkpoints_lib.remove_leftovers(self.directory)
-            if latest is not None:
+            if latest is not None and (skipped or not checkpoints_lib.state_names(
+                    self.directory, latest)):
                 checkpoints_lib.write_state(self.directory, latest)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.write_dir,
                                                   max_to_keep=MAX_CHECKPOINTS,
