@@ -29,6 +29,7 @@ import tensorflow_probability as tfp
 from tfnvp.bijectors.base import ModalBijector
 from tfnvp.bijectors.batch_norm import BatchNormStatistics
 from tfnvp.bijectors.chain import FusedChain
+from tfnvp.checked_distribution import EventCheckedDistribution
 from tfnvp.flow_model import Flow, FlowModel
 from tfnvp.nets.mlp import MLP
 from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
@@ -172,7 +173,8 @@ class DenseRealNVP(FlowModel):
         bijector = FusedChain(steps, name="dense_real_nvp_flow")
         base = tfd.Sample(tfd.Normal(tf.zeros([], self.flow_dtype), tf.ones([], self.flow_dtype)),
                           sample_shape=[self.dim])
-        distribution = tfd.TransformedDistribution(base, bijector, name="dense_real_nvp")
+        distribution = EventCheckedDistribution(base, bijector, what="vectors",
+                                                layout="batch..., dim", name="dense_real_nvp")
         return Flow(bijector, distribution, tuple(steps))
 
     def _check_inputs(self, x) -> tf.Tensor:

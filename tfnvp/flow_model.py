@@ -161,8 +161,19 @@ class FlowModel(keras.Model):
         the current ``training_mode``.
         """
         x = self._check_inputs(x)
+        if training or (training is None and self._training_mode):
+            self._check_training_batch(x)
         with self.mode(training):
             return self._flow(self._event_of(x)).distribution.log_prob(x)
+
+    def _check_training_batch(self, x: tf.Tensor) -> None:
+        """Batch statistics need a batch: one batch axis, not empty (static shapes)."""
+        batch = x.shape[:x.shape.rank - len(self.event_shape)]
+        if batch.rank != 1 or batch[0] == 0:
+            raise ValueError(
+                "training=True normalizes with batch statistics and needs a non-empty batch "
+                f"of shape [batch, {', '.join(str(d) for d in self.event_shape)}]; got shape "
+                f"{x.shape}. Use training=False (running statistics) for single or empty inputs.")
 
     def encode(self, x: tf.Tensor) -> tf.Tensor:
         """Latent ``z = f(x)`` of the input's shape (evaluation mode)."""

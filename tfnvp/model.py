@@ -56,6 +56,7 @@ from tfnvp.bijectors.factor_out import FactorOut
 from tfnvp.bijectors.logit import LogitPreprocess
 from tfnvp.bijectors.squeeze import Squeeze
 from tfnvp.dequantization import bits_per_dim_from_log_prob, dequantize
+from tfnvp.checked_distribution import EventCheckedDistribution
 from tfnvp.flow_model import Flow, FlowModel
 from tfnvp.nets.resnet import ResNet
 from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
@@ -260,7 +261,9 @@ class RealNVP(FlowModel):
             name="real_nvp_flow")
         base = tfd.Sample(tfd.Normal(tf.zeros([], self.flow_dtype), tf.ones([], self.flow_dtype)),
                           sample_shape=image_shape)
-        distribution = tfd.TransformedDistribution(base, bijector, name="real_nvp")
+        distribution = EventCheckedDistribution(
+            base, bijector, what="images", layout="batch..., height, width, channels",
+            name="real_nvp")
         return Flow(bijector, distribution, tuple(modal))
 
     def distribution_for(self, image_shape: Sequence[int]) -> tfd.TransformedDistribution:

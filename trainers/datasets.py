@@ -276,6 +276,26 @@ def _validated_npz_array(array: np.ndarray, path: pathlib.Path, key: str) -> np.
     return array.astype(np.uint8)
 
 
+def _check_npz_splits_agree(arrays: list[np.ndarray], keys: tuple[str, str],
+                            path: pathlib.Path) -> None:
+    """Both splits hold raw pixel values 0..255: neither is silently read on another scale.
+
+    A split whose values are 0 and 1 (maximum 1) is most likely intensities in
+    [0, 1] (non-integer ones are refused earlier): it is refused when the
+    other split is not, and warned about when both are (they would be read as
+    nearly black 8-bit images).
+    """
+    unit = [a.max() == 1 for a in arrays]  # all-zero arrays prove nothing
+    if unit[0] != unit[1]:
+        low, high = (keys[0], keys[1]) if unit[0] else (keys[1], keys[0])
+        raise ValueError(f"{path}: {low!r} has values in [0, 1] but {high!r} goes up to "
+                         f"{int(max(a.max() for a in arrays))}; both splits must hold pixel "
+                         "values 0..255 (multiply [0, 1] intensities by 255).")
+    if all(unit):
+        logging.warning("%s: every value is 0 or 1; they are read as 8-bit pixel values 0..255 "
+                        "(nearly black images). If they are intensities, multiply by 255.", path)
+
+
 class _NpzSource(_ArraySource):
     """A .npz file (data_dir is its path) with arrays train/test or x_train/x_test."""
 
@@ -298,6 +318,7 @@ class _NpzSource(_ArraySource):
                     + "."
                 )
             train, test = (_validated_npz_array(archive[key], self._path, key) for key in keys)
+        _check_npz_splits_agree([train, test], keys, self._path)
         if train.shape[1:] != test.shape[1:]:
             raise ValueError(
                 f"{self._path}: {keys[0]!r} images are {train.shape[1:]}, "

@@ -25,8 +25,10 @@ Modes:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # Keep TensorFlow's C++ start-up chatter out.
 
@@ -81,6 +83,13 @@ flags.DEFINE_integer("num_sample_images", 64, "Samples in each grid (0: none).")
 flags.DEFINE_float("temperature", 1.0, "Sampling temperature: z ~ N(0, T^2 I).")
 flags.DEFINE_boolean("flip", None, "Random horizontal flips in training (unset: the paper's "
                      "choice for the dataset).")
+
+# Failure and recovery (see README "Failure and recovery").
+flags.DEFINE_integer("max_consecutive_skipped", 20, "Stop with an error (exit status 1) after this "
+                     "many consecutive updates skipped for a non-finite loss or gradients: the "
+                     "run diverged; its newest checkpoint stays the last good one.")
+flags.DEFINE_boolean("verbose", False, "On an error, also print the Python traceback.")
+flags.register_validator("max_consecutive_skipped", lambda v: v >= 1, message="must be >= 1.")
 
 for _name in ("batch_size", "eval_batch_size", "eval_every", "checkpoint_every", "summary_every",
               "log_every"):
@@ -169,7 +178,8 @@ def train_config():
         mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile, seed=FLAGS.seed,
         eval_every=FLAGS.eval_every, checkpoint_every=FLAGS.checkpoint_every,
         summary_every=FLAGS.summary_every, log_every=FLAGS.log_every,
-        num_sample_images=FLAGS.num_sample_images, temperature=FLAGS.temperature)
+        num_sample_images=FLAGS.num_sample_images, temperature=FLAGS.temperature,
+        max_consecutive_skipped=FLAGS.max_consecutive_skipped)
 
 
 def _run_data_config():
@@ -196,12 +206,17 @@ def execute(flagfile: str | None = None) -> dict:
             name = "one_device"  # XLA-compiled steps need unmirrored variables.
         strategy = strategy_lib.make_strategy(name)  # First: before TF starts up.
         print(launch.describe(FLAGS.output_dir, training=True), flush=True)
-        from trainers import data, training
+        from trainers import data, preemption, run_lock, training
 
         run_data = data_config(FLAGS.dataset, FLAGS.data_dir)
         with launch.removed_if_unstarted(FLAGS.output_dir):
             data.prepare(run_data)  # Downloads (TFDS) before the run writes anything.
-            return training.train(train_config(), run_data, strategy)
+            with contextlib.ExitStack() as stack:
+                stop = stack.enter_context(preemption.StopSignals())
+                if strategy_lib.is_chief(strategy):  # One trainer per run directory.
+                    stop.add_cleanup(
+                        stack.enter_context(run_lock.RunLock(FLAGS.output_dir)).release)
+                return training.train(train_config(), run_data, strategy)
     print(launch.describe(FLAGS.output_dir, training=False), flush=True)
     if FLAGS.mode == "eval":
         from trainers import evaluation
@@ -214,8 +229,20 @@ def execute(flagfile: str | None = None) -> dict:
         from trainers import export
     except ImportError as error:
         raise UserError(f"--mode=export is unavailable: {error}") from error
+    import tensorflow as tf
+
+    from trainers import checkpoints
+
     model = run_dir.restore_model(FLAGS.output_dir, conditioner_dtype=None)
-    path = export.export_saved_model(model, os.path.join(FLAGS.output_dir, "saved_model"))
+    target = os.path.join(FLAGS.output_dir, "saved_model")
+    try:
+        path = export.export_saved_model(model, target)
+    except (OSError, tf.errors.OpError) as error:
+        if not checkpoints.is_disk_full(error):
+            raise
+        raise UserError(f"Could not export to {target!r}: the disk is full. The previous export "
+                        "(if any) is untouched and the partial one was removed; free space and "
+                        "run the same command again.") from error
     logging.info("Exported SavedModel to %s", path)
     return dict(saved_model=path)
 
@@ -223,9 +250,10 @@ def execute(flagfile: str | None = None) -> dict:
 def _user_error_types() -> tuple[type, ...]:
     import tensorflow as tf
 
-    from trainers import training
+    from trainers import checkpoints, run_lock, training
 
-    return (UserError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
+    return (UserError, ValueError, checkpoints.CheckpointError, checkpoints.CheckpointWriteError,
+            run_lock.RunLockedError, OSError,
             training.TrainingError, FloatingPointError, tf.errors.InvalidArgumentError,
             tf.errors.NotFoundError, tf.errors.DataLossError)
 
@@ -241,10 +269,20 @@ def _short(error: BaseException) -> str:
 
 def guarded_execute(flagfile: str | None = None) -> int:
     """``execute()`` with user errors reported as one clear message; returns the exit code."""
+    from trainers import preemption
+
     try:
         execute(flagfile)
+    except preemption.Preempted as stopped:
+        logging.warning("%s", stopped)
+        print(f"{stopped} (exit status {preemption.EXIT_PREEMPTED})", file=sys.stderr, flush=True)
+        return preemption.EXIT_PREEMPTED
+    except KeyboardInterrupt:  # Outside training (which stops gracefully, see preemption.py).
+        print("Interrupted.", file=sys.stderr, flush=True)
+        return 128 + 2
     except _user_error_types() as error:
-        logging.debug("Details:", exc_info=True)
+        if FLAGS.verbose:
+            traceback.print_exc()
         print(f"Error ({type(error).__name__}): {_short(error)}", file=sys.stderr, flush=True)
         logging.error("%s: %s", type(error).__name__, _short(error))
         return 1

@@ -13,6 +13,12 @@
   files first and then replaces the small ``checkpoint`` index, so a process
   killed mid-save leaves the previous checkpoint the latest one.  Weights are
   checked to be finite before every save; a non-finite model is never saved.
+  A restart resumes from the newest checkpoint that restores completely
+  (``trainers/checkpoints.py``); a failed save leaves no partial files.
+* **Faults** (README "Failure and recovery"): SIGTERM/SIGINT checkpoint the
+  current step and stop (``trainers/preemption.py``); ``max_consecutive_skipped``
+  skipped updates in a row stop a diverged run, and no checkpoint is written
+  while updates are being skipped (``trainers/divergence.py``).
 * **Data order.** Each (re)start draws the input pipeline's seed from the
   checkpointed ``tf.random.Generator``: a fresh start is a function of
   ``--seed``, a restart from a given checkpoint always sees the same batches,
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import math
 import os
@@ -43,8 +50,11 @@ from absl import logging
 
 import tfnvp
 
+from trainers import checkpoints as checkpoints_lib
 from trainers import data
+from trainers import divergence
 from trainers import evaluation
+from trainers import preemption
 from trainers import run_dir
 from trainers import steps as steps_lib
 from trainers import strategy as strategy_lib
@@ -83,6 +93,7 @@ class TrainConfig:
     log_every: int = 100
     num_sample_images: int = 64
     temperature: float = 1.0
+    max_consecutive_skipped: int = 20
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
@@ -145,7 +156,12 @@ def _format_duration(seconds: float) -> str:
 
 
 class _Checkpointer:
-    """Saves and restores the run's state; non-chief workers save to a scratch directory."""
+    """Saves and restores the run's state; non-chief workers save to a scratch directory.
+
+    Restores the newest checkpoint that restores completely and repairs the
+    state file (``trainers/checkpoints.py``); a save that fails removes its
+    partial files and leaves the previous checkpoint the newest.
+    """
 
     def __init__(self, output_dir: str, checkpoint: tf.train.Checkpoint, chief: bool, task: int):
         self.directory = run_dir.checkpoint_dir(output_dir)
@@ -153,14 +169,30 @@ class _Checkpointer:
         self.write_dir = (self.directory if chief
                           else os.path.join(output_dir, f".worker_{task}_scratch", "checkpoints"))
         self.checkpoint = checkpoint
-        self.manager = tf.train.CheckpointManager(checkpoint, self.write_dir,
-                                                  max_to_keep=MAX_CHECKPOINTS)
+        self.manager: tf.train.CheckpointManager | None = None
+        self.latest: str | None = None
+        self.saved_step: int | None = None
 
     def restore_latest(self) -> str | None:
-        latest = tf.train.latest_checkpoint(self.directory)
-        if latest is not None:
-            self.checkpoint.restore(latest).assert_consumed()
+        latest, skipped = checkpoints_lib.restore_newest_intact(self.checkpoint, self.directory)
+        if self.chief:
+            checkpoints_lib.remove_leftovers(self.directory)
+            if latest is not None and (skipped or not checkpoints_lib.state_names(
+                    self.directory, latest)):
+                checkpoints_lib.write_state(self.directory, latest)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.write_dir,
+                                                  max_to_keep=MAX_CHECKPOINTS,
+                                                  checkpoint_name=checkpoints_lib.PREFIX)
+        self.latest = latest
         return latest
+
+    def set_aside(self, step: int, folder: str) -> str | None:
+        """Moves the checkpoint of ``step`` (if any) to ``checkpoints/FOLDER/`` (chief only)."""
+        if not self.chief or self.saved_step != step or self.latest is None:
+            return None
+        moved = checkpoints_lib.set_aside(self.latest, folder)
+        self.latest = checkpoints_lib.newest_with_index(self.directory)
+        return moved
 
     def save(self, step: int, variables, step_var: tf.Variable) -> str | None:
         """Saves the state at ``step`` unless a variable is not finite (then raises)."""
@@ -170,10 +202,23 @@ class _Checkpointer:
                 f"Step {step}: {len(bad)} variables are not finite (e.g. {bad[:3]}); not saving. "
                 f"The last good checkpoint in {self.directory!r} is kept.")
         step_var.assign(step)
-        path = self.manager.save(checkpoint_number=step)
+        try:
+            path = self.manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as error:
+            checkpoints_lib.remove_partial(self.write_dir, step)
+            reason = ("the disk is full" if checkpoints_lib.is_disk_full(error)
+                      else checkpoints_lib.first_line(error))
+            kept = (f"the newest checkpoint is still {self.latest}" if self.latest
+                    else "no checkpoint was written yet")
+            raise checkpoints_lib.CheckpointWriteError(
+                f"Could not write the checkpoint of step {step} to {self.write_dir!r}: "
+                f"{reason}. Its partial files were removed and {kept}; free space (or fix the "
+                "error) and run the same command again to resume.") from error
+        self.saved_step = step
         if not self.chief:
             shutil.rmtree(os.path.dirname(self.write_dir), ignore_errors=True)
             return None
+        self.latest = path
         logging.info("Saved checkpoint %s.", path)
         return path
 
@@ -281,6 +326,8 @@ def train(config: TrainConfig, data_config: data.DataConfig,
     began, trained, skipped = time.perf_counter(), 0, 0
     timed_steps, timed_seconds = 0, 0.0  # Over the session, for the final throughput.
     stats = None
+    guard = divergence.SkippedUpdates(config.max_consecutive_skipped, steps.loss_scaled)
+    checkpoint_due = False
     progress.resume()
     for step in range(start_step + 1, config.train_steps + 1):
         batch = next(iterator)
@@ -298,15 +345,20 @@ def train(config: TrainConfig, data_config: data.DataConfig,
                 logging.warning("Step %d: non-finite loss or gradients (loss %s, grad norm %s): "
                                 "update skipped (%d so far).", step, float(stats["nll"]),
                                 float(stats["grad_norm"]), skipped)
+        if guard.update(step, bool(stats["applied"]), float(stats["nll"])):
+            set_aside = checkpointer.set_aside(guard.suspect_step, "diverged")
+            raise TrainingError(guard.message(step, checkpointer.latest, set_aside))
         progress.add(stats, timed=trained > 1)
         last = step == config.train_steps
+        checkpoint_due = checkpoint_due or step % config.checkpoint_every == 0 or last
+        save = functools.partial(checkpointer.save, step,
+                                 model.weights + list(optimizer.variables), step_var)
         periodic = [
             (outputs is not None and (step % config.summary_every == 0 or last),
              lambda: outputs.train_summaries(
                  step, stats, steps.diagnostics(strategy.experimental_local_results(batch)[0]),
                  optimizer)),
-            (step % config.checkpoint_every == 0 or last,
-             lambda: checkpointer.save(step, model.weights + list(optimizer.variables), step_var)),
+            (checkpoint_due and guard.checkpoint_allowed, save),  # Postponed while skipping.
             (outputs is not None and (step % config.eval_every == 0 or last),
              lambda: result.update(eval=outputs.evaluate(step))),
         ]
@@ -322,6 +374,16 @@ def train(config: TrainConfig, data_config: data.DataConfig,
                 if due:
                     action()
             progress.resume()
+        checkpoint_due = checkpoint_due and checkpointer.saved_step != step
+        stop = None if last else preemption.stop_requested(strategy)
+        if stop is not None:
+            if checkpointer.saved_step != step and guard.checkpoint_allowed:
+                save()
+            raise preemption.Preempted(stop.signame, step, checkpointer.latest,
+                                       saved=checkpointer.saved_step == step)
+    if checkpoint_due:
+        logging.warning("No final checkpoint: the last %d updates were skipped; the newest "
+                        "checkpoint stays %s.", guard.consecutive, checkpointer.latest)
     elapsed = time.perf_counter() - began
     strategy_lib.barrier(strategy)
     step_rate = data_config.batch_size * timed_steps / timed_seconds if timed_seconds else float("nan")

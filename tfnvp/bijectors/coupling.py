@@ -133,9 +133,27 @@ class AffineCoupling(ModalBijector):
         explicit = tf.constant(self._mask_spec, dtype=x.dtype)
         return explicit if self._parity == 0 else 1.0 - explicit
 
+    def _conditioner_outputs(self, unchanged: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The conditioner on inputs of any batch shape.
+
+        Convolutions and dense layers take exactly one batch axis (a single
+        unbatched event, e.g. ``distribution.sample()``, or several batch axes
+        would reach them with the wrong rank), so other batch shapes are
+        flattened to one axis and restored afterwards.
+        """
+        event_ndims = self.forward_min_event_ndims
+        rank = unchanged.shape.rank
+        if rank == event_ndims + 1:
+            return self._conditioner(unchanged, training=self.training)
+        shape = tf.shape(unchanged)
+        batch_shape, event_shape = shape[:rank - event_ndims], shape[rank - event_ndims:]
+        flat = tf.reshape(unchanged, tf.concat([[-1], event_shape], 0))
+        outputs = self._conditioner(flat, training=self.training)
+        return tuple(tf.reshape(t, tf.concat([batch_shape, tf.shape(t)[1:]], 0)) for t in outputs)
+
     def _shift_and_log_scale(self, unchanged: tf.Tensor, mask: tf.Tensor
                              ) -> tuple[tf.Tensor, tf.Tensor]:
-        shift, log_scale = self._conditioner(unchanged, training=self.training)
+        shift, log_scale = self._conditioner_outputs(unchanged)
         free = 1.0 - mask
         return (tf.cast(shift, unchanged.dtype) * free,
                 tf.cast(log_scale, unchanged.dtype) * free)
