@@ -94,15 +94,15 @@ def update(mean: keras.Variable, variance: keras.Variable, counter: keras.Variab
     if momentum == 1.0 and not is_cumulative():
         return old_mean, old_variance
     count = tf.convert_to_tensor(counter) + 1.0
+    n = tf.cast(count, dtype)
     delta = batch_mean - old_mean
     if is_cumulative():
-        weight = tf.cast(1.0 / count, dtype)
+        weight = 1.0 / n
         new_mean = old_mean + weight * delta
         new_variance = (old_variance + weight * (batch_variance - old_variance)
                         + (1.0 - weight) * weight * tf.square(delta))
     else:
-        rho = tf.constant(momentum, tf.float32)
-        weight = tf.cast((1.0 - rho) / (1.0 - tf.pow(rho, count)), dtype)
+        weight = (1.0 - momentum) / (1.0 - tf.pow(tf.constant(momentum, dtype), n))
         new_mean = old_mean + weight * delta
         new_variance = old_variance + weight * (batch_variance - old_variance)
     mean.assign(tf.cast(tf.stop_gradient(new_mean), mean.dtype))

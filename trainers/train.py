@@ -16,9 +16,14 @@ must be given for the others.
 
 Modes:
   train   train (or resume) into --output_dir; evaluates every --eval_every steps.
-  eval    exact bits/dim of the latest checkpoint over the whole held-out split
-          (fixed dequantization noise); written to RUN/eval.json.
-  export  SavedModel of the latest checkpoint in RUN/saved_model.
+  eval    exact bits/dim of the latest checkpoint (or --checkpoint) over the whole
+          held-out split (fixed dequantization noise); written to RUN/eval.json.
+  export  SavedModel of the latest checkpoint (or --checkpoint) in RUN/saved_model.
+
+Batch-norm statistics: training keeps debiased running averages; before every
+evaluation, sample grid and the final checkpoint they are recalibrated over
+--recalibration_batches training batches and checkpointed.  eval and export use
+the checkpoint's statistics, recalibrating a checkpoint that was not.
 """
 
 from __future__ import annotations
@@ -77,6 +82,19 @@ flags.DEFINE_integer("num_sample_images", 64, "Samples in each grid (0: none).")
 flags.DEFINE_float("temperature", 1.0, "Sampling temperature: z ~ N(0, T^2 I).")
 flags.DEFINE_boolean("flip", None, "Random horizontal flips in training (unset: the paper's "
                      "choice for the dataset).")
+# Batch-norm statistics and checkpoints (issue 9).
+flags.DEFINE_integer("recalibration_batches", 20, "Recompute the batch-norm statistics over this "
+                     "many fixed training batches before every evaluation, sample grid and the "
+                     "final checkpoint (and in eval/export of a checkpoint that was not); 0: use "
+                     "the debiased running averages. 20 batches of 64 take ~7 training steps' "
+                     "time and estimate every statistic from 1,280 images.")
+flags.DEFINE_boolean("running_average_batch_norm", False, "Appendix E: the batch-norm bijectors "
+                     "normalize training batches with their running averages.")
+flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in RUN/checkpoints.")
+flags.DEFINE_string("checkpoint", None, "--mode=eval/export: this checkpoint (e.g. "
+                    "RUN/checkpoints/ckpt-1000) instead of the latest.")
+flags.register_validator("recalibration_batches", lambda v: v >= 0, message="must be >= 0.")
+flags.register_validator("keep_checkpoints", lambda v: v >= 1, message="must be >= 1.")
 
 for _name in ("batch_size", "eval_batch_size", "eval_every", "checkpoint_every", "summary_every",
               "log_every"):
@@ -166,7 +184,10 @@ def train_config():
         mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile, seed=FLAGS.seed,
         eval_every=FLAGS.eval_every, checkpoint_every=FLAGS.checkpoint_every,
         summary_every=FLAGS.summary_every, log_every=FLAGS.log_every,
-        num_sample_images=FLAGS.num_sample_images, temperature=FLAGS.temperature)
+        num_sample_images=FLAGS.num_sample_images, temperature=FLAGS.temperature,
+        recalibration_batches=FLAGS.recalibration_batches,
+        running_average_batch_norm=FLAGS.running_average_batch_norm,
+        keep_checkpoints=FLAGS.keep_checkpoints)
 
 
 def _run_data_config():
@@ -195,7 +216,8 @@ def execute() -> dict:
     if FLAGS.mode == "eval":
         from trainers import evaluation
 
-        return evaluation.evaluate_run(FLAGS.output_dir, _run_data_config())
+        return evaluation.evaluate_run(FLAGS.output_dir, _run_data_config(), FLAGS.checkpoint,
+                                       FLAGS.recalibration_batches)
     # export
     from trainers import run_dir
 
@@ -203,10 +225,16 @@ def execute() -> dict:
         from trainers import export
     except ImportError as error:
         raise UserError(f"--mode=export is unavailable: {error}") from error
-    model = run_dir.restore_model(FLAGS.output_dir, conditioner_dtype=None)
+    from trainers import evaluation
+
+    checkpoint = evaluation.find_checkpoint(FLAGS.output_dir, FLAGS.checkpoint)
+    model = run_dir.restore_model(FLAGS.output_dir, checkpoint, conditioner_dtype=None)
+    batches = evaluation.prepare_statistics(model, checkpoint, FLAGS.output_dir,
+                                            _run_data_config(), FLAGS.recalibration_batches)
     path = export.export_saved_model(model, os.path.join(FLAGS.output_dir, "saved_model"))
-    logging.info("Exported SavedModel to %s", path)
-    return dict(saved_model=path)
+    statistics = evaluation.describe_statistics(batches)
+    logging.info("Exported %s (batch-norm statistics: %s) to %s", checkpoint, statistics, path)
+    return dict(saved_model=path, checkpoint=checkpoint, batch_norm_statistics=statistics)
 
 
 def _user_error_types() -> tuple[type, ...]:
