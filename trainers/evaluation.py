@@ -37,7 +37,7 @@ from trainers import run_dir
 
 __all__ = ["EvalResult", "Evaluator", "Sampler", "sample_grid_path", "evaluate_run",
            "RECALIBRATION_KEY", "describe_statistics", "checkpoint_recalibration",
-           "recalibration_dataset", "recalibrate", "prepare_statistics"]
+           "recalibration_dataset", "recalibrate", "prepare_statistics", "find_checkpoint"]
 
 # The checkpoint variable saying how many batches the model's batch-norm
 # statistics were recalibrated over (0: the running averages of training).
