@@ -186,8 +186,9 @@ def find_checkpoint(output_dir: str, checkpoint: str | None = None) -> str:
     """``checkpoint`` (checked to exist) or the run's latest checkpoint."""
     if checkpoint is not None:
         if not tf.io.gfile.exists(checkpoint + ".index"):
-            raise FileNotFoundError(f"--checkpoint={checkpoint!r}: no such checkpoint (expected "
-                                    f"{checkpoint}.index, e.g. {output_dir}/checkpoints/ckpt-1000).")
+            raise FileNotFoundError(
+                f"--checkpoint={checkpoint!r}: no such checkpoint (expected {checkpoint}.index, "
+                f"e.g. {output_dir}/checkpoints/ckpt-1000).")
         return checkpoint
     latest = tf.train.latest_checkpoint(run_dir.checkpoint_dir(output_dir))
     if latest is None:

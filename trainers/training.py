@@ -9,9 +9,9 @@
   and the dataset's name and image shape; a different one is refused before
   any file is touched.
 * **Checkpoints** every ``checkpoint_every`` steps and at the end, through a
-  ``tf.train.CheckpointManager`` (the last ``keep_checkpoints`` kept).  TensorFlow writes a checkpoint's
-  files first and then replaces the small ``checkpoint`` index, so a process
-  killed mid-save leaves the previous checkpoint the latest one.  Weights are
+  ``tf.train.CheckpointManager`` (the last ``keep_checkpoints`` kept).
+  TensorFlow writes a checkpoint's files first and then replaces the small
+  ``checkpoint`` index, so a process killed mid-save leaves the previous checkpoint the latest one.  Weights are
   checked to be finite before every save; a non-finite model is never saved.
 * **Data order.** Each (re)start draws the input pipeline's seed from the
   checkpointed ``tf.random.Generator``: a fresh start is a function of

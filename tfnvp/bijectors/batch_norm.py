@@ -12,10 +12,11 @@ over every position of the event.  ``mu`` and ``v`` are
 * in **training** mode, the statistics of the current batch (all-reduced
   across replicas under ``tf.distribute``), and the running averages are
   updated with ``momentum``, zero-debiased (``tfnvp.running_average``: right
-  from the first update, not after ~``1 / (1 - momentum)`` of them); with ``running_average_in_training=True`` the
-  batch is normalized with the updated running averages instead -- the
-  appendix-E variant, which makes the model less sensitive to small batches
-  (gradients still flow through the current batch's share ``1 - momentum``);
+  from the first update, not after ~``1 / (1 - momentum)`` of them); with
+  ``running_average_in_training=True`` the batch is normalized with the
+  updated running averages instead -- the appendix-E variant, which makes the
+  model less sensitive to small batches (gradients still flow through the
+  current batch's share, ``1 - momentum`` once the debiasing has decayed);
 * in **evaluation** mode, and always for ``forward`` (sampling), the running
   averages.
 

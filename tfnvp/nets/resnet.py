@@ -38,7 +38,7 @@ FOLD_EVAL_BATCH_NORM = True
 
 
 class BatchNormalization(keras.layers.BatchNormalization):
-    """``keras.layers.BatchNormalization`` with debiased statistics, computed by ``FusedBatchNormV3``.
+    """``keras.layers.BatchNormalization``, debiased, computed by ``FusedBatchNormV3``.
 
     Same variables, names and configuration as the Keras layer, plus the
     update counter ``num_updates``; training mode normalizes with the batch's
