@@ -11,8 +11,9 @@
 * **Checkpoints** every ``checkpoint_every`` steps and at the end, through a
   ``tf.train.CheckpointManager`` (the last ``keep_checkpoints`` kept).
   TensorFlow writes a checkpoint's files first and then replaces the small
-  ``checkpoint`` index, so a process killed mid-save leaves the previous checkpoint the latest one.  Weights are
-  checked to be finite before every save; a non-finite model is never saved.
+  ``checkpoint`` index, so a process killed mid-save leaves the previous
+  checkpoint the latest one.  Weights are checked to be finite before every
+  save; a non-finite model is never saved.
 * **Data order.** Each (re)start draws the input pipeline's seed from the
   checkpointed ``tf.random.Generator``: a fresh start is a function of
   ``--seed``, a restart from a given checkpoint always sees the same batches,
