@@ -30,7 +30,6 @@ def test_vector_events():
 
 def test_training_uses_batch_statistics_and_updates_running_averages():
     stats = _stats()
-    old_mean, old_var = stats.moving_mean.numpy(), stats.moving_variance.numpy()
     bn = BatchNorm(stats, momentum=0.9, epsilon=1e-4, training=True)
     x = 5.0 + 2.0 * tf.random.normal((16, 4, 4, 3), dtype=tf.float64)
     y = bn.inverse(x).numpy()
@@ -40,21 +39,33 @@ def test_training_uses_batch_statistics_and_updates_running_averages():
     expected_ildj = -0.5 * 16 * np.log(var + 1e-4).sum()
     np.testing.assert_allclose(bn.inverse_log_det_jacobian(x, event_ndims=3).numpy(),
                                np.full(16, expected_ildj), rtol=1e-12)
-    # Updated exactly once although inverse and its log-det were both asked for.
-    np.testing.assert_allclose(stats.moving_mean.numpy(), 0.9 * old_mean + 0.1 * mean, atol=1e-12)
-    np.testing.assert_allclose(stats.moving_variance.numpy(), 0.9 * old_var + 0.1 * var, atol=1e-12)
+    # Updated exactly once although inverse and its log-det were both asked for;
+    # debiased, the first update gives the batch's statistics exactly.
+    assert float(stats.num_updates) == 1.0
+    np.testing.assert_allclose(stats.moving_mean.numpy(), mean, atol=1e-12)
+    np.testing.assert_allclose(stats.moving_variance.numpy(), var, atol=1e-12)
+    # The second: Adam's bias-corrected average (r_n = 0.9 r_{n-1} + 0.1 b_n) / (1 - 0.9^n).
+    x2 = -3.0 + 0.5 * tf.random.normal((16, 4, 4, 3), dtype=tf.float64)
+    bn.inverse(x2)
+    xs2 = x2.numpy().reshape(-1, 3)
+    for value, first, second in ((stats.moving_mean, mean, xs2.mean(0)),
+                                 (stats.moving_variance, var, xs2.var(0))):
+        raw = 0.9 * (0.1 * first) + 0.1 * second
+        np.testing.assert_allclose(value.numpy(), raw / (1 - 0.9**2), rtol=1e-12)
 
 
 def test_appendix_e_running_average_in_training():
     stats = _stats()
+    stats.num_updates.assign(4.0)  # As after 4 debiased updates: the 5th has weight f.
     old_mean, old_var = stats.moving_mean.numpy(), stats.moving_variance.numpy()
+    f = 0.2 / (1 - 0.8**5)
     bn = BatchNorm(stats, momentum=0.8, epsilon=1e-4, running_average_in_training=True,
                    training=True)
     x = 1.0 + tf.random.normal((8, 2, 2, 3), dtype=tf.float64)
     y = bn.inverse(x).numpy()
     xs = x.numpy().reshape(-1, 3)
-    mean = 0.8 * old_mean + 0.2 * xs.mean(0)
-    var = 0.8 * old_var + 0.2 * xs.var(0)
+    mean = old_mean + f * (xs.mean(0) - old_mean)
+    var = old_var + f * (xs.var(0) - old_var)
     np.testing.assert_allclose(y.reshape(-1, 3), (xs - mean) / np.sqrt(var + 1e-4), atol=1e-10)
 
 
@@ -101,7 +112,11 @@ def test_statistics_are_all_reduced_across_replicas():
     xs = x.numpy().reshape(-1, 2)
     np.testing.assert_allclose(y.reshape(-1, 2), (xs - xs.mean(0)) / np.sqrt(xs.var(0) + 1e-4),
                                atol=1e-10)
-    np.testing.assert_allclose(stats.moving_mean.numpy(), 0.5 * xs.mean(0), atol=1e-10)
+    # One (debiased) update with the global batch's mean, on both replicas.
+    for value in strategy.experimental_local_results(stats.moving_mean):
+        np.testing.assert_allclose(value.numpy(), xs.mean(0), atol=1e-10)
+    assert all(float(v.numpy()) == 1.0
+               for v in strategy.experimental_local_results(stats.num_updates))
 
 
 def test_bad_arguments():

@@ -11,6 +11,7 @@ event shape and how inputs are checked; this base class provides
   ``ModalBijector`` of every flow built so far;
 * ``log_prob``, ``encode``, ``decode``, ``sample`` and Keras' ``call``, each
   checking its input and running in the right mode;
+* ``recalibrate``: every batch-norm statistic recomputed over training batches;
 * ``coupling_steps``: one affine coupling (eqs. 6-9) and, optionally, the
   batch-norm bijector that follows it (section 3.7).
 """
@@ -19,16 +20,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfnvp import running_average
 from tfnvp.bijectors.base import ModalBijector
 from tfnvp.bijectors.batch_norm import BatchNorm, BatchNormStatistics
 from tfnvp.bijectors.coupling import AffineCoupling
+from tfnvp.nets.resnet import BatchNormalization
 from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
 
 tfb = tfp.bijectors
@@ -46,6 +49,13 @@ class Flow:
     modal: tuple[ModalBijector, ...]
 
 
+class _Compiled:
+    """Holds a model's compiled helper functions out of Keras' and SavedModel's tracking."""
+
+    def __init__(self):
+        self.recalibration_step = None
+
+
 class FlowModel(keras.Model):
     """Base class of tfnvp's flow models; see the module docstring.
 
@@ -53,8 +63,12 @@ class FlowModel(keras.Model):
     ``_check_inputs(x)`` and ``_check_latents(z)`` (which return fresh
     tensors of ``flow_dtype``: TFP's cache is keyed by tensor object and would
     otherwise return results from before a weight update), and set
-    ``event_shape``.
+    ``event_shape``.  A subclass whose data lie in a bounded interval sets
+    ``data_support = (low, high)``: ``decode`` and ``sample`` return values in
+    ``[low, high)``.
     """
+
+    data_support: tuple[float, float] | None = None
 
     def __init__(self, dtype: tf.DType | str, validate_args: bool, name: str):
         flow_dtype = tf.as_dtype(dtype)
@@ -66,6 +80,7 @@ class FlowModel(keras.Model):
         self.event_shape: tuple[int, ...] = ()
         self._training_mode = False
         self._flows: dict[tuple[int, ...], Flow] = {}
+        self._compiled = _Compiled()
 
     # ---------------------------------------------------------------- subclass
     def _build_flow(self, event_shape: tuple[int, ...]) -> Flow:
@@ -182,10 +197,30 @@ class FlowModel(keras.Model):
             return self._flow(self._event_of(x)).bijector.inverse(x)
 
     def decode(self, z: tf.Tensor) -> tf.Tensor:
-        """Data ``x = f^-1(z)`` from latents (evaluation mode)."""
+        """Data ``x = f^-1(z)`` from latents (evaluation mode), within ``data_support``.
+
+        For a model with a bounded ``data_support = (low, high)`` the result
+        is clipped to ``[low, high')``, ``high'`` the largest float below
+        ``high``: the flow maps all of latent space onto the real line, and the
+        logit preprocessing's inverse sends latents beyond what the data
+        occupies slightly outside ``[0, 256)`` (e.g. -12.8 for an early
+        model at temperature 1), where ``log_prob`` is not defined.  Clipping
+        leaves every value inside the support unchanged, so
+        ``decode(encode(x)) == x`` still holds and ``log_prob(sample(n))`` is
+        finite.
+        """
         z = self._check_latents(z)
         with self.mode(False):
-            return self._flow(self._event_of(z)).bijector.forward(z)
+            x = self._flow(self._event_of(z)).bijector.forward(z)
+        return self._clip_to_support(x)
+
+    def _clip_to_support(self, x: tf.Tensor) -> tf.Tensor:
+        if self.data_support is None:
+            return x
+        low, high = self.data_support
+        top = np.nextafter(np.array(high, x.dtype.as_numpy_dtype),
+                           np.array(low, x.dtype.as_numpy_dtype))
+        return tf.clip_by_value(x, tf.constant(low, x.dtype), tf.constant(top, x.dtype))
 
     def sample(self, num_samples: int, temperature: float = 1.0,
                seed: tf.Tensor | Sequence[int] | None = None,
@@ -193,6 +228,7 @@ class FlowModel(keras.Model):
         """``num_samples`` draws decoded from ``z ~ N(0, temperature^2 I)``.
 
         ``seed`` is a stateless seed (a pair of ints or a shape-[2] tensor).
+        Values lie in ``data_support`` (see ``decode``).
         """
         if temperature < 0:
             raise ValueError(f"temperature must be non-negative, got {temperature}.")
@@ -202,6 +238,62 @@ class FlowModel(keras.Model):
         else:
             z = tf.random.stateless_normal(shape, seed=seed, dtype=self.flow_dtype)
         return self.decode(temperature * z)
+
+    # ------------------------------------------------------------ statistics
+    def batch_norm_layers(self) -> list[keras.layers.Layer]:
+        """Every layer holding batch-norm statistics: the ``BatchNorm`` bijectors'
+        ``BatchNormStatistics`` and the conditioners' ``BatchNormalization``."""
+        return [layer for layer in self._flatten_layers(include_self=False, recursive=True)
+                if isinstance(layer, (BatchNormStatistics, BatchNormalization))]
+
+    def recalibrate(self, dataset: Iterable, num_batches: int) -> int:
+        """Recomputes every batch-norm statistic over ``num_batches`` training batches.
+
+        Returns the number of batches used (fewer if ``dataset`` runs out).
+        Running averages lag a network that is still changing; evaluation,
+        sampling and export should use statistics of the current network.
+        This pass resets every layer's update counter and runs the batches
+        through the flow once each (a compiled training-mode ``log_prob``;
+        nothing trainable changes) in the cumulative mode of
+        ``tfnvp.running_average``: each batch normalization ``k`` updates
+
+            mu_k <- mu_k + (b_k - mu_k) / n,   v_k likewise with the pooled variance,
+
+        so that after ``N`` batches ``(mu_k, v_k)`` are the exact mean and
+        variance of its inputs over all ``N`` batches, and *normalizes with
+        its updated* ``(mu_k, v_k)`` rather than with the batch's moments.
+        That is the "running" mode evaluation uses: the inputs of layer ``k``
+        are produced by earlier layers (data -> latent order) normalized with
+        their own recalibrated estimates, which converge with ``n`` to their
+        final values, rather than with per-batch statistics that evaluation
+        never sees.  With ``N`` batches of ``B`` examples, each estimate has
+        the sampling error of ``N * B`` examples.
+
+        ``dataset`` yields batches of model inputs (e.g. the trainer's
+        training pipeline: dequantized, augmented images).  Under
+        ``tf.distribute`` call it in cross-replica context (inside
+        ``strategy.scope()``): every replica's copy gets the same statistics.
+        """
+        if int(num_batches) < 1:
+            raise ValueError(f"num_batches must be >= 1, got {num_batches!r}.")
+        if self._compiled.recalibration_step is None:
+            self._compiled.recalibration_step = tf.function(
+                lambda x: self.log_prob(x, training=True), reduce_retracing=True)
+        used = 0
+        with running_average.cumulative():
+            for batch in dataset:
+                if used == 0:
+                    if not all(layer.built for layer in self.batch_norm_layers()):
+                        self.log_prob(batch, training=False)  # Builds the conditioners.
+                    for layer in self.batch_norm_layers():
+                        layer.num_updates.assign(0.0)
+                self._compiled.recalibration_step(batch)
+                used += 1
+                if used == int(num_batches):
+                    break
+        if used == 0:
+            raise ValueError("recalibrate: the dataset yielded no batch.")
+        return used
 
     def num_dims(self) -> int:
         """Dimensions ``D`` of one event at the model's own size."""

@@ -132,8 +132,10 @@ class RealNVP(FlowModel):
         dist = model.distribution
         log_p = dist.log_prob(x)                # nats, x float in [0, 256)
         bpd = model.bits_per_dim(x_uint8)       # uniform dequantization
-        x = model.sample(16, temperature=0.7)
+        x = model.sample(16, temperature=0.7)   # in [0, 256): see FlowModel.decode
     """
+
+    data_support = (0.0, 256.0)
 
     def __init__(self, image_shape: Sequence[int], num_scales: int = 2,
                  num_res_blocks: int = 8, hidden_channels: int = 64, alpha: float = 0.05,

@@ -6,8 +6,16 @@ the example's index only), averaged over every example of the held-out split,
 with the standard error of that mean.
 
 Evaluation runs in cross-replica context on the local device: evaluation mode
-uses the running batch-norm statistics, so it needs no communication, and only
+uses the model's batch-norm statistics, so it needs no communication, and only
 the chief process evaluates during multi-worker training.
+
+Which statistics: the debiased running averages of training
+(``tfnvp.running_average``), or, after ``recalibrate``, exact averages over
+``N`` fixed training batches (``FlowModel.recalibrate``).  The trainer
+recalibrates before every evaluation and sample grid and checkpoints the
+result; the checkpoint records it (``recalibration_batches``, 0 = running
+averages), and ``--mode=eval`` / ``--mode=export`` of a checkpoint that was not
+recalibrated recalibrate it first (unless ``--recalibration_batches=0``).
 """
 
 from __future__ import annotations
@@ -27,7 +35,13 @@ from tfnvp import grid
 from trainers import data
 from trainers import run_dir
 
-__all__ = ["EvalResult", "Evaluator", "Sampler", "sample_grid_path", "evaluate_run"]
+__all__ = ["EvalResult", "Evaluator", "Sampler", "sample_grid_path", "evaluate_run",
+           "RECALIBRATION_KEY", "describe_statistics", "checkpoint_recalibration",
+           "recalibration_dataset", "recalibrate", "prepare_statistics", "find_checkpoint"]
+
+# The checkpoint variable saying how many batches the model's batch-norm
+# statistics were recalibrated over (0: the running averages of training).
+RECALIBRATION_KEY = "recalibration_batches"
 
 EVAL_FILE = "eval.json"
 SAMPLES_DIR = "samples"
@@ -101,6 +115,63 @@ class Sampler:
         return grid.save_png(picture, path, scale=scale), picture
 
 
+def describe_statistics(recalibration_batches: int) -> str:
+    """What an evaluation's batch-norm statistics are, for logs and reports."""
+    if recalibration_batches > 0:
+        return f"recalibrated over {recalibration_batches} training batches"
+    return "running averages (debiased)"
+
+
+def checkpoint_recalibration(checkpoint_path: str) -> int:
+    """Batches the checkpoint's statistics were recalibrated over (0: none)."""
+    reader = tf.train.load_checkpoint(checkpoint_path)
+    key = f"{RECALIBRATION_KEY}/.ATTRIBUTES/VARIABLE_VALUE"
+    return int(reader.get_tensor(key)) if reader.has_tensor(key) else 0
+
+
+def recalibration_dataset(data_config: data.DataConfig, num_batches: int,
+                          seed: int) -> tf.data.Dataset:
+    """``num_batches`` fixed training batches (the same at every recalibration).
+
+    The training pipeline (augmentation and dequantization included) with
+    its own ``seed``, so it does not touch the training order; not cached as
+    a whole, only the batches taken are kept (``cache``) and replayed.
+    """
+    config = dataclasses.replace(data_config, seed=seed, cache=False)
+    return data.make_train_dataset(config).take(num_batches).cache()
+
+
+def recalibrate(model: tfnvp.RealNVP, dataset: tf.data.Dataset, num_batches: int,
+                strategy: tf.distribute.Strategy | None = None) -> int:
+    """``model.recalibrate`` in cross-replica context; returns the batches used."""
+    start = time.perf_counter()
+    with (strategy or tf.distribute.get_strategy()).scope():
+        used = model.recalibrate(dataset, num_batches)
+    logging.info("Batch-norm statistics recalibrated over %d training batches (%.1f s).",
+                 used, time.perf_counter() - start)
+    return used
+
+
+def prepare_statistics(model: tfnvp.RealNVP, checkpoint_path: str, output_dir: str,
+                       data_config: data.DataConfig, num_batches: int) -> int:
+    """For eval/export: recalibrates a checkpoint that was not (if ``num_batches``).
+
+    The batches are the training pipeline's, with the run's batch size, flips
+    and seed.  Returns the batches the statistics are averaged over (0: the
+    checkpoint's running averages).
+    """
+    stored = checkpoint_recalibration(checkpoint_path)
+    if stored or not num_batches:
+        return stored
+    run = run_dir.read_config(output_dir)
+    config = dataclasses.replace(data_config, batch_size=run["input"]["batch_size"],
+                                 flip=run["input"]["flip"])
+    seed = run.get("training", {}).get("seed", 0)
+    logging.info("%s holds running averages: recalibrating over %d training batches.",
+                 checkpoint_path, num_batches)
+    return recalibrate(model, recalibration_dataset(config, num_batches, seed), num_batches)
+
+
 def sample_grid_path(output_dir: str, step: int) -> str:
     return os.path.join(output_dir, SAMPLES_DIR, f"step_{step:08d}.png")
 
@@ -111,33 +182,52 @@ def checkpoint_step(checkpoint_path: str) -> int:
     return int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
-def evaluate_run(output_dir: str, data_config: data.DataConfig) -> dict:
-    """``--mode=eval``: exact bits/dim of the latest checkpoint over the whole held-out split.
-
-    Runs the float32 model (mixed-precision conditioners are evaluated in full
-    precision) and writes ``RUN/eval.json`` atomically.
-    """
-    checkpoint = tf.train.latest_checkpoint(run_dir.checkpoint_dir(output_dir))
-    if checkpoint is None:
+def find_checkpoint(output_dir: str, checkpoint: str | None = None) -> str:
+    """``checkpoint`` (checked to exist) or the run's latest checkpoint."""
+    if checkpoint is not None:
+        if not tf.io.gfile.exists(checkpoint + ".index"):
+            raise FileNotFoundError(
+                f"--checkpoint={checkpoint!r}: no such checkpoint (expected {checkpoint}.index, "
+                f"e.g. {output_dir}/checkpoints/ckpt-1000).")
+        return checkpoint
+    latest = tf.train.latest_checkpoint(run_dir.checkpoint_dir(output_dir))
+    if latest is None:
         raise FileNotFoundError(f"No checkpoint in {run_dir.checkpoint_dir(output_dir)!r}: "
                                 "train first (--mode=train).")
+    return latest
+
+
+def evaluate_run(output_dir: str, data_config: data.DataConfig, checkpoint: str | None = None,
+                 recalibration_batches: int = 0) -> dict:
+    """``--mode=eval``: exact bits/dim of a checkpoint over the whole held-out split.
+
+    ``checkpoint`` defaults to the latest one.  Runs the float32 model
+    (mixed-precision conditioners are evaluated in full precision) with the
+    checkpoint's statistics, recalibrated first if they were not
+    (``prepare_statistics``), and writes ``RUN/eval.json`` atomically.
+    """
+    checkpoint = find_checkpoint(output_dir, checkpoint)
     model = run_dir.restore_model(output_dir, checkpoint, conditioner_dtype=None)
     step = checkpoint_step(checkpoint)
     if tuple(data.image_shape(data_config)) != tuple(model.image_shape):
         raise run_dir.ConfigMismatchError(
             f"Dataset {data_config.dataset!r} has images of shape {data.image_shape(data_config)}, "
             f"the model in {output_dir!r} was trained on {model.image_shape}.")
+    batches = prepare_statistics(model, checkpoint, output_dir, data_config,
+                                 recalibration_batches)
+    statistics = describe_statistics(batches)
     data_config = dataclasses.replace(data_config, max_eval_examples=None)
     expected = data.num_eval_examples(data_config)
-    logging.info("Evaluating %s (step %d) on %d held-out %s examples.", checkpoint, step,
-                 expected, data_config.dataset)
+    logging.info("Evaluating %s (step %d; batch-norm statistics: %s) on %d held-out %s "
+                 "examples.", checkpoint, step, statistics, expected, data_config.dataset)
     result = Evaluator(model).evaluate(data.make_eval_dataset(data_config))
     if result.num_examples != expected:
         raise RuntimeError(f"Evaluated {result.num_examples} examples, expected {expected}.")
     report = dict(bits_per_dim=result.bits_per_dim, std_error=result.std_error,
                   num_examples=result.num_examples, step=step, checkpoint=checkpoint,
                   dataset=data_config.dataset, eval_seed=data_config.eval_seed,
-                  seconds=round(result.seconds, 3))
+                  seconds=round(result.seconds, 3), batch_norm_statistics=statistics,
+                  recalibration_batches=batches)
     path = os.path.join(output_dir, EVAL_FILE)
     run_dir.write_json_atomic(path, report)
     logging.info("Step %d: %s; wrote %s", step, result.summary(), path)

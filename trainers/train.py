@@ -18,9 +18,14 @@ flagfiles set long runs).  The model flags default to the paper's configuration
 
 Modes:
   train   train (or resume) into --output_dir; evaluates every --eval_every steps.
-  eval    exact bits/dim of the latest checkpoint over the whole held-out split
-          (fixed dequantization noise); written to RUN/eval.json.
-  export  SavedModel of the latest checkpoint in RUN/saved_model.
+  eval    exact bits/dim of the latest checkpoint (or --checkpoint) over the whole
+          held-out split (fixed dequantization noise); written to RUN/eval.json.
+  export  SavedModel of the latest checkpoint (or --checkpoint) in RUN/saved_model.
+
+Batch-norm statistics: training keeps debiased running averages; before every
+evaluation, sample grid and the final checkpoint they are recalibrated over
+--recalibration_batches training batches and checkpointed.  eval and export use
+the checkpoint's statistics, recalibrating a checkpoint that was not.
 """
 
 from __future__ import annotations
@@ -83,6 +88,19 @@ flags.DEFINE_integer("num_sample_images", 64, "Samples in each grid (0: none).")
 flags.DEFINE_float("temperature", 1.0, "Sampling temperature: z ~ N(0, T^2 I).")
 flags.DEFINE_boolean("flip", None, "Random horizontal flips in training (unset: the paper's "
                      "choice for the dataset).")
+# Batch-norm statistics and checkpoints (issue 9).
+flags.DEFINE_integer("recalibration_batches", 20, "Recompute the batch-norm statistics over this "
+                     "many fixed training batches before every evaluation, sample grid and the "
+                     "final checkpoint (and in eval/export of a checkpoint that was not); 0: use "
+                     "the debiased running averages. 20 batches of 64 take ~7 training steps' "
+                     "time and estimate every statistic from 1,280 images.")
+flags.DEFINE_boolean("running_average_batch_norm", False, "Appendix E: the batch-norm bijectors "
+                     "normalize training batches with their running averages.")
+flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in RUN/checkpoints.")
+flags.DEFINE_string("checkpoint", None, "--mode=eval/export: this checkpoint (e.g. "
+                    "RUN/checkpoints/ckpt-1000) instead of the latest.")
+flags.register_validator("recalibration_batches", lambda v: v >= 0, message="must be >= 0.")
+flags.register_validator("keep_checkpoints", lambda v: v >= 1, message="must be >= 1.")
 
 # Failure and recovery (see README "Failure and recovery").
 flags.DEFINE_integer("max_consecutive_skipped", 20, "Stop with an error (exit status 1) after this "
@@ -179,7 +197,10 @@ def train_config():
         eval_every=FLAGS.eval_every, checkpoint_every=FLAGS.checkpoint_every,
         summary_every=FLAGS.summary_every, log_every=FLAGS.log_every,
         num_sample_images=FLAGS.num_sample_images, temperature=FLAGS.temperature,
-        max_consecutive_skipped=FLAGS.max_consecutive_skipped)
+        max_consecutive_skipped=FLAGS.max_consecutive_skipped,
+        recalibration_batches=FLAGS.recalibration_batches,
+        running_average_batch_norm=FLAGS.running_average_batch_norm,
+        keep_checkpoints=FLAGS.keep_checkpoints)
 
 
 def _run_data_config():
@@ -221,7 +242,8 @@ def execute(flagfile: str | None = None) -> dict:
     if FLAGS.mode == "eval":
         from trainers import evaluation
 
-        return evaluation.evaluate_run(FLAGS.output_dir, _run_data_config())
+        return evaluation.evaluate_run(FLAGS.output_dir, _run_data_config(), FLAGS.checkpoint,
+                                       FLAGS.recalibration_batches)
     # export
     from trainers import run_dir
 
@@ -231,9 +253,12 @@ def execute(flagfile: str | None = None) -> dict:
         raise UserError(f"--mode=export is unavailable: {error}") from error
     import tensorflow as tf
 
-    from trainers import checkpoints
+    from trainers import checkpoints, evaluation
 
-    model = run_dir.restore_model(FLAGS.output_dir, conditioner_dtype=None)
+    checkpoint = evaluation.find_checkpoint(FLAGS.output_dir, FLAGS.checkpoint)
+    model = run_dir.restore_model(FLAGS.output_dir, checkpoint, conditioner_dtype=None)
+    batches = evaluation.prepare_statistics(model, checkpoint, FLAGS.output_dir,
+                                            _run_data_config(), FLAGS.recalibration_batches)
     target = os.path.join(FLAGS.output_dir, "saved_model")
     try:
         path = export.export_saved_model(model, target)
@@ -243,8 +268,9 @@ def execute(flagfile: str | None = None) -> dict:
         raise UserError(f"Could not export to {target!r}: the disk is full. The previous export "
                         "(if any) is untouched and the partial one was removed; free space and "
                         "run the same command again.") from error
-    logging.info("Exported SavedModel to %s", path)
-    return dict(saved_model=path)
+    statistics = evaluation.describe_statistics(batches)
+    logging.info("Exported %s (batch-norm statistics: %s) to %s", checkpoint, statistics, path)
+    return dict(saved_model=path, checkpoint=checkpoint, batch_norm_statistics=statistics)
 
 
 def _user_error_types() -> tuple[type, ...]:

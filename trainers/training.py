@@ -9,12 +9,13 @@
   and the dataset's name and image shape; a different one is refused before
   any file is touched.
 * **Checkpoints** every ``checkpoint_every`` steps and at the end, through a
-  ``tf.train.CheckpointManager`` (three kept).  TensorFlow writes a checkpoint's
-  files first and then replaces the small ``checkpoint`` index, so a process
-  killed mid-save leaves the previous checkpoint the latest one.  Weights are
-  checked to be finite before every save; a non-finite model is never saved.
-  A restart resumes from the newest checkpoint that restores completely
-  (``trainers/checkpoints.py``); a failed save leaves no partial files.
+  ``tf.train.CheckpointManager`` (the last ``keep_checkpoints`` kept).
+  TensorFlow writes a checkpoint's files first and then replaces the small
+  ``checkpoint`` index, so a process killed mid-save leaves the previous
+  checkpoint the latest one.  Weights are checked to be finite before every
+  save; a non-finite model is never saved.  A restart resumes from the newest
+  checkpoint that restores completely (``trainers/checkpoints.py``); a failed
+  save leaves no partial files.
 * **Faults** (README "Failure and recovery"): SIGTERM/SIGINT checkpoint the
   current step and stop (``trainers/preemption.py``); ``max_consecutive_skipped``
   skipped updates in a row stop a diverged run, and no checkpoint is written
@@ -23,6 +24,14 @@
   checkpointed ``tf.random.Generator``: a fresh start is a function of
   ``--seed``, a restart from a given checkpoint always sees the same batches,
   and a resumed run does not replay the first run's batches.
+* **Batch-norm statistics.** Before every evaluation (and so before the
+  sample grid and the final checkpoint) the chief recalibrates them over
+  ``recalibration_batches`` fixed training batches (``FlowModel.recalibrate``;
+  0 turns it off: the debiased running averages are used); a checkpoint
+  saved at that step holds them and records it (``recalibration_batches``).
+  Training goes on from the recalibrated values (they are the better
+  estimate; the counter weighs them as that many updates), which in the
+  default mode only evaluation uses; so does a resumed run.
 * **What the user sees** every ``log_every`` steps: step/total, loss in nats,
   training bits/dim, gradient norm, images/s and ETA; TensorBoard summaries in
   ``RUN/tensorboard/{train,eval}``; at every evaluation the held-out bits/dim
@@ -65,7 +74,6 @@ __all__ = ["TrainConfig", "TrainingError", "MIXED_PRECISION", "train", "build_mo
 
 MIXED_PRECISION = {"none": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 TENSORBOARD_DIR = "tensorboard"
-MAX_CHECKPOINTS = 3
 
 
 class TrainingError(RuntimeError):
@@ -94,6 +102,9 @@ class TrainConfig:
     num_sample_images: int = 64
     temperature: float = 1.0
     max_consecutive_skipped: int = 20
+    recalibration_batches: int = 20
+    running_average_batch_norm: bool = False
+    keep_checkpoints: int = 3
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
@@ -107,6 +118,7 @@ def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool 
         image_shape, num_scales=config.num_scales, num_res_blocks=config.num_res_blocks,
         hidden_channels=config.hidden_channels,
         synchronized_batch_norm=synchronized_batch_norm,
+        running_average_batch_norm=config.running_average_batch_norm,
         conditioner_dtype=MIXED_PRECISION[config.mixed_precision])
 
 
@@ -163,12 +175,14 @@ class _Checkpointer:
     partial files and leaves the previous checkpoint the newest.
     """
 
-    def __init__(self, output_dir: str, checkpoint: tf.train.Checkpoint, chief: bool, task: int):
+    def __init__(self, output_dir: str, checkpoint: tf.train.Checkpoint, chief: bool, task: int,
+                 keep: int = 3):
         self.directory = run_dir.checkpoint_dir(output_dir)
         self.chief = chief
         self.write_dir = (self.directory if chief
                           else os.path.join(output_dir, f".worker_{task}_scratch", "checkpoints"))
         self.checkpoint = checkpoint
+        self.keep = keep
         self.manager: tf.train.CheckpointManager | None = None
         self.latest: str | None = None
         self.saved_step: int | None = None
@@ -181,7 +195,7 @@ class _Checkpointer:
                     self.directory, latest)):
                 checkpoints_lib.write_state(self.directory, latest)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.write_dir,
-                                                  max_to_keep=MAX_CHECKPOINTS,
+                                                  max_to_keep=self.keep,
                                                   checkpoint_name=checkpoints_lib.PREFIX)
         self.latest = latest
         return latest
@@ -291,11 +305,14 @@ def train(config: TrainConfig, data_config: data.DataConfig,
         optimizer = steps_lib.make_optimizer(config.learning_rate, config.mixed_precision)
         optimizer.build(model.trainable_variables)
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    recalibrated = tf.Variable(0, dtype=tf.int64, trainable=False, name="recalibrated")
     rng = tf.random.Generator.from_seed(config.seed)
 
     checkpoint = tf.train.Checkpoint(model=run_dir.model_checkpoint_object(model),
-                                     optimizer=optimizer, step=step_var, rng=rng)
-    checkpointer = _Checkpointer(config.output_dir, checkpoint, chief, task)
+                                     optimizer=optimizer, step=step_var, rng=rng,
+                                     **{evaluation.RECALIBRATION_KEY: recalibrated})
+    checkpointer = _Checkpointer(config.output_dir, checkpoint, chief, task,
+                                 keep=config.keep_checkpoints)
     restored = checkpointer.restore_latest()
     start_step = int(step_var.numpy())
     if restored:
@@ -314,7 +331,7 @@ def train(config: TrainConfig, data_config: data.DataConfig,
         model, optimizer, strategy, iterator.element_spec, data_config.batch_size, l2=config.l2,
         clip_grad_norm=config.clip_grad_norm, jit_compile=config.jit_compile)
 
-    outputs = _Outputs(config, data_config, model) if chief else None
+    outputs = _Outputs(config, data_config, model, strategy) if chief else None
     result = dict(step=start_step, eval=None, stats=None)
     if start_step >= config.train_steps:
         logging.info("Step %d >= --train_steps=%d: nothing to train.", start_step, config.train_steps)
@@ -353,14 +370,18 @@ def train(config: TrainConfig, data_config: data.DataConfig,
         checkpoint_due = checkpoint_due or step % config.checkpoint_every == 0 or last
         save = functools.partial(checkpointer.save, step,
                                  model.weights + list(optimizer.variables), step_var)
+        evaluating = outputs is not None and (step % config.eval_every == 0 or last)
+        recalibrated.assign(0)  # Until recalibrated at this step: running averages.
         periodic = [
+            (evaluating and config.recalibration_batches > 0,
+             lambda: recalibrated.assign(outputs.recalibrate())),
             (outputs is not None and (step % config.summary_every == 0 or last),
              lambda: outputs.train_summaries(
                  step, stats, steps.diagnostics(strategy.experimental_local_results(batch)[0]),
                  optimizer)),
             (checkpoint_due and guard.checkpoint_allowed, save),  # Postponed while skipping.
-            (outputs is not None and (step % config.eval_every == 0 or last),
-             lambda: result.update(eval=outputs.evaluate(step))),
+            (evaluating,
+             lambda: result.update(eval=outputs.evaluate(step, int(recalibrated.numpy())))),
         ]
         if step % config.log_every == 0 or last:
             timed_steps, timed_seconds = timed_steps + progress.timed_steps, timed_seconds + progress.seconds
@@ -400,8 +421,10 @@ def train(config: TrainConfig, data_config: data.DataConfig,
 class _Outputs:
     """The chief's summaries, evaluations and sample grids."""
 
-    def __init__(self, config: TrainConfig, data_config: data.DataConfig, model: tfnvp.RealNVP):
+    def __init__(self, config: TrainConfig, data_config: data.DataConfig, model: tfnvp.RealNVP,
+                 strategy: tf.distribute.Strategy):
         self.config = config
+        self.strategy = strategy
         self.data_config = data_config
         self.model = model
         board = os.path.join(config.output_dir, TENSORBOARD_DIR)
@@ -409,6 +432,7 @@ class _Outputs:
                         for name in ("train", "eval")}
         self.evaluator = evaluation.Evaluator(model)
         self._eval_dataset: tf.data.Dataset | None = None  # Built once: its cache is reused.
+        self._recalibration_dataset: tf.data.Dataset | None = None  # Likewise.
         self.sampler = (evaluation.Sampler(model, config.num_sample_images, config.temperature,
                                            config.seed) if config.num_sample_images else None)
 
@@ -422,14 +446,27 @@ class _Outputs:
         values.update({f"eval_mode/{k}": v for k, v in diagnostics.items()})
         self.scalars("train", step, values)
 
-    def evaluate(self, step: int) -> dict:
+    def recalibrate(self) -> int:
+        """Recalibrates the batch-norm statistics; returns the batches used."""
+        if self._recalibration_dataset is None:
+            self._recalibration_dataset = evaluation.recalibration_dataset(
+                self.data_config, self.config.recalibration_batches, self.config.seed)
+        return evaluation.recalibrate(self.model, self._recalibration_dataset,
+                                      self.config.recalibration_batches, self.strategy)
+
+    def evaluate(self, step: int, recalibration_batches: int) -> dict:
+        """Held-out bits/dim and samples with the current statistics, as described by
+        ``recalibration_batches`` (0: the running averages)."""
         if self._eval_dataset is None:
             self._eval_dataset = data.make_eval_dataset(self.data_config)
         result = self.evaluator.evaluate(self._eval_dataset)
-        logging.info("Evaluation at step %d: %s.", step, result.summary())
+        statistics = evaluation.describe_statistics(recalibration_batches)
+        logging.info("Evaluation at step %d (batch-norm statistics: %s): %s.", step, statistics,
+                     result.summary())
         self.scalars("eval", step, dict(bits_per_dim=result.bits_per_dim,
-                                        bits_per_dim_std_error=result.std_error))
-        report = dataclasses.asdict(result)
+                                        bits_per_dim_std_error=result.std_error,
+                                        batch_norm_recalibration_batches=recalibration_batches))
+        report = dict(dataclasses.asdict(result), batch_norm_statistics=statistics)
         if self.sampler is not None:
             path, picture = self.sampler.save_grid(
                 evaluation.sample_grid_path(self.config.output_dir, step))

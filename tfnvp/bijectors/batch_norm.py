@@ -11,15 +11,19 @@ over every position of the event.  ``mu`` and ``v`` are
 
 * in **training** mode, the statistics of the current batch (all-reduced
   across replicas under ``tf.distribute``), and the running averages are
-  updated with ``momentum``; with ``running_average_in_training=True`` the
-  batch is normalized with the updated running averages instead -- the
-  appendix-E variant, which makes the model less sensitive to small batches
-  (gradients still flow through the current batch's share ``1 - momentum``);
+  updated with ``momentum``, zero-debiased (``tfnvp.running_average``: right
+  from the first update, not after ~``1 / (1 - momentum)`` of them); with
+  ``running_average_in_training=True`` the batch is normalized with the
+  updated running averages instead -- the appendix-E variant, which makes the
+  model less sensitive to small batches (gradients still flow through the
+  current batch's share, ``1 - momentum`` once the debiasing has decayed);
 * in **evaluation** mode, and always for ``forward`` (sampling), the running
   averages.
 
 The running averages live in a ``BatchNormStatistics`` Keras layer so that
-the ``keras.Model`` that owns it checkpoints and exports them.
+the ``keras.Model`` that owns it checkpoints and exports them.  Within
+``tfnvp.running_average.cumulative()`` (``FlowModel.recalibrate``) training
+mode accumulates exact averages over the batches and normalizes with them.
 """
 
 from __future__ import annotations
@@ -27,13 +31,18 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfnvp import running_average
 from tfnvp.bijectors.base import ModalBijector
 
 __all__ = ["BatchNorm", "BatchNormStatistics"]
 
 
 class BatchNormStatistics(keras.layers.Layer):
-    """Per-channel running mean and variance for a ``BatchNorm`` bijector."""
+    """Per-channel running mean and variance for a ``BatchNorm`` bijector.
+
+    ``num_updates`` counts the updates (see ``tfnvp.running_average``); the
+    stored mean and variance are already bias-corrected.
+    """
 
     def __init__(self, channels: int, **kwargs):
         super().__init__(**kwargs)
@@ -44,6 +53,7 @@ class BatchNormStatistics(keras.layers.Layer):
         self.moving_variance = self.add_weight(
             name="moving_variance", shape=(self.channels,), initializer="ones",
             trainable=False, aggregation="mean")
+        self.num_updates = running_average.add_counter(self)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "channels": self.channels}
@@ -142,16 +152,16 @@ class BatchNorm(ModalBijector):
         return x, {"fldj": fldj, "ildj": -fldj}
 
     def _training_statistics(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Batch statistics; updates the running averages once per call."""
+        """Batch statistics; updates the running averages once per call.
+
+        Appendix E (``running_average_in_training``) and the cumulative mode
+        of ``FlowModel.recalibrate`` normalize with the updated averages.
+        """
         batch_mean, batch_variance = _batch_moments(x)
-        old_mean, old_variance = self._running(x.dtype)
-        rho = self._momentum
-        new_mean = rho * old_mean + (1.0 - rho) * batch_mean
-        new_variance = rho * old_variance + (1.0 - rho) * batch_variance
         stats = self._statistics
-        stats.moving_mean.assign(tf.cast(tf.stop_gradient(new_mean), stats.moving_mean.dtype))
-        stats.moving_variance.assign(
-            tf.cast(tf.stop_gradient(new_variance), stats.moving_variance.dtype))
-        if self._running_average_in_training:
+        new_mean, new_variance = running_average.update(
+            stats.moving_mean, stats.moving_variance, stats.num_updates, batch_mean,
+            batch_variance, self._momentum)
+        if self._running_average_in_training or running_average.is_cumulative():
             return new_mean, new_variance
         return batch_mean, batch_variance

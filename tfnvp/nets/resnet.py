@@ -16,11 +16,12 @@ their sum.  With ``skip_connections=False`` the head reads ``h_num_blocks``
 (only the residual connections; for ablations).  The last convolution starts
 with zero gain, so a new coupling layer is the identity.
 
-Performance: the batch normalizations are ``BatchNormalization`` below, a
-``keras.layers.BatchNormalization`` (same weights, names, checkpoints and
-math) that runs as one fused op (``FusedBatchNormV3``, a oneDNN primitive on
-CPU, and its fused gradient) instead of ~8 separate element-wise passes over
-the activations; float32 statistics also for bfloat16/float16 activations.
+The batch normalizations are ``BatchNormalization`` below, a
+``keras.layers.BatchNormalization`` with zero-debiased moving averages
+(``tfnvp.running_average``) that runs as one fused op (``FusedBatchNormV3``,
+a oneDNN primitive on CPU, and its fused gradient) instead of ~8 separate
+element-wise passes over the activations; float32 statistics also for
+bfloat16/float16 activations.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfnvp import running_average
 from tfnvp.nets.tracking import track_layers
 from tfnvp.nets.weight_norm import WeightNormConv2D
 
@@ -42,22 +44,37 @@ FOLD_EVAL_BATCH_NORM = True
 
 
 class BatchNormalization(keras.layers.BatchNormalization):
-    """``keras.layers.BatchNormalization`` computed by ``FusedBatchNormV3``.
+    """``keras.layers.BatchNormalization``, debiased, computed by ``FusedBatchNormV3``.
 
-    Same variables, names, configuration and results (up to float rounding)
-    as the Keras layer: training mode normalizes with the batch's mean and
-    biased variance and updates the moving averages with them; evaluation
-    mode uses the moving averages.  Falls back to the Keras implementation
-    where the fused op does not apply: inputs that are not rank-4 channels-last
-    float32/bfloat16/float16, masks, renorm, no center/scale, or statistics
-    synchronized across more than one replica.
+    Same variables, names and configuration as the Keras layer, plus the
+    update counter ``num_updates``; training mode normalizes with the batch's
+    mean and biased variance, evaluation mode with the moving averages.  The
+    moving averages are updated with Adam's bias correction
+    (``tfnvp.running_average``), so they are right from the first update
+    instead of lagging the network by ~``1 / (1 - momentum)`` updates; within
+    ``tfnvp.running_average.cumulative()`` they become exact averages over the
+    batches and training mode normalizes with them (``FlowModel.recalibrate``).
+
+    Performance: one fused op (a oneDNN primitive on CPU, and its fused
+    gradient) instead of ~8 separate element-wise passes over the
+    activations; float32 statistics also for bfloat16/float16 activations.
+    Keras' ops are used where the fused op does not apply: inputs that are
+    not rank-4 channels-last float32/bfloat16/float16, masks, no center/scale,
+    or statistics synchronized across more than one replica.  ``renorm`` is
+    not supported.
 
     ``momentum = 1.0`` (set temporarily by ``recompute_gradients``' second
-    forward pass) leaves the moving averages untouched.
+    forward pass) leaves the moving averages and the counter untouched.
     """
 
+    def build(self, input_shape):
+        if self.renorm:
+            raise ValueError("tfnvp's BatchNormalization does not support renorm.")
+        super().build(input_shape)
+        self.num_updates = running_average.add_counter(self)
+
     def _fused(self, inputs: tf.Tensor, mask) -> bool:
-        if (mask is not None or self.renorm or not self.center or not self.scale
+        if (mask is not None or not self.center or not self.scale
                 or inputs.shape.rank != 4 or self.axis not in (-1, 3)
                 or inputs.dtype not in _FUSED_DTYPES or self.moving_mean.dtype != tf.float32):
             return False
@@ -69,35 +86,51 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     def call(self, inputs, training=None, mask=None):
         inputs = tf.convert_to_tensor(inputs)
-        if not self._fused(inputs, mask):
-            return super().call(inputs, training=training, mask=mask)
-        gamma = tf.convert_to_tensor(self.gamma)
-        beta = tf.convert_to_tensor(self.beta)
-        if training and self.trainable:
+        fused = self._fused(inputs, mask)
+        if not (training and self.trainable):
+            if not fused:
+                return super().call(inputs, training=False, mask=mask)
+            return self._fused_inference(inputs, tf.convert_to_tensor(self.moving_mean),
+                                         tf.convert_to_tensor(self.moving_variance))
+        if fused:
             empty = tf.constant([], tf.float32)
             y, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-                x=inputs, scale=gamma, offset=beta, mean=empty, variance=empty,
+                x=inputs, scale=tf.convert_to_tensor(self.gamma),
+                offset=tf.convert_to_tensor(self.beta), mean=empty, variance=empty,
                 epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
                 is_training=True)
-            if self.momentum != 1.0:
-                # The op returns the unbiased (n / (n - 1)) variance; Keras
-                # averages the biased one, which is what normalized `y`.
-                n = inputs.shape[:3].num_elements()
-                n = (tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), tf.float32) if n is None
-                     else tf.constant(float(n)))
-                variance = variance * ((n - 1.0) / tf.maximum(n, 1.0))
-                rho = self.momentum
-                self.moving_mean.assign(tf.convert_to_tensor(self.moving_mean) * rho
-                                        + tf.stop_gradient(mean) * (1.0 - rho))
-                self.moving_variance.assign(tf.convert_to_tensor(self.moving_variance) * rho
-                                            + tf.stop_gradient(variance) * (1.0 - rho))
+            # The op returns the unbiased (n / (n - 1)) variance; the moving
+            # average is of the biased one, which is what normalized `y`.
+            n = inputs.shape[:3].num_elements()
+            n = (tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), tf.float32) if n is None
+                 else tf.constant(float(n)))
+            variance = variance * ((n - 1.0) / tf.maximum(n, 1.0))
         else:
-            y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-                x=inputs, scale=gamma, offset=beta,
-                mean=tf.convert_to_tensor(self.moving_mean),
-                variance=tf.convert_to_tensor(self.moving_variance),
-                epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
-                is_training=False)
+            inputs = tf.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+            mean, variance = self._moments(inputs, mask)
+        new_mean, new_variance = running_average.update(
+            self.moving_mean, self.moving_variance, self.num_updates, mean, variance,
+            self.momentum)
+        if running_average.is_cumulative():
+            mean, variance = new_mean, new_variance
+            if fused:
+                return self._fused_inference(inputs, mean, variance)
+        elif fused:
+            return tf.cast(y, self.compute_dtype)
+        outputs = keras.ops.batch_normalization(
+            inputs, mean=mean, variance=variance, axis=self.axis,
+            offset=tf.cast(self.beta, inputs.dtype) if self.center else None,
+            scale=tf.cast(self.gamma, inputs.dtype) if self.scale else None,
+            epsilon=self.epsilon)
+        return tf.cast(outputs, self.compute_dtype)
+
+    def _fused_inference(self, inputs: tf.Tensor, mean: tf.Tensor,
+                         variance: tf.Tensor) -> tf.Tensor:
+        y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs, scale=tf.convert_to_tensor(self.gamma),
+            offset=tf.convert_to_tensor(self.beta), mean=mean, variance=variance,
+            epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
+            is_training=False)
         return tf.cast(y, self.compute_dtype)
 
 

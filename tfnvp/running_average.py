@@ -1,0 +1,111 @@
+"""Zero-debiased running averages of batch statistics, and their cumulative mode.
+
+Every batch normalization of tfnvp (the ``BatchNorm`` bijectors of section 3.7
+and the conditioners' ``BatchNormalization`` layers) keeps a per-channel
+running mean ``mu`` and variance ``v`` with an update counter ``n``
+(``num_updates``, a non-trainable, checkpointed weight).
+
+**Exponential mode** (training).  With momentum ``m`` and batch moments
+``(b, w)``, update ``n`` is::
+
+    n   <- n + 1
+    f    = (1 - m) / (1 - m^n)
+    mu  <- mu + f * (b - mu)
+    v   <- v  + f * (w - v)
+
+This stores the *bias-corrected* average of Adam (Kingma & Ba, 2015,
+section 3): with ``r_n = m r_{n-1} + (1 - m) b_n`` started at ``r_0 = 0``,
+``mu_n = r_n / (1 - m^n)``, because ``1 - m^n = m (1 - m^{n-1}) + (1 - m)``.
+After one update ``mu`` is exactly the batch's mean (``f = 1``); the plain
+average started at 0 / 1 instead lags the network by ~``1 / (1 - m)``
+updates, and a lagging variance enters the log-determinant directly.
+Before any update (``n = 0``) the initial values (mean 0, variance 1) are
+used.  Because the stored values are already debiased, evaluation, sampling,
+the conditioners' fused kernels, their batch-norm folding and exports read
+them unchanged.  ``m = 1`` (the frozen statistics of a recomputed backward
+pass) changes nothing, the counter included.
+
+**Cumulative mode** (``with cumulative():``, used by
+``FlowModel.recalibrate``).  Update ``n`` gives every batch the same weight
+``1 / n`` and pools the variances of equal-sized batches exactly::
+
+    mu <- mu + (b - mu) / n
+    v  <- v + (w - v) / n + (n - 1) / n^2 * (b - mu_old)^2
+
+(the last term is the spread of the batch means; with ``n = 1`` this is the
+batch's moments).  After ``N`` batches ``(mu, v)`` are the mean and variance
+of all ``N`` batches' values taken together.  In this mode every batch
+normalization normalizes with its freshly updated ``(mu, v)``, see
+``FlowModel.recalibrate``.
+
+The mode is read when a function is traced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import keras
+import tensorflow as tf
+
+__all__ = ["cumulative", "is_cumulative", "add_counter", "update"]
+
+_CUMULATIVE = [False]
+
+
+@contextlib.contextmanager
+def cumulative() -> Iterator[None]:
+    """Within: updates are cumulative averages (see the module docstring)."""
+    previous = _CUMULATIVE[0]
+    _CUMULATIVE[0] = True
+    try:
+        yield
+    finally:
+        _CUMULATIVE[0] = previous
+
+
+def is_cumulative() -> bool:
+    return _CUMULATIVE[0]
+
+
+def add_counter(layer: keras.layers.Layer) -> keras.Variable:
+    """The layer's update counter ``n`` (float32 scalar, starts at 0, checkpointed).
+
+    Aggregation ``mean``: every replica applies the same updates, so the
+    mirrored copies stay equal.
+    """
+    return layer.add_weight(name="num_updates", shape=(), initializer="zeros", trainable=False,
+                            dtype="float32", aggregation="mean", autocast=False)
+
+
+def update(mean: keras.Variable, variance: keras.Variable, counter: keras.Variable,
+           batch_mean: tf.Tensor, batch_variance: tf.Tensor, momentum: float
+           ) -> tuple[tf.Tensor, tf.Tensor]:
+    """Assigns the updated ``(mu, v, n)``; returns the new ``(mu, v)``.
+
+    The returned values keep their gradient with respect to the batch moments
+    (the appendix-E variant normalizes with them); the assigned values do
+    not.  ``momentum == 1`` returns the current values and assigns nothing.
+    """
+    dtype = batch_mean.dtype
+    old_mean = tf.cast(tf.convert_to_tensor(mean), dtype)
+    old_variance = tf.cast(tf.convert_to_tensor(variance), dtype)
+    if momentum == 1.0 and not is_cumulative():
+        return old_mean, old_variance
+    count = tf.convert_to_tensor(counter) + 1.0
+    n = tf.cast(count, dtype)
+    delta = batch_mean - old_mean
+    if is_cumulative():
+        weight = 1.0 / n
+        new_mean = old_mean + weight * delta
+        new_variance = (old_variance + weight * (batch_variance - old_variance)
+                        + (1.0 - weight) * weight * tf.square(delta))
+    else:
+        weight = (1.0 - momentum) / (1.0 - tf.pow(tf.constant(momentum, dtype), n))
+        new_mean = old_mean + weight * delta
+        new_variance = old_variance + weight * (batch_variance - old_variance)
+    mean.assign(tf.cast(tf.stop_gradient(new_mean), mean.dtype))
+    variance.assign(tf.cast(tf.stop_gradient(new_variance), variance.dtype))
+    counter.assign(count)
+    return new_mean, new_variance
