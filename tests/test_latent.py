@@ -3,7 +3,8 @@
 The model's weights get noise (a fresh Real NVP is the identity after the
 logit preprocessing) and one training-mode pass moves the batch-norm running
 statistics, so encode/decode are far from trivial.  ``validate_args=False``
-lets decoded samples that leave ``[0, 256)`` be re-encoded exactly.
+and no ``data_support`` (no clipping in ``decode``) let decoded samples that
+leave ``[0, 256)`` be re-encoded exactly.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def model(digits) -> tfnvp.RealNVP:
     for variable in model.trainable_variables:
         variable.assign_add(0.1 * rng.standard_normal(variable.shape).astype(np.float32))
     model.log_prob(digits, training=True)  # moves the batch-norm statistics
+    model.data_support = None  # No clipping in decode: out-of-range samples re-encode exactly.
     return model
 
 

@@ -136,8 +136,11 @@ def test_bfloat16_conditioners_keep_flow_float32_and_exactly_invertible():
 
     z = bf16.encode(x)
     assert z.dtype == tf.float32
-    # Coupling arithmetic is float32: the round trip is exact to float32 rounding.
-    np.testing.assert_allclose(bf16.decode(z), x, atol=2e-3, rtol=1e-5)
+    # Coupling arithmetic is float32, but each direction's conditioner sees its float32 input
+    # rounded to bfloat16, and inputs that differ by float32 rounding can round to neighbouring
+    # bfloat16 values: the round trip holds to bfloat16 resolution (2^-8 relative), well
+    # inside one dequantization step.
+    np.testing.assert_allclose(bf16.decode(z), x, atol=2e-3, rtol=2.0 ** -8)
     log_prob = bf16.log_prob(x)
     assert log_prob.dtype == tf.float32
     # Same weights: bf16 conditioners change bits/dim by well under 0.01.

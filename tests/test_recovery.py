@@ -243,11 +243,13 @@ def test_second_signal_exits_at_once_and_the_run_resumes(tmp_path, capfd):
     proc = _start(run, log, "--train_steps=100000", "--checkpoint_every=3")
     _wait_for(log, r"Saved checkpoint \S+ckpt-3", proc)
     _wait_for(log, r"step 5/", proc)
-    proc.send_signal(signal.SIGINT)  # Two different signals are never merged into one.
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    proc.send_signal(signal.SIGINT)  # Two different signals are never merged into one,
+    proc.send_signal(signal.SIGTERM)  # but Python may handle the two pending ones in either order.
+    status = proc.wait(timeout=120)
+    assert status in (128 + signal.SIGINT, 128 + signal.SIGTERM)
+    second = signal.Signals(status - 128).name
     text = log.read_text()
-    assert "Received SIGTERM again: exiting now" in text and "Traceback" not in text
+    assert f"Received {second} again: exiting now" in text and "Traceback" not in text
     assert not (run / run_lock.LOCK_FILE).exists()
     saved = _latest_step(run)
     assert saved >= 3

@@ -122,7 +122,9 @@ def test_l2_penalty_is_the_squared_norm_of_the_conditioner_kernels():
         if isinstance(layer, tfnvp.nets.weight_norm.WeightNormConv2D):
             v = layer.direction.numpy()
             kernels.append(v * layer.gain.numpy() / np.sqrt((v ** 2).sum(axis=(0, 1, 2))))
-    assert len(kernels) == 4 * 4  # 4 couplings x (in, 2 in the block, out).
+    # 4 couplings x (in, 2 in the block, out, and the 1x1 skip convolutions from the input
+    # convolution and from the block).
+    assert len(kernels) == 4 * 6
     expected = sum(float((k.astype(np.float64) ** 2).sum()) for k in kernels)
     assert float(steps_lib.l2_penalty(model)) == pytest.approx(expected, rel=1e-5)
 

@@ -25,7 +25,7 @@
   ``--seed``, a restart from a given checkpoint always sees the same batches,
   and a resumed run does not replay the first run's batches.
 * **Batch-norm statistics.** Before every evaluation (and so before the
-  sample grid and the final checkpoint) the chief recalibrates them over
+  sample grid and the final checkpoint) every worker recalibrates them over
   ``recalibration_batches`` fixed training batches (``FlowModel.recalibrate``;
   0 turns it off: the debiased running averages are used); a checkpoint
   saved at that step holds them and records it (``recalibration_batches``).
@@ -331,7 +331,8 @@ def train(config: TrainConfig, data_config: data.DataConfig,
         model, optimizer, strategy, iterator.element_spec, data_config.batch_size, l2=config.l2,
         clip_grad_norm=config.clip_grad_norm, jit_compile=config.jit_compile)
 
-    outputs = _Outputs(config, data_config, model, strategy) if chief else None
+    outputs = _Outputs(config, data_config, model) if chief else None
+    recalibrate = _Recalibration(config, data_config, model, strategy)
     result = dict(step=start_step, eval=None, stats=None)
     if start_step >= config.train_steps:
         logging.info("Step %d >= --train_steps=%d: nothing to train.", start_step, config.train_steps)
@@ -370,11 +371,13 @@ def train(config: TrainConfig, data_config: data.DataConfig,
         checkpoint_due = checkpoint_due or step % config.checkpoint_every == 0 or last
         save = functools.partial(checkpointer.save, step,
                                  model.weights + list(optimizer.variables), step_var)
-        evaluating = outputs is not None and (step % config.eval_every == 0 or last)
+        evaluation_due = step % config.eval_every == 0 or last
+        evaluating = outputs is not None and evaluation_due
         recalibrated.assign(0)  # Until recalibrated at this step: running averages.
         periodic = [
-            (evaluating and config.recalibration_batches > 0,
-             lambda: recalibrated.assign(outputs.recalibrate())),
+            # Every worker recalibrates (the same fixed batches), so the replicas stay identical.
+            (evaluation_due and config.recalibration_batches > 0,
+             lambda: recalibrated.assign(recalibrate())),
             (outputs is not None and (step % config.summary_every == 0 or last),
              lambda: outputs.train_summaries(
                  step, stats, steps.diagnostics(strategy.experimental_local_results(batch)[0]),
@@ -418,13 +421,29 @@ def train(config: TrainConfig, data_config: data.DataConfig,
     return result
 
 
-class _Outputs:
-    """The chief's summaries, evaluations and sample grids."""
+class _Recalibration:
+    """Recalibrates the batch-norm statistics over the same fixed training batches each time."""
 
     def __init__(self, config: TrainConfig, data_config: data.DataConfig, model: tfnvp.RealNVP,
                  strategy: tf.distribute.Strategy):
+        self.config, self.data_config, self.model, self.strategy = (
+            config, data_config, model, strategy)
+        self._dataset: tf.data.Dataset | None = None  # Built once: its cache is reused.
+
+    def __call__(self) -> int:
+        """Returns the number of batches used."""
+        if self._dataset is None:
+            self._dataset = evaluation.recalibration_dataset(
+                self.data_config, self.config.recalibration_batches, self.config.seed)
+        return evaluation.recalibrate(self.model, self._dataset,
+                                      self.config.recalibration_batches, self.strategy)
+
+
+class _Outputs:
+    """The chief's summaries, evaluations and sample grids."""
+
+    def __init__(self, config: TrainConfig, data_config: data.DataConfig, model: tfnvp.RealNVP):
         self.config = config
-        self.strategy = strategy
         self.data_config = data_config
         self.model = model
         board = os.path.join(config.output_dir, TENSORBOARD_DIR)
@@ -432,7 +451,6 @@ class _Outputs:
                         for name in ("train", "eval")}
         self.evaluator = evaluation.Evaluator(model)
         self._eval_dataset: tf.data.Dataset | None = None  # Built once: its cache is reused.
-        self._recalibration_dataset: tf.data.Dataset | None = None  # Likewise.
         self.sampler = (evaluation.Sampler(model, config.num_sample_images, config.temperature,
                                            config.seed) if config.num_sample_images else None)
 
@@ -445,14 +463,6 @@ class _Outputs:
                       learning_rate=float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
         values.update({f"eval_mode/{k}": v for k, v in diagnostics.items()})
         self.scalars("train", step, values)
-
-    def recalibrate(self) -> int:
-        """Recalibrates the batch-norm statistics; returns the batches used."""
-        if self._recalibration_dataset is None:
-            self._recalibration_dataset = evaluation.recalibration_dataset(
-                self.data_config, self.config.recalibration_batches, self.config.seed)
-        return evaluation.recalibrate(self.model, self._recalibration_dataset,
-                                      self.config.recalibration_batches, self.strategy)
 
     def evaluate(self, step: int, recalibration_batches: int) -> dict:
         """Held-out bits/dim and samples with the current statistics, as described by
