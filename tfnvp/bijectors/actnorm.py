@@ -35,27 +35,13 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
-import tensorflow_probability as tfp
 
-from tfnvp.bijectors.channelwise import check_channels, per_position_log_det
+# The per-channel batch moments of the batch-norm bijector (all-reduced over
+# the replicas in sync when there are several).
+from tfnvp.bijectors.batch_norm import _batch_moments
+from tfnvp.bijectors.channelwise import ChannelwiseBijector
 
 __all__ = ["ActNorm", "ActNormParameters"]
-
-
-def _moments(x: tf.Tensor, all_reduce: bool) -> tuple[tf.Tensor, tf.Tensor]:
-    """Per-channel mean and (biased) variance over every axis but the last.
-
-    With ``all_reduce`` the sums are all-reduced over the replicas in sync.
-    """
-    axes = list(range(x.shape.rank - 1))
-    count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
-    total = tf.reduce_sum(x, axis=axes)
-    total_sq = tf.reduce_sum(tf.square(x), axis=axes)
-    if all_reduce:
-        count, total, total_sq = tf.distribute.get_replica_context().all_reduce(
-            tf.distribute.ReduceOp.SUM, [count, total, total_sq])
-    mean = total / count
-    return mean, tf.maximum(total_sq / count - tf.square(mean), 0.0)
 
 
 def _replicas_in_sync() -> int:
@@ -102,7 +88,9 @@ class ActNormParameters(keras.layers.Layer):
         return {**super().get_config(), "channels": self.channels, "epsilon": self.epsilon}
 
     def _check_channels(self, x: tf.Tensor) -> None:
-        check_channels(x, self.channels, "ActNorm")
+        if x.shape[-1] != self.channels:
+            raise ValueError(f"ActNorm over {self.channels} channels got an input of shape "
+                             f"{x.shape} (the last axis is the channel axis).")
 
     def initialize_from(self, x: tf.Tensor) -> None:
         """Initializes ``s`` and ``b`` from ``x`` unless already initialized.
@@ -113,12 +101,12 @@ class ActNormParameters(keras.layers.Layer):
         batch before training.
         """
         self._check_channels(x)
-        all_reduce = _replicas_in_sync() > 1
-        # The all-reduce must not sit inside the tf.cond (see module docstring).
-        precomputed = _moments(x, all_reduce=True) if all_reduce else None
+        # With several replicas the moments are all-reduced, which must not
+        # happen inside the tf.cond (see the module docstring).
+        precomputed = _batch_moments(x) if _replicas_in_sync() > 1 else None
 
         def initialize() -> tf.Tensor:
-            mean, variance = precomputed or _moments(x, all_reduce=False)
+            mean, variance = precomputed or _batch_moments(x)
             self.bias.assign(tf.cast(-mean, self.bias.dtype))
             self.log_scale.assign(tf.cast(-tf.math.log(tf.sqrt(variance) + self.epsilon),
                                           self.log_scale.dtype))
@@ -143,7 +131,7 @@ class ActNormParameters(keras.layers.Layer):
         return (x + bias) * tf.exp(log_scale)
 
 
-class ActNorm(tfp.bijectors.Bijector):
+class ActNorm(ChannelwiseBijector):
     """Glow's actnorm as a bijector on ``[..., H, W, C]`` events; ``inverse`` is data -> latent.
 
     Math (``s``, ``b`` from the ``ActNormParameters`` layer)::
@@ -172,41 +160,22 @@ class ActNorm(tfp.bijectors.Bijector):
     def __init__(self, params: ActNormParameters, validate_args: bool = False,
                  name: str = "actnorm"):
         parameters = dict(locals())
-        self._params = params
-        super().__init__(forward_min_event_ndims=3, validate_args=validate_args,
-                         parameters=parameters, name=name)
-
-    @classmethod
-    def _parameter_properties(cls, dtype, num_classes=None):
-        # Parameters live in a Keras layer owned by the model.
-        return {}
+        super().__init__(params, params.channels, parameters, validate_args, name)
 
     @property
     def params(self) -> ActNormParameters:
-        return self._params
+        return self._layer
 
-    def _log_det(self, x: tf.Tensor, log_scale: tf.Tensor) -> tf.Tensor:
-        """``H * W * sum(s)`` for every event of ``x``."""
-        return per_position_log_det(x, tf.reduce_sum(log_scale))
+    def _position_log_det(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        log_scale, _ = self._layer.values(x, training=training)
+        return tf.reduce_sum(log_scale)
 
     def _inverse(self, x: tf.Tensor, training: bool = False, context=None) -> tf.Tensor:
         del context
-        log_scale, bias = self._params.values(x, training=training)
+        log_scale, bias = self._layer.values(x, training=training)
         return (x + bias) * tf.exp(log_scale)
 
     def _forward(self, z: tf.Tensor, training: bool = False, context=None) -> tf.Tensor:
         del training, context
-        log_scale, bias = self._params.values(z)
+        log_scale, bias = self._layer.values(z)
         return z * tf.exp(-log_scale) - bias
-
-    def _inverse_log_det_jacobian(self, x: tf.Tensor, training: bool = False,
-                                  context=None) -> tf.Tensor:
-        del context
-        log_scale, _ = self._params.values(x, training=training)
-        return self._log_det(x, log_scale)
-
-    def _forward_log_det_jacobian(self, z: tf.Tensor, training: bool = False,
-                                  context=None) -> tf.Tensor:
-        del training, context
-        log_scale, _ = self._params.values(z)
-        return -self._log_det(z, log_scale)

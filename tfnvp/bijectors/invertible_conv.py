@@ -25,9 +25,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 
-from tfnvp.bijectors.channelwise import check_channels, per_position_log_det
+from tfnvp.bijectors.channelwise import ChannelwiseBijector
 
 __all__ = ["InvertibleConv1x1", "InvertibleConv1x1Weights"]
 
@@ -105,7 +104,7 @@ class InvertibleConv1x1Weights(keras.layers.Layer):
         return tf.reduce_sum(tf.cast(self.log_abs_s, dtype))
 
 
-class InvertibleConv1x1(tfp.bijectors.Bijector):
+class InvertibleConv1x1(ChannelwiseBijector):
     """Glow's invertible 1x1 convolution on ``[..., H, W, C]`` events; ``inverse`` is data -> latent.
 
     Math (``W`` from the ``InvertibleConv1x1Weights`` layer)::
@@ -126,41 +125,21 @@ class InvertibleConv1x1(tfp.bijectors.Bijector):
     def __init__(self, weights: InvertibleConv1x1Weights, validate_args: bool = False,
                  name: str = "invertible_conv_1x1"):
         parameters = dict(locals())
-        self._weights = weights
-        super().__init__(forward_min_event_ndims=3, validate_args=validate_args,
-                         parameters=parameters, name=name)
-
-    @classmethod
-    def _parameter_properties(cls, dtype, num_classes=None):
-        # Parameters live in a Keras layer owned by the model.
-        return {}
+        super().__init__(weights, weights.channels, parameters, validate_args, name)
 
     @property
     def kernel_weights(self) -> InvertibleConv1x1Weights:
-        return self._weights
+        return self._layer
 
-    def _check_channels(self, x: tf.Tensor) -> None:
-        check_channels(x, self._weights.channels, "InvertibleConv1x1")
-
-    def _log_det(self, x: tf.Tensor) -> tf.Tensor:
-        return per_position_log_det(x, self._weights.log_abs_det(x.dtype))
+    def _position_log_det(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        return self._layer.log_abs_det(x.dtype)
 
     def _inverse(self, x: tf.Tensor, training: bool = False, context=None) -> tf.Tensor:
         del training, context
         self._check_channels(x)
-        return tf.linalg.matmul(x, self._weights.kernel(x.dtype))
+        return tf.linalg.matmul(x, self._layer.kernel(x.dtype))
 
     def _forward(self, z: tf.Tensor, training: bool = False, context=None) -> tf.Tensor:
         del training, context
         self._check_channels(z)
-        return tf.linalg.matmul(z, self._weights.inverse_kernel(z.dtype))
-
-    def _inverse_log_det_jacobian(self, x: tf.Tensor, training: bool = False,
-                                  context=None) -> tf.Tensor:
-        del training, context
-        return self._log_det(x)
-
-    def _forward_log_det_jacobian(self, z: tf.Tensor, training: bool = False,
-                                  context=None) -> tf.Tensor:
-        del training, context
-        return -self._log_det(z)
+        return tf.linalg.matmul(z, self._layer.inverse_kernel(z.dtype))
