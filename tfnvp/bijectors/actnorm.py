@@ -126,9 +126,13 @@ class ActNormParameters(keras.layers.Layer):
             self.initialize_from(x)
         return tf.cast(self.log_scale, x.dtype), tf.cast(self.bias, x.dtype)
 
-    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+    def normalize(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """``(x + b) * exp(s)`` in ``x``'s dtype (initializing first in training mode)."""
         log_scale, bias = self.values(x, training=training)
         return (x + bias) * tf.exp(log_scale)
+
+    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return self.normalize(x, training=training)
 
 
 class ActNorm(ChannelwiseBijector):
@@ -140,11 +144,13 @@ class ActNorm(ChannelwiseBijector):
         forward(z) = z * exp(-s) - b
         inverse_log_det_jacobian(x) = H * W * sum_c s_c
 
-    ``training=True`` on a data-side call (``inverse``,
+    ``training=True`` (a Python bool) on a data-side call (``inverse``,
     ``inverse_log_det_jacobian``) runs the one-time data-dependent
     initialization; otherwise ``training`` and ``context`` are accepted and
     ignored (modes and conditions are call arguments of every tfnvp
-    bijector).  ``forward`` (sampling) never initializes.
+    bijector).  ``forward`` (sampling) never initializes.  As for every TFP
+    bijector, results are cached per input tensor (and kwargs): after the
+    initialization or a weight update, evaluate on a fresh tensor.
 
     Args:
       params: the ``ActNormParameters`` layer (owned by the model, so that
@@ -172,8 +178,7 @@ class ActNorm(ChannelwiseBijector):
 
     def _inverse(self, x: tf.Tensor, training: bool = False, context=None) -> tf.Tensor:
         del context
-        log_scale, bias = self._layer.values(x, training=training)
-        return (x + bias) * tf.exp(log_scale)
+        return self._layer.normalize(x, training=training)
 
     def _forward(self, z: tf.Tensor, training: bool = False, context=None) -> tf.Tensor:
         del training, context
