@@ -112,3 +112,18 @@ def test_log_det_and_errors():
         actnorm.inverse(tf.zeros((2, 4, 4, 2), tf.float64))
     with pytest.raises(ValueError, match="channels must be positive"):
         ActNormParameters(0)
+
+
+def test_modes_are_call_arguments_and_never_served_from_each_others_cache():
+    params = ActNormParameters(2, dtype="float64")
+    actnorm = ActNorm(params)
+    x = _data()
+    context = tf.ones((4, 3), tf.float64)  # Accepted and ignored.
+    # Sampling never initializes, whatever the mode.
+    actnorm.forward(x, training=True, context=context)
+    assert params.initialized.numpy() == 0.0
+    # The same tensor object first in evaluation mode (identity, cached by TFP) ...
+    np.testing.assert_array_equal(actnorm.inverse(x).numpy(), x.numpy())
+    # ... then in training mode: a different cache key, so the initialization runs.
+    _assert_standardized(actnorm.inverse(x, training=True, context=context).numpy())
+    assert params.initialized.numpy() == 1.0

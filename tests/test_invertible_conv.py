@@ -64,3 +64,14 @@ def test_wrong_channels_is_a_clear_error():
     conv = InvertibleConv1x1(InvertibleConv1x1Weights(4, seed=0))
     with pytest.raises(ValueError, match="InvertibleConv1x1 over 4 channels"):
         conv.inverse(tf.zeros((1, 2, 2, 3)))
+
+
+def test_training_and_context_are_accepted_and_ignored():
+    conv = InvertibleConv1x1(_perturbed())
+    x = tf.random.normal((2, 3, 3, 4), dtype=tf.float64)
+    context = tf.ones((2, 5), tf.float64)
+    np.testing.assert_array_equal(conv.inverse(x, training=True, context=context).numpy(),
+                                  conv.inverse(tf.identity(x)).numpy())
+    np.testing.assert_array_equal(
+        conv.forward_log_det_jacobian(x, event_ndims=3, training=True, context=context).numpy(),
+        conv.forward_log_det_jacobian(tf.identity(x), event_ndims=3).numpy())
