@@ -1,0 +1,45 @@
+"""Glow's affine coupling (Kingma & Dhariwal 2018, section 3.3, Table 1 third row).
+
+Glow splits the channels into halves ``x = [x_a, x_b]``, keeps ``x_a`` and,
+in the data -> latent direction (this library's ``inverse``), maps::
+
+    [t, h] = NN(x_a)                       (tfnvp.nets.GlowNet)
+    s = sigmoid(h + 2)
+    y_b = (x_b + t) * s                    (the authors' release; the paper
+                                            prints s * x_b + t with s = exp(log s))
+    log|det dy/dx| = sum over x_b's positions and channels of log s
+
+That is Real NVP's coupling (eq. 9, ``tfnvp.bijectors.AffineCoupling``) with
+a channel mask, ``log_scale = log sigmoid(h + 2)`` and
+``shift = t * sigmoid(h + 2)``, since ``(x + t) s = x exp(log s) + t s``; the
+sigmoid bounds the scale in ``(0, 1)`` -- Glow's stabilization, where Real
+NVP uses ``scale * tanh``.  So a Glow coupling *is* an ``AffineCoupling``
+whose conditioner is a ``tfnvp.nets.GlowAffineHead``: no second coupling
+implementation, and every property of ``AffineCoupling`` (one conditioner
+evaluation per direction, the training mode, exactness) carries over.
+``glow_coupling`` builds it with the mask matching the head.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tfnvp.bijectors.coupling import AffineCoupling
+
+__all__ = ["glow_coupling"]
+
+
+def glow_coupling(head: Any, name: str = "glow_coupling") -> AffineCoupling:
+    """Glow's coupling: ``AffineCoupling`` on the channel mask of ``head.parity``.
+
+    Args:
+      head: a ``tfnvp.nets.GlowAffineHead`` (owned by the model); its
+        ``parity`` says which half of the channels is kept.
+
+    Example::
+
+        head = tfnvp.nets.GlowAffineHead(tfnvp.nets.GlowNet(out_channels=12), channels=12)
+        coupling = glow_coupling(head)
+        y = coupling.inverse(x)        # y_b = (x_b + t) * sigmoid(h + 2)
+    """
+    return AffineCoupling(head, mask="channel", parity=head.parity, event_ndims=3, name=name)

@@ -1,0 +1,148 @@
+"""Glow's coupling conditioner (Kingma & Dhariwal 2018, section 3.3 and appendix).
+
+``GlowNet`` is the paper's ``NN()``: three convolutions, the first two
+followed by actnorm and a ReLU, the last zero-initialized (so every coupling
+starts at the same, data-independent map)::
+
+    h = relu(actnorm(conv3x3(x, hidden)))
+    h = relu(actnorm(conv1x1(h, hidden)))
+    out = zero_conv3x3(h, out) * exp(3 * logs)        (logs per channel, starts at 0)
+
+The convolutions before an actnorm have no bias (the actnorm's is the bias);
+the weights start as ``N(0, 0.05^2)`` as in the authors' release.  The actnorms
+are ``tfnvp.bijectors.ActNormParameters`` layers: data-dependent
+initialization on the first training call, checkpointed.  Left out: the
+release's "edge bias" extra input channel that marks zero padding.
+
+``GlowAffineHead`` turns the network into a conditioner for
+``tfnvp.bijectors.AffineCoupling`` computing Glow's sigmoid-scaled affine
+coupling (see ``tfnvp.bijectors.glow_coupling``): of the channel-masked
+input it feeds the kept half to the body, splits the body's output into
+``t`` (even channels) and ``h`` (odd channels, as in the release), and
+returns ``shift = t * sigmoid(h + 2)``, ``log_scale = log sigmoid(h + 2)``
+on the transformed half (zeros on the kept half).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfnvp.bijectors.actnorm import ActNormParameters
+
+__all__ = ["GlowAffineHead", "GlowNet"]
+
+_LOGSCALE_FACTOR = 3.0  # The release's `logscale_factor` of its zero-initialized convolution.
+_SCALE_OFFSET = 2.0  # sigmoid(h + 2): the coupling starts as a contraction by sigmoid(2).
+
+
+class GlowNet(keras.layers.Layer):
+    """Glow's three-convolution coupling network (see the module docstring).
+
+    Args:
+      out_channels: features of the output (``2 * C/2`` for a coupling on
+        ``C`` channels: a shift and a scale for each transformed channel).
+      hidden_channels: width of the hidden layers (512 in the paper).
+      context_channels: size of the per-example conditioning vector
+        (``context``, e.g. one-hot labels); 0 for an unconditional net.  It
+        enters as a learned per-channel bias after the first actnorm.
+      **kwargs: forwarded to ``keras.layers.Layer`` (``dtype``, ``name``).
+    """
+
+    def __init__(self, out_channels: int, hidden_channels: int = 512,
+                 context_channels: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if out_channels < 1 or hidden_channels < 1 or context_channels < 0:
+            raise ValueError("GlowNet needs positive out_channels and hidden_channels and a "
+                             f"non-negative context_channels, got {out_channels}, "
+                             f"{hidden_channels}, {context_channels}.")
+        self.out_channels = int(out_channels)
+        self.hidden_channels = int(hidden_channels)
+        self.context_channels = int(context_channels)
+        dtype = self.dtype_policy
+        normal = keras.initializers.RandomNormal(stddev=0.05)
+        self.conv_in = keras.layers.Conv2D(self.hidden_channels, 3, padding="same", use_bias=False,
+                                           kernel_initializer=normal, dtype=dtype)
+        self.norm_in = ActNormParameters(self.hidden_channels, dtype=dtype)
+        self.conv_hidden = keras.layers.Conv2D(self.hidden_channels, 1, use_bias=False,
+                                               kernel_initializer=normal, dtype=dtype)
+        self.norm_hidden = ActNormParameters(self.hidden_channels, dtype=dtype)
+        self.conv_out = keras.layers.Conv2D(self.out_channels, 3, padding="same",
+                                            kernel_initializer="zeros", dtype=dtype)
+        self.out_logs = self.add_weight(name="out_logs", shape=(self.out_channels,),
+                                        initializer="zeros")
+        self.context_bias = (keras.layers.Dense(self.hidden_channels, use_bias=False, dtype=dtype)
+                             if self.context_channels else None)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "out_channels": self.out_channels,
+                "hidden_channels": self.hidden_channels,
+                "context_channels": self.context_channels}
+
+    def _check_context(self, context: tf.Tensor | None) -> None:
+        if context is None and self.context_bias is not None:
+            raise ValueError(f"This GlowNet is conditional (context_channels="
+                             f"{self.context_channels}): pass context=[batch, "
+                             f"{self.context_channels}] (e.g. one-hot labels).")
+        if context is not None and self.context_bias is None:
+            raise ValueError("This GlowNet is unconditional (context_channels=0) but got a "
+                             "context; build it with context_channels=K to condition on it.")
+        if context is not None and context.shape[-1] != self.context_channels:
+            raise ValueError(f"context must have {self.context_channels} features, got shape "
+                             f"{context.shape}.")
+
+    def call(self, x: tf.Tensor, training: bool = False,
+             context: tf.Tensor | None = None) -> tf.Tensor:
+        self._check_context(context)
+        h = self.norm_in(self.conv_in(x), training=training)
+        if context is not None:
+            h = h + self.context_bias(context)[:, None, None, :]
+        h = tf.nn.relu(h)
+        h = tf.nn.relu(self.norm_hidden(self.conv_hidden(h), training=training))
+        scale = tf.exp(_LOGSCALE_FACTOR * tf.cast(self.out_logs, h.dtype))
+        return self.conv_out(h) * scale
+
+
+class GlowAffineHead(keras.layers.Layer):
+    """Conditioner for ``AffineCoupling(mask="channel")`` computing Glow's coupling.
+
+    Math (``a`` = kept half, ``[t, h] = body(a)``; see the module docstring)::
+
+        shift     = t * sigmoid(h + 2)
+        log_scale = log sigmoid(h + 2)
+
+    so the coupling's ``x * exp(log_scale) + shift`` is Glow's
+    ``(x + t) * sigmoid(h + 2)``.
+
+    Args:
+      body: a layer mapping ``[..., H, W, C/2]`` (and ``training=``,
+        ``context=``) to ``C`` features, normally ``GlowNet(out_channels=C)``.
+      channels: ``C`` (even).
+      parity: the coupling's parity: 0 keeps the first half of the channels
+        (``channel_mask``), 1 the second.  ``tfnvp.bijectors.glow_coupling``
+        builds the coupling with the matching parity.
+      **kwargs: forwarded to ``keras.layers.Layer``.
+    """
+
+    def __init__(self, body: keras.layers.Layer, channels: int, parity: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if channels < 2 or channels % 2:
+            raise ValueError(f"Glow's coupling needs an even number of channels, got {channels}.")
+        if parity not in (0, 1):
+            raise ValueError(f"parity must be 0 or 1, got {parity!r}.")
+        self.body = body
+        self.channels = int(channels)
+        self.parity = parity
+
+    def call(self, x: tf.Tensor, training: bool = False,
+             context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        half = self.channels // 2
+        kept = x[..., :half] if self.parity == 0 else x[..., half:]
+        raw = tf.cast(self.body(kept, training=training, context=context), self.variable_dtype)
+        shift, pre_scale = raw[..., 0::2], raw[..., 1::2] + _SCALE_OFFSET
+        log_scale = tf.math.log_sigmoid(pre_scale)
+        shift = shift * tf.sigmoid(pre_scale)
+        zeros = tf.zeros_like(shift)
+        if self.parity == 0:
+            return tf.concat([zeros, shift], -1), tf.concat([zeros, log_scale], -1)
+        return tf.concat([shift, zeros], -1), tf.concat([log_scale, zeros], -1)
