@@ -42,29 +42,40 @@ def test_everything_passed_on_when_the_block_fails(capfd):
 
 
 @pytest.fixture
-def tf_logger_state():
+def logging_state():
     logger = logging.getLogger("tensorflow")
-    state = (list(logger.handlers), logger.level, logger.propagate, absl_logging.get_verbosity())
+    handler = absl_logging.get_absl_handler()
+    state = (list(logger.handlers), logger.propagate, list(handler.filters),
+             absl_logging.get_verbosity())
     yield logger
     logger.handlers[:] = state[0]
-    logger.setLevel(state[1])
-    logger.propagate = state[2]
+    logger.propagate = state[1]
+    handler.filters[:] = state[2]
     absl_logging.set_verbosity(state[3])
+
+
+def _record_from_tensorflow(level: int, message: str) -> logging.LogRecord:
+    """A record as TensorFlow's own modules log it (their file under TensorFlow's package)."""
+    path = os.path.join(os.path.dirname(tf.__file__), "python", "saved_model", "x.py")
+    return logging.LogRecord("absl", level, path, 1, message, None, None)
 
 
 @pytest.mark.parametrize("verbosity,info_shown", [(absl_logging.INFO, False),
                                                   (absl_logging.DEBUG, True)])
-def test_tensorflow_records_printed_once(tf_logger_state, capfd, verbosity, info_shown):
+def test_tensorflow_records_printed_once(logging_state, capfd, verbosity, info_shown):
     # TensorFlow's own handler, as tf.get_logger() adds it before absl's is installed.
-    tf_logger_state.addHandler(logging.StreamHandler())
+    logging_state.addHandler(logging.StreamHandler())
     absl_logging.set_verbosity(verbosity)
     console.configure_logging()
+    console.configure_logging()  # idempotent
     capfd.readouterr()
-    tf.get_logger().info("tf-info-record")
-    tf.get_logger().warning("tf-warning-record")
+    tf.get_logger().warning("tf-logger-warning")
+    logging.getLogger().handle(_record_from_tensorflow(logging.INFO, "tf-module-info"))
+    logging.getLogger().handle(_record_from_tensorflow(logging.WARNING, "tf-module-warning"))
     absl_logging.info("absl-info-record")
     err = capfd.readouterr().err
-    assert err.count("tf-warning-record") == 1
-    assert err.count("tf-info-record") == (1 if info_shown else 0)
+    assert err.count("tf-logger-warning") == 1
+    assert err.count("tf-module-warning") == 1
+    assert err.count("tf-module-info") == (1 if info_shown else 0)
     assert err.count("absl-info-record") == 1
-    assert "INFO:tensorflow" not in err and "WARNING:tensorflow" not in err
+    assert "WARNING:tensorflow" not in err

@@ -16,10 +16,10 @@ Three sources print to the terminal, and each repeated itself:
   record again.  ``configure_logging`` removes that handler, so absl prints every
   record once, in one format.
 * TensorFlow's own INFO records (``Using MirroredStrategy``, ``Sharding callback
-  duration``, ``Assets written to``, and the SavedModel signature renames, lines
-  of several kilobytes) describe TensorFlow's internals, not the run: they are
-  shown at ``--verbosity=1`` (debug) and above; TensorFlow's warnings and errors
-  always are.
+  duration``, ``Assets written to``, and ``--mode=export``'s SavedModel signature
+  renames: five lines of 6-8 kB listing every captured variable) describe
+  TensorFlow's internals, not the run: they are shown at ``--verbosity=1``
+  (debug) and above; TensorFlow's warnings and errors always are.
 
 ``--verbosity`` is absl's flag: -1 warnings and errors only, 0 (default) the
 trainers' progress too, 1 also debug lines and TensorFlow's INFO records.
@@ -77,11 +77,26 @@ def deduplicated_stderr() -> Iterator[None]:
                     os.write(2, line)
 
 
+class _HideTensorFlowInfo(logging.Filter):
+    """Drops records below WARNING logged by TensorFlow's own modules (under ``prefix``)."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.pathname.startswith(self.prefix)
+
+
 def configure_logging() -> None:
     """absl's handler prints every record once; TensorFlow's INFO records at --verbosity>=1.
 
-    Call after the flags are parsed (``--verbosity`` sets absl's level).
+    Call after the flags are parsed (``--verbosity`` sets absl's level).  TensorFlow logs
+    through its ``tensorflow`` logger and, in newer modules, through absl directly; both reach
+    absl's handler, where records from files under TensorFlow's package directory are kept
+    only from WARNING up unless the verbosity is debug.
     """
+    import tensorflow as tf
     from absl import logging as absl_logging
 
     absl_logging.use_absl_handler()
@@ -89,5 +104,8 @@ def configure_logging() -> None:
     for handler in list(tf_logger.handlers):
         tf_logger.removeHandler(handler)
     tf_logger.propagate = True
-    debug = absl_logging.get_verbosity() >= absl_logging.DEBUG
-    tf_logger.setLevel(logging.NOTSET if debug else logging.WARNING)
+    handler = absl_logging.get_absl_handler()
+    for old in [f for f in handler.filters if isinstance(f, _HideTensorFlowInfo)]:
+        handler.removeFilter(old)
+    if absl_logging.get_verbosity() < absl_logging.DEBUG:
+        handler.addFilter(_HideTensorFlowInfo(os.path.dirname(tf.__file__) + os.sep))
