@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -345,23 +346,23 @@ def test_serving_default_signature_as_documented(exported):
     }
 
 
-def test_new_version_beside_the_old_one(tmp_path):
-    """A second version leaves the first in place; the highest one is the latest."""
-    base = str(tmp_path / "saved_model")
-    first = _perturbed_model(1, image_shape=(4, 4, 1), num_scales=1, num_res_blocks=1,
+def test_new_version_beside_the_old_one(exported, tmp_path):
+    """A new version leaves the previous one untouched; the highest complete one is the latest."""
+    base = tmp_path / "saved_model"
+    assert export.latest_version(str(base)) is None
+    shutil.copytree(exported["export_dir"], base / str(VERSION))  # the previous version
+    before = _files(str(base / str(VERSION)))
+    model = _perturbed_model(2, image_shape=(4, 4, 1), num_scales=1, num_res_blocks=1,
                              hidden_channels=4)
-    second = _perturbed_model(2, image_shape=(4, 4, 1), num_scales=1, num_res_blocks=1,
-                              hidden_channels=4)
-    assert export.latest_version(base) is None
-    v9 = export.export_version(first, base, 9)
-    v10 = export.export_version(second, base, 10)
-    assert sorted(os.listdir(base)) == ["10", "9"]
-    assert export.latest_version(base) == v10
+    path = export.export_version(model, str(base), 10)
+    assert sorted(os.listdir(base)) == ["10", str(VERSION)]
+    assert _files(str(base / str(VERSION))) == before
+    (base / "12").mkdir()  # not a SavedModel (yet): never the latest
+    (base / ".13.tmp-x").mkdir()
+    assert export.latest_version(str(base)) == path == str(base / "10")
     x = np.full((2, 4, 4, 1), 120.0, np.float32)
-    old, new = tf.saved_model.load(v9), tf.saved_model.load(v10)  # references own the variables
-    np.testing.assert_allclose(old.log_prob(x), first.log_prob(x), rtol=1e-4)
-    np.testing.assert_allclose(new.log_prob(x), second.log_prob(x), rtol=1e-4)
-    assert not np.allclose(old.log_prob(x), new.log_prob(x))
+    loaded = tf.saved_model.load(path)  # keep a reference: it owns the variables
+    np.testing.assert_allclose(loaded.log_prob(x), model.log_prob(x), rtol=1e-4)
 
 
 @pytest.mark.parametrize("version", [-1, 1.5, "3", True])

@@ -50,9 +50,8 @@ def _line_key(line: bytes) -> bytes:
 def deduplicated_stderr() -> Iterator[None]:
     """Inside the block, file descriptor 2 goes to a file; afterwards each distinct line once.
 
-    Lines keep their order and their text (timestamps included); only later
-    repeats of a line that differ from an earlier one in the timestamp and
-    thread id alone are dropped.  Meant for ``import tensorflow`` (C++ output
+    Lines keep their order and their text (timestamps included); a line that
+    repeats an earlier one, timestamp and thread id aside, is dropped.  Meant for ``import tensorflow`` (C++ output
     that Python's ``sys.stderr`` never sees).  If the block raises, everything
     it printed is passed on unchanged.
     """
