@@ -1,10 +1,15 @@
-"""Tests for trainers.export: the SavedModel runs without tfnvp and matches the live model."""
+"""Tests for trainers.export: the SavedModel runs without tfnvp and matches the live model.
+
+The export is written in TensorFlow Serving's layout (``BASE/<version>/saved_model.pb``) and its
+``serving_default`` signature is what the README documents.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -20,6 +25,7 @@ IMAGE_SHAPE = (8, 8, 1)
 SEED = np.array([3, 7], np.int32)
 OTHER_SEED = np.array([4, 7], np.int32)
 TEMPERATURE = 0.8
+VERSION = 7
 
 # The child process: loads the export with tfnvp, trainers and TFP made
 # unimportable, runs every function on the saved inputs and writes the outputs.
@@ -96,11 +102,19 @@ CHILD = textwrap.dedent(r"""
     check("sample_negative_temperature", lambda: loaded.sample(2, -1.0, seed))
     check("valid_input", lambda: loaded.log_prob(d["x"]))
 
+    def specs(structure):
+        return {k: [v.dtype.name, v.shape.as_list()] for k, v in structure.items()}
+
+    serving = sig["serving_default"]
+    serving_spec = {"inputs": specs(serving.structured_input_signature[1]),
+                    "outputs": specs(serving.structured_outputs)}
+
     with open(loaded.metadata.asset_path.numpy().decode()) as f:
         metadata = json.load(f)
     blocked = [m for m in sys.modules if m.split(".")[0] in Refuse.BLOCKED and sys.modules[m]]
     with open(outputs + ".json", "w") as f:
-        json.dump({"errors": cases, "metadata": metadata, "blocked_modules_loaded": blocked}, f)
+        json.dump({"errors": cases, "metadata": metadata, "blocked_modules_loaded": blocked,
+                   "serving_default": serving_spec}, f)
 """)
 
 
@@ -134,7 +148,7 @@ def exported(tmp_path_factory):
     model = _perturbed_model(0, image_shape=IMAGE_SHAPE, num_scales=2, num_res_blocks=1,
                              hidden_channels=8, batch_norm_momentum=0.5)
     assert not np.allclose(model.statistics[0].moving_mean.numpy(), 0.0)
-    export_dir = export.export_saved_model(model, str(tmp / "saved_model"))
+    export_dir = export.export_version(model, str(tmp / "saved_model"), VERSION)
 
     rng = np.random.default_rng(1)
     inputs = dict(
@@ -312,3 +326,65 @@ def test_refuses_to_replace_a_directory_that_is_not_a_saved_model(exported, tmp_
         export.export_saved_model(exported["model"], str(tmp_path / "run"))
     assert os.listdir(tmp_path / "run") == ["config.json"]
     assert sorted(os.listdir(tmp_path)) == ["run"]
+
+
+def test_tensorflow_serving_layout(exported):
+    """BASE/<version>/saved_model.pb, nothing else in BASE (the temporary directory is gone)."""
+    export_dir = exported["export_dir"]
+    base = os.path.dirname(export_dir)
+    assert os.path.basename(export_dir) == str(VERSION)
+    assert os.listdir(base) == [str(VERSION)]
+    assert os.path.exists(os.path.join(export_dir, "saved_model.pb"))
+    assert export.latest_version(base) == export_dir
+
+
+def test_serving_default_signature_as_documented(exported):
+    """README: inputs {x: float32 [None, H, W, C]}, outputs {log_prob: float32 [None]}."""
+    assert exported["serving_default"] == {
+        "inputs": {"x": ["float32", [None, *IMAGE_SHAPE]]},
+        "outputs": {"log_prob": ["float32", [None]]},
+    }
+
+
+def test_new_version_beside_the_old_one(exported, tmp_path):
+    """A new version leaves the previous one untouched; the highest complete one is the latest."""
+    base = tmp_path / "saved_model"
+    assert export.latest_version(str(base)) is None
+    shutil.copytree(exported["export_dir"], base / str(VERSION))  # the previous version
+    before = _files(str(base / str(VERSION)))
+    model = _perturbed_model(2, image_shape=(4, 4, 1), num_scales=1, num_res_blocks=1,
+                             hidden_channels=4)
+    path = export.export_version(model, str(base), 10)
+    assert sorted(os.listdir(base)) == ["10", str(VERSION)]
+    assert _files(str(base / str(VERSION))) == before
+    (base / "12").mkdir()  # not a SavedModel (yet): never the latest
+    (base / ".13.tmp-x").mkdir()
+    assert export.latest_version(str(base)) == path == str(base / "10")
+    x = np.full((2, 4, 4, 1), 120.0, np.float32)
+    loaded = tf.saved_model.load(path)  # keep a reference: it owns the variables
+    np.testing.assert_allclose(loaded.log_prob(x), model.log_prob(x), rtol=1e-4)
+
+
+@pytest.mark.parametrize("version", [-1, 1.5, "3", True])
+def test_bad_version_is_refused(exported, tmp_path, version):
+    with pytest.raises(ValueError, match="non-negative integer"):
+        export.export_version(exported["model"], str(tmp_path), version)
+    assert os.listdir(tmp_path) == []
+
+
+def test_saved_model_cli_runs_serving_default(exported, tmp_path):
+    """TensorFlow's own command line runs the serving signature on the export."""
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    if not os.path.exists(cli):
+        pytest.skip("saved_model_cli is not installed next to this Python")
+    x = exported["inputs"]["x"]
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "out"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [cli, "run", "--dir", exported["export_dir"], "--tag_set", "serve",
+         "--signature_def", "serving_default", "--inputs", f"x={tmp_path / 'x.npy'}",
+         "--outdir", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    np.testing.assert_allclose(np.load(out / "log_prob.npy"), exported["outputs"]["log_prob"],
+                               rtol=1e-5)

@@ -305,4 +305,5 @@ def test_eval_mode_writes_eval_json(trained_run):
 def test_export_mode_writes_a_saved_model(trained_run):
     pytest.importorskip("trainers.export")
     assert _run(f"--output_dir={trained_run}", "--mode=export") == 0
-    assert (trained_run / "saved_model" / "saved_model.pb").exists()
+    step = evaluation.checkpoint_step(tf.train.latest_checkpoint(str(trained_run / "checkpoints")))
+    assert (trained_run / "saved_model" / str(step) / "saved_model.pb").exists()  # Serving layout

@@ -7,7 +7,6 @@ import tempfile
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 
 __all__ = ["grid_shape", "image_grid", "save_png", "to_uint8"]
 
@@ -50,6 +49,11 @@ def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 1) -> str:
         raise ValueError(f"Expected a uint8 [H, W, 1 or 3] image, got {image.dtype} {image.shape}.")
     if scale > 1:
         image = image.repeat(scale, axis=0).repeat(scale, axis=1)
+    try:
+        from PIL import Image  # Pillow comes with the trainer's extra, not the library.
+    except ImportError as error:
+        raise ImportError("tfnvp.grid.save_png needs Pillow: pip install pillow "
+                          "(or tfnvp[train]).") from error
     picture = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))

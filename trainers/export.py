@@ -29,12 +29,13 @@ holds the image shape, the model's ``get_config()`` and the versions used.
 
 Usage::
 
-    # trainer side
-    from trainers.export import export_saved_model
-    export_saved_model(model, "RUN/saved_model")
+    # trainer side (--mode=export: version = the checkpoint's step)
+    from trainers.export import export_version
+    export_version(model, "RUN/saved_model", version=1000)   # RUN/saved_model/1000/
 
-    # consumer side: plain TensorFlow
-    loaded = tf.saved_model.load("RUN/saved_model")
+    # consumer side: plain TensorFlow, or TensorFlow Serving with
+    # --model_base_path=RUN/saved_model (serving_default is log_prob)
+    loaded = tf.saved_model.load("RUN/saved_model/1000")
     nats = loaded.log_prob(tf.random.uniform([4, 32, 32, 3], 0.0, 256.0))
     bpd = loaded.bits_per_dim(images_uint8, seed=[1, 2])
     x = loaded.sample(num_samples=16, temperature=0.7, seed=[0, 0])
@@ -63,7 +64,8 @@ import tensorflow as tf
 
 import tfnvp
 
-__all__ = ["METADATA_FILE", "SIGNATURE_NAMES", "export_saved_model"]
+__all__ = ["METADATA_FILE", "SIGNATURE_NAMES", "export_saved_model", "export_version",
+           "latest_version"]
 
 METADATA_FILE = "tfnvp_export.json"
 SIGNATURE_NAMES = ("log_prob", "bits_per_dim", "sample", "encode", "decode")
@@ -75,6 +77,11 @@ class _ExportModule(tf.Module):
     def __init__(self, model: tfnvp.RealNVP, metadata_path: str):
         super().__init__(name="tfnvp_export")
         self.model = model
+        # The tf.Variables under the Keras 3 variables, tracked directly: without them the
+        # graph's variables are not the ones the functions read when the SavedModel is run by
+        # TensorFlow Serving, saved_model_cli or any TF1-style loader ("Could not find
+        # variable ..."; keras-team/keras#20096), although tf.saved_model.load works.
+        self.tf_variables = [weight.value for weight in model.weights]
         self.metadata = tf.saved_model.Asset(metadata_path)
         height, width, channels = model.image_shape
         dtype = model.flow_dtype
@@ -260,3 +267,27 @@ def _metadata(model: tfnvp.RealNVP) -> dict:
         "versions": {"tfnvp": getattr(tfnvp, "__version__", None),
                      "tensorflow": tf.__version__},
     }
+
+
+def export_version(model: tfnvp.RealNVP, base_dir: str, version: int) -> str:
+    """Writes ``model`` to ``base_dir/<version>/``, TensorFlow Serving's layout; returns the path.
+
+    TensorFlow Serving (``--model_base_path=base_dir``) serves the highest
+    integer-named subdirectory and picks up new ones as they appear.  The
+    version directory is written by ``export_saved_model``: in a temporary
+    directory ``base_dir/.<version>.tmp-*`` (not an integer name, so never
+    served) renamed into place when complete; exporting an existing version
+    again replaces it the same way.  Other versions are left alone.
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ValueError(f"An export version is a non-negative integer, got {version!r}.")
+    return export_saved_model(model, os.path.join(base_dir, str(version)))
+
+
+def latest_version(base_dir: str) -> str | None:
+    """The highest ``base_dir/<integer>/`` holding a ``saved_model.pb`` (what Serving loads)."""
+    if not os.path.isdir(base_dir):
+        return None
+    versions = [int(name) for name in os.listdir(base_dir) if name.isdigit()
+                and os.path.exists(os.path.join(base_dir, name, "saved_model.pb"))]
+    return os.path.join(base_dir, str(max(versions))) if versions else None

@@ -7,7 +7,7 @@
     RUN/samples/           PNG grids of samples, one per evaluation (step_XXXXXXXX.png)
     RUN/tensorboard/       TensorBoard summaries (train/, eval/)
     RUN/eval.json          result of --mode=eval
-    RUN/saved_model/       result of --mode=export
+    RUN/saved_model/N/     result of --mode=export (version N: the checkpoint's step)
 
 A run started again with the same ``--output_dir`` resumes; one whose model or
 data configuration differs from ``config.json`` is refused with an error

@@ -20,7 +20,8 @@ Modes:
   train   train (or resume) into --output_dir; evaluates every --eval_every steps.
   eval    exact bits/dim of the latest checkpoint (or --checkpoint) over the whole
           held-out split (fixed dequantization noise); written to RUN/eval.json.
-  export  SavedModel of the latest checkpoint (or --checkpoint) in RUN/saved_model.
+  export  SavedModel of the latest checkpoint (or --checkpoint) in RUN/saved_model/<version>/
+          (TensorFlow Serving's layout; --export_version, default: the checkpoint's step).
 
 Batch-norm statistics: training keeps debiased running averages; before every
 evaluation, sample grid and the final checkpoint they are recalibrated over
@@ -44,8 +45,11 @@ if _REPO_ROOT not in sys.path:
 
 from absl import app, flags, logging  # noqa: E402
 
-from trainers import launch  # noqa: E402
-from trainers import strategy as strategy_lib  # noqa: E402
+from trainers import console  # noqa: E402
+
+with console.deduplicated_stderr():  # TensorFlow's start-up lines, once each.
+    from trainers import launch  # noqa: E402  (imports TensorFlow)
+    from trainers import strategy as strategy_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -99,6 +103,9 @@ flags.DEFINE_boolean("running_average_batch_norm", False, "Appendix E: the batch
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in RUN/checkpoints.")
 flags.DEFINE_string("checkpoint", None, "--mode=eval/export: this checkpoint (e.g. "
                     "RUN/checkpoints/ckpt-1000) instead of the latest.")
+flags.DEFINE_integer("export_version", None, "--mode=export: writes RUN/saved_model/<version>/ "
+                     "(TensorFlow Serving's layout); default: the checkpoint's training step.")
+flags.register_validator("export_version", lambda v: v is None or v >= 0, message="must be >= 0.")
 flags.register_validator("recalibration_batches", lambda v: v >= 0, message="must be >= 0.")
 flags.register_validator("keep_checkpoints", lambda v: v >= 1, message="must be >= 1.")
 
@@ -219,6 +226,7 @@ def execute(flagfile: str | None = None) -> dict:
 
     ``flagfile``: the command's last --flagfile, which names the default --output_dir.
     """
+    console.configure_logging()
     if FLAGS.output_dir is None:
         FLAGS.output_dir = launch.default_output_dir(flagfile, FLAGS.dataset)
     if FLAGS.mode == "train":
@@ -259,9 +267,12 @@ def execute(flagfile: str | None = None) -> dict:
     model = run_dir.restore_model(FLAGS.output_dir, checkpoint, conditioner_dtype=None)
     batches = evaluation.prepare_statistics(model, checkpoint, FLAGS.output_dir,
                                             _run_data_config(), FLAGS.recalibration_batches)
-    target = os.path.join(FLAGS.output_dir, "saved_model")
+    version = FLAGS.export_version
+    if version is None:
+        version = evaluation.checkpoint_step(checkpoint)
+    target = os.path.join(FLAGS.output_dir, "saved_model", str(version))
     try:
-        path = export.export_saved_model(model, target)
+        path = export.export_version(model, os.path.dirname(target), version)
     except (OSError, tf.errors.OpError) as error:
         if not checkpoints.is_disk_full(error):
             raise
@@ -270,7 +281,8 @@ def execute(flagfile: str | None = None) -> dict:
                         "run the same command again.") from error
     statistics = evaluation.describe_statistics(batches)
     logging.info("Exported %s (batch-norm statistics: %s) to %s", checkpoint, statistics, path)
-    return dict(saved_model=path, checkpoint=checkpoint, batch_norm_statistics=statistics)
+    return dict(saved_model=path, version=version, checkpoint=checkpoint,
+                batch_norm_statistics=statistics)
 
 
 def _user_error_types() -> tuple[type, ...]:

@@ -275,7 +275,8 @@ class _Progress:
         mean["seconds_per_step"] = seconds_per_step
         logging.info(
             "step %d/%d (%.0f%%) | loss %.2f nats | %.4f bits/dim | grad norm %.3g | "
-            "%.1f images/s | ETA %s", step, self.total, 100.0 * step / self.total, mean["nll"],
+            "%.1f images/s in training steps (evaluation, summaries, checkpoints excluded) | ETA %s",
+            step, self.total, 100.0 * step / self.total, mean["nll"],
             mean["bits_per_dim"], mean["grad_norm"], mean["images_per_second"],
             _format_duration((self.total - step) * seconds_per_step))
         self.rows, self.timed_steps, self.seconds = [], 0, 0.0

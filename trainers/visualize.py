@@ -75,7 +75,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_string("checkpoint", None, "A checkpoint of --output_dir instead of the latest.",
                         **kw)
     flags.DEFINE_string("saved_model", None,
-                        "A SavedModel export (trainers/export.py) instead of a run.", **kw)
+                        "A SavedModel export (trainers/export.py) instead of a run; "
+                        "RUN/saved_model means its newest version.", **kw)
     flags.DEFINE_string("out", None, "Output PNG file.", **kw)
     flags.DEFINE_list("images", None,
                       "Comma-separated image files (default: the run's held-out split).", **kw)
@@ -108,6 +109,10 @@ class SavedModelAdapter:
     """
 
     def __init__(self, path: str):
+        if not os.path.exists(os.path.join(path, "saved_model.pb")):  # RUN/saved_model: newest
+            from trainers import export  # version (TensorFlow Serving's layout)
+
+            path = export.latest_version(path) or path
         if not os.path.exists(os.path.join(path, "saved_model.pb")):
             raise FileNotFoundError(f"{path!r} is not a SavedModel directory (no saved_model.pb).")
         self.path = path
@@ -196,8 +201,9 @@ def _data_config(output_dir: str | None, saved_model: str | None) -> dict | None
     ``config.json`` has ``"data"`` (dataset, image shape) and, as written by
     trainers/train.py, ``"input"`` (the ``DataConfig`` fields: data_dir, ...).
     """
-    for directory in ([output_dir] if output_dir else []) + (
-            [os.path.dirname(os.path.abspath(saved_model))] if saved_model else []):
+    exports = os.path.abspath(saved_model) if saved_model else None  # RUN/saved_model[/N]
+    around = [os.path.dirname(exports), os.path.dirname(os.path.dirname(exports))] if exports else []
+    for directory in ([output_dir] if output_dir else []) + around:
         if os.path.exists(os.path.join(directory, run_dir.CONFIG_FILE)):
             config = run_dir.read_config(directory)
             return {**(config.get("data") or {}), **(config.get("input") or {})}

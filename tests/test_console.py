@@ -1,0 +1,81 @@
+"""trainers.console: each console line once, TensorFlow's INFO records only at --verbosity=1."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+import tensorflow as tf
+from absl import logging as absl_logging
+
+from trainers import console
+
+BANNER = [
+    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+    b"I0000 00:00:1795901208.550822   28263 cudart_stub.cc:31] Could not find cuda drivers.\n",
+    b"E0000 00:00:1795901208.740454   28263 other.cc:1] A real error.\n",
+]
+REPEAT = [
+    BANNER[0],
+    b"I0000 00:00:1795901213.118335   28263 cudart_stub.cc:31] Could not find cuda drivers.\n",
+    b"E0000 00:00:1795901213.999999   28263 other.cc:1] Another real error.\n",
+]
+
+
+def test_repeated_cpp_lines_printed_once(capfd):
+    with console.deduplicated_stderr():
+        for line in BANNER + REPEAT:
+            os.write(2, line)
+    err = capfd.readouterr().err.encode()
+    # The first of each message with its own timestamp, the new error too; no repeats.
+    assert err == b"".join(BANNER) + REPEAT[2]
+
+
+def test_everything_passed_on_when_the_block_fails(capfd):
+    with pytest.raises(ImportError):
+        with console.deduplicated_stderr():
+            for line in BANNER + REPEAT:
+                os.write(2, line)
+            raise ImportError("simulated")
+    assert capfd.readouterr().err.encode() == b"".join(BANNER + REPEAT)
+
+
+@pytest.fixture
+def logging_state():
+    logger = logging.getLogger("tensorflow")
+    handler = absl_logging.get_absl_handler()
+    state = (list(logger.handlers), logger.propagate, list(handler.filters),
+             absl_logging.get_verbosity())
+    yield logger
+    logger.handlers[:] = state[0]
+    logger.propagate = state[1]
+    handler.filters[:] = state[2]
+    absl_logging.set_verbosity(state[3])
+
+
+def _record_from_tensorflow(level: int, message: str) -> logging.LogRecord:
+    """A record as TensorFlow's own modules log it (their file under TensorFlow's package)."""
+    path = os.path.join(os.path.dirname(tf.__file__), "python", "saved_model", "x.py")
+    return logging.LogRecord("absl", level, path, 1, message, None, None)
+
+
+@pytest.mark.parametrize("verbosity,info_shown", [(absl_logging.INFO, False),
+                                                  (absl_logging.DEBUG, True)])
+def test_tensorflow_records_printed_once(logging_state, capfd, verbosity, info_shown):
+    # TensorFlow's own handler, as tf.get_logger() adds it before absl's is installed.
+    logging_state.addHandler(logging.StreamHandler())
+    absl_logging.set_verbosity(verbosity)
+    console.configure_logging()
+    console.configure_logging()  # idempotent
+    capfd.readouterr()
+    tf.get_logger().warning("tf-logger-warning")
+    logging.getLogger().handle(_record_from_tensorflow(logging.INFO, "tf-module-info"))
+    logging.getLogger().handle(_record_from_tensorflow(logging.WARNING, "tf-module-warning"))
+    absl_logging.info("absl-info-record")
+    err = capfd.readouterr().err
+    assert err.count("tf-logger-warning") == 1
+    assert err.count("tf-module-warning") == 1
+    assert err.count("tf-module-info") == (1 if info_shown else 0)
+    assert err.count("absl-info-record") == 1
+    assert "WARNING:tensorflow" not in err

@@ -1,0 +1,124 @@
+"""The library install needs only its own dependencies; the trainers' are the ``[train]`` extra.
+
+setup.cfg's ``install_requires`` is what ``pip install tfnvp`` brings; importing every module of
+``tfnvp`` (in a fresh interpreter) must not load a module that only ``tfnvp[train]`` installs.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Import name of each distribution of the [train] extra.
+IMPORT_NAMES = {
+    "tensorflow-datasets": "tensorflow_datasets", "importlib_resources": "importlib_resources",
+    "requests": "requests", "tensorboard": "tensorboard", "absl-py": "absl",
+    "scikit-learn": "sklearn", "pillow": "PIL", "matplotlib": "matplotlib",
+}
+# Also required by TensorFlow itself, so installed (and imported by TensorFlow) with the library.
+REQUIRED_BY_TENSORFLOW = {"absl-py", "requests"}
+
+# A fresh interpreter in which the trainer-only modules cannot be imported (as after
+# `pip install tfnvp`): every tfnvp module imports and the public API runs.  (Modules that other
+# libraries import only if present, e.g. Keras trying PIL, are fine: they cope without them.)
+CHILD = r"""
+import importlib, importlib.abc, json, pkgutil, sys
+BLOCKED = set(sys.argv[1].split(","))
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is not installed (blocked)")
+sys.meta_path.insert(0, Refuse())
+
+import numpy as np
+import tfnvp
+names = ["tfnvp"] + [m.name for m in pkgutil.walk_packages(tfnvp.__path__, "tfnvp.")]
+for name in names:
+    importlib.import_module(name)
+model = tfnvp.RealNVP(image_shape=(4, 4, 1), num_scales=1, num_res_blocks=1, hidden_channels=4)
+bpd = model.bits_per_dim(np.full((2, 4, 4, 1), 100, np.uint8), seed=(1, 2))
+dense = tfnvp.DenseRealNVP(2, hidden_dim=8, num_couplings=2)
+moons = tfnvp.toy_data.two_moons(16).astype(np.float32)
+one_d = tfnvp.PiecewiseLinearFlow(4, -3.0, 3.0)
+grid = tfnvp.grid.image_grid(model.sample(4, seed=(0, 1)))
+results = [bpd, dense.log_prob(moons), one_d.log_prob(moons[:, :1])]
+print(json.dumps({"modules": names, "finite": all(bool(np.isfinite(r).all()) for r in results),
+                  "grid": list(grid.shape), "loaded": sorted(b for b in BLOCKED if b in sys.modules)}))
+"""
+
+
+def _setup_cfg() -> configparser.ConfigParser:
+    config = configparser.ConfigParser()
+    config.read(os.path.join(ROOT, "setup.cfg"))
+    return config
+
+
+def _requirements(text: str) -> list[str]:
+    """Distribution names of a setup.cfg requirement list (comments and versions dropped)."""
+    names = []
+    for line in text.splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            names.append(re.split(r"[<>=!~\[ ;]", line, maxsplit=1)[0])
+    return names
+
+
+def _extra(name: str) -> list[str]:
+    return _requirements(_setup_cfg()["options.extras_require"][name])
+
+
+def test_library_requirements_are_the_library_imports():
+    assert sorted(_requirements(_setup_cfg()["options"]["install_requires"])) == sorted(
+        ["tensorflow", "tensorflow-probability", "tf-keras", "keras", "numpy"])
+
+
+def test_extras():
+    train = _extra("train")
+    assert sorted(train) == sorted(IMPORT_NAMES)
+    assert {"tfnvp", "pytest", "scipy"} <= set(_extra("test"))
+    assert "tfnvp[train]" in _setup_cfg()["options.extras_require"]["test"]
+    assert _extra("gpu") == ["tensorflow"]
+    assert "tensorflow[and-cuda]" in _setup_cfg()["options.extras_require"]["gpu"]
+
+
+def test_license_and_type_marker_are_shipped():
+    config = _setup_cfg()
+    assert config["metadata"]["license"] == "Apache-2.0"
+    assert config["metadata"]["license_files"].strip() == "LICENSE"
+    with open(os.path.join(ROOT, "LICENSE")) as f:
+        text = f.read()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+    assert "py.typed" in config["options.package_data"]["tfnvp"]
+    assert os.path.exists(os.path.join(ROOT, "tfnvp", "py.typed"))
+
+
+def test_library_works_without_the_trainer_dependencies():
+    trainer_only = sorted(IMPORT_NAMES[d] for d in IMPORT_NAMES if d not in REQUIRED_BY_TENSORFLOW)
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-c", CHILD, ",".join(trainer_only)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"tfnvp.toy_data", "tfnvp.grid", "tfnvp.latent", "tfnvp.model"} <= set(report["modules"])
+    assert report["finite"] and report["grid"][2] == 1
+    assert report["loaded"] == []
+
+
+def test_save_png_without_pillow_names_the_extra(tmp_path, monkeypatch):
+    import numpy as np
+
+    from tfnvp import grid
+
+    monkeypatch.setitem(sys.modules, "PIL", None)  # `import PIL` now raises ImportError
+    with pytest.raises(ImportError, match=r"pip install pillow \(or tfnvp\[train\]\)"):
+        grid.save_png(np.zeros((2, 2, 1), np.uint8), tmp_path / "x.png")
+    assert os.listdir(tmp_path) == []
