@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
-import logging
 import os
 import re
 import shutil
@@ -60,17 +58,6 @@ def _finite_loss(run: Path) -> bool:
     model = run_dir.restore_model(str(run))
     x = next(iter(data.make_train_dataset(data.DataConfig("digits", batch_size=16))))
     return bool(np.all(np.isfinite(model.log_prob(x, training=True).numpy())))
-
-
-@pytest.fixture
-def absl_log():
-    """The absl log lines of in-process runs (pass --verbosity=0 for INFO lines)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    logger = logging.getLogger("absl")
-    logger.addHandler(handler)
-    yield stream.getvalue
-    logger.removeHandler(handler)
 
 
 @pytest.fixture(scope="module")

@@ -57,6 +57,10 @@ flags.DEFINE_string("dataset", None, "Dataset name (see trainers/datasets.py); f
                     "defaults to the run's.")
 flags.DEFINE_string("data_dir", None, "Data folder or file; TFDS data_dir for TFDS datasets. A "
                     "relative path missing from the working directory is tried from the repo root.")
+flags.DEFINE_integer("channels", None, "Image channels (1-4). image_folder: convert every file to "
+                     "this many (a warning says how many were converted); other datasets: must "
+                     "be theirs. Unset: inferred, and every file must agree (else an error "
+                     "names a file that does not). eval/export default to the run's.")
 flags.DEFINE_integer("train_steps", None, "Total training steps (required for --mode=train; no "
                      "default so that no run silently trains for a toy number of steps).")
 flags.DEFINE_integer("batch_size", 64, "GLOBAL batch size, split evenly across replicas.")
@@ -114,6 +118,8 @@ for _name in ("batch_size", "eval_batch_size", "eval_every", "checkpoint_every",
     flags.register_validator(_name, lambda v: v is not None and v >= 1, message="must be >= 1.")
 for _name in ("train_steps", "num_scales", "hidden_channels", "max_eval_examples"):
     flags.register_validator(_name, lambda v: v is None or v >= 1, message="must be >= 1.")
+flags.register_validator("channels", lambda v: v is None or 1 <= v <= 4,
+                         message="must be 1, 2, 3 or 4 (leave it unset to infer it).")
 flags.register_validator("num_res_blocks", lambda v: v is None or v >= 0, message="must be >= 0.")
 flags.register_validator("num_sample_images", lambda v: v >= 0, message="must be >= 0.")
 flags.register_validator("learning_rate", lambda v: v > 0, message="must be > 0.")
@@ -178,13 +184,13 @@ def model_flags(dataset: str) -> dict:
     return values
 
 
-def data_config(dataset: str, data_dir: str | None):
+def data_config(dataset: str, data_dir: str | None, channels: int | None):
     from trainers import data
 
     return data.DataConfig(
         dataset=dataset, data_dir=_resolve_data_dir(data_dir), batch_size=FLAGS.batch_size,
         eval_batch_size=FLAGS.eval_batch_size, flip=FLAGS.flip, seed=FLAGS.seed,
-        max_eval_examples=FLAGS.max_eval_examples)
+        max_eval_examples=FLAGS.max_eval_examples, channels=channels)
 
 
 def train_config():
@@ -209,8 +215,10 @@ def _run_data_config():
 
     stored = run_dir.read_config(FLAGS.output_dir)
     dataset = FLAGS.dataset or stored["data"]["dataset"]
-    data_dir = FLAGS.data_dir if FLAGS.data_dir is not None else stored.get("input", {}).get("data_dir")
-    return data_config(dataset, data_dir)
+    stored_input = stored.get("input", {})
+    data_dir = FLAGS.data_dir if FLAGS.data_dir is not None else stored_input.get("data_dir")
+    channels = FLAGS.channels if FLAGS.channels is not None else stored_input.get("channels")
+    return data_config(dataset, data_dir, channels)
 
 
 # ------------------------------------------------------------------------ modes
@@ -229,7 +237,7 @@ def execute(flagfile: str | None = None) -> dict:
         print(launch.describe(FLAGS.output_dir, training=True), flush=True)
         from trainers import data, preemption, run_lock, training
 
-        run_data = data_config(FLAGS.dataset, FLAGS.data_dir)
+        run_data = data_config(FLAGS.dataset, FLAGS.data_dir, FLAGS.channels)
         with launch.removed_if_unstarted(FLAGS.output_dir):
             data.prepare(run_data)  # Downloads (TFDS) before the run writes anything.
             with contextlib.ExitStack() as stack:
