@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -432,3 +433,106 @@ def test_npz_splits_that_disagree_are_refused(test_split, expected, tmp_path):
     np.savez(path, train=train_split, test=test_split)
     with pytest.raises(ValueError, match=expected):
         data.image_shape(data.DataConfig("npz", data_dir=str(path)))
+
+
+# ------------------------------------------- eval, export, visualize of a damaged run
+def test_eval_export_and_visualize_use_the_newest_intact_checkpoint(three_steps, tmp_path,
+                                                                   capfd, absl_log,
+                                                                   monkeypatch):
+    """The trainer's restore logic: a damaged newest checkpoint (and a garbled state file)
+    is skipped with its reason, the newest intact one is used; an explicit damaged
+    --checkpoint is refused in one line."""
+    from trainers import export, training, visualize
+
+    run = tmp_path / "run"
+    shutil.copytree(three_steps, run)
+    _truncate(run / "checkpoints" / _data(3))
+    (run / "checkpoints" / "checkpoint").write_text("garbage {{{")
+    before = _ckpt_files(run)
+    expected = training.weights_fingerprint(
+        run_dir.restore_model(str(three_steps), str(three_steps / "checkpoints" / "ckpt-2")))
+    skipped = re.compile(r"Skipping checkpoint \S*ckpt-3: \w+")
+
+    assert train.run(["train.py", f"--output_dir={run}", "--mode=eval",
+                      "--recalibration_batches=0"]) == 0
+    report = json.loads((run / "eval.json").read_text())
+    assert report["step"] == 2 and report["checkpoint"].endswith("ckpt-2")
+    assert skipped.search(absl_log()), absl_log()[-2000:]
+
+    exported = {}
+
+    def fake_export(model, target):  # The real export is tests/test_export.py's.
+        exported.update(weights=training.weights_fingerprint(model))
+        return target
+
+    monkeypatch.setattr(export, "export_saved_model", fake_export)
+    assert train.run(["train.py", f"--output_dir={run}", "--mode=export",
+                      "--recalibration_batches=0"]) == 0
+    assert exported["weights"] == expected
+    assert len(skipped.findall(absl_log())) == 2
+
+    out = tmp_path / "samples.png"
+    visualize.run("samples", str(out), output_dir=str(run), num=1, temperatures=(1.0,))
+    assert out.exists() and len(skipped.findall(absl_log())) == 3
+
+    capfd.readouterr()
+    assert train.run(["train.py", f"--output_dir={run}", "--mode=eval",
+                      f"--checkpoint={run}/checkpoints/ckpt-3"]) == 1
+    err = capfd.readouterr().err
+    assert "ckpt-3' does not restore" in err and "leave --checkpoint unset" in err
+    assert "Traceback" not in err
+    assert _ckpt_files(run) == before  # Nothing repaired or removed by reading.
+
+
+def test_out_of_memory_names_the_batch_size(three_steps, tmp_path, capfd, monkeypatch):
+    from trainers import steps as steps_lib
+
+    def out_of_memory(batch):
+        raise tf.errors.ResourceExhaustedError(
+            None, None, "OOM when allocating tensor with shape[16,8,8,64]\n"
+            "Hint: If you want to see a list of allocated tensors when OOM happens, ...")
+
+    class OutOfMemorySteps(steps_lib.TrainSteps):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.train_step = out_of_memory
+
+    monkeypatch.setattr(steps_lib, "TrainSteps", OutOfMemorySteps)
+    run = tmp_path / "run"
+    shutil.copytree(three_steps, run)
+    before = _ckpt_files(run)
+    capfd.readouterr()
+    assert _run(f"--output_dir={run}", "--train_steps=5") == 1
+    err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("Error")]
+    assert err == ["Error (ResourceExhaustedError): Out of memory (OOM when allocating tensor "
+                   "with shape[16,8,8,64]): use a smaller --batch_size (now 16; or "
+                   "--eval_batch_size, now 300, if it ran out while evaluating)."]
+    assert _ckpt_files(run) == before
+
+
+def test_user_errors_name_the_file_or_flag_in_one_line(three_steps, tmp_path, capfd):
+    """Item 8 of issue 12: each ends in one `Error (...)` line and exit status 1."""
+    damaged_config = tmp_path / "damaged_config"
+    shutil.copytree(three_steps, damaged_config)
+    (damaged_config / "config.json").write_text("{not json")
+    no_checkpoint = tmp_path / "no_checkpoint"
+    no_checkpoint.mkdir()
+    shutil.copy(three_steps / "config.json", no_checkpoint)
+    cases = {  # expected message: argv
+        "damaged_config/config.json is damaged": ["--mode=eval", f"--output_dir={damaged_config}"],
+        f"No checkpoint in '{no_checkpoint}/checkpoints': train first": [
+            "--mode=export", f"--output_dir={no_checkpoint}"],
+        "missing/config.json not found": ["--mode=eval", f"--output_dir={tmp_path}/missing"],
+        "--flagfile=no_such.flags: no readable file": ["--flagfile=no_such.flags"],
+        f"--flagfile={tmp_path}: no readable file": [f"--flagfile={tmp_path}"],
+        "--channels=5: must be 1, 2, 3 or 4": [*TINY, "--channels=5", "--train_steps=1"],
+        "--channels=3, but this dataset's images have 1": [
+            *TINY, "--channels=3", "--train_steps=1", f"--output_dir={tmp_path}/run"],
+    }
+    for expected, argv in cases.items():
+        capfd.readouterr()
+        assert train.run(["train.py", *argv]) == 1, expected
+        err = capfd.readouterr().err
+        assert expected in err, (expected, err[-2000:])
+        assert "Traceback" not in err and len(err.strip().splitlines()) <= 3, err
+    assert not (tmp_path / "run").exists()

@@ -310,7 +310,8 @@ def test_a_run_failing_before_its_first_checkpoint_leaves_no_run_directory(tmp_p
         (tmp_path / "images" / split).mkdir(parents=True)
         for name in names:
             Image.fromarray(np.full((8, 8), 7, np.uint8)).save(tmp_path / "images" / split / name)
-    (tmp_path / "images" / "train" / "002.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    good = (tmp_path / "images" / "train" / "000.png").read_bytes()  # Header intact, pixels cut:
+    (tmp_path / "images" / "train" / "002.png").write_bytes(good[:len(good) // 2])  # fails late.
     run = tmp_path / "run"
     assert train.run(["train.py", "--dataset=image_folder", f"--data_dir={tmp_path / 'images'}",
                       f"--output_dir={run}", "--train_steps=2", "--num_scales=1",

@@ -234,7 +234,7 @@ def test_errors_are_clear_and_leave_the_run_untouched(tmp_path, capfd):
         "does not exist": ["--dataset=mnist_idx", f"--data_dir={tmp_path / 'missing'}"],
         "contains 1 NaN": ["--dataset=npz", f"--data_dir={nan_npz}"],
         "different model configuration": [*folder, "--hidden_channels=16"],
-        "cannot read or decode image file": [*folder],
+        "999_corrupt.png is not a readable PNG or JPEG file": [*folder],
     }
     for expected, extra in cases.items():
         argv = extra if expected.startswith("--mode") else \

@@ -181,7 +181,8 @@ def _existing_path(data_dir: str | None, dataset: str, what: str) -> pathlib.Pat
         raise ValueError(f"Dataset {dataset!r} needs data_dir: {what}.")
     path = pathlib.Path(data_dir).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"Dataset {dataset!r}: {path} does not exist ({what}).")
+        raise FileNotFoundError(f"Dataset {dataset!r}: {path} does not exist; --data_dir must "
+                                f"be {what}.")
     return path
 
 

@@ -139,7 +139,11 @@ class UserError(Exception):
 
 
 def resolve_flagfiles(argv: list[str]) -> list[str]:
-    """Rewrites ``--flagfile=NAME`` to ``trainers/NAME`` when NAME is not in the cwd."""
+    """Rewrites ``--flagfile=NAME`` to ``trainers/NAME`` when NAME is not in the cwd.
+
+    A flagfile found in neither place, or not a readable file, is a
+    ``flags.Error`` naming where it was looked for and the flagfiles there.
+    """
     resolved = []
     for arg in argv:
         for prefix in ("--flagfile=", "-flagfile="):
@@ -148,7 +152,14 @@ def resolve_flagfiles(argv: list[str]) -> list[str]:
                 if not os.path.exists(path) and not os.path.isabs(path):
                     candidate = os.path.join(_TRAINERS_DIR, path)
                     if os.path.exists(candidate):
-                        arg = prefix + candidate
+                        arg, path = prefix + candidate, candidate
+                if not os.path.isfile(path) or not os.access(path, os.R_OK):
+                    known = sorted(n for n in os.listdir(_TRAINERS_DIR) if n.endswith(".flags"))
+                    where = path if os.path.isabs(path) else (
+                        f"{os.path.abspath(path)} or {os.path.join(_TRAINERS_DIR, path)}")
+                    raise flags.Error(
+                        f"--flagfile={arg[len(prefix):]}: no readable file {where} (the "
+                        f"flagfiles in trainers/: {', '.join(known)}).")
         resolved.append(arg)
     return resolved
 
@@ -184,7 +195,7 @@ def model_flags(dataset: str) -> dict:
     return values
 
 
-def data_config(dataset: str, data_dir: str | None, channels: int | None):
+def data_config(dataset: str, data_dir: str | None, channels: int | None = None):
     from trainers import data
 
     return data.DataConfig(
@@ -229,6 +240,9 @@ def execute(flagfile: str | None = None) -> dict:
     """
     if FLAGS.output_dir is None:
         FLAGS.output_dir = launch.default_output_dir(flagfile, FLAGS.dataset)
+    if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
+        raise UserError(f"--output_dir={FLAGS.output_dir} is a file, not a run directory: "
+                        "pass another --output_dir.")
     if FLAGS.mode == "train":
         name = FLAGS.strategy
         if FLAGS.jit_compile and name == "auto" and not strategy_lib.in_cluster():
@@ -263,8 +277,8 @@ def execute(flagfile: str | None = None) -> dict:
 
     from trainers import checkpoints, evaluation
 
-    checkpoint = evaluation.find_checkpoint(FLAGS.output_dir, FLAGS.checkpoint)
-    model = run_dir.restore_model(FLAGS.output_dir, checkpoint, conditioner_dtype=None)
+    model, checkpoint = run_dir.restore_run(FLAGS.output_dir, FLAGS.checkpoint,
+                                            conditioner_dtype=None)
     batches = evaluation.prepare_statistics(model, checkpoint, FLAGS.output_dir,
                                             _run_data_config(), FLAGS.recalibration_batches)
     target = os.path.join(FLAGS.output_dir, "saved_model")
@@ -289,7 +303,25 @@ def _user_error_types() -> tuple[type, ...]:
     return (UserError, ValueError, checkpoints.CheckpointError, checkpoints.CheckpointWriteError,
             run_lock.RunLockedError, OSError,
             training.TrainingError, FloatingPointError, tf.errors.InvalidArgumentError,
-            tf.errors.NotFoundError, tf.errors.DataLossError)
+            tf.errors.NotFoundError, tf.errors.DataLossError, tf.errors.ResourceExhaustedError,
+            MemoryError)
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    import tensorflow as tf
+
+    return isinstance(error, (tf.errors.ResourceExhaustedError, MemoryError))
+
+
+def _out_of_memory_message(error: BaseException) -> str:
+    """One line for an out-of-memory error: what ran out and the flag that fixes it."""
+    first = _short(error).splitlines()[0] if str(error).strip() else "out of memory"
+    if FLAGS.mode == "train":
+        fix = (f"use a smaller --batch_size (now {FLAGS.batch_size}; or --eval_batch_size, now "
+               f"{FLAGS.eval_batch_size}, if it ran out while evaluating)")
+    else:
+        fix = f"use a smaller --eval_batch_size (now {FLAGS.eval_batch_size})"
+    return f"Out of memory ({first}): {fix}."
 
 
 def _short(error: BaseException) -> str:
@@ -317,8 +349,9 @@ def guarded_execute(flagfile: str | None = None) -> int:
     except _user_error_types() as error:
         if FLAGS.verbose:
             traceback.print_exc()
-        print(f"Error ({type(error).__name__}): {_short(error)}", file=sys.stderr, flush=True)
-        logging.error("%s: %s", type(error).__name__, _short(error))
+        message = _out_of_memory_message(error) if _out_of_memory(error) else _short(error)
+        print(f"Error ({type(error).__name__}): {message}", file=sys.stderr, flush=True)
+        logging.error("%s: %s", type(error).__name__, message)
         return 1
     return 0
 
@@ -343,4 +376,8 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     # absl reads --flagfile inside app.run, so bare names are resolved first.
-    app.run(main, argv=resolve_flagfiles(sys.argv))
+    try:
+        resolved_argv = resolve_flagfiles(sys.argv)
+    except flags.Error as bad_flagfile:
+        sys.exit(f"FATAL Flags parsing error: {bad_flagfile}")
+    app.run(main, argv=resolved_argv)
