@@ -146,7 +146,9 @@ def test_no_restorable_checkpoint_raises_and_changes_nothing(tmp_path):
     assert checkpoints.restore_newest_intact(checkpoint, str(tmp_path / "empty")) == (None, [])
 
 
-@pytest.mark.parametrize("damage", ["index_deleted", "data_truncated", "state_garbled"])
+# Every damage is covered by test_newest_intact_checkpoint_is_found_for_every_damage; the
+# trainer's two paths are a skipped checkpoint and a repaired state file.
+@pytest.mark.parametrize("damage", ["data_truncated", "state_garbled"])
 def test_restart_resumes_from_the_newest_intact_checkpoint(damage, three_steps, tmp_path,
                                                            absl_log):
     """The trainer: no new run from step 0, older checkpoints untouched, debris removed."""
@@ -208,11 +210,23 @@ def _wait_for(log: Path, pattern: str, proc: subprocess.Popen, timeout: float = 
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_checkpoints_the_current_step_and_exits_75(signum, tmp_path):
+def test_signal_checkpoints_the_current_step_and_exits_75(signum, tmp_path, capfd):
+    """While the trainer runs, a second one on its directory is refused (run lock); then a
+    signal stops it after the current step, checkpointed."""
     run, log = tmp_path / "run", tmp_path / "log.txt"
     proc = _start(run, log, "--train_steps=100000", "--checkpoint_every=100000")
-    _wait_for(log, r"step 3/", proc)
-    proc.send_signal(signum)
+    try:
+        _wait_for(log, r"step 2/", proc)
+        before = _hashes(run / "checkpoints") if (run / "checkpoints").exists() else {}
+        capfd.readouterr()
+        assert _run(f"--output_dir={run}", "--train_steps=4") == 1
+        err = capfd.readouterr().err
+        assert f"is in use by process {proc.pid}" in err and "Traceback" not in err
+        assert (run / run_lock.LOCK_FILE).exists()
+        assert (_hashes(run / "checkpoints") if (run / "checkpoints").exists() else {}) == before
+        _wait_for(log, r"step 3/", proc)
+    finally:
+        proc.send_signal(signum)
     assert proc.wait(timeout=120) == preemption.EXIT_PREEMPTED
     text = log.read_text()
     name = signal.Signals(signum).name
@@ -246,32 +260,14 @@ def test_second_signal_exits_at_once_and_the_run_resumes(tmp_path, capfd):
 
 
 # ---------------------------------------------------------------- run lock
-def test_second_trainer_on_the_same_directory_is_refused(tmp_path, capfd):
-    run, log = tmp_path / "run", tmp_path / "log.txt"
-    proc = _start(run, log, "--train_steps=100000", "--checkpoint_every=100000")
-    try:
-        _wait_for(log, r"step 2/", proc)
-        before = _hashes(run / "checkpoints") if (run / "checkpoints").exists() else {}
-        capfd.readouterr()
-        assert _run(f"--output_dir={run}", "--train_steps=4") == 1
-        err = capfd.readouterr().err
-        assert f"is in use by process {proc.pid}" in err and "Traceback" not in err
-        assert (run / run_lock.LOCK_FILE).exists()
-        assert (_hashes(run / "checkpoints") if (run / "checkpoints").exists() else {}) == before
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == preemption.EXIT_PREEMPTED
-    assert not (run / run_lock.LOCK_FILE).exists()
-
-
-def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, absl_log):
+def test_stale_lock_of_a_dead_process_is_taken_over(three_steps, tmp_path, absl_log):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     run = tmp_path / "run"
-    run.mkdir()
+    shutil.copytree(three_steps, run)
     (run / run_lock.LOCK_FILE).write_text(
         f'{{"host": "{run_lock.socket.gethostname()}", "pid": {dead.pid}}}')
-    assert _run(f"--output_dir={run}", "--train_steps=1") == 0
+    assert _run(f"--output_dir={run}", "--train_steps=3") == 0  # Done already: no steps.
     assert "stale lock" in absl_log()
     assert not (run / run_lock.LOCK_FILE).exists()  # released on exit
 

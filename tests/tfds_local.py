@@ -10,6 +10,8 @@ writer) with two substitutions a test needs:
   SHA-256, file name) are read from FILE instead of the installed package, so small
   archives made by the test validate;
 * ``--redirect``: a dataset URL is fetched from another URL (a server on 127.0.0.1).
+
+Tests apply the same substitutions in-process with ``patch(..., monkeypatch.setattr)``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from tensorflow_datasets.core import dataset_builder
 from tensorflow_datasets.core.download import download_manager
 
 
-def _patch(checksums: str, redirects: dict[str, str]) -> None:
-    dataset_builder.DatasetBuilder._checksums_path = epath.Path(checksums)
+def patch(checksums: str, redirects: dict[str, str], setattr=setattr) -> None:
+    """Applies both substitutions; ``setattr`` may be pytest's ``monkeypatch.setattr``
+    (for in-process use, undone after the test)."""
+    setattr(dataset_builder.DatasetBuilder, "_checksums_path", epath.Path(checksums))
     fetch = download_manager.DownloadManager._download_or_get_cache
 
     def redirected(self, resource):
@@ -34,7 +38,7 @@ def _patch(checksums: str, redirects: dict[str, str]) -> None:
             resource._url = redirects.get(resource.url, resource.url)
         return fetch(self, resource)
 
-    download_manager.DownloadManager._download_or_get_cache = redirected
+    setattr(download_manager.DownloadManager, "_download_or_get_cache", redirected)
 
 
 def main(argv: list[str]) -> None:
@@ -43,7 +47,7 @@ def main(argv: list[str]) -> None:
     checksums = next(o.split("=", 1)[1] for o in options if o.startswith("--checksums="))
     redirects = dict(o.split("=", 1)[1].rsplit("=", 1) for o in options
                      if o.startswith("--redirect="))
-    _patch(checksums, redirects)
+    patch(checksums, redirects)
     sys.argv = command
     runpy.run_path(command[0], run_name="__main__")
 

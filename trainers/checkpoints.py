@@ -44,7 +44,8 @@ import tensorflow as tf
 from absl import logging
 
 __all__ = ["PREFIX", "CheckpointError", "CheckpointWriteError", "Skipped", "candidates",
-           "checkpoint_step", "first_line", "restore_error", "restore_newest_intact", "state_names", "write_state",
+           "checkpoint_step", "first_line", "restore_error", "restore_newest_intact",
+           "state_names", "write_state",
            "newest_with_index", "set_aside", "remove_leftovers", "remove_partial", "is_disk_full"]
 
 PREFIX = "ckpt"

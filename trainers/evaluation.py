@@ -186,8 +186,9 @@ def evaluate_run(output_dir: str, data_config: data.DataConfig, checkpoint: str 
                  recalibration_batches: int = 0) -> dict:
     """``--mode=eval``: exact bits/dim of a checkpoint over the whole held-out split.
 
-    ``checkpoint`` defaults to the newest intact one (``run_dir.restore_run``).  Runs the float32 model
-    (mixed-precision conditioners are evaluated in full precision) with the
+    ``checkpoint`` defaults to the newest intact one (``run_dir.restore_run``).
+    Runs the float32 model (mixed-precision conditioners are evaluated in full
+    precision) with the
     checkpoint's statistics, recalibrated first if they were not
     (``prepare_statistics``), and writes ``RUN/eval.json`` atomically.
     """

@@ -26,7 +26,8 @@ import tensorflow as tf
 import tfnvp
 
 __all__ = ["CONFIG_FILE", "CHECKPOINT_DIR", "LEGACY_MODEL_DEFAULTS", "ConfigMismatchError", "write_json_atomic",
-           "read_config", "check_config", "write_or_check_config", "build_model", "restore_run", "restore_model",
+           "read_config", "check_config", "write_or_check_config", "build_model", "restore_run",
+           "restore_model",
            "checkpoint_dir", "model_checkpoint_object"]
 
 CONFIG_FILE = "config.json"
