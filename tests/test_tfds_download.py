@@ -111,7 +111,7 @@ def _eval_pixels(dataset: str, data_dir: Path, count: int) -> np.ndarray:
 def local_tfds(tmp_path, monkeypatch, capfd, absl_log, offline):
     """Runs trainers/train.py --flagfile=FLAGFILE (in-process, cwd tmp_path) with TFDS data in
     tmp_path/tfds, run tmp_path/run, `files` registered as the checksums of their URLs and
-    `redirects` fetched from 127.0.0.1 (tests/tfds_local.py). Returns (exit status, stdout,
+    `redirects` fetched from 127.0.0.1 (tests/tfds_local.py). It returns (exit status, stdout,
     stderr and the absl log)."""
     monkeypatch.chdir(tmp_path)
 
@@ -127,7 +127,8 @@ def local_tfds(tmp_path, monkeypatch, capfd, absl_log, offline):
         captured = capfd.readouterr()
         return code, captured.out, captured.err + absl_log()
 
-    return command
+    yield command
+    tfds_local.forget_checksums()  # The substitutes go with the test.
 
 
 def _manual_dir(tmp_path: Path) -> Path:

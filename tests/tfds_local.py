@@ -24,9 +24,16 @@ from tensorflow_datasets.core import dataset_builder
 from tensorflow_datasets.core.download import download_manager
 
 
+def forget_checksums() -> None:
+    """Empties TFDS's per-class memo of the registered checksums (``url_infos``), which
+    would otherwise keep a test's substitutes (or miss them) for the rest of the process."""
+    dataset_builder.DatasetBuilder.__dict__["url_infos"].fget.__func__.cache_clear()
+
+
 def patch(checksums: str, redirects: dict[str, str], setattr=setattr) -> None:
     """Applies both substitutions; ``setattr`` may be pytest's ``monkeypatch.setattr``
-    (for in-process use, undone after the test)."""
+    (for in-process use, undone after the test, which calls ``forget_checksums`` then)."""
+    forget_checksums()
     setattr(dataset_builder.DatasetBuilder, "_checksums_path", epath.Path(checksums))
     fetch = download_manager.DownloadManager._download_or_get_cache
 
