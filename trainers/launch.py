@@ -62,7 +62,8 @@ def describe(output_dir: str, training: bool) -> str:
 
     try:
         resuming = f"resuming at step {evaluation.checkpoint_step(path)}"
-    except (tf.errors.OpError, ValueError):  # Unreadable: training itself reports it.
+    except Exception:  # noqa: BLE001 - damaged files fail in many ways (e.g. IndexError
+        # "Read less bytes"); training itself skips the checkpoint and says why.
         resuming = f"resuming from {path}"
     return f"Run directory: {output_dir} ({resuming})"
 
