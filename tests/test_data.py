@@ -172,6 +172,36 @@ def test_mnist_idx_bad_file_is_named(tmp_path, problem):
         data.make_eval_dataset(data.DataConfig("mnist_idx", str(tmp_path)))
 
 
+@pytest.mark.parametrize("problem, message", [
+    ("int16", "3-dimensional int16, expected images: 3-dimensional unsigned bytes"),
+    ("labels_count", "has 3 images but .*t10k-labels-idx1-ubyte has 4 labels"),
+    ("labels_magic", r"t10k-labels-idx1-ubyte: an IDX file of 3-dimensional unsigned bytes, "
+                     "expected labels"),
+    ("not_idx", "not an IDX file"),
+    ("extra_bytes", "= 12 bytes of values, the file has 13"),
+])
+def test_mnist_idx_header_dtype_and_labels_are_checked(tmp_path, problem, message):
+    images = np.zeros((3, 2, 2), np.uint8)
+    _write_idx(tmp_path / "train-images-idx3-ubyte", images)
+    t10k, labels = tmp_path / "t10k-images-idx3-ubyte", tmp_path / "t10k-labels-idx1-ubyte"
+    _write_idx(t10k, images)
+    if problem == "int16":
+        t10k.write_bytes(struct.pack(">IIII", 0x0B03, 3, 2, 2) + images.astype(">i2").tobytes())
+    elif problem == "labels_count":
+        labels.write_bytes(struct.pack(">II", 2049, 4) + bytes(4))
+    elif problem == "labels_magic":
+        _write_idx(labels, images)
+    elif problem == "not_idx":
+        t10k.write_bytes(b"\x89PNG" + bytes(40))
+    else:
+        t10k.write_bytes(t10k.read_bytes() + b"\0")
+    with pytest.raises(ValueError, match=message):
+        data.make_eval_dataset(data.DataConfig("mnist_idx", str(tmp_path)))
+    labels.write_bytes(struct.pack(">II", 2049, 3) + bytes(3))
+    _write_idx(t10k, images)  # Matching files are read.
+    assert data.num_eval_examples(data.DataConfig("mnist_idx", str(tmp_path))) == 3
+
+
 def test_mnist_idx_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "nope"))):
         data.image_shape(data.DataConfig("mnist_idx", str(tmp_path / "nope")))
@@ -239,20 +269,82 @@ def test_image_folder_grayscale_jpegs_and_held_out_tenth(tmp_path):
     np.testing.assert_array_equal(_pixels(_batches(data.make_eval_dataset(config))), expected)
 
 
-@pytest.mark.parametrize("problem", ["corrupt", "truncated", "wrong_size"])
 @pytest.mark.parametrize("cache", [True, False])
-def test_image_folder_bad_file_is_reported_by_path(image_folder, problem, cache):
+def test_image_folder_undecodable_file_is_reported_by_path(image_folder, cache):
     bad = image_folder / "train" / "b" / "bad.png"
     good = (image_folder / "train" / "a" / "0.png").read_bytes()
-    if problem == "corrupt":
-        bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 8)
-    elif problem == "truncated":
-        bad.write_bytes(good[: len(good) // 2])
-    else:
-        _write_png(bad, np.zeros((5, 7, 3), np.uint8))
+    bad.write_bytes(good[: len(good) // 2])  # Intact header, truncated pixels.
     config = data.DataConfig("image_folder", str(image_folder), batch_size=4, cache=cache)
     with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(str(bad))):
         _batches(data.make_train_dataset(config), 5)
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("corrupt", "not a readable PNG or JPEG"),
+    ("wrong_size", r"is 5x7 pixels but the first file .* is 5x6.*same size"),
+    ("16_bit", "16 bits per sample.*convert the files to 8 bits"),
+    ("grayscale", r"has 1 channel\(s\) but the first file .* has 3.*--channels=3"),
+    ("rgba", r"has 4 channel\(s\).*--channels=3"),
+])
+def test_image_folder_files_that_disagree_are_refused_before_decoding(image_folder, problem,
+                                                                       message):
+    bad = image_folder / "test" / "c" / "bad.png"
+    if problem == "corrupt":
+        bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 8)
+    elif problem == "wrong_size":
+        _write_png(bad, np.zeros((5, 7, 3), np.uint8))
+    elif problem == "16_bit":  # Would be rescaled to 8 bits by the decoder.
+        Image.fromarray(np.full((5, 6), 40000, np.uint16)).save(bad)
+    elif problem == "grayscale":  # Would be silently converted to RGB.
+        _write_png(bad, np.zeros((5, 6, 1), np.uint8))
+    else:
+        _write_png(bad, np.zeros((5, 6, 4), np.uint8))
+    config = data.DataConfig("image_folder", str(image_folder))
+    with pytest.raises(ValueError, match=re.escape(str(bad)) + ".*" + message):
+        data.image_shape(config)
+    with pytest.raises(ValueError, match=re.escape(str(bad))):
+        data.make_eval_dataset(config)
+
+
+def test_image_folder_channels_flag_converts_with_one_warning(image_folder, absl_log):
+    gray = np.arange(30, dtype=np.uint8).reshape(5, 6, 1)
+    _write_png(image_folder / "test" / "c" / "gray.png", gray)
+    config = data.DataConfig("image_folder", str(image_folder), channels=3)
+    assert data.image_shape(config) == (5, 6, 3)
+    data.make_eval_dataset(config)  # Checked once per process: one warning.
+    assert absl_log().count("converted") == 1
+    assert "converted 1 of 13 files to 3 channel(s)" in absl_log()
+    held_out = _pixels(_batches(data.make_eval_dataset(config)))
+    index = sorted(str(p) for p in (image_folder / "test").rglob("*.png")).index(
+        str(image_folder / "test" / "c" / "gray.png"))
+    np.testing.assert_array_equal(held_out[index], np.repeat(gray, 3, axis=-1))
+    one = dataclasses.replace(config, channels=1)  # RGB files converted to luminance.
+    assert data.image_shape(one) == (5, 6, 1)
+    assert _batches(data.make_eval_dataset(one)).shape == (4, 5, 6, 1)
+
+
+def test_channels_of_other_datasets_must_be_theirs():
+    with pytest.raises(ValueError, match=r"--channels=3, but .* have 1 channel"):
+        data.image_shape(data.DataConfig("digits", channels=3))
+    assert data.image_shape(data.DataConfig("digits", channels=1)) == (8, 8, 1)
+    with pytest.raises(ValueError, match="channels must be 1, 2, 3, 4"):
+        data.DataConfig("digits", channels=5)
+
+
+@pytest.mark.parametrize("mode, extension, options", [
+    ("L", "png", {}), ("LA", "png", {}), ("RGB", "png", {}), ("RGBA", "png", {}),
+    ("P", "png", {}), ("P", "png", {"transparency": 0}), ("1", "png", {}),
+    ("L", "jpg", {}), ("RGB", "jpg", {"progressive": True}), ("CMYK", "jpg", {}),
+    ("RGB", "jpg", {"exif": b"Exif\0\0" + b"\0" * 64}),
+])
+def test_image_header_agrees_with_the_decoder(tmp_path, mode, extension, options):
+    rng = np.random.default_rng(5)
+    path = tmp_path / f"x.{extension}"
+    Image.fromarray(rng.integers(0, 256, (7, 9, 3), np.uint8)).convert(mode).save(path, **options)
+    header = datasets.read_image_header(str(path))
+    decoded = datasets.decode_image_bytes(tf.io.read_file(str(path)), channels=0)
+    assert (header.height, header.width, header.channels) == tuple(decoded.shape)
+    assert header.bits == (1 if mode == "1" else 8)
 
 
 def test_image_folder_missing_folders_and_bad_first_file(image_folder, tmp_path):
@@ -264,7 +356,7 @@ def test_image_folder_missing_folders_and_bad_first_file(image_folder, tmp_path)
         data.image_shape(data.DataConfig("image_folder", str(tmp_path / "absent")))
     first = image_folder / "train" / "a" / "0.png"  # Its size would be the dataset's.
     first.write_bytes(b"garbage")
-    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(str(first))):
+    with pytest.raises(ValueError, match=re.escape(str(first))):
         data.image_shape(data.DataConfig("image_folder", str(image_folder)))
 
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
-import logging
+import json
 import os
 import re
 import shutil
@@ -60,17 +59,6 @@ def _finite_loss(run: Path) -> bool:
     model = run_dir.restore_model(str(run))
     x = next(iter(data.make_train_dataset(data.DataConfig("digits", batch_size=16))))
     return bool(np.all(np.isfinite(model.log_prob(x, training=True).numpy())))
-
-
-@pytest.fixture
-def absl_log():
-    """The absl log lines of in-process runs (pass --verbosity=0 for INFO lines)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    logger = logging.getLogger("absl")
-    logger.addHandler(handler)
-    yield stream.getvalue
-    logger.removeHandler(handler)
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +146,9 @@ def test_no_restorable_checkpoint_raises_and_changes_nothing(tmp_path):
     assert checkpoints.restore_newest_intact(checkpoint, str(tmp_path / "empty")) == (None, [])
 
 
-@pytest.mark.parametrize("damage", ["index_deleted", "data_truncated", "state_garbled"])
+# Every damage is covered by test_newest_intact_checkpoint_is_found_for_every_damage; the
+# trainer's two paths are a skipped checkpoint and a repaired state file.
+@pytest.mark.parametrize("damage", ["data_truncated", "state_garbled"])
 def test_restart_resumes_from_the_newest_intact_checkpoint(damage, three_steps, tmp_path,
                                                            absl_log):
     """The trainer: no new run from step 0, older checkpoints untouched, debris removed."""
@@ -220,11 +210,23 @@ def _wait_for(log: Path, pattern: str, proc: subprocess.Popen, timeout: float = 
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_checkpoints_the_current_step_and_exits_75(signum, tmp_path):
+def test_signal_checkpoints_the_current_step_and_exits_75(signum, tmp_path, capfd):
+    """While the trainer runs, a second one on its directory is refused (run lock); then a
+    signal stops it after the current step, checkpointed."""
     run, log = tmp_path / "run", tmp_path / "log.txt"
     proc = _start(run, log, "--train_steps=100000", "--checkpoint_every=100000")
-    _wait_for(log, r"step 3/", proc)
-    proc.send_signal(signum)
+    try:
+        _wait_for(log, r"step 2/", proc)
+        before = _hashes(run / "checkpoints") if (run / "checkpoints").exists() else {}
+        capfd.readouterr()
+        assert _run(f"--output_dir={run}", "--train_steps=4") == 1
+        err = capfd.readouterr().err
+        assert f"is in use by process {proc.pid}" in err and "Traceback" not in err
+        assert (run / run_lock.LOCK_FILE).exists()
+        assert (_hashes(run / "checkpoints") if (run / "checkpoints").exists() else {}) == before
+        _wait_for(log, r"step 3/", proc)
+    finally:
+        proc.send_signal(signum)
     assert proc.wait(timeout=120) == preemption.EXIT_PREEMPTED
     text = log.read_text()
     name = signal.Signals(signum).name
@@ -258,32 +260,14 @@ def test_second_signal_exits_at_once_and_the_run_resumes(tmp_path, capfd):
 
 
 # ---------------------------------------------------------------- run lock
-def test_second_trainer_on_the_same_directory_is_refused(tmp_path, capfd):
-    run, log = tmp_path / "run", tmp_path / "log.txt"
-    proc = _start(run, log, "--train_steps=100000", "--checkpoint_every=100000")
-    try:
-        _wait_for(log, r"step 2/", proc)
-        before = _hashes(run / "checkpoints") if (run / "checkpoints").exists() else {}
-        capfd.readouterr()
-        assert _run(f"--output_dir={run}", "--train_steps=4") == 1
-        err = capfd.readouterr().err
-        assert f"is in use by process {proc.pid}" in err and "Traceback" not in err
-        assert (run / run_lock.LOCK_FILE).exists()
-        assert (_hashes(run / "checkpoints") if (run / "checkpoints").exists() else {}) == before
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == preemption.EXIT_PREEMPTED
-    assert not (run / run_lock.LOCK_FILE).exists()
-
-
-def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, absl_log):
+def test_stale_lock_of_a_dead_process_is_taken_over(three_steps, tmp_path, absl_log):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     run = tmp_path / "run"
-    run.mkdir()
+    shutil.copytree(three_steps, run)
     (run / run_lock.LOCK_FILE).write_text(
         f'{{"host": "{run_lock.socket.gethostname()}", "pid": {dead.pid}}}')
-    assert _run(f"--output_dir={run}", "--train_steps=1") == 0
+    assert _run(f"--output_dir={run}", "--train_steps=3") == 0  # Done already: no steps.
     assert "stale lock" in absl_log()
     assert not (run / run_lock.LOCK_FILE).exists()  # released on exit
 
@@ -445,3 +429,106 @@ def test_npz_splits_that_disagree_are_refused(test_split, expected, tmp_path):
     np.savez(path, train=train_split, test=test_split)
     with pytest.raises(ValueError, match=expected):
         data.image_shape(data.DataConfig("npz", data_dir=str(path)))
+
+
+# ------------------------------------------- eval, export, visualize of a damaged run
+def test_eval_export_and_visualize_use_the_newest_intact_checkpoint(three_steps, tmp_path,
+                                                                   capfd, absl_log,
+                                                                   monkeypatch):
+    """The trainer's restore logic: a damaged newest checkpoint (and a garbled state file)
+    is skipped with its reason, the newest intact one is used; an explicit damaged
+    --checkpoint is refused in one line."""
+    from trainers import export, training, visualize
+
+    run = tmp_path / "run"
+    shutil.copytree(three_steps, run)
+    _truncate(run / "checkpoints" / _data(3))
+    (run / "checkpoints" / "checkpoint").write_text("garbage {{{")
+    before = _ckpt_files(run)
+    expected = training.weights_fingerprint(
+        run_dir.restore_model(str(three_steps), str(three_steps / "checkpoints" / "ckpt-2")))
+    skipped = re.compile(r"Skipping checkpoint \S*ckpt-3: \w+")
+
+    assert train.run(["train.py", f"--output_dir={run}", "--mode=eval",
+                      "--recalibration_batches=0"]) == 0
+    report = json.loads((run / "eval.json").read_text())
+    assert report["step"] == 2 and report["checkpoint"].endswith("ckpt-2")
+    assert skipped.search(absl_log()), absl_log()[-2000:]
+
+    exported = {}
+
+    def fake_export(model, target):  # The real export is tests/test_export.py's.
+        exported.update(weights=training.weights_fingerprint(model))
+        return target
+
+    monkeypatch.setattr(export, "export_saved_model", fake_export)
+    assert train.run(["train.py", f"--output_dir={run}", "--mode=export",
+                      "--recalibration_batches=0"]) == 0
+    assert exported["weights"] == expected
+    assert len(skipped.findall(absl_log())) == 2
+
+    out = tmp_path / "samples.png"
+    visualize.run("samples", str(out), output_dir=str(run), num=1, temperatures=(1.0,))
+    assert out.exists() and len(skipped.findall(absl_log())) == 3
+
+    capfd.readouterr()
+    assert train.run(["train.py", f"--output_dir={run}", "--mode=eval",
+                      f"--checkpoint={run}/checkpoints/ckpt-3"]) == 1
+    err = capfd.readouterr().err
+    assert "ckpt-3' does not restore" in err and "leave --checkpoint unset" in err
+    assert "Traceback" not in err
+    assert _ckpt_files(run) == before  # Nothing repaired or removed by reading.
+
+
+def test_out_of_memory_names_the_batch_size(three_steps, tmp_path, capfd, monkeypatch):
+    from trainers import steps as steps_lib
+
+    def out_of_memory(batch):
+        raise tf.errors.ResourceExhaustedError(
+            None, None, "OOM when allocating tensor with shape[16,8,8,64]\n"
+            "Hint: If you want to see a list of allocated tensors when OOM happens, ...")
+
+    class OutOfMemorySteps(steps_lib.TrainSteps):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.train_step = out_of_memory
+
+    monkeypatch.setattr(steps_lib, "TrainSteps", OutOfMemorySteps)
+    run = tmp_path / "run"
+    shutil.copytree(three_steps, run)
+    before = _ckpt_files(run)
+    capfd.readouterr()
+    assert _run(f"--output_dir={run}", "--train_steps=5") == 1
+    err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("Error")]
+    assert err == ["Error (ResourceExhaustedError): Out of memory (OOM when allocating tensor "
+                   "with shape[16,8,8,64]): use a smaller --batch_size (now 16; or "
+                   "--eval_batch_size, now 300, if it ran out while evaluating)."]
+    assert _ckpt_files(run) == before
+
+
+def test_user_errors_name_the_file_or_flag_in_one_line(three_steps, tmp_path, capfd):
+    """Item 8 of issue 12: each ends in one `Error (...)` line and exit status 1."""
+    damaged_config = tmp_path / "damaged_config"
+    shutil.copytree(three_steps, damaged_config)
+    (damaged_config / "config.json").write_text("{not json")
+    no_checkpoint = tmp_path / "no_checkpoint"
+    no_checkpoint.mkdir()
+    shutil.copy(three_steps / "config.json", no_checkpoint)
+    cases = {  # expected message: argv
+        "damaged_config/config.json is damaged": ["--mode=eval", f"--output_dir={damaged_config}"],
+        f"No checkpoint in '{no_checkpoint}/checkpoints': train first": [
+            "--mode=export", f"--output_dir={no_checkpoint}"],
+        "missing/config.json not found": ["--mode=eval", f"--output_dir={tmp_path}/missing"],
+        "--flagfile=no_such.flags: no readable file": ["--flagfile=no_such.flags"],
+        f"--flagfile={tmp_path}: no readable file": [f"--flagfile={tmp_path}"],
+        "--channels=5: must be 1, 2, 3 or 4": [*TINY, "--channels=5", "--train_steps=1"],
+        "--channels=3, but this dataset's images have 1": [
+            *TINY, "--channels=3", "--train_steps=1", f"--output_dir={tmp_path}/run"],
+    }
+    for expected, argv in cases.items():
+        capfd.readouterr()
+        assert train.run(["train.py", *argv]) == 1, expected
+        err = capfd.readouterr().err
+        assert expected in err, (expected, err[-2000:])
+        assert "Traceback" not in err and len(err.strip().splitlines()) <= 3, err
+    assert not (tmp_path / "run").exists()

@@ -2,9 +2,10 @@
 (not ``tfds.testing.mock_data``), the default run directory, and the offline message.
 
 Datasets come as small archives in their real distribution formats, served from
-127.0.0.1 or put in TFDS's manual directory. Every subprocess gets HTTP(S)_PROXY set to a
-closed port on 127.0.0.1 with only loopback exempted, so nothing here can reach another
-host, whatever the network.
+127.0.0.1 or put in TFDS's manual directory. The trainer runs in-process (``train.run``, the
+command's code below absl's ``app.run``) with HTTP(S)_PROXY set to a closed port on
+127.0.0.1 and only loopback exempted, so nothing here can reach another host, whatever the
+network.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import io
 import json
 import os
 import socket
-import subprocess
-import sys
 import tarfile
 import threading
 import zipfile
@@ -27,9 +26,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import tfds_local
 from trainers import data, prepare_data, tfds_prepare, train
 
-REPO = Path(__file__).resolve().parents[1]
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 IMAGENET_URL = "http://image-net.org/small/{}_32x32.tar"
 TINY = ["--num_res_blocks=0", "--hidden_channels=8", "--batch_size=4", "--eval_batch_size=8",
@@ -43,18 +42,15 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def _offline_env() -> dict[str, str]:
+@pytest.fixture
+def offline(monkeypatch) -> None:
     """Any connection except to 127.0.0.1 goes to a closed loopback port and fails."""
+    for name in list(os.environ):
+        if name.lower() in ("no_proxy", "http_proxy", "https_proxy", "all_proxy"):
+            monkeypatch.delenv(name)
     proxy = f"http://127.0.0.1:{_closed_port()}"
-    env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy", "http_proxy",
-                                                                   "https_proxy", "all_proxy")}
-    return {**env, "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "NO_PROXY": "127.0.0.1",
-            "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
-def _run(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=_offline_env(), text=True,
-                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    for name, value in (("HTTP_PROXY", proxy), ("HTTPS_PROXY", proxy), ("NO_PROXY", "127.0.0.1")):
+        monkeypatch.setenv(name, value)
 
 
 def _checksums(path: Path, files: dict[str, Path]) -> Path:
@@ -111,18 +107,28 @@ def _eval_pixels(dataset: str, data_dir: Path, count: int) -> np.ndarray:
     return np.floor(next(iter(data.make_eval_dataset(config))).numpy()).astype(np.uint8)
 
 
-def _train_on_local_tfds(tmp_path: Path, files: dict[str, Path], flagfile: str, *args: str,
-                         redirects: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """trainers/train.py --flagfile=FLAGFILE with TFDS data in tmp_path/tfds, run tmp_path/run,
-    `files` registered as the checksums of their URLs (tests/tfds_local.py)."""
-    checksums = tmp_path / "checksums.tsv"
-    if not checksums.exists():
-        _checksums(checksums, files)
-    return _run([str(REPO / "tests" / "tfds_local.py"), f"--checksums={checksums}",
-                 *(f"--redirect={url}={local}" for url, local in (redirects or {}).items()), "--",
-                 str(REPO / "trainers" / "train.py"), f"--flagfile={flagfile}",
-                 f"--data_dir={tmp_path / 'tfds'}", f"--output_dir={tmp_path / 'run'}", *TINY,
-                 *args], cwd=tmp_path)
+@pytest.fixture
+def local_tfds(tmp_path, monkeypatch, capfd, absl_log, offline):
+    """Runs trainers/train.py --flagfile=FLAGFILE (in-process, cwd tmp_path) with TFDS data in
+    tmp_path/tfds, run tmp_path/run, `files` registered as the checksums of their URLs and
+    `redirects` fetched from 127.0.0.1 (tests/tfds_local.py). It returns (exit status, stdout,
+    stderr and the absl log)."""
+    monkeypatch.chdir(tmp_path)
+
+    def command(files: dict[str, Path], flagfile: str, *args: str,
+                redirects: dict[str, str] | None = None) -> tuple[int, str, str]:
+        checksums = tmp_path / "checksums.tsv"
+        if not checksums.exists():
+            _checksums(checksums, files)
+        tfds_local.patch(str(checksums), redirects or {}, monkeypatch.setattr)
+        capfd.readouterr()
+        code = train.run(["train.py", f"--flagfile={flagfile}", f"--data_dir={tmp_path / 'tfds'}",
+                          f"--output_dir={tmp_path / 'run'}", *TINY, *args, "--verbosity=0"])
+        captured = capfd.readouterr()
+        return code, captured.out, captured.err + absl_log()
+
+    yield command
+    tfds_local.forget_checksums()  # The substitutes go with the test.
 
 
 def _manual_dir(tmp_path: Path) -> Path:
@@ -141,7 +147,7 @@ def _image_set(images: np.ndarray) -> list[bytes]:
     return sorted(image.tobytes() for image in images)
 
 
-def test_cifar10_downloads_prepares_trains_and_resumes(tmp_path, served):
+def test_cifar10_downloads_prepares_trains_and_resumes(tmp_path, served, local_tfds):
     """cifar.flags: TFDS downloads the archive over HTTP, checks its checksum, builds the
     dataset with its own cifar10 builder, and the trainer trains on it; the same command
     then resumes the run without the archive."""
@@ -149,16 +155,16 @@ def test_cifar10_downloads_prepares_trains_and_resumes(tmp_path, served):
     archive, test_images = _cifar_archive(folder, np.random.default_rng(0))
     local_url = f"{base}/{archive.name}"
     tfds_dir, run = tmp_path / "tfds", tmp_path / "run"
-    command = functools.partial(_train_on_local_tfds, tmp_path, {local_url: archive},
-                                "cifar.flags", "--num_scales=1", "--train_steps=2",
+    command = functools.partial(local_tfds, {local_url: archive}, "cifar.flags",
+                                "--num_scales=1", "--train_steps=2",
                                 redirects={CIFAR_URL: local_url})
 
-    first = command()
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert f"Run directory: {run} (new run)" in first.stdout
+    code, out, err = command()
+    assert code == 0, err[-3000:]
+    assert f"Run directory: {run} (new run)" in out
     assert _split_sizes(tfds_dir / "cifar10" / "3.0.2") == {"train": 20, "test": 8}
     assert (run / "checkpoints" / "ckpt-2.index").exists()
-    assert "Evaluation at step 2" in first.stderr
+    assert "Evaluation at step 2" in err
     # The builder decoded the binary format: the trainer's held-out images are the archive's
     # (in TFDS's order, a hash of the example keys).
     assert _image_set(_eval_pixels("cifar10", tfds_dir, 8)) == _image_set(test_images)
@@ -168,9 +174,9 @@ def test_cifar10_downloads_prepares_trains_and_resumes(tmp_path, served):
 
     archive.unlink()  # Prepared: the rerun needs no download.
     assert prepare_data.run(["--dataset=cifar10", f"--data_dir={tfds_dir}"]) == 0
-    second = command()  # The same command: resumes (done already) without downloading.
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert f"Run directory: {run} (resuming at step 2)" in second.stdout
+    code, out, err = command()  # The same command: resumes (done already) without downloading.
+    assert code == 0, err[-3000:]
+    assert f"Run directory: {run} (resuming at step 2)" in out
 
 
 def _png_tar(path: Path, images: np.ndarray) -> Path:
@@ -186,7 +192,7 @@ def _png_tar(path: Path, images: np.ndarray) -> Path:
     return path
 
 
-def test_imagenet32_builds_from_files_in_the_manual_directory(tmp_path):
+def test_imagenet32_builds_from_files_in_the_manual_directory(tmp_path, local_tfds):
     """imagenet32.flags: TFDS cannot download Downsampled ImageNet any more; its files put in
     DATA_DIR/downloads/manual/ (the README's manual step) are validated and built, offline."""
     manual = _manual_dir(tmp_path)
@@ -195,9 +201,8 @@ def test_imagenet32_builds_from_files_in_the_manual_directory(tmp_path):
     files = {IMAGENET_URL.format("train"): _png_tar(
                  manual / "train_32x32.tar", rng.integers(0, 256, (8, 32, 32, 3), np.uint8)),
              IMAGENET_URL.format("valid"): _png_tar(manual / "valid_32x32.tar", valid_images)}
-    result = _train_on_local_tfds(tmp_path, files, "imagenet32.flags", "--train_steps=2",
-                                  "--num_scales=1")
-    assert result.returncode == 0, result.stderr[-3000:]
+    code, _, err = local_tfds(files, "imagenet32.flags", "--train_steps=2", "--num_scales=1")
+    assert code == 0, err[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "ckpt-2.index").exists()
     held_out = _eval_pixels("imagenet32", tmp_path / "tfds", 6)
     assert _image_set(held_out) == _image_set(valid_images)
@@ -236,34 +241,35 @@ def _celeba_files(manual: Path, rng: np.random.Generator, partitions: list[int])
     return files
 
 
-def test_celeba_builds_from_files_in_the_manual_directory(tmp_path):
+def test_celeba_builds_from_files_in_the_manual_directory(tmp_path, local_tfds):
     """celeba.flags with CelebA's five files in DATA_DIR/downloads/manual/ (the README's manual
     step when Google Drive refuses): TFDS's celeb_a builder prepares it and the trainer trains."""
     files = _celeba_files(_manual_dir(tmp_path), np.random.default_rng(2),
                           [0, 0, 0, 0, 1, 2, 2, 2])
-    result = _train_on_local_tfds(tmp_path, files, "celeba.flags", "--train_steps=1",
-                                  "--num_scales=2")
-    assert result.returncode == 0, result.stderr[-3000:]
+    code, _, err = local_tfds(files, "celeba.flags", "--train_steps=1", "--num_scales=2")
+    assert code == 0, err[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "ckpt-1.index").exists()
     prepared = tmp_path / "tfds" / "celeb_a" / "2.1.0"
     assert _split_sizes(prepared) == {"train": 4, "validation": 1, "test": 3}
     assert _eval_pixels("celeba", tmp_path / "tfds", 3).shape == (3, 64, 64, 3)
 
 
-def test_offline_start_is_one_clear_message_and_leaves_nothing(tmp_path):
+def test_offline_start_is_one_clear_message_and_leaves_nothing(tmp_path, offline, monkeypatch,
+                                                                capfd):
     """The design card's command with no network: a non-zero exit, the dataset, the data
     directory and what to do, no traceback, and no run directory."""
     data_dir = tmp_path / "tfds"
-    result = _run([str(REPO / "trainers" / "train.py"), "--flagfile=cifar.flags",
-                   f"--data_dir={data_dir}"], cwd=tmp_path, timeout=120)
-    assert result.returncode == 1
-    assert "Run directory: runs/cifar (new run)" in result.stdout
-    error = [line for line in result.stderr.splitlines() if line.startswith("Error")]
-    assert len(error) == 1, result.stderr[-3000:]
+    monkeypatch.chdir(tmp_path)
+    capfd.readouterr()
+    assert train.run(["train.py", "--flagfile=cifar.flags", f"--data_dir={data_dir}"]) == 1
+    result = capfd.readouterr()
+    assert "Run directory: runs/cifar (new run)" in result.out
+    error = [line for line in result.err.splitlines() if line.startswith("Error")]
+    assert len(error) == 1, result.err[-3000:]
     assert "Dataset cifar10 (TFDS cifar10/3.0.2) is not prepared in " + str(data_dir) in error[0]
     assert "cannot reach www.cs.toronto.edu" in error[0]
-    assert "Traceback" not in result.stderr
-    advice = result.stderr.splitlines()[result.stderr.splitlines().index(error[0]) + 1]
+    assert "Traceback" not in result.err
+    advice = result.err.splitlines()[result.err.splitlines().index(error[0]) + 1]
     for what in ("internet access", "trainers/prepare_data.py --dataset=cifar10 --data_dir=DIR",
                  "image_folder",
                  str(data_dir / "downloads" / "manual")):
@@ -310,7 +316,8 @@ def test_a_run_failing_before_its_first_checkpoint_leaves_no_run_directory(tmp_p
         (tmp_path / "images" / split).mkdir(parents=True)
         for name in names:
             Image.fromarray(np.full((8, 8), 7, np.uint8)).save(tmp_path / "images" / split / name)
-    (tmp_path / "images" / "train" / "002.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    good = (tmp_path / "images" / "train" / "000.png").read_bytes()  # Header intact, pixels cut:
+    (tmp_path / "images" / "train" / "002.png").write_bytes(good[:len(good) // 2])  # fails late.
     run = tmp_path / "run"
     assert train.run(["train.py", "--dataset=image_folder", f"--data_dir={tmp_path / 'images'}",
                       f"--output_dir={run}", "--train_steps=2", "--num_scales=1",

@@ -10,6 +10,8 @@ writer) with two substitutions a test needs:
   SHA-256, file name) are read from FILE instead of the installed package, so small
   archives made by the test validate;
 * ``--redirect``: a dataset URL is fetched from another URL (a server on 127.0.0.1).
+
+Tests apply the same substitutions in-process with ``patch(..., monkeypatch.setattr)``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,17 @@ from tensorflow_datasets.core import dataset_builder
 from tensorflow_datasets.core.download import download_manager
 
 
-def _patch(checksums: str, redirects: dict[str, str]) -> None:
-    dataset_builder.DatasetBuilder._checksums_path = epath.Path(checksums)
+def forget_checksums() -> None:
+    """Empties TFDS's per-class memo of the registered checksums (``url_infos``), which
+    would otherwise keep a test's substitutes (or miss them) for the rest of the process."""
+    dataset_builder.DatasetBuilder.__dict__["url_infos"].fget.__func__.cache_clear()
+
+
+def patch(checksums: str, redirects: dict[str, str], setattr=setattr) -> None:
+    """Applies both substitutions; ``setattr`` may be pytest's ``monkeypatch.setattr``
+    (for in-process use, undone after the test, which calls ``forget_checksums`` then)."""
+    forget_checksums()
+    setattr(dataset_builder.DatasetBuilder, "_checksums_path", epath.Path(checksums))
     fetch = download_manager.DownloadManager._download_or_get_cache
 
     def redirected(self, resource):
@@ -34,7 +45,7 @@ def _patch(checksums: str, redirects: dict[str, str]) -> None:
             resource._url = redirects.get(resource.url, resource.url)
         return fetch(self, resource)
 
-    download_manager.DownloadManager._download_or_get_cache = redirected
+    setattr(download_manager.DownloadManager, "_download_or_get_cache", redirected)
 
 
 def main(argv: list[str]) -> None:
@@ -43,7 +54,7 @@ def main(argv: list[str]) -> None:
     checksums = next(o.split("=", 1)[1] for o in options if o.startswith("--checksums="))
     redirects = dict(o.split("=", 1)[1].rsplit("=", 1) for o in options
                      if o.startswith("--redirect="))
-    _patch(checksums, redirects)
+    patch(checksums, redirects)
     sys.argv = command
     runpy.run_path(command[0], run_name="__main__")
 

@@ -9,7 +9,9 @@ overwrite the intact older checkpoints with the new run's.  Here instead:
 * **Candidates** are every ``ckpt-N`` that any file in the directory or the
   state file names (whatever the state file's condition), newest first.
 * **Restore** tries each candidate into the live objects with
-  ``assert_consumed`` (every saved value restored, every variable covered):
+  ``assert_consumed`` (every saved value restored, every variable covered;
+  ``partial=True``, for eval/export/visualize of the model alone: every
+  variable of the live objects restored):
   a missing or truncated ``.index``/``.data`` file fails with ``NotFound``,
   ``DataLoss`` or ``OutOfRange``, a foreign checkpoint with a mismatch.  The
   first one that restores completely wins; each one skipped is logged with the
@@ -42,7 +44,8 @@ import tensorflow as tf
 from absl import logging
 
 __all__ = ["PREFIX", "CheckpointError", "CheckpointWriteError", "Skipped", "candidates",
-           "checkpoint_step", "first_line", "restore_newest_intact", "state_names", "write_state",
+           "checkpoint_step", "first_line", "restore_error", "restore_newest_intact",
+           "state_names", "write_state",
            "newest_with_index", "set_aside", "remove_leftovers", "remove_partial", "is_disk_full"]
 
 PREFIX = "ckpt"
@@ -95,33 +98,43 @@ def first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {message.strip().splitlines()[0]}"
 
 
-def _restore_error(checkpoint: tf.train.Checkpoint, path: str) -> str | None:
-    """Why ``path`` does not restore completely into ``checkpoint`` (None if it does)."""
+def restore_error(checkpoint: tf.train.Checkpoint, path: str, partial: bool = False
+                  ) -> str | None:
+    """Why ``path`` does not restore completely into ``checkpoint`` (None if it does).
+
+    ``partial``: the checkpoint may hold more than ``checkpoint`` (e.g. the
+    optimizer when only the model is restored); every live variable must be.
+    """
     if not tf.io.gfile.exists(path + ".index"):
         return "its .index file is missing"
     if not tf.io.gfile.glob(path + ".data-*"):
         return "its .data file is missing"
     try:
-        checkpoint.restore(path).assert_consumed()
+        status = checkpoint.restore(path)
+        if partial:
+            status.expect_partial().assert_existing_objects_matched()
+        else:
+            status.assert_consumed()
     except Exception as error:  # noqa: BLE001 - damaged files fail in many ways (OpError,
         return first_line(error)  # IndexError "Read less bytes", DecodeError, AssertionError)
     return None
 
 
-def restore_newest_intact(checkpoint: tf.train.Checkpoint, directory: str
-                          ) -> tuple[str | None, list[Skipped]]:
+def restore_newest_intact(checkpoint: tf.train.Checkpoint, directory: str,
+                          partial: bool = False) -> tuple[str | None, list[Skipped]]:
     """Restores the newest checkpoint of ``directory`` that restores completely.
 
     Returns ``(path, skipped)``; ``(None, [])`` when there is no checkpoint at
     all.  Raises ``CheckpointError`` if checkpoints exist and none restores.
+    ``partial``: see ``restore_error``.
     """
     skipped: list[Skipped] = []
     for path in candidates(directory):
-        reason = _restore_error(checkpoint, path)
+        reason = restore_error(checkpoint, path, partial)
         if reason is None:
             if skipped:
-                logging.warning("Resuming from %s, the newest checkpoint that restores "
-                                "completely (%d newer one(s) skipped and left in place).",
+                logging.warning("Using %s, the newest checkpoint that restores completely "
+                                "(%d newer one(s) skipped and left in place).",
                                 path, len(skipped))
             return path, skipped
         logging.warning("Skipping checkpoint %s: %s", path, reason)

@@ -48,6 +48,8 @@ class DataConfig:
       cache: cache decoded images in memory when they fit (< 2 GiB).
       max_eval_examples: evaluate on this many held-out examples only, spread evenly
         over the split (every k-th) when its size is known, else the first ones.
+      channels: image channels (1-4) the images are converted to (image_folder) or must
+        have (other datasets); None: the dataset's own, which all files must agree on.
     """
 
     dataset: str
@@ -60,8 +62,11 @@ class DataConfig:
     shuffle_buffer: int = 10_000
     cache: bool = True
     max_eval_examples: int | None = None
+    channels: int | None = None
 
     def __post_init__(self) -> None:
+        if self.channels is not None and self.channels not in (1, 2, 3, 4):
+            raise ValueError(f"DataConfig.channels must be 1, 2, 3, 4 or None, got {self.channels}.")
         for name in ("batch_size", "eval_batch_size", "shuffle_buffer"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DataConfig.{name} must be positive, got {getattr(self, name)}.")
@@ -73,7 +78,7 @@ class DataConfig:
 
 
 def _source(config: DataConfig) -> datasets.Source:
-    return datasets.get_source(config.dataset, config.data_dir)
+    return datasets.get_source(config.dataset, config.data_dir, config.channels)
 
 
 def image_shape(config: DataConfig) -> tuple[int, int, int]:

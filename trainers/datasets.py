@@ -94,6 +94,14 @@ class Source(abc.ABC):
     def prepare(self) -> None:
         """Gets the data ready to read (e.g. downloads it); a clear error if it cannot."""
 
+    def set_channels(self, channels: int) -> None:
+        """Requires images of `channels` channels (`--channels`); only image folders
+        convert, other sources refuse a count that is not theirs."""
+        if self.image_shape()[-1] != channels:
+            raise ValueError(f"--channels={channels}, but this dataset's images have "
+                             f"{self.image_shape()[-1]} channel(s) (only image_folder files are "
+                             "converted); leave --channels unset.")
+
     @abc.abstractmethod
     def split(self, training: bool, seed: int) -> Split:
         """The training split or the fixed held-out split.
@@ -173,73 +181,105 @@ def _existing_path(data_dir: str | None, dataset: str, what: str) -> pathlib.Pat
         raise ValueError(f"Dataset {dataset!r} needs data_dir: {what}.")
     path = pathlib.Path(data_dir).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"Dataset {dataset!r}: {path} does not exist ({what}).")
+        raise FileNotFoundError(f"Dataset {dataset!r}: {path} does not exist; --data_dir must "
+                                f"be {what}.")
     return path
 
 
-_IDX_IMAGE_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions.
-_IDX_HEADER = struct.Struct(">IIII")  # magic, count, rows, cols; big-endian.
+# IDX (LeCun's MNIST format): a big-endian header of two zero bytes, a type code and
+# the number of dimensions, one 32-bit size per dimension, then the values.
+_IDX_TYPES = {0x08: "unsigned bytes", 0x09: "signed bytes", 0x0B: "int16", 0x0C: "int32",
+              0x0D: "float32", 0x0E: "float64"}
+_IDX_UBYTE = 0x08
 
 
-def _read_idx_header(path: pathlib.Path, stream: BinaryIO) -> tuple[int, int, int]:
-    """Parses and validates an IDX image header; returns (count, rows, cols)."""
-    header = stream.read(_IDX_HEADER.size)
-    if len(header) < _IDX_HEADER.size:
-        raise ValueError(f"{path}: too short for an IDX image header ({len(header)} bytes).")
-    magic, count, rows, cols = _IDX_HEADER.unpack(header)
-    if magic != _IDX_IMAGE_MAGIC:
+def _read_idx_header(path: pathlib.Path, stream: BinaryIO, ndims: int, what: str
+                     ) -> tuple[int, ...]:
+    """Parses an IDX header, checks it holds `ndims`-dimensional unsigned bytes
+    (`what` describes them); returns the sizes."""
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in _IDX_TYPES:
+        raise ValueError(f"{path}: not an IDX file (magic bytes {magic.hex() or 'missing'}, "
+                         f"expected 0000{_IDX_UBYTE:02x}{ndims:02x} for {what}).")
+    if magic[2] != _IDX_UBYTE or magic[3] != ndims:
         raise ValueError(
-            f"{path}: not an IDX image file: magic number {magic}, expected {_IDX_IMAGE_MAGIC} "
-            "(unsigned bytes, 3 dimensions)."
+            f"{path}: an IDX file of {magic[3]}-dimensional {_IDX_TYPES[magic[2]]}, expected "
+            f"{what}: {ndims}-dimensional unsigned bytes (magic 0000{_IDX_UBYTE:02x}{ndims:02x}). "
+            "Is it the right file?")
+    sizes = stream.read(4 * ndims)
+    if len(sizes) < 4 * ndims:
+        raise ValueError(f"{path}: IDX header cut short ({4 + len(sizes)} bytes).")
+    dims = struct.unpack(f">{ndims}I", sizes)
+    if 0 in dims:
+        raise ValueError(f"{path}: IDX header has a zero dimension ({'x'.join(map(str, dims))}).")
+    return dims
+
+
+def _read_idx(path: pathlib.Path, ndims: int, what: str, values: bool
+              ) -> tuple[tuple[int, ...], bytes]:
+    """The header's sizes and, if `values`, the values, checked to match it."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as stream:
+            dims = _read_idx_header(path, stream, ndims, what)
+            data = stream.read() if values else b""
+    except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError.
+        raise ValueError(f"{path}: cannot read IDX file: {error}") from error
+    expected = int(np.prod(dims))
+    if values and len(data) != expected:
+        raise ValueError(
+            f"{path}: IDX header announces {'x'.join(map(str, dims))} = {expected} bytes of "
+            f"values, the file has {len(data)}{' (truncated?)' if len(data) < expected else ''}."
         )
-    if min(count, rows, cols) == 0:
-        raise ValueError(f"{path}: IDX header has a zero dimension ({count}x{rows}x{cols}).")
-    return count, rows, cols
+    return dims, data
 
 
 class _IdxSource(_ArraySource):
-    """MNIST in its original IDX format: train-images / t10k-images (eval)."""
+    """MNIST in its original IDX format: train-images / t10k-images (eval).
+
+    Each file's header must describe 3-dimensional unsigned bytes (count, rows,
+    cols) and the file must hold exactly that many; both splits must have the
+    same image size.  A labels file next to the images (``train-labels-idx1-ubyte``,
+    ``t10k-labels-...``; not used for training) must be 1-dimensional unsigned
+    bytes with one label per image: a count that disagrees means the files do not
+    belong together.
+    """
 
     def __init__(self, data_dir: str | None) -> None:
         what = "a folder with train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz]"
         folder = _existing_path(data_dir, "mnist_idx", what)
-        self._train, self._eval = (self._find(folder, stem) for stem in ("train", "t10k"))
+        self._folder = folder
+        self._train, self._eval = (self._find(folder, f"{stem}-images-idx3-ubyte", True)
+                                   for stem in ("train", "t10k"))
 
     @staticmethod
-    def _find(folder: pathlib.Path, prefix: str) -> pathlib.Path:
-        candidates = [folder / f"{prefix}-images-idx3-ubyte{ext}" for ext in ("", ".gz")]
+    def _find(folder: pathlib.Path, stem: str, required: bool) -> pathlib.Path | None:
+        candidates = [folder / f"{stem}{ext}" for ext in ("", ".gz")]
         for path in candidates:
             if path.is_file():
                 return path
-        raise FileNotFoundError(f"mnist_idx: neither {candidates[0]} nor {candidates[1]} exists.")
-
-    @staticmethod
-    def _read(path: pathlib.Path, pixels: bool) -> tuple[tuple[int, int, int], bytes]:
-        """Header (count, rows, cols) and, if `pixels`, the validated pixel bytes."""
-        opener = gzip.open if path.suffix == ".gz" else open
-        try:
-            with opener(path, "rb") as stream:
-                dims = _read_idx_header(path, stream)
-                data = stream.read() if pixels else b""
-        except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError.
-            raise ValueError(f"{path}: cannot read IDX file: {error}") from error
-        expected = dims[0] * dims[1] * dims[2]
-        if pixels and len(data) != expected:
-            raise ValueError(
-                f"{path}: IDX header announces {dims[0]}x{dims[1]}x{dims[2]} = {expected} "
-                f"pixel bytes, the file has {len(data)}."
-            )
-        return dims, data
+        if required:
+            raise FileNotFoundError(
+                f"mnist_idx: neither {candidates[0]} nor {candidates[1]} exists.")
+        return None
 
     def image_shape(self) -> Shape:
-        (_, rows, cols), _ = self._read(self._train, pixels=False)
+        (_, rows, cols), _ = _read_idx(self._train, 3, "images", values=False)
         return rows, cols, 1
 
     def _load(self) -> tuple[np.ndarray, np.ndarray]:
         arrays = []
-        for path in (self._train, self._eval):
-            (count, rows, cols), data = self._read(path, pixels=True)
+        for stem, path in (("train", self._train), ("t10k", self._eval)):
+            (count, rows, cols), data = _read_idx(path, 3, "images", values=True)
             arrays.append(np.frombuffer(data, np.uint8).reshape(count, rows, cols, 1))
+            labels = self._find(self._folder, f"{stem}-labels-idx1-ubyte", False)
+            if labels is not None:
+                (num_labels,), _ = _read_idx(labels, 1, "labels", values=True)
+                if num_labels != count:
+                    raise ValueError(
+                        f"mnist_idx: {path} has {count} images but {labels} has {num_labels} "
+                        "labels: the files do not belong together (a partial download or a "
+                        "mix of datasets?). Replace them with matching files.")
         if arrays[0].shape[1:] != arrays[1].shape[1:]:
             raise ValueError(
                 f"mnist_idx: {self._train} has {arrays[0].shape[1:3]} images but "
@@ -399,12 +439,149 @@ def _list_images(folder: pathlib.Path) -> list[str]:
     return paths
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says: the image TensorFlow's decoder would produce.
+
+    `channels` is what `decode_image_bytes(..., channels=0)` yields (a palette PNG
+    with transparency gives 4, a CMYK JPEG 3); `bits` is the sample depth.
+    """
+
+    height: int
+    width: int
+    channels: int
+    bits: int
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # By IHDR colour type.
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _png_header(stream: BinaryIO) -> ImageHeader | None:
+    chunk = stream.read(25)  # IHDR: length, type, width, height, depth, colour type, ..., CRC.
+    if len(chunk) < 25 or chunk[4:8] != b"IHDR":
+        return None
+    width, height, bits, colour = struct.unpack(">IIBB", chunk[8:18])
+    if colour not in _PNG_CHANNELS:
+        return None
+    channels = _PNG_CHANNELS[colour]
+    while colour == 3:  # A palette with a tRNS chunk decodes to RGBA.
+        head = stream.read(8)
+        if len(head) < 8 or head[4:] in (b"IDAT", b"IEND"):
+            break
+        if head[4:] == b"tRNS":
+            channels = 4
+            break
+        stream.seek(struct.unpack(">I", head[:4])[0] + 4, os.SEEK_CUR)
+    return ImageHeader(height, width, channels, bits)
+
+
+def _jpeg_header(stream: BinaryIO) -> ImageHeader | None:
+    while True:
+        byte = stream.read(1)
+        while byte == b"\xff":  # Fill bytes before a marker.
+            byte = stream.read(1)
+        if not byte:
+            return None
+        marker = byte[0]
+        if marker in (0x01, *range(0xD0, 0xD9)):  # Markers without a length.
+            continue
+        length = stream.read(2)
+        if len(length) < 2:
+            return None
+        if marker in _JPEG_SOF:
+            frame = stream.read(6)
+            if len(frame) < 6:
+                return None
+            bits, height, width, components = struct.unpack(">BHHB", frame)
+            return ImageHeader(height, width, 1 if components == 1 else 3, bits)
+        stream.seek(struct.unpack(">H", length)[0] - 2, os.SEEK_CUR)
+        if stream.read(1) != b"\xff":
+            return None
+
+
+def read_image_header(path: str) -> ImageHeader:
+    """The header of a PNG or JPEG file (by content, not name); ValueError naming
+    `path` if it is neither or its header is damaged."""
+    with open(path, "rb") as stream:
+        start = stream.read(8)
+        header = None
+        if start == _PNG_SIGNATURE:
+            header = _png_header(stream)
+        elif start[:2] == b"\xff\xd8":
+            stream.seek(2)
+            if stream.read(1) == b"\xff":
+                header = _jpeg_header(stream)
+    if header is None or min(header.height, header.width) == 0:
+        raise ValueError(f"image_folder: {path} is not a readable PNG or JPEG file (damaged or "
+                         "missing header); remove or replace it.")
+    return header
+
+
+def check_image_files(paths: list[str], channels: int | None) -> Shape:
+    """The (H, W, C) images of `paths` decode to, under the image_folder rule.
+
+    The rule (every file's header is read first, so no run starts on data it
+    would reinterpret): every image has the size of the first file (no
+    cropping or resizing) and at most 8 bits per sample (16-bit PNGs and 12-bit
+    JPEGs are refused, not rescaled; 1-, 2- and 4-bit PNGs expand exactly).  Channels: with `channels` None (inferred),
+    every file must have the first file's channel count; an explicit
+    `channels` (1-4) converts every file to it, with one warning that says how
+    many files were converted.  Disagreeing files give a ValueError naming the
+    first of them, how many there are, and the fix.  The result is cached per
+    process for unchanged files (same paths, sizes and modification times).
+    """
+    try:
+        stats = [os.stat(path) for path in paths]
+        return _check_image_files(
+            tuple((path, st.st_size, st.st_mtime_ns) for path, st in zip(paths, stats)), channels)
+    except OSError as error:
+        raise ValueError(f"image_folder: cannot read {error.filename}: {error.strerror}.") from error
+
+
+@functools.lru_cache(maxsize=8)
+def _check_image_files(files: tuple[tuple[str, int, int], ...], channels: int | None) -> Shape:
+    paths = [path for path, _, _ in files]
+    headers = [read_image_header(path) for path in paths]
+    first = headers[0]
+
+    def refuse(bad: list[int], what: Callable[[ImageHeader], str], fix: str) -> None:
+        if bad:
+            i = bad[0]
+            raise ValueError(f"image_folder: {paths[i]} {what(headers[i])} ({len(bad)} of "
+                             f"{len(paths)} files are like it); {fix}")
+
+    refuse([i for i, h in enumerate(headers) if (h.height, h.width) != (first.height, first.width)],
+           lambda h: f"is {h.height}x{h.width} pixels but the first file {paths[0]} is "
+                     f"{first.height}x{first.width}",
+           "images are not cropped or resized: give every file the same size.")
+    refuse([i for i, h in enumerate(headers) if h.bits > 8],
+           lambda h: f"has {h.bits} bits per sample",
+           "only images of up to 8 bits per sample are read (deeper ones would be rescaled): "
+           "convert the files to 8 bits per sample.")
+    if channels is None:
+        refuse([i for i, h in enumerate(headers) if h.channels != first.channels],
+               lambda h: f"has {h.channels} channel(s) but the first file {paths[0]} has "
+                         f"{first.channels}",
+               f"pass --channels={first.channels} (or another count) to convert every image to "
+               "that many channels.")
+        return first.height, first.width, first.channels
+    converted = [path for path, h in zip(paths, headers) if h.channels != channels]
+    if converted:
+        logging.warning("image_folder: converted %d of %d files to %d channel(s) "
+                        "(--channels=%d), e.g. %s.", len(converted), len(paths), channels,
+                        channels, converted[0])
+    return first.height, first.width, channels
+
+
 class _FolderSource(Source):
     """PNG/JPEG files under data_dir/train/** and data_dir/test/** (class folders allowed).
 
     Without a test/ folder, every 10th training file by sorted path is held out.
-    All images must have the size of the first training file; they are decoded to
-    its number of channels.
+    Every file must follow `check_image_files`' rule (checked when the image
+    shape is first asked for, before any image is decoded).
     """
 
     def __init__(self, data_dir: str | None) -> None:
@@ -427,12 +604,14 @@ class _FolderSource(Source):
         if not train:
             raise ValueError(f"image_folder: {train_dir} has too few images to hold some out.")
         self._train = train
+        self._channels: int | None = None
+
+    def set_channels(self, channels: int) -> None:
+        self._channels = channels
 
     @functools.cached_property
     def _shape(self) -> Shape:
-        first = tf.data.Dataset.from_tensors(self._train[0])
-        image = next(iter(decode_image_files(first, channels=0, size=None)))
-        return tuple(int(d) for d in image.shape)
+        return check_image_files(self._train + self._eval, self._channels)
 
     def image_shape(self) -> Shape:
         return self._shape
@@ -543,8 +722,9 @@ NAMES: tuple[str, ...] = tuple(sorted(_REGISTRY))
 TFDS_NAMES: tuple[str, ...] = tuple(sorted(_TFDS_SPECS))
 
 
-def get_source(name: str, data_dir: str | None) -> Source:
-    """The source registered as `name`, reading from `data_dir`.
+def get_source(name: str, data_dir: str | None, channels: int | None = None) -> Source:
+    """The source registered as `name`, reading from `data_dir`, with `channels`
+    channels if given (see `Source.set_channels`).
 
     Raises:
       ValueError: unknown name (the message lists the valid ones) or unusable data.
@@ -552,4 +732,7 @@ def get_source(name: str, data_dir: str | None) -> Source:
     """
     if name not in _REGISTRY:
         raise ValueError(f"Unknown dataset {name!r}; valid names: {', '.join(NAMES)}.")
-    return _REGISTRY[name](os.fspath(data_dir) if data_dir is not None else None)
+    source = _REGISTRY[name](os.fspath(data_dir) if data_dir is not None else None)
+    if channels is not None:
+        source.set_channels(channels)
+    return source

@@ -37,7 +37,7 @@ from trainers import run_dir
 
 __all__ = ["EvalResult", "Evaluator", "Sampler", "sample_grid_path", "evaluate_run",
            "RECALIBRATION_KEY", "describe_statistics", "checkpoint_recalibration",
-           "recalibration_dataset", "recalibrate", "prepare_statistics", "find_checkpoint"]
+           "recalibration_dataset", "recalibrate", "prepare_statistics"]
 
 # The checkpoint variable saying how many batches the model's batch-norm
 # statistics were recalibrated over (0: the running averages of training).
@@ -182,32 +182,17 @@ def checkpoint_step(checkpoint_path: str) -> int:
     return int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
-def find_checkpoint(output_dir: str, checkpoint: str | None = None) -> str:
-    """``checkpoint`` (checked to exist) or the run's latest checkpoint."""
-    if checkpoint is not None:
-        if not tf.io.gfile.exists(checkpoint + ".index"):
-            raise FileNotFoundError(
-                f"--checkpoint={checkpoint!r}: no such checkpoint (expected {checkpoint}.index, "
-                f"e.g. {output_dir}/checkpoints/ckpt-1000).")
-        return checkpoint
-    latest = tf.train.latest_checkpoint(run_dir.checkpoint_dir(output_dir))
-    if latest is None:
-        raise FileNotFoundError(f"No checkpoint in {run_dir.checkpoint_dir(output_dir)!r}: "
-                                "train first (--mode=train).")
-    return latest
-
-
 def evaluate_run(output_dir: str, data_config: data.DataConfig, checkpoint: str | None = None,
                  recalibration_batches: int = 0) -> dict:
     """``--mode=eval``: exact bits/dim of a checkpoint over the whole held-out split.
 
-    ``checkpoint`` defaults to the latest one.  Runs the float32 model
-    (mixed-precision conditioners are evaluated in full precision) with the
+    ``checkpoint`` defaults to the newest intact one (``run_dir.restore_run``).
+    Runs the float32 model (mixed-precision conditioners are evaluated in full
+    precision) with the
     checkpoint's statistics, recalibrated first if they were not
     (``prepare_statistics``), and writes ``RUN/eval.json`` atomically.
     """
-    checkpoint = find_checkpoint(output_dir, checkpoint)
-    model = run_dir.restore_model(output_dir, checkpoint, conditioner_dtype=None)
+    model, checkpoint = run_dir.restore_run(output_dir, checkpoint, conditioner_dtype=None)
     step = checkpoint_step(checkpoint)
     if tuple(data.image_shape(data_config)) != tuple(model.image_shape):
         raise run_dir.ConfigMismatchError(

@@ -44,10 +44,11 @@ def default_output_dir(flagfile: str | None, dataset: str | None) -> str:
 
 
 def latest_checkpoint(output_dir: str) -> str | None:
-    """The run's latest checkpoint (path prefix), or None."""
-    from trainers import run_dir  # It imports the model library: only when asked.
+    """The run's newest checkpoint with an ``.index`` (path prefix), or None; the
+    files decide, not the state file (which may be damaged)."""
+    from trainers import checkpoints, run_dir  # They import TF / the model: only when asked.
 
-    return tf.train.latest_checkpoint(run_dir.checkpoint_dir(output_dir))
+    return checkpoints.newest_with_index(run_dir.checkpoint_dir(output_dir))
 
 
 def describe(output_dir: str, training: bool) -> str:
@@ -61,7 +62,8 @@ def describe(output_dir: str, training: bool) -> str:
 
     try:
         resuming = f"resuming at step {evaluation.checkpoint_step(path)}"
-    except (tf.errors.OpError, ValueError):  # Unreadable: training itself reports it.
+    except Exception:  # noqa: BLE001 - damaged files fail in many ways (e.g. IndexError
+        # "Read less bytes"); training itself skips the checkpoint and says why.
         resuming = f"resuming from {path}"
     return f"Run directory: {output_dir} ({resuming})"
 

@@ -26,7 +26,8 @@ import tensorflow as tf
 import tfnvp
 
 __all__ = ["CONFIG_FILE", "CHECKPOINT_DIR", "LEGACY_MODEL_DEFAULTS", "ConfigMismatchError", "write_json_atomic",
-           "read_config", "check_config", "write_or_check_config", "build_model", "restore_model",
+           "read_config", "check_config", "write_or_check_config", "build_model", "restore_run",
+           "restore_model",
            "checkpoint_dir", "model_checkpoint_object"]
 
 CONFIG_FILE = "config.json"
@@ -68,8 +69,12 @@ def read_config(output_dir: str) -> dict:
     path = os.path.join(output_dir, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: {output_dir!r} is not a tfnvp run directory.")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError.
+        raise ValueError(f"{path} is damaged ({error}): restore it from a backup (it records "
+                         "the run's model and data configuration).") from error
 
 
 def check_config(output_dir: str, config: dict) -> bool:
@@ -135,13 +140,39 @@ def model_checkpoint_object(model: tfnvp.RealNVP) -> tfnvp.RealNVP:
     return model
 
 
+def restore_run(output_dir: str, checkpoint_path: str | None = None,
+                **overrides) -> tuple[tfnvp.RealNVP, str]:
+    """The model of a run and the checkpoint its weights come from.
+
+    ``checkpoint_path`` (e.g. ``--checkpoint``) must exist and restore; without
+    it, the newest checkpoint whose model weights all restore is used, skipping
+    damaged newer ones with a logged reason (``checkpoints.restore_newest_intact``,
+    as a resumed training run does).
+    """
+    from trainers import checkpoints  # Late: checkpoints needs nothing of this module.
+
+    model = build_model(read_config(output_dir), **overrides)
+    checkpoint = tf.train.Checkpoint(model=model_checkpoint_object(model))
+    if checkpoint_path is None:
+        path, _ = checkpoints.restore_newest_intact(checkpoint, checkpoint_dir(output_dir),
+                                                    partial=True)
+        if path is None:
+            raise FileNotFoundError(f"No checkpoint in {checkpoint_dir(output_dir)!r}: train "
+                                    "first (--mode=train).")
+        return model, path
+    if not tf.io.gfile.exists(checkpoint_path + ".index"):
+        raise FileNotFoundError(
+            f"--checkpoint={checkpoint_path!r}: no such checkpoint (expected "
+            f"{checkpoint_path}.index, e.g. {checkpoint_dir(output_dir)}/ckpt-1000).")
+    reason = checkpoints.restore_error(checkpoint, checkpoint_path, partial=True)
+    if reason is not None:
+        raise checkpoints.CheckpointError(
+            f"--checkpoint={checkpoint_path!r} does not restore ({reason}); leave --checkpoint "
+            "unset to use the newest intact checkpoint.")
+    return model, checkpoint_path
+
+
 def restore_model(output_dir: str, checkpoint_path: str | None = None,
                   **overrides) -> tfnvp.RealNVP:
-    """The model of a run with the weights of its latest (or the given) checkpoint."""
-    model = build_model(read_config(output_dir), **overrides)
-    path = checkpoint_path or tf.train.latest_checkpoint(checkpoint_dir(output_dir))
-    if path is None:
-        raise FileNotFoundError(f"No checkpoint in {checkpoint_dir(output_dir)!r}.")
-    checkpoint = tf.train.Checkpoint(model=model_checkpoint_object(model))
-    checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
-    return model
+    """The model of a run with the weights of its newest intact (or the given) checkpoint."""
+    return restore_run(output_dir, checkpoint_path, **overrides)[0]

@@ -61,6 +61,10 @@ flags.DEFINE_string("dataset", None, "Dataset name (see trainers/datasets.py); f
                     "defaults to the run's.")
 flags.DEFINE_string("data_dir", None, "Data folder or file; TFDS data_dir for TFDS datasets. A "
                     "relative path missing from the working directory is tried from the repo root.")
+flags.DEFINE_integer("channels", None, "Image channels (1-4). image_folder: convert every file to "
+                     "this many (a warning says how many were converted); other datasets: must "
+                     "be theirs. Unset: inferred, and every file must agree (else an error "
+                     "names a file that does not). eval/export default to the run's.")
 flags.DEFINE_integer("train_steps", None, "Total training steps (required for --mode=train; no "
                      "default so that no run silently trains for a toy number of steps).")
 flags.DEFINE_integer("batch_size", 64, "GLOBAL batch size, split evenly across replicas.")
@@ -121,6 +125,8 @@ for _name in ("batch_size", "eval_batch_size", "eval_every", "checkpoint_every",
     flags.register_validator(_name, lambda v: v is not None and v >= 1, message="must be >= 1.")
 for _name in ("train_steps", "num_scales", "hidden_channels", "max_eval_examples"):
     flags.register_validator(_name, lambda v: v is None or v >= 1, message="must be >= 1.")
+flags.register_validator("channels", lambda v: v is None or 1 <= v <= 4,
+                         message="must be 1, 2, 3 or 4 (leave it unset to infer it).")
 flags.register_validator("num_res_blocks", lambda v: v is None or v >= 0, message="must be >= 0.")
 flags.register_validator("num_sample_images", lambda v: v >= 0, message="must be >= 0.")
 flags.register_validator("learning_rate", lambda v: v > 0, message="must be > 0.")
@@ -140,7 +146,11 @@ class UserError(Exception):
 
 
 def resolve_flagfiles(argv: list[str]) -> list[str]:
-    """Rewrites ``--flagfile=NAME`` to ``trainers/NAME`` when NAME is not in the cwd."""
+    """Rewrites ``--flagfile=NAME`` to ``trainers/NAME`` when NAME is not in the cwd.
+
+    A flagfile found in neither place, or not a readable file, is a
+    ``flags.Error`` naming where it was looked for and the flagfiles there.
+    """
     resolved = []
     for arg in argv:
         for prefix in ("--flagfile=", "-flagfile="):
@@ -149,7 +159,14 @@ def resolve_flagfiles(argv: list[str]) -> list[str]:
                 if not os.path.exists(path) and not os.path.isabs(path):
                     candidate = os.path.join(_TRAINERS_DIR, path)
                     if os.path.exists(candidate):
-                        arg = prefix + candidate
+                        arg, path = prefix + candidate, candidate
+                if not os.path.isfile(path) or not os.access(path, os.R_OK):
+                    known = sorted(n for n in os.listdir(_TRAINERS_DIR) if n.endswith(".flags"))
+                    where = path if os.path.isabs(path) else (
+                        f"{os.path.abspath(path)} or {os.path.join(_TRAINERS_DIR, path)}")
+                    raise flags.Error(
+                        f"--flagfile={arg[len(prefix):]}: no readable file {where} (the "
+                        f"flagfiles in trainers/: {', '.join(known)}).")
         resolved.append(arg)
     return resolved
 
@@ -185,13 +202,13 @@ def model_flags(dataset: str) -> dict:
     return values
 
 
-def data_config(dataset: str, data_dir: str | None):
+def data_config(dataset: str, data_dir: str | None, channels: int | None = None):
     from trainers import data
 
     return data.DataConfig(
         dataset=dataset, data_dir=_resolve_data_dir(data_dir), batch_size=FLAGS.batch_size,
         eval_batch_size=FLAGS.eval_batch_size, flip=FLAGS.flip, seed=FLAGS.seed,
-        max_eval_examples=FLAGS.max_eval_examples)
+        max_eval_examples=FLAGS.max_eval_examples, channels=channels)
 
 
 def train_config():
@@ -216,8 +233,10 @@ def _run_data_config():
 
     stored = run_dir.read_config(FLAGS.output_dir)
     dataset = FLAGS.dataset or stored["data"]["dataset"]
-    data_dir = FLAGS.data_dir if FLAGS.data_dir is not None else stored.get("input", {}).get("data_dir")
-    return data_config(dataset, data_dir)
+    stored_input = stored.get("input", {})
+    data_dir = FLAGS.data_dir if FLAGS.data_dir is not None else stored_input.get("data_dir")
+    channels = FLAGS.channels if FLAGS.channels is not None else stored_input.get("channels")
+    return data_config(dataset, data_dir, channels)
 
 
 # ------------------------------------------------------------------------ modes
@@ -229,6 +248,9 @@ def execute(flagfile: str | None = None) -> dict:
     console.configure_logging()
     if FLAGS.output_dir is None:
         FLAGS.output_dir = launch.default_output_dir(flagfile, FLAGS.dataset)
+    if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
+        raise UserError(f"--output_dir={FLAGS.output_dir} is a file, not a run directory: "
+                        "pass another --output_dir.")
     if FLAGS.mode == "train":
         name = FLAGS.strategy
         if FLAGS.jit_compile and name == "auto" and not strategy_lib.in_cluster():
@@ -237,7 +259,7 @@ def execute(flagfile: str | None = None) -> dict:
         print(launch.describe(FLAGS.output_dir, training=True), flush=True)
         from trainers import data, preemption, run_lock, training
 
-        run_data = data_config(FLAGS.dataset, FLAGS.data_dir)
+        run_data = data_config(FLAGS.dataset, FLAGS.data_dir, FLAGS.channels)
         with launch.removed_if_unstarted(FLAGS.output_dir):
             data.prepare(run_data)  # Downloads (TFDS) before the run writes anything.
             with contextlib.ExitStack() as stack:
@@ -263,8 +285,8 @@ def execute(flagfile: str | None = None) -> dict:
 
     from trainers import checkpoints, evaluation
 
-    checkpoint = evaluation.find_checkpoint(FLAGS.output_dir, FLAGS.checkpoint)
-    model = run_dir.restore_model(FLAGS.output_dir, checkpoint, conditioner_dtype=None)
+    model, checkpoint = run_dir.restore_run(FLAGS.output_dir, FLAGS.checkpoint,
+                                            conditioner_dtype=None)
     batches = evaluation.prepare_statistics(model, checkpoint, FLAGS.output_dir,
                                             _run_data_config(), FLAGS.recalibration_batches)
     version = FLAGS.export_version
@@ -293,7 +315,25 @@ def _user_error_types() -> tuple[type, ...]:
     return (UserError, ValueError, checkpoints.CheckpointError, checkpoints.CheckpointWriteError,
             run_lock.RunLockedError, OSError,
             training.TrainingError, FloatingPointError, tf.errors.InvalidArgumentError,
-            tf.errors.NotFoundError, tf.errors.DataLossError)
+            tf.errors.NotFoundError, tf.errors.DataLossError, tf.errors.ResourceExhaustedError,
+            MemoryError)
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    import tensorflow as tf
+
+    return isinstance(error, (tf.errors.ResourceExhaustedError, MemoryError))
+
+
+def _out_of_memory_message(error: BaseException) -> str:
+    """One line for an out-of-memory error: what ran out and the flag that fixes it."""
+    first = _short(error).splitlines()[0] if str(error).strip() else "out of memory"
+    if FLAGS.mode == "train":
+        fix = (f"use a smaller --batch_size (now {FLAGS.batch_size}; or --eval_batch_size, now "
+               f"{FLAGS.eval_batch_size}, if it ran out while evaluating)")
+    else:
+        fix = f"use a smaller --eval_batch_size (now {FLAGS.eval_batch_size})"
+    return f"Out of memory ({first}): {fix}."
 
 
 def _short(error: BaseException) -> str:
@@ -321,8 +361,9 @@ def guarded_execute(flagfile: str | None = None) -> int:
     except _user_error_types() as error:
         if FLAGS.verbose:
             traceback.print_exc()
-        print(f"Error ({type(error).__name__}): {_short(error)}", file=sys.stderr, flush=True)
-        logging.error("%s: %s", type(error).__name__, _short(error))
+        message = _out_of_memory_message(error) if _out_of_memory(error) else _short(error)
+        print(f"Error ({type(error).__name__}): {message}", file=sys.stderr, flush=True)
+        logging.error("%s: %s", type(error).__name__, message)
         return 1
     return 0
 
@@ -347,4 +388,8 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     # absl reads --flagfile inside app.run, so bare names are resolved first.
-    app.run(main, argv=resolve_flagfiles(sys.argv))
+    try:
+        resolved_argv = resolve_flagfiles(sys.argv)
+    except flags.Error as bad_flagfile:
+        sys.exit(f"FATAL Flags parsing error: {bad_flagfile}")
+    app.run(main, argv=resolved_argv)

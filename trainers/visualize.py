@@ -37,6 +37,7 @@ import json
 import math
 import os
 import sys
+import traceback
 from typing import Sequence
 
 if __package__ in (None, ""):  # `python trainers/visualize.py`: make `trainers` importable.
@@ -50,7 +51,7 @@ from PIL import Image, UnidentifiedImageError
 import tfnvp
 from tfnvp import grid as grid_lib
 from tfnvp import latent
-from trainers import run_dir
+from trainers import checkpoints, run_dir
 
 __all__ = ["WHATS", "SavedModelAdapter", "default_scale", "define_flags", "load_image_files",
            "main", "run"]
@@ -96,6 +97,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("factor", 2, "Size factor for --what=extrapolate.", **kw)
     flags.DEFINE_integer("scale", None, "PNG enlargement factor (default: images >= 64 pixels).",
                          **kw)
+    flags.DEFINE_boolean("verbose", False, "On an error, also print the Python traceback.", **kw)
 
 
 # ------------------------------------------------------------------ SavedModel
@@ -305,7 +307,8 @@ def run(what: str, out: str, output_dir: str | None = None, saved_model: str | N
 
 
 def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """Runs ``run`` with parsed flags; a bad input exits with a one-line error."""
+    """Runs ``run`` with parsed flags; a bad input exits with a one-line error (status 1;
+    ``--verbose`` adds the traceback)."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     f = flag_values
@@ -318,7 +321,9 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> No
             temperatures=[float(t) for t in f.temperatures],
             fractions=[float(x) for x in f.fractions], seed=f.seed, num=f.num,
             factor=f.factor, scale=f.scale)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError, checkpoints.CheckpointError, tf.errors.OpError) as error:
+        if f.verbose:
+            traceback.print_exc()
         sys.exit(f"visualize.py: error: {error}")
 
 
