@@ -5,7 +5,7 @@ Convention (TFP's): ``forward`` maps latent to data (sampling) and
 every bijector's ``inverse``.
 """
 
-from tfnvp.bijectors.base import FusedBijector, ModalBijector
+from tfnvp.bijectors.base import FusedBijector
 from tfnvp.bijectors.batch_norm import BatchNorm, BatchNormStatistics
 from tfnvp.bijectors.coupling import AffineCoupling, channel_mask, checkerboard_mask
 from tfnvp.bijectors.chain import FusedChain
@@ -16,5 +16,5 @@ from tfnvp.bijectors.squeeze import Squeeze
 
 __all__ = [
     "AffineCoupling", "BatchNorm", "BatchNormStatistics", "FactorOut", "FusedBijector", "FusedChain",
-    "LogitPreprocess", "ModalBijector", "PiecewiseLinear", "PiecewiseLinearParams", "Squeeze", "channel_mask", "checkerboard_mask",
+    "LogitPreprocess", "PiecewiseLinear", "PiecewiseLinearParams", "Squeeze", "channel_mask", "checkerboard_mask",
 ]
