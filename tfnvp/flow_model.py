@@ -16,6 +16,8 @@ derive, and say how inputs are checked.  This base class provides
   the other;
 * ``regularization_loss``: the paper's L2 penalty on the conditioners'
   weight scales (section 4.1);
+* class conditioning (``_make_class_conditional``, ``tfnvp.conditional``):
+  ``labels=`` become the one-hot ``context`` and select the prior's class;
 * ``recalibrate``: every batch-norm statistic recomputed over training batches.
 """
 
@@ -31,6 +33,7 @@ import tensorflow_probability as tfp
 
 from tfnvp import multiscale
 from tfnvp.bijectors.batch_norm import BatchNormStatistics
+from tfnvp.conditional import ClassConditionalPrior, check_labels, one_hot_context
 from tfnvp.nets.resnet import BatchNormalization
 from tfnvp.nets.weight_norm import WeightNormConv2D
 from tfnvp.running_average import RECALIBRATE, Training
@@ -88,6 +91,7 @@ class FlowModel(keras.Model):
         self.event_shape: tuple[int, ...] = ()
         self._flows: dict[tuple[int, ...], Flow] = {}
         self._untracked = _Untracked()
+        self.num_classes: int | None = None  # See _make_class_conditional.
 
     # ------------------------------------------------------------ engine
     def _create_steps(self, scales: Sequence[multiscale.Scale], channels: int,
@@ -149,7 +153,13 @@ class FlowModel(keras.Model):
         weight update can hit the cache and return the old result; the
         model's own methods (``log_prob``, ``encode``, ...) always pass fresh
         tensors, so prefer them for eager evaluation.
+
+        A class-conditional model has no single distribution: use
+        ``log_prob(x, labels=...)`` and ``sample(n, labels=...)``.
         """
+        if self.num_classes is not None:
+            raise ValueError("A class-conditional model's distribution depends on the labels: "
+                             "use log_prob(x, labels=...) and sample(n, labels=...).")
         return self._flow().distribution
 
     @property
@@ -167,8 +177,10 @@ class FlowModel(keras.Model):
         """The call arguments every bijector of the flow receives (``tfnvp.bijectors.base``)."""
         return dict(training=training or False, context=context)
 
-    def log_prob(self, x: tf.Tensor, training: Training | None = False) -> tf.Tensor:
-        """Log-density (nats) of ``x``, one value per event.
+    def log_prob(self, x: tf.Tensor, training: Training | None = False,
+                 labels: tf.Tensor | None = None) -> tf.Tensor:
+        """Log-density (nats) of ``x``, one value per event (given ``labels``, for a
+        class-conditional model: ``log p(x | y)``).
 
         ``training=True`` normalizes with batch statistics and updates the
         running averages (once per call); ``False`` or ``None`` uses the
@@ -179,26 +191,55 @@ class FlowModel(keras.Model):
         x = self._check_inputs(x)
         if training:
             self._check_training_batch(x)
-        return self._flow(self._event_of(x)).distribution.log_prob(
-            x, bijector_kwargs=self._bijector_kwargs(training))
+        context, distribution = self._conditioned(x, labels)
+        return distribution.log_prob(x, bijector_kwargs=self._bijector_kwargs(training, context))
 
     def nll(self, x: tf.Tensor, training: Training | None = False,
-            seed: tf.Tensor | Sequence[int] | None = None) -> tf.Tensor:
+            seed: tf.Tensor | Sequence[int] | None = None,
+            labels: tf.Tensor | None = None) -> tf.Tensor:
         """Negative log-likelihood (nats), one value per event: the training objective.
 
-        ``-log p(x)`` of continuous inputs.  A model of discrete data (8-bit
-        images, ``RealNVP``) also takes the discrete data itself: it
-        dequantizes them with its dequantizer (``x + u`` with ``log q(u |
-        x)``, from the stateless ``seed`` if given) and returns the
-        dequantization bound ``-log p(x + u) + log q(u | x)``.  Minimize its
-        mean plus ``regularization_loss()``.
+        ``-log p(x)`` (``-log p(x | y)`` with ``labels``) of continuous
+        inputs.  A model of discrete data (8-bit images, ``RealNVP``) also
+        takes the discrete data itself: it dequantizes them with its
+        dequantizer (``x + u`` with ``log q(u | x)``, from the stateless
+        ``seed`` if given) and returns the dequantization bound ``-log p(x +
+        u) + log q(u | x)``.  Minimize its mean plus ``regularization_loss()``.
         """
         x, log_q = self._dequantize(x, seed, training)
-        return log_q - self.log_prob(x, training=training)
+        return log_q - self.log_prob(x, training=training, labels=labels)
 
     def _dequantize(self, x, seed, training: Training | None) -> tuple[tf.Tensor, tf.Tensor | float]:
         """``(continuous inputs, log q)``; continuous data pass unchanged with ``log q = 0``."""
         return x, 0.0
+
+    # ------------------------------------------------------------ conditioning
+    def _make_class_conditional(self, num_classes: int | None) -> None:
+        """Makes the model class-conditional (``tfnvp.conditional``) if ``num_classes``."""
+        self.num_classes = None if num_classes is None else int(num_classes)
+        if self.num_classes is not None:
+            self.prior = ClassConditionalPrior(self.num_classes, self.event_shape,
+                                               dtype=self.flow_dtype.name, name="prior")
+
+    def _conditioned(self, t: tf.Tensor, labels) -> tuple[tf.Tensor | None, tfd.Distribution]:
+        """``(context, distribution)`` for inputs/latents ``t`` and ``labels``."""
+        event = self._event_of(t)
+        flow = self._flow(event)
+        if self.num_classes is None:
+            if labels is not None:
+                raise ValueError("labels were given, but the model is unconditional "
+                                 "(build it with num_classes=K for a class-conditional model).")
+            return None, flow.distribution
+        if labels is None:
+            raise ValueError(f"This model is class-conditional (num_classes={self.num_classes}): "
+                             "pass labels=.")
+        if event != self.event_shape:
+            raise ValueError(f"A class-conditional model's prior is defined for events of shape "
+                             f"{self.event_shape}, got {event}.")
+        labels = check_labels(labels, self.num_classes, t.shape[:t.shape.rank - len(event)],
+                              self.validate_args)
+        context = one_hot_context(labels, self.num_classes, self.flow_dtype)
+        return context, flow.distribution.with_base(self.prior.distribution(labels))
 
     def regularized_weights(self) -> list[tf.Variable]:
         """The conditioners' weight scales: the gains ``g`` of every ``WeightNormConv2D``.
@@ -230,13 +271,16 @@ class FlowModel(keras.Model):
                 f"of shape [batch, {', '.join(str(d) for d in self.event_shape)}]; got shape "
                 f"{x.shape}. Use training=False (running statistics) for single or empty inputs.")
 
-    def encode(self, x: tf.Tensor) -> tf.Tensor:
-        """Latent ``z = f(x)`` of the input's shape (evaluation mode)."""
+    def encode(self, x: tf.Tensor, labels: tf.Tensor | None = None) -> tf.Tensor:
+        """Latent ``z = f(x)`` (``f(x; y)`` with ``labels``) of the input's shape
+        (evaluation mode)."""
         x = self._check_inputs(x)
-        return self._flow(self._event_of(x)).bijector.inverse(x, **self._bijector_kwargs(False))
+        context, distribution = self._conditioned(x, labels)
+        return distribution.bijector.inverse(x, **self._bijector_kwargs(False, context))
 
-    def decode(self, z: tf.Tensor) -> tf.Tensor:
-        """Data ``x = f^-1(z)`` from latents (evaluation mode), within ``data_support``.
+    def decode(self, z: tf.Tensor, labels: tf.Tensor | None = None) -> tf.Tensor:
+        """Data ``x = f^-1(z)`` (``f^-1(z; y)`` with ``labels``) from latents (evaluation
+        mode), within ``data_support``.
 
         For a model with a bounded ``data_support = (low, high)`` the result
         is clipped to ``[low, high')``, ``high'`` the largest float below
@@ -249,7 +293,8 @@ class FlowModel(keras.Model):
         finite.
         """
         z = self._check_latents(z)
-        x = self._flow(self._event_of(z)).bijector.forward(z, **self._bijector_kwargs(False))
+        context, distribution = self._conditioned(z, labels)
+        x = distribution.bijector.forward(z, **self._bijector_kwargs(False, context))
         return self._clip_to_support(x)
 
     def _clip_to_support(self, x: tf.Tensor) -> tf.Tensor:
@@ -262,11 +307,14 @@ class FlowModel(keras.Model):
 
     def sample(self, num_samples: int, temperature: float = 1.0,
                seed: tf.Tensor | Sequence[int] | None = None,
-               event_shape: Sequence[int] | None = None) -> tf.Tensor:
+               event_shape: Sequence[int] | None = None,
+               labels: tf.Tensor | None = None) -> tf.Tensor:
         """``num_samples`` draws decoded from ``z ~ N(0, temperature^2 I)``.
 
-        ``seed`` is a stateless seed (a pair of ints or a shape-[2] tensor).
-        Values lie in ``data_support`` (see ``decode``).
+        Class-conditional models take ``labels`` (``[num_samples]``) and draw
+        ``z = mu_y + temperature * sigma_y * eps``.  ``seed`` is a stateless
+        seed (a pair of ints or a shape-[2] tensor).  Values lie in
+        ``data_support`` (see ``decode``).
         """
         if temperature < 0:
             raise ValueError(f"temperature must be non-negative, got {temperature}.")
@@ -275,7 +323,12 @@ class FlowModel(keras.Model):
             z = tf.random.normal(shape, dtype=self.flow_dtype)
         else:
             z = tf.random.stateless_normal(shape, seed=seed, dtype=self.flow_dtype)
-        return self.decode(temperature * z)
+        z = temperature * z
+        if self.num_classes is not None and labels is not None:
+            labels = check_labels(labels, self.num_classes, shape[:1], self.validate_args)
+            loc, scale = self.prior.parameters_of(labels)
+            z = loc + scale * z
+        return self.decode(z, labels=labels)
 
     # ------------------------------------------------------------ statistics
     def batch_norm_layers(self) -> list[keras.layers.Layer]:
@@ -307,7 +360,8 @@ class FlowModel(keras.Model):
         never sees.  With ``N`` batches of ``B`` examples, each estimate has
         the sampling error of ``N * B`` examples.
 
-        ``dataset`` yields batches of model inputs (e.g. the trainer's
+        ``dataset`` yields batches of model inputs, or ``(inputs, labels)``
+        for a class-conditional model (e.g. the trainer's
         training pipeline: dequantized, augmented images).  Under
         ``tf.distribute`` call it in cross-replica context (inside
         ``strategy.scope()``): every replica's copy gets the same statistics.
@@ -316,15 +370,17 @@ class FlowModel(keras.Model):
             raise ValueError(f"num_batches must be >= 1, got {num_batches!r}.")
         if self._untracked.recalibration_step is None:
             self._untracked.recalibration_step = tf.function(
-                lambda x: self.log_prob(x, training=RECALIBRATE), reduce_retracing=True)
+                lambda x, labels=None: self.log_prob(x, training=RECALIBRATE, labels=labels),
+                reduce_retracing=True)
         used = 0
         for batch in dataset:
+            x, labels = tuple(batch) if isinstance(batch, (tuple, list)) else (batch, None)
             if used == 0:
                 if not all(layer.built for layer in self.batch_norm_layers()):
-                    self.log_prob(batch, training=False)  # Builds the conditioners.
+                    self.log_prob(x, labels=labels)  # Builds the conditioners.
                 for layer in self.batch_norm_layers():
                     layer.num_updates.assign(0.0)
-            self._untracked.recalibration_step(batch)
+            self._untracked.recalibration_step(x, labels)
             used += 1
             if used == int(num_batches):
                 break

@@ -126,6 +126,10 @@ class RealNVP(FlowModel):
         gradients are the same).
       validate_args: check pixel values (finite, in range) in the user-facing
         methods; static shape and dtype checks always run.
+      num_classes: ``K`` makes the model class-conditional (``tfnvp.conditional``):
+        one-hot labels reach every conditioner and the prior is ``N(mu_y,
+        sigma_y^2)`` per class; ``log_prob``, ``nll``, ``bits_per_dim``,
+        ``encode``, ``decode`` and ``sample`` then take ``labels=``.
 
     Example::
 
@@ -145,7 +149,7 @@ class RealNVP(FlowModel):
                  running_average_batch_norm: bool = False,
                  synchronized_batch_norm: bool = False, dtype: tf.DType | str = tf.float32,
                  conditioner_dtype: str | None = None, validate_args: bool = True,
-                 recompute_gradients: bool = False,
+                 recompute_gradients: bool = False, num_classes: int | None = None,
                  name: str = "real_nvp"):
         super().__init__(dtype=dtype, validate_args=validate_args, name=name)
         flow_dtype = self.flow_dtype
@@ -174,6 +178,9 @@ class RealNVP(FlowModel):
             synchronized_batch_norm=bool(synchronized_batch_norm), dtype=flow_dtype.name,
             conditioner_dtype=conditioner_dtype, validate_args=bool(validate_args),
             recompute_gradients=bool(recompute_gradients))
+        if num_classes is not None:
+            # Only then: unconditional configs stay as they were (resumable runs).
+            self._config["num_classes"] = int(num_classes)
         self.image_shape = image_shape
         self.event_shape = image_shape
         self.num_scales = int(num_scales)
@@ -196,8 +203,10 @@ class RealNVP(FlowModel):
         self._create_steps(real_nvp_scales(num_scales, factor_out, coupling), image_shape[-1],
                            event_ndims=3)
         self.dequantizer = UniformDequantizer(dtype=flow_dtype.name, name="dequantizer")
+        self._make_class_conditional(num_classes)
         # Build every weight now (eval mode: no statistics are updated).
-        self.log_prob(tf.fill((1,) + image_shape, tf.constant(128.0, flow_dtype)))
+        self.log_prob(tf.fill((1,) + image_shape, tf.constant(128.0, flow_dtype)),
+                      labels=None if num_classes is None else tf.zeros([1], tf.int32))
 
     @classmethod
     def from_paper(cls, name: str, **overrides) -> "RealNVP":
@@ -251,7 +260,8 @@ class RealNVP(FlowModel):
         return self.dequantizer.dequantize(images, seed=seed, training=bool(training))
 
     def bits_per_dim(self, images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
-                     training: Training | None = False) -> tf.Tensor:
+                     training: Training | None = False,
+                     labels: tf.Tensor | None = None) -> tf.Tensor:
         """Bits/dim of 8-bit images under the model's dequantizer.
 
         ``images`` are uint8 ``[..., H, W, C]``; ``self.dequantizer`` turns
@@ -262,15 +272,18 @@ class RealNVP(FlowModel):
         model's bits/dim (see ``tfnvp.dequantization``).
         """
         images = validation.check_uint8_images(images)
-        nll = self.nll(images, training=training, seed=seed)
+        nll = self.nll(images, training=training, seed=seed, labels=labels)
         return bits_per_dim_from_log_prob(-nll, int(np.prod(images.shape[-3:])))
 
     def sample(self, num_samples: int, temperature: float = 1.0,
                seed: tf.Tensor | Sequence[int] | None = None,
-               image_shape: Sequence[int] | None = None) -> tf.Tensor:
+               image_shape: Sequence[int] | None = None,
+               labels: tf.Tensor | None = None) -> tf.Tensor:
         """``num_samples`` images from ``z ~ N(0, temperature^2 I)`` of ``image_shape``
-        (default: the model's own; any size the flow accepts, appendix C)."""
-        return super().sample(num_samples, temperature, seed, event_shape=image_shape)
+        (default: the model's own; any size the flow accepts, appendix C); of the
+        classes ``labels`` (``[num_samples]``) for a class-conditional model."""
+        return super().sample(num_samples, temperature, seed, event_shape=image_shape,
+                              labels=labels)
 
     def latent_scale_index(self, image_shape: Sequence[int] | None = None) -> np.ndarray:
         """``latent_scale_index`` of this model's layout (default: its own image shape)."""
