@@ -112,7 +112,6 @@ def run_child(args: argparse.Namespace) -> dict:
     import keras
 
     import tfnvp
-    from trainers import steps as steps_lib
 
     name = args.child
     train, test = _load_mnist(args.data_dir)
@@ -128,17 +127,16 @@ def run_child(args: argparse.Namespace) -> dict:
 
     @tf.function(input_signature=[image_spec, tf.TensorSpec([2], tf.int64)])
     def train_step(images, seed):
-        x = tfnvp.dequantize(images, seed=seed)
         with tf.GradientTape() as tape:
-            nll = -tf.reduce_mean(model.log_prob(x, training=True))
-            loss = nll + 5e-5 * steps_lib.l2_penalty(model)
+            nll = tf.reduce_mean(model.nll(images, training=True, seed=seed))
+            loss = nll + model.regularization_loss()
         grads, _ = tf.clip_by_global_norm(tape.gradient(loss, variables), 100.0)
         optimizer.apply_gradients(zip(grads, variables))
         return nll / (math.log(2.0) * float(np.prod(train.shape[1:])))
 
     @tf.function(input_signature=[image_spec, tf.TensorSpec([2], tf.int64)])
     def statistics_pass(images, seed):
-        return model.log_prob(tfnvp.dequantize(images, seed=seed), training=True)
+        return model.nll(images, training=True, seed=seed)
 
     eval_spec = tf.TensorSpec([None] + list(train.shape[1:]), tf.uint8)
 

@@ -12,7 +12,7 @@ whole call with XLA.
 * ``compiled_sample(model, batch)``: ``seed -> images``, ``z ~ N(0, T^2 I)``
   from a stateless seed, decoded by the flow's ``forward``.
 * ``compiled_train_step(model, optimizer, batch)``: one Adam step on the
-  mean negative log-likelihood (the structure of ``trainers/steps.py``'s
+  mean ``model.nll`` (the structure of ``trainers/steps.py``'s
   step without its replica all-reduce, clipping and finiteness check); used
   only when ``trainers.steps.TrainSteps`` cannot be imported.
 """
@@ -65,7 +65,7 @@ def compiled_train_step(model, optimizer: keras.optimizers.Optimizer, batch_size
 
     def train_step(x: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
-            loss = -tf.reduce_mean(model.log_prob(x, training=True))
+            loss = tf.reduce_mean(model.nll(x, training=True))
         grads = tape.gradient(loss, variables)
         optimizer.apply(grads, variables)
         return loss

@@ -34,10 +34,8 @@ EDGE_PIXELS = (0.0, 255.999)
 EDGE_LATENT = 8.0
 
 # --- Factories: one per bijector. ----------------------------------------
-# They build the existing bijectors with the current API (the `training=`
-# constructor argument of ModalBijector: every case here is in evaluation
-# mode).  The flow-engine refactor (issue 10, item 1) moves `training` to a
-# call argument; only these factories need to change with it.
+# Modes are call arguments (issue 10): every case here runs in evaluation
+# mode, the default ``training=False`` of every bijector call.
 
 
 def _data(shape=(BATCH, *EVENT), seed: int = 1) -> tf.Tensor:
@@ -47,7 +45,7 @@ def _data(shape=(BATCH, *EVENT), seed: int = 1) -> tf.Tensor:
 def affine_coupling(mask: str, parity: int, channels: int = EVENT[-1]) -> AffineCoupling:
     body = ResNet(8, num_blocks=0, out_channels=2 * channels, dtype="float64")
     conditioner = ShiftAndLogScale(body, channels, dtype="float64")
-    coupling = AffineCoupling(conditioner, mask=mask, parity=parity, training=False)
+    coupling = AffineCoupling(conditioner, mask=mask, parity=parity)
     coupling.inverse(tf.zeros((1, *EVENT[:2], channels), tf.float64))  # Builds the layers.
     perturb_weights([conditioner], scale=0.3)
     return coupling
@@ -56,7 +54,7 @@ def affine_coupling(mask: str, parity: int, channels: int = EVENT[-1]) -> Affine
 def batch_norm() -> BatchNorm:
     statistics = BatchNormStatistics(EVENT[-1], dtype="float64")
     perturb_weights([statistics])
-    return BatchNorm(statistics, training=False)
+    return BatchNorm(statistics)
 
 
 def logit(symmetric: bool) -> LogitPreprocess:

@@ -74,7 +74,7 @@ def test_log_scale_is_bounded_by_learned_scale():
 def test_conditioner_sees_only_unchanged_part():
     seen = []
 
-    def conditioner(masked, training=False):
+    def conditioner(masked, training=False, context=None):
         seen.append(masked)
         return tf.zeros_like(masked), 0.5 * masked
 
@@ -96,31 +96,56 @@ def test_bad_arguments():
         AffineCoupling(lambda x, training: (x, x), mask=np.array([0, 2]), event_ndims=1)
 
 
-def test_mode_change_never_returns_stale_cache():
-    """The conditioner's batch norm differs between modes; the cache must not hide it."""
+def test_modes_are_call_arguments_and_never_served_from_each_others_cache():
+    """The conditioner's batch norm differs between modes; the cache, keyed on the
+    call arguments, must keep the two results apart for the same tensor."""
     conditioner = _conditioner(2)
     coupling = AffineCoupling(conditioner, mask="checkerboard")
     x = 3.0 + 2.0 * tf.random.normal((8, 4, 4, 2), dtype=tf.float64)
-    coupling.inverse(x)
+    coupling.inverse(x, training=True)
     perturb_weights([conditioner], scale=0.3)
-    coupling.training = False
-    y_eval = coupling.inverse(x)  # Held: the cache entry stays alive.
-    coupling.training = True
-    y_train = coupling.inverse(x)
+    y_eval = coupling.inverse(x, training=False)  # Held: the cache entry stays alive.
+    norms = [n for n in conditioner._flatten_layers() if hasattr(n, "num_updates")]
+    before = [float(n.num_updates) for n in norms]
+    y_train = coupling.inverse(x, training=True)
     assert np.abs(y_train.numpy() - y_eval.numpy()).max() > 1e-3
-    # Training mode moved the conditioner's running statistics: the evaluation
-    # result must reflect that, exactly as an uncached computation does.
-    coupling.training = False
-    y_after = coupling.inverse(x)
-    fresh = coupling.inverse(tf.identity(x))
-    np.testing.assert_array_equal(y_after.numpy(), fresh.numpy())
-    assert np.abs(y_after.numpy() - y_eval.numpy()).max() > 1e-4
+    # One training call: every batch norm of the conditioner updated once,
+    # also when the log-det is asked for next (same arguments: cached).
+    coupling.inverse_log_det_jacobian(x, event_ndims=3, training=True)
+    assert [float(n.num_updates) for n in norms] == [b + 1 for b in before]
+    # Each result is the one an uncached computation in its mode gives now
+    # (the evaluation result before the update; fresh tensors see updates).
+    assert coupling.inverse(x, training=False) is y_eval
+    fresh = coupling.inverse(tf.identity(x), training=False)
+    assert np.abs(fresh.numpy() - y_eval.numpy()).max() > 1e-4
+    assert coupling.inverse(x, training=True) is y_train
+
+
+def test_context_reaches_the_conditioner_and_keys_the_cache():
+    seen = []
+
+    def conditioner(masked, training=False, context=None):
+        seen.append(context)
+        shift = tf.zeros_like(masked) if context is None else (
+            tf.zeros_like(masked) + tf.cast(context[:, None, None, :1], masked.dtype))
+        return shift, tf.zeros_like(masked)
+
+    coupling = AffineCoupling(conditioner, mask="channel")
+    x = tf.random.normal((2, 2, 2, 4), dtype=tf.float64)
+    first, second = tf.constant([[1.0, 0.0], [0.0, 1.0]]), tf.constant([[3.0, 0.0], [2.0, 1.0]])
+    y1 = coupling.inverse(x, context=first)
+    y2 = coupling.inverse(x, context=second)
+    assert seen[0] is first and seen[1] is second
+    free = 1.0 - coupling.mask(x).numpy()
+    # Shifts context[:, 0] (1, 0 then 3, 2) on the transformed half: both differ by 2.
+    np.testing.assert_allclose(y2.numpy() - y1.numpy(), np.broadcast_to(2.0 * free, x.shape),
+                               atol=1e-12)
 
 
 def test_conditioner_called_once_per_log_det_pair():
     calls = []
 
-    def conditioner(masked, training=False):
+    def conditioner(masked, training=False, context=None):
         calls.append(1)
         return 0.1 * masked, 0.2 * masked
 

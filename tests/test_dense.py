@@ -124,7 +124,7 @@ def test_every_weight_gets_a_gradient(batch_norm: bool) -> None:
     assert len(model.trainable_variables) == couplings * (1 + 2 * (depth + 1))
     x = tf.constant(np.random.default_rng(0).standard_normal((64, DIM)))
     with tf.GradientTape() as tape:
-        loss = -tf.reduce_mean(model.log_prob(x, training=True))
+        loss = tf.reduce_mean(model.nll(x, training=True))
     grads = tape.gradient(loss, model.trainable_variables)
     for v, g in zip(model.trainable_variables, grads):
         assert g is not None, f"no gradient for {v.path}"
@@ -208,7 +208,7 @@ def test_fits_gaussian_mixture_to_its_entropy() -> None:
     @tf.function
     def step(x):
         with tf.GradientTape() as tape:
-            loss = -tf.reduce_mean(model.log_prob(x, training=True))
+            loss = tf.reduce_mean(model.nll(x, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss

@@ -31,14 +31,12 @@ class _GlowSteps(keras.Model):
             GlowAffineHead(GlowNet(CHANNELS, hidden_channels=8), CHANNELS, parity=k % 2)
             for k in range(2)])
 
-    def distribution(self, training: bool) -> tfp.distributions.Distribution:
+    def distribution(self) -> tfp.distributions.Distribution:
         # The chain's inverse (data -> latent) runs its list first to last:
         # actnorm, 1x1 convolution, coupling, as in Glow.
         steps = []
         for actnorm, conv, head in zip(self.actnorms, self.convs, self.heads):
-            coupling = glow_coupling(head)
-            coupling.training = training  # Today's ModalBijector mode (issue 10 makes it a call kwarg).
-            steps += [ActNorm(actnorm), InvertibleConv1x1(conv), coupling]
+            steps += [ActNorm(actnorm), InvertibleConv1x1(conv), glow_coupling(head)]
         chain = FusedChain(steps)
         base = tfp.distributions.Sample(tfp.distributions.Normal(0.0, 1.0), [4, 4, CHANNELS])
         return tfp.distributions.TransformedDistribution(base, chain)
@@ -46,21 +44,18 @@ class _GlowSteps(keras.Model):
     def nll(self, x: tf.Tensor, training: bool) -> tf.Tensor:
         # A fresh tensor, as FlowModel's methods do: TFP's cache would answer a
         # reused tensor with its result from before a weight update or restore.
-        return -tf.reduce_mean(self.distribution(training).log_prob(tf.identity(x)))
+        return -tf.reduce_mean(self.distribution().log_prob(
+            tf.identity(x), bijector_kwargs=dict(training=training)))
 
 
 def _initialize(model: _GlowSteps, x: tf.Tensor) -> None:
-    """Glow's data-dependent initialization: one training-mode pass, step by step.
+    """Glow's data-dependent initialization: the first training-mode pass.
 
-    (Today's FusedChain does not pass ``training`` to its members; with
-    issue 10's engine ``distribution(...).log_prob(x, training=True)`` will.)
+    ``training=True`` travels through the chain to every ActNorm (and the
+    conditioners' own), each initialized in data -> latent order from the
+    batch as it reaches it.
     """
-    h = x
-    for actnorm, conv, head in zip(model.actnorms, model.convs, model.heads):
-        h = ActNorm(actnorm).inverse(h, training=True)
-        h = InvertibleConv1x1(conv).inverse(h)
-        head(h, training=True)  # The conditioner's own actnorms.
-        h = glow_coupling(head).inverse(h)
+    model.nll(x, training=True)
 
 
 def _gradients(model: _GlowSteps, x: tf.Tensor) -> list:

@@ -7,6 +7,7 @@ import pytest
 import scipy.special
 import scipy.stats
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 import tfnvp
 
@@ -96,7 +97,7 @@ def test_every_weight_gets_a_gradient():
     model = _perturbed(dtype="float32")
     x = tf.random.uniform((8, 4, 4, 2), 0.0, 256.0)
     with tf.GradientTape() as tape:
-        loss = -tf.reduce_mean(model.log_prob(x, training=True))
+        loss = tf.reduce_mean(model.nll(x, training=True))
     grads = tape.gradient(loss, model.trainable_variables)
     keras_trainable = [w for layer in model.conditioners for w in layer.trainable_weights]
     assert len(model.trainable_variables) == len(keras_trainable) > 0
@@ -133,14 +134,78 @@ def test_each_conditioner_runs_once_and_statistics_update_once():
     assert np.abs(stats.moving_mean.numpy() - before).max() > 0
 
 
-def test_modes_and_context_manager():
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf_function"])
+def test_the_cache_never_serves_one_modes_result_to_the_other(compiled):
+    """Same tensor object, training then evaluation: two different, correct answers.
+
+    The mode is a call argument (TFP bijector kwargs, part of the cache key):
+    each call runs every conditioner once, the training call updates every
+    batch norm exactly once, and each result equals an uncached computation.
+    """
+    model = _perturbed(dtype="float64")
+    dist = model.distribution
+    x = tf.random.uniform((8, 4, 4, 2), 0.0, 256.0, dtype=tf.float64)
+    norms = model.batch_norm_layers()
+    for norm in norms:  # Past the debiasing: an update blends, it does not replace.
+        norm.num_updates.assign(50.0)
+    state = model.non_trainable_variables
+    saved = [tf.identity(v) for v in state]
+    train_expected = model.log_prob(x, training=True).numpy()  # fresh tensor inside
+    for variable, value in zip(state, saved):
+        variable.assign(value)
+    counts = np.array([float(norm.num_updates) for norm in norms])
+    calls = [0] * len(model.conditioners)
+    for i, conditioner in enumerate(model.conditioners):
+        def counted(*args, _original=conditioner.body.call, _i=i, **kwargs):
+            calls[_i] += 1
+            return _original(*args, **kwargs)
+        conditioner.body.call = counted
+
+    def both(x):
+        train = dist.log_prob(x, bijector_kwargs=dict(training=True, context=None))
+        evaluation = dist.log_prob(x, bijector_kwargs=dict(training=False, context=None))
+        return train, evaluation
+    train, evaluation = (tf.function(both) if compiled else both)(x)
+    assert calls == [2] * len(model.conditioners)  # once per mode (and per trace)
+    np.testing.assert_allclose([float(norm.num_updates) for norm in norms], counts + 1)
+    # Evaluation after the update: running statistics as they are now.
+    np.testing.assert_allclose(train.numpy(), train_expected, rtol=1e-12)
+    np.testing.assert_allclose(evaluation.numpy(), model.log_prob(x).numpy(), rtol=1e-12)
+    assert np.abs(train.numpy() - evaluation.numpy()).min() > 1e-3
+
+
+def test_no_bijector_holds_a_mode():
     model = _perturbed(dtype="float32")
-    assert model.training_mode is False
-    with model.mode(True):
-        assert model.training_mode is True
-        assert all(b.training for b in model._flow().modal)
-    assert model.training_mode is False
-    assert not any(b.training for b in model._flow().modal)
+    for bijector in _all_bijectors(model.bijector):
+        assert not hasattr(bijector, "training"), bijector.name
+    assert not hasattr(model, "training_mode") and not hasattr(model, "mode")
+
+
+def _all_bijectors(bijector):
+    yield bijector
+    for inner in getattr(bijector, "bijectors", ()):
+        yield from _all_bijectors(inner)
+    for attribute in ("inner", "bijector"):
+        if isinstance(getattr(bijector, attribute, None), tfp.bijectors.Bijector):
+            yield from _all_bijectors(getattr(bijector, attribute))
+
+
+def test_nll_and_regularization_loss_are_the_objective():
+    model = _perturbed(dtype="float64")
+    images = np.random.default_rng(0).integers(0, 256, (3, 4, 4, 2)).astype(np.uint8)
+    x = tfnvp.dequantize(images, seed=(5, 6), dtype=tf.float64)
+    np.testing.assert_allclose(model.nll(images, seed=(5, 6)).numpy(),
+                               -model.log_prob(x).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(model.nll(x).numpy(), -model.log_prob(x).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(model.bits_per_dim(images, seed=(5, 6)).numpy(),
+                               -model.log_prob(x).numpy() / (32 * math.log(2.0)), rtol=1e-12)
+    gains = model.regularized_weights()
+    assert len(gains) == 6 * len(model.conditioners)  # in, 2 per block, 2 skips, out
+    total = sum(float(np.sum(np.square(g.numpy()))) for g in gains)
+    assert float(model.regularization_loss()) == pytest.approx(5e-5 * total, rel=1e-6)
+    x_out, log_q = model.dequantizer.dequantize(images, seed=(5, 6))
+    np.testing.assert_array_equal(x_out.numpy(), x.numpy())
+    np.testing.assert_array_equal(log_q.numpy(), np.zeros(3))
 
 
 def test_sample_encode_decode_and_temperature():

@@ -100,7 +100,7 @@ def test_recompute_gradients_match_and_statistics_update_once(monkeypatch):
         @tf.function
         def run(x):
             with tf.GradientTape() as tape:
-                loss = -tf.reduce_mean(model.log_prob(x, training=True))
+                loss = tf.reduce_mean(model.nll(x, training=True))
             return loss, tape.gradient(loss, model.trainable_variables)
 
         return run(x)

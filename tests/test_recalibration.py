@@ -29,10 +29,10 @@ def test_cumulative_mode_pools_equal_batches_exactly():
     rng = np.random.default_rng(0)
     batches = [loc + scale * rng.normal(size=(32, 3))
                for loc, scale in ((0.0, 1.0), (5.0, 0.5), (-2.0, 3.0))]
-    with running_average.cumulative():
-        for batch in batches:
-            running_average.update(stats.moving_mean, stats.moving_variance, stats.num_updates,
-                                   tf.constant(batch.mean(0)), tf.constant(batch.var(0)), 0.99)
+    for batch in batches:
+        running_average.update(stats.moving_mean, stats.moving_variance, stats.num_updates,
+                               tf.constant(batch.mean(0)), tf.constant(batch.var(0)), 0.99,
+                               cumulative=True)
     everything = np.concatenate(batches)
     np.testing.assert_allclose(stats.moving_mean.numpy(), everything.mean(0), rtol=1e-12)
     np.testing.assert_allclose(stats.moving_variance.numpy(), everything.var(0), rtol=1e-12)
@@ -84,7 +84,7 @@ def _trained_model(steps: int = 12) -> tuple[tfnvp.RealNVP, tf.data.Dataset]:
     optimizer = tf.keras.optimizers.Adam(3e-3)
     for x in batches.take(steps):
         with tf.GradientTape() as tape:
-            loss = -tf.reduce_mean(model.log_prob(x, training=True))
+            loss = tf.reduce_mean(model.nll(x, training=True))
         optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
                                       model.trainable_variables))
     return model, batches

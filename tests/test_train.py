@@ -115,7 +115,7 @@ def test_diagnostics_split_bits_per_dim_into_prior_and_log_det():
 
 def test_l2_penalty_is_the_squared_norm_of_the_conditioner_kernels():
     model = tfnvp.RealNVP((8, 8, 1), num_scales=1, num_res_blocks=1, hidden_channels=4)
-    for gain in steps_lib.conditioner_kernel_gains(model):
+    for gain in model.regularized_weights():
         gain.assign(tf.random.uniform(gain.shape, 0.5, 2.0))
     kernels = []
     for layer in model._flatten_layers(include_self=False):
@@ -126,7 +126,8 @@ def test_l2_penalty_is_the_squared_norm_of_the_conditioner_kernels():
     # convolution and from the block).
     assert len(kernels) == 4 * 6
     expected = sum(float((k.astype(np.float64) ** 2).sum()) for k in kernels)
-    assert float(steps_lib.l2_penalty(model)) == pytest.approx(expected, rel=1e-5)
+    assert float(model.weight_scale_penalty()) == pytest.approx(expected, rel=1e-5)
+    assert float(model.regularization_loss(0.5)) == pytest.approx(0.5 * expected, rel=1e-5)
 
 
 def test_nonfinite_batch_skips_the_update_and_keeps_statistics():

@@ -1,11 +1,12 @@
 """tfnvp: Real NVP (Dinh, Sohl-Dickstein & Bengio, ICLR 2017) in TF2, Keras 3 and TFP."""
 
-from tfnvp import bijectors, grid, latent, nets, toy_data
+from tfnvp import bijectors, conditional, grid, latent, multiscale, nets, toy_data
 from tfnvp.bijectors.piecewise_linear import PiecewiseLinearFlow
 from tfnvp.dense import DenseRealNVP
-from tfnvp.dequantization import bits_per_dim_from_log_prob, dequantize
+from tfnvp.dequantization import UniformDequantizer, bits_per_dim_from_log_prob, dequantize
 from tfnvp.model import PAPER_CONFIGS, RealNVP, latent_scale_index
 
-__all__ = ["DenseRealNVP", "PAPER_CONFIGS", "PiecewiseLinearFlow", "RealNVP", "bijectors",
-           "bits_per_dim_from_log_prob", "dequantize", "grid", "latent", "latent_scale_index", "nets", "toy_data"]
+__all__ = ["DenseRealNVP", "PAPER_CONFIGS", "PiecewiseLinearFlow", "RealNVP", "UniformDequantizer",
+           "bits_per_dim_from_log_prob", "bijectors", "conditional", "dequantize", "grid", "latent",
+           "latent_scale_index", "multiscale", "nets", "toy_data"]
 __version__ = "0.1.0"

@@ -58,6 +58,12 @@ class EventCheckedDistribution(_TransformedDistribution):
         event = tuple(int(d) for d in tf.TensorShape(self.event_shape))
         return check_event_shape(value, event, self._what, self._layout)
 
+    def with_base(self, distribution) -> "EventCheckedDistribution":
+        """The same bijector and checks over another base distribution (e.g. a
+        class-conditional prior, ``tfnvp.conditional``)."""
+        return EventCheckedDistribution(distribution, self.bijector, what=self._what,
+                                        layout=self._layout, name=self.name)
+
     def log_prob(self, value, name: str = "log_prob", **kwargs) -> tf.Tensor:
         return super().log_prob(self._checked(value), name=name, **kwargs)
 

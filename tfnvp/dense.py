@@ -26,14 +26,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfnvp.bijectors.base import ModalBijector
-from tfnvp.bijectors.batch_norm import BatchNormStatistics
 from tfnvp.bijectors.chain import FusedChain
 from tfnvp.checked_distribution import EventCheckedDistribution
+from tfnvp.coupling_step import CouplingStep
 from tfnvp.flow_model import Flow, FlowModel
+from tfnvp.multiscale import Position, Scale, Step
 from tfnvp.nets.mlp import MLP
-from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
-from tfnvp.nets.tracking import track_layers
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -136,19 +134,17 @@ class DenseRealNVP(FlowModel):
         self.dim = dim
         self.event_shape = (dim,)
         self.mask = mask_array
-        # One conditioner (and statistics layer) per coupling, data -> latent order.
-        self.conditioners: list[ShiftAndLogScale] = []
-        self.statistics: list[BatchNormStatistics] = []
-        for index in range(num_couplings):
-            body = MLP(hidden_dim, depth, 2 * dim, activation=activation,
-                       dtype=flow_dtype.name, name=f"mlp_{index}")
-            self.conditioners.append(
-                ShiftAndLogScale(body, dim, dtype=flow_dtype.name, name=f"coupling_{index}"))
-            if batch_norm:
-                self.statistics.append(
-                    BatchNormStatistics(dim, dtype=flow_dtype.name, name=f"batch_norm_{index}"))
-        track_layers(self, "conditioner", self.conditioners)
-        track_layers(self, "statistics", self.statistics)
+
+        def mlp(position: Position, out_channels: int) -> MLP:
+            return MLP(hidden_dim, depth, out_channels, activation=activation,
+                       dtype=flow_dtype.name, name=f"mlp_{position.index}")
+
+        coupling = CouplingStep(mlp, flow_dtype, batch_norm=batch_norm,
+                                batch_norm_momentum=batch_norm_momentum)
+        # One scale, no squeezes: couplings with alternating parities.
+        scale = Scale(tuple(Step(coupling, mask=mask_array, parity=index % 2)
+                            for index in range(num_couplings)))
+        self._create_steps((scale,), dim, event_ndims=1)
         # Build every weight now (evaluation mode: no statistics are updated).
         self.log_prob(tf.zeros((1, dim), flow_dtype))
 
@@ -163,19 +159,12 @@ class DenseRealNVP(FlowModel):
     def _build_flow(self, event_shape: tuple[int, ...]) -> Flow:
         if event_shape != (self.dim,):
             raise ValueError(f"Expected vectors of shape [..., {self.dim}], got events {event_shape}.")
-        momentum = self._config["batch_norm_momentum"]
-        steps: list[ModalBijector] = []
-        for index, conditioner in enumerate(self.conditioners):
-            # Data -> latent order (FusedChain's `inverse` runs the list first to last).
-            steps += self.coupling_steps(
-                conditioner, self.statistics[index] if self.statistics else None, self.mask,
-                parity=index % 2, event_ndims=1, index=index, momentum=momentum)
-        bijector = FusedChain(steps, name="dense_real_nvp_flow")
+        bijector = FusedChain(self._flow_bijectors(1), name="dense_real_nvp_flow")
         base = tfd.Sample(tfd.Normal(tf.zeros([], self.flow_dtype), tf.ones([], self.flow_dtype)),
                           sample_shape=[self.dim])
         distribution = EventCheckedDistribution(base, bijector, what="vectors",
                                                 layout="batch..., dim", name="dense_real_nvp")
-        return Flow(bijector, distribution, tuple(steps))
+        return Flow(bijector, distribution)
 
     def _check_inputs(self, x) -> tf.Tensor:
         return check_vectors(x, self.flow_dtype, self.dim, self.validate_args)

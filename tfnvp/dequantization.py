@@ -6,6 +6,11 @@ A discrete image ``x`` in ``{0, ..., 255}^D`` becomes ``x + u`` with
 bound on the discrete model's bits per dimension -- the figure the paper
 reports.  (A density over ``[0, 1)^D`` would first need ``+ D log 256``; the
 model's support is already the 8-bit scale.)
+
+With a dequantization distribution ``q(u | x)`` in general (Ho et al., 2019:
+variational dequantization) the bound is ``log P(x) >= E_q [log p(x + u) -
+log q(u | x)]``; a dequantizer is a model component returning ``(x + u,
+log q(u | x))``.  ``UniformDequantizer`` is the uniform one: ``log q = 0``.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import keras
 import tensorflow as tf
 
-__all__ = ["bits_per_dim_from_log_prob", "dequantize"]
+__all__ = ["UniformDequantizer", "bits_per_dim_from_log_prob", "dequantize"]
 
 
 def dequantize(images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
@@ -38,3 +44,27 @@ def dequantize(images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
 def bits_per_dim_from_log_prob(log_prob: tf.Tensor, num_dims: int) -> tf.Tensor:
     """``-log p / (D ln 2)``: bits per dimension of a density on ``[0, 256)^D``."""
     return -log_prob / (num_dims * math.log(2.0))
+
+
+class UniformDequantizer(keras.layers.Layer):
+    """``u ~ U[0, 1)^D``: the uniform dequantizer of section 4.1 (no weights).
+
+    ``dequantize(images, seed, training, context) -> (x, log_q)`` with ``x =
+    images + u`` (``dequantize``) and ``log_q = log q(u | x) = 0`` per image
+    (``[batch...]``).  ``training`` and ``context`` are accepted for the
+    interface of learned dequantizers and ignored.
+
+    Example::
+
+        x, log_q = UniformDequantizer(dtype="float64").dequantize(images_uint8, seed=[1, 2])
+    """
+
+    def dequantize(self, images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
+                   training: bool = False, context: tf.Tensor | None = None
+                   ) -> tuple[tf.Tensor, tf.Tensor]:
+        x = dequantize(images, seed=seed, dtype=tf.as_dtype(self.compute_dtype))
+        log_q = tf.zeros(tf.shape(x)[:-3], x.dtype)
+        return x, log_q
+
+    def call(self, images: tf.Tensor, seed=None, training: bool = False, context=None):
+        return self.dequantize(images, seed=seed, training=training, context=context)

@@ -1,43 +1,50 @@
-"""What every tfnvp flow model shares: modes, the user-facing API, coupling steps.
+"""What every tfnvp flow model shares: the engine, the user-facing API, the objective.
 
 A ``FlowModel`` is a ``keras.Model`` that owns the layers of a flow (so
 ``trainable_variables`` is complete) and exposes it as a
 ``tfd.TransformedDistribution`` over ``N(0, I)``.  Subclasses (``RealNVP`` for
-images, ``DenseRealNVP`` for vectors) say how a flow is built for an input's
-event shape and how inputs are checked; this base class provides
+images, ``DenseRealNVP`` for vectors) declare their architecture once, as
+``tfnvp.multiscale`` scales of steps (``_create_steps``), from which the
+layers, the bijector chain (``_flow_bijectors``) and the latent layout
+derive, and say how inputs are checked.  This base class provides
 
-* the explicit, mutable ``training_mode`` (batch statistics vs. running
-  averages) and the ``mode(training)`` context manager, propagated to every
-  ``ModalBijector`` of every flow built so far;
-* ``log_prob``, ``encode``, ``decode``, ``sample`` and Keras' ``call``, each
-  checking its input and running in the right mode;
-* ``recalibrate``: every batch-norm statistic recomputed over training batches;
-* ``coupling_steps``: one affine coupling (eqs. 6-9) and, optionally, the
-  batch-norm bijector that follows it (section 3.7).
+* ``log_prob``, ``nll``, ``encode``, ``decode``, ``sample`` and Keras' ``call``,
+  each checking its input.  The mode is a call argument: ``training`` (and a
+  conditioning ``context``) travel as TFP bijector kwargs through the chain
+  to every conditioner (``tfnvp.bijectors.base``); no bijector holds a mode,
+  and TFP's cache, keyed on those kwargs, never serves one mode's result to
+  the other;
+* ``regularization_loss``: the paper's L2 penalty on the conditioners'
+  weight scales (section 4.1);
+* class conditioning (``_make_class_conditional``, ``tfnvp.conditional``):
+  ``labels=`` become the one-hot ``context`` and select the prior's class;
+* ``recalibrate``: every batch-norm statistic recomputed over training batches.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfnvp import running_average
-from tfnvp.bijectors.base import ModalBijector
-from tfnvp.bijectors.batch_norm import BatchNorm, BatchNormStatistics
-from tfnvp.bijectors.coupling import AffineCoupling
+from tfnvp import multiscale
+from tfnvp.bijectors.batch_norm import BatchNormStatistics
+from tfnvp.conditional import ClassConditionalPrior, check_labels, one_hot_context
 from tfnvp.nets.resnet import BatchNormalization
-from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
+from tfnvp.nets.weight_norm import WeightNormConv2D
+from tfnvp.running_average import RECALIBRATE, Training
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["Flow", "FlowModel"]
+__all__ = ["Flow", "FlowModel", "PAPER_L2"]
+
+# Section 4.1: "L2 regularization on the weight scale parameters with coefficient 5 * 10^-5".
+PAPER_L2 = 5e-5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,26 +53,30 @@ class Flow:
 
     bijector: tfb.Bijector
     distribution: tfd.TransformedDistribution
-    modal: tuple[ModalBijector, ...]
 
 
-class _Compiled:
-    """Holds a model's compiled helper functions out of Keras' and SavedModel's tracking."""
+class _Untracked:
+    """Holds a model's engine state and compiled helpers out of Keras' and
+    SavedModel's tracking (the layers themselves are tracked by name)."""
 
     def __init__(self):
         self.recalibration_step = None
+        self.scales: tuple[multiscale.Scale, ...] = ()
+        self.step_layers: list[dict[str, keras.layers.Layer]] = []
+        self.channels = 0
 
 
 class FlowModel(keras.Model):
     """Base class of tfnvp's flow models; see the module docstring.
 
-    Subclasses implement ``_build_flow(event_shape) -> Flow``,
-    ``_check_inputs(x)`` and ``_check_latents(z)`` (which return fresh
-    tensors of ``flow_dtype``: TFP's cache is keyed by tensor object and would
-    otherwise return results from before a weight update), and set
-    ``event_shape``.  A subclass whose data lie in a bounded interval sets
-    ``data_support = (low, high)``: ``decode`` and ``sample`` return values in
-    ``[low, high)``.
+    Subclasses call ``_create_steps(scales, channels)`` in ``__init__``,
+    implement ``_build_flow(event_shape) -> Flow`` (with
+    ``_flow_bijectors(event_ndims)`` for the declared part), ``_check_inputs(x)``
+    and ``_check_latents(z)`` (which return fresh tensors of ``flow_dtype``:
+    TFP's cache is keyed by tensor object and would otherwise return results
+    from before a weight update), and set ``event_shape``.  A subclass whose
+    data lie in a bounded interval sets ``data_support = (low, high)``:
+    ``decode`` and ``sample`` return values in ``[low, high)``.
     """
 
     data_support: tuple[float, float] | None = None
@@ -78,9 +89,37 @@ class FlowModel(keras.Model):
         self.flow_dtype = flow_dtype
         self.validate_args = bool(validate_args)
         self.event_shape: tuple[int, ...] = ()
-        self._training_mode = False
         self._flows: dict[tuple[int, ...], Flow] = {}
-        self._compiled = _Compiled()
+        self._untracked = _Untracked()
+        self.num_classes: int | None = None  # See _make_class_conditional.
+
+    # ------------------------------------------------------------ engine
+    def _create_steps(self, scales: Sequence[multiscale.Scale], channels: int,
+                      event_ndims: int) -> None:
+        """Creates (and tracks) every step's layers of the declared ``scales``."""
+        multiscale.check_scales(scales, event_ndims)
+        engine = self._untracked
+        engine.scales, engine.channels = tuple(scales), int(channels)
+        engine.step_layers = multiscale.create_layers(self, scales, channels)
+
+    def _flow_bijectors(self, event_ndims: int) -> list[tfb.Bijector]:
+        """The declared scales' bijectors, data -> latent order."""
+        engine = self._untracked
+        return multiscale.build_bijectors(engine.scales, engine.step_layers, engine.channels,
+                                          event_ndims)
+
+    def _role(self, role: str) -> list[keras.layers.Layer]:
+        return [layers[role] for layers in self._untracked.step_layers if role in layers]
+
+    @property
+    def conditioners(self) -> list[keras.layers.Layer]:
+        """Every step's conditioner (``ShiftAndLogScale``), data -> latent order."""
+        return self._role("conditioner")
+
+    @property
+    def statistics(self) -> list[BatchNormStatistics]:
+        """Every batch-norm bijector's ``BatchNormStatistics``, data -> latent order."""
+        return self._role("statistics")
 
     # ---------------------------------------------------------------- subclass
     def _build_flow(self, event_shape: tuple[int, ...]) -> Flow:
@@ -106,12 +145,21 @@ class FlowModel(keras.Model):
     def distribution(self) -> tfd.TransformedDistribution:
         """The flow as a ``tfd.TransformedDistribution`` (log-probs in nats).
 
-        TFP caches bijector results keyed by the input tensor object.  Inside
-        ``tf.function`` every trace has fresh tensors, but in eager mode a
-        tensor reused after a weight update can hit the cache and return the
-        old result; the model's own methods (``log_prob``, ``encode``, ...)
-        always pass fresh tensors, so prefer them for eager evaluation.
+        Its methods take the mode as bijector kwargs, e.g.
+        ``log_prob(x, bijector_kwargs=dict(training=True))``; without them
+        they run in evaluation mode.  TFP caches bijector results keyed by the
+        input tensor object (and the kwargs).  Inside ``tf.function`` every
+        trace has fresh tensors, but in eager mode a tensor reused after a
+        weight update can hit the cache and return the old result; the
+        model's own methods (``log_prob``, ``encode``, ...) always pass fresh
+        tensors, so prefer them for eager evaluation.
+
+        A class-conditional model has no single distribution: use
+        ``log_prob(x, labels=...)`` and ``sample(n, labels=...)``.
         """
+        if self.num_classes is not None:
+            raise ValueError("A class-conditional model's distribution depends on the labels: "
+                             "use log_prob(x, labels=...) and sample(n, labels=...).")
         return self._flow().distribution
 
     @property
@@ -119,67 +167,100 @@ class FlowModel(keras.Model):
         """The whole flow; ``forward`` maps latents to data."""
         return self._flow().bijector
 
-    def coupling_steps(self, conditioner: ShiftAndLogScale,
-                       statistics: BatchNormStatistics | None, mask, parity: int,
-                       event_ndims: int, index: int, momentum: float = 0.99,
-                       running_average: bool = False) -> list[ModalBijector]:
-        """A coupling and, if ``statistics`` is given, its batch norm (data -> latent order)."""
-        steps: list[ModalBijector] = [AffineCoupling(
-            conditioner, mask=mask, parity=parity, event_ndims=event_ndims,
-            training=self._training_mode, name=f"coupling_{index}")]
-        if statistics is not None:
-            steps.append(BatchNorm(statistics, momentum=momentum,
-                                   running_average_in_training=running_average,
-                                   event_ndims=event_ndims, training=self._training_mode,
-                                   name=f"batch_norm_{index}"))
-        return steps
-
-    # -------------------------------------------------------------------- mode
-    @property
-    def training_mode(self) -> bool:
-        """Training (batch statistics) or evaluation (running statistics)."""
-        return self._training_mode
-
-    @training_mode.setter
-    def training_mode(self, value: bool) -> None:
-        self._training_mode = bool(value)
-        for flow in self._flows.values():
-            for bijector in flow.modal:
-                bijector.training = self._training_mode
-
-    @contextlib.contextmanager
-    def mode(self, training: bool | None) -> Iterator[None]:
-        """Temporarily sets ``training_mode`` (``None`` keeps it).
-
-        The mode is a Python value: inside ``tf.function`` it is read when
-        the function is traced.
-        """
-        if training is None:
-            yield
-            return
-        previous = self._training_mode
-        self.training_mode = training
-        try:
-            yield
-        finally:
-            self.training_mode = previous
-
     # --------------------------------------------------------------------- API
-    def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+    def call(self, x: tf.Tensor, training: Training | None = None) -> tf.Tensor:
         """Keras entry point: the log-density of ``x`` in nats."""
         return self.log_prob(x, training=training)
 
-    def log_prob(self, x: tf.Tensor, training: bool | None = False) -> tf.Tensor:
-        """Log-density (nats) of ``x``, one value per event.
+    @staticmethod
+    def _bijector_kwargs(training: Training | None, context: tf.Tensor | None = None) -> dict:
+        """The call arguments every bijector of the flow receives (``tfnvp.bijectors.base``)."""
+        return dict(training=training or False, context=context)
 
-        ``training=True`` uses (and updates) batch statistics; ``None`` keeps
-        the current ``training_mode``.
+    def log_prob(self, x: tf.Tensor, training: Training | None = False,
+                 labels: tf.Tensor | None = None) -> tf.Tensor:
+        """Log-density (nats) of ``x``, one value per event (given ``labels``, for a
+        class-conditional model: ``log p(x | y)``).
+
+        ``training=True`` normalizes with batch statistics and updates the
+        running averages (once per call); ``False`` or ``None`` uses the
+        running averages; ``tfnvp.running_average.RECALIBRATE`` is
+        ``recalibrate``'s mode.  It is a Python value, read when a
+        ``tf.function`` is traced.
         """
         x = self._check_inputs(x)
-        if training or (training is None and self._training_mode):
+        if training:
             self._check_training_batch(x)
-        with self.mode(training):
-            return self._flow(self._event_of(x)).distribution.log_prob(x)
+        context, distribution = self._conditioned(x, labels)
+        return distribution.log_prob(x, bijector_kwargs=self._bijector_kwargs(training, context))
+
+    def nll(self, x: tf.Tensor, training: Training | None = False,
+            seed: tf.Tensor | Sequence[int] | None = None,
+            labels: tf.Tensor | None = None) -> tf.Tensor:
+        """Negative log-likelihood (nats), one value per event: the training objective.
+
+        ``-log p(x)`` (``-log p(x | y)`` with ``labels``) of continuous
+        inputs.  A model of discrete data (8-bit images, ``RealNVP``) also
+        takes the discrete data itself: it dequantizes them with its
+        dequantizer (``x + u`` with ``log q(u | x)``, from the stateless
+        ``seed`` if given) and returns the dequantization bound ``-log p(x +
+        u) + log q(u | x)``.  Minimize its mean plus ``regularization_loss()``.
+        """
+        x, log_q = self._dequantize(x, seed, training)
+        return log_q - self.log_prob(x, training=training, labels=labels)
+
+    def _dequantize(self, x, seed, training: Training | None) -> tuple[tf.Tensor, tf.Tensor | float]:
+        """``(continuous inputs, log q)``; continuous data pass unchanged with ``log q = 0``."""
+        return x, 0.0
+
+    # ------------------------------------------------------------ conditioning
+    def _make_class_conditional(self, num_classes: int | None) -> None:
+        """Makes the model class-conditional (``tfnvp.conditional``) if ``num_classes``."""
+        self.num_classes = None if num_classes is None else int(num_classes)
+        if self.num_classes is not None:
+            self.prior = ClassConditionalPrior(self.num_classes, self.event_shape,
+                                               dtype=self.flow_dtype.name, name="prior")
+
+    def _conditioned(self, t: tf.Tensor, labels) -> tuple[tf.Tensor | None, tfd.Distribution]:
+        """``(context, distribution)`` for inputs/latents ``t`` and ``labels``."""
+        event = self._event_of(t)
+        flow = self._flow(event)
+        if self.num_classes is None:
+            if labels is not None:
+                raise ValueError("labels were given, but the model is unconditional "
+                                 "(build it with num_classes=K for a class-conditional model).")
+            return None, flow.distribution
+        if labels is None:
+            raise ValueError(f"This model is class-conditional (num_classes={self.num_classes}): "
+                             "pass labels=.")
+        if event != self.event_shape:
+            raise ValueError(f"A class-conditional model's prior is defined for events of shape "
+                             f"{self.event_shape}, got {event}.")
+        labels = check_labels(labels, self.num_classes, t.shape[:t.shape.rank - len(event)],
+                              self.validate_args)
+        context = one_hot_context(labels, self.num_classes, self.flow_dtype)
+        return context, flow.distribution.with_base(self.prior.distribution(labels))
+
+    def regularized_weights(self) -> list[tf.Variable]:
+        """The conditioners' weight scales: the gains ``g`` of every ``WeightNormConv2D``.
+
+        A weight-normalized kernel is ``g * v / ||v||`` with ``v`` normalized
+        per output filter, so its squared L2 norm is exactly ``sum(g^2)``: an
+        L2 penalty on the kernels *is* the paper's "L2 regularization on the
+        weight scale parameters" (section 4.1).  Empty for models without
+        weight-normalized layers.
+        """
+        return [layer.gain for layer in self._flatten_layers(include_self=False, recursive=True)
+                if isinstance(layer, WeightNormConv2D)]
+
+    def weight_scale_penalty(self) -> tf.Tensor:
+        """``sum g^2`` over ``regularized_weights`` (float32; 0 if there are none)."""
+        return tf.add_n([tf.zeros([], tf.float32)] + [
+            tf.reduce_sum(tf.square(tf.cast(g, tf.float32))) for g in self.regularized_weights()])
+
+    def regularization_loss(self, l2: float = PAPER_L2) -> tf.Tensor:
+        """``l2 * weight_scale_penalty()``: the L2 term of the training loss (float32)."""
+        return float(l2) * self.weight_scale_penalty()
 
     def _check_training_batch(self, x: tf.Tensor) -> None:
         """Batch statistics need a batch: one batch axis, not empty (static shapes)."""
@@ -190,14 +271,16 @@ class FlowModel(keras.Model):
                 f"of shape [batch, {', '.join(str(d) for d in self.event_shape)}]; got shape "
                 f"{x.shape}. Use training=False (running statistics) for single or empty inputs.")
 
-    def encode(self, x: tf.Tensor) -> tf.Tensor:
-        """Latent ``z = f(x)`` of the input's shape (evaluation mode)."""
+    def encode(self, x: tf.Tensor, labels: tf.Tensor | None = None) -> tf.Tensor:
+        """Latent ``z = f(x)`` (``f(x; y)`` with ``labels``) of the input's shape
+        (evaluation mode)."""
         x = self._check_inputs(x)
-        with self.mode(False):
-            return self._flow(self._event_of(x)).bijector.inverse(x)
+        context, distribution = self._conditioned(x, labels)
+        return distribution.bijector.inverse(x, **self._bijector_kwargs(False, context))
 
-    def decode(self, z: tf.Tensor) -> tf.Tensor:
-        """Data ``x = f^-1(z)`` from latents (evaluation mode), within ``data_support``.
+    def decode(self, z: tf.Tensor, labels: tf.Tensor | None = None) -> tf.Tensor:
+        """Data ``x = f^-1(z)`` (``f^-1(z; y)`` with ``labels``) from latents (evaluation
+        mode), within ``data_support``.
 
         For a model with a bounded ``data_support = (low, high)`` the result
         is clipped to ``[low, high')``, ``high'`` the largest float below
@@ -210,8 +293,8 @@ class FlowModel(keras.Model):
         finite.
         """
         z = self._check_latents(z)
-        with self.mode(False):
-            x = self._flow(self._event_of(z)).bijector.forward(z)
+        context, distribution = self._conditioned(z, labels)
+        x = distribution.bijector.forward(z, **self._bijector_kwargs(False, context))
         return self._clip_to_support(x)
 
     def _clip_to_support(self, x: tf.Tensor) -> tf.Tensor:
@@ -224,11 +307,14 @@ class FlowModel(keras.Model):
 
     def sample(self, num_samples: int, temperature: float = 1.0,
                seed: tf.Tensor | Sequence[int] | None = None,
-               event_shape: Sequence[int] | None = None) -> tf.Tensor:
+               event_shape: Sequence[int] | None = None,
+               labels: tf.Tensor | None = None) -> tf.Tensor:
         """``num_samples`` draws decoded from ``z ~ N(0, temperature^2 I)``.
 
-        ``seed`` is a stateless seed (a pair of ints or a shape-[2] tensor).
-        Values lie in ``data_support`` (see ``decode``).
+        Class-conditional models take ``labels`` (``[num_samples]``) and draw
+        ``z = mu_y + temperature * sigma_y * eps``.  ``seed`` is a stateless
+        seed (a pair of ints or a shape-[2] tensor).  Values lie in
+        ``data_support`` (see ``decode``).
         """
         if temperature < 0:
             raise ValueError(f"temperature must be non-negative, got {temperature}.")
@@ -237,7 +323,12 @@ class FlowModel(keras.Model):
             z = tf.random.normal(shape, dtype=self.flow_dtype)
         else:
             z = tf.random.stateless_normal(shape, seed=seed, dtype=self.flow_dtype)
-        return self.decode(temperature * z)
+        z = temperature * z
+        if self.num_classes is not None and labels is not None:
+            labels = check_labels(labels, self.num_classes, shape[:1], self.validate_args)
+            loc, scale = self.prior.parameters_of(labels)
+            z = loc + scale * z
+        return self.decode(z, labels=labels)
 
     # ------------------------------------------------------------ statistics
     def batch_norm_layers(self) -> list[keras.layers.Layer]:
@@ -253,9 +344,9 @@ class FlowModel(keras.Model):
         Running averages lag a network that is still changing; evaluation,
         sampling and export should use statistics of the current network.
         This pass resets every layer's update counter and runs the batches
-        through the flow once each (a compiled training-mode ``log_prob``;
-        nothing trainable changes) in the cumulative mode of
-        ``tfnvp.running_average``: each batch normalization ``k`` updates
+        through the flow once each (a compiled ``log_prob``; nothing trainable
+        changes) in the cumulative mode of ``tfnvp.running_average``
+        (``training=RECALIBRATE``): each batch normalization ``k`` updates
 
             mu_k <- mu_k + (b_k - mu_k) / n,   v_k likewise with the pooled variance,
 
@@ -269,28 +360,30 @@ class FlowModel(keras.Model):
         never sees.  With ``N`` batches of ``B`` examples, each estimate has
         the sampling error of ``N * B`` examples.
 
-        ``dataset`` yields batches of model inputs (e.g. the trainer's
+        ``dataset`` yields batches of model inputs, or ``(inputs, labels)``
+        for a class-conditional model (e.g. the trainer's
         training pipeline: dequantized, augmented images).  Under
         ``tf.distribute`` call it in cross-replica context (inside
         ``strategy.scope()``): every replica's copy gets the same statistics.
         """
         if int(num_batches) < 1:
             raise ValueError(f"num_batches must be >= 1, got {num_batches!r}.")
-        if self._compiled.recalibration_step is None:
-            self._compiled.recalibration_step = tf.function(
-                lambda x: self.log_prob(x, training=True), reduce_retracing=True)
+        if self._untracked.recalibration_step is None:
+            self._untracked.recalibration_step = tf.function(
+                lambda x, labels=None: self.log_prob(x, training=RECALIBRATE, labels=labels),
+                reduce_retracing=True)
         used = 0
-        with running_average.cumulative():
-            for batch in dataset:
-                if used == 0:
-                    if not all(layer.built for layer in self.batch_norm_layers()):
-                        self.log_prob(batch, training=False)  # Builds the conditioners.
-                    for layer in self.batch_norm_layers():
-                        layer.num_updates.assign(0.0)
-                self._compiled.recalibration_step(batch)
-                used += 1
-                if used == int(num_batches):
-                    break
+        for batch in dataset:
+            x, labels = tuple(batch) if isinstance(batch, (tuple, list)) else (batch, None)
+            if used == 0:
+                if not all(layer.built for layer in self.batch_norm_layers()):
+                    self.log_prob(x, labels=labels)  # Builds the conditioners.
+                for layer in self.batch_norm_layers():
+                    layer.num_updates.assign(0.0)
+            self._untracked.recalibration_step(x, labels)
+            used += 1
+            if used == int(num_batches):
+                break
         if used == 0:
             raise ValueError("recalibrate: the dataset yielded no batch.")
         return used

@@ -34,6 +34,10 @@ Factor-out (``factor_out``):
 Latent layout: each scale un-squeezes after its factor-out, so ``z`` has the
 image's shape; ``latent_scale_index()`` says which scale each entry left at.
 
+The architecture is declared once, by ``real_nvp_scales`` (a
+``tfnvp.multiscale`` declaration of ``CouplingStep`` steps); the layers, the
+bijector chain and the latent layout all derive from it.
+
 Section 4.1's configurations (``PAPER_CONFIGS``): the recursion is "repeated
 until the input of the last recursion is a 4 x 4 x c tensor", except for
 CIFAR-10, downscaled only once; 8 residual blocks of 64 feature maps for
@@ -49,25 +53,22 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfnvp.bijectors.base import ModalBijector
-from tfnvp.bijectors.batch_norm import BatchNormStatistics
+from tfnvp import multiscale, validation
 from tfnvp.bijectors.chain import FusedChain
-from tfnvp.bijectors.factor_out import FactorOut
 from tfnvp.bijectors.logit import LogitPreprocess
-from tfnvp.bijectors.squeeze import Squeeze
-from tfnvp.dequantization import bits_per_dim_from_log_prob, dequantize
 from tfnvp.checked_distribution import EventCheckedDistribution
+from tfnvp.coupling_step import CouplingStep
+from tfnvp.dequantization import UniformDequantizer, bits_per_dim_from_log_prob
 from tfnvp.flow_model import Flow, FlowModel
+from tfnvp.multiscale import Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp
 from tfnvp.nets.resnet import ResNet
-from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
-from tfnvp.nets.tracking import track_layers
-from tfnvp import validation
+from tfnvp.running_average import Training
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["RealNVP", "PAPER_CONFIGS", "FACTOR_OUT_ORDERS", "LOGIT_MAPS", "latent_scale_index"]
-
+__all__ = ["RealNVP", "PAPER_CONFIGS", "FACTOR_OUT_ORDERS", "LOGIT_MAPS", "latent_scale_index",
+           "real_nvp_scales"]
 
 
 def _paper_config(size: int, num_res_blocks: int, hidden_channels: int,
@@ -125,6 +126,10 @@ class RealNVP(FlowModel):
         gradients are the same).
       validate_args: check pixel values (finite, in range) in the user-facing
         methods; static shape and dtype checks always run.
+      num_classes: ``K`` makes the model class-conditional (``tfnvp.conditional``):
+        one-hot labels reach every conditioner and the prior is ``N(mu_y,
+        sigma_y^2)`` per class; ``log_prob``, ``nll``, ``bits_per_dim``,
+        ``encode``, ``decode`` and ``sample`` then take ``labels=``.
 
     Example::
 
@@ -144,7 +149,7 @@ class RealNVP(FlowModel):
                  running_average_batch_norm: bool = False,
                  synchronized_batch_norm: bool = False, dtype: tf.DType | str = tf.float32,
                  conditioner_dtype: str | None = None, validate_args: bool = True,
-                 recompute_gradients: bool = False,
+                 recompute_gradients: bool = False, num_classes: int | None = None,
                  name: str = "real_nvp"):
         super().__init__(dtype=dtype, validate_args=validate_args, name=name)
         flow_dtype = self.flow_dtype
@@ -173,41 +178,35 @@ class RealNVP(FlowModel):
             synchronized_batch_norm=bool(synchronized_batch_norm), dtype=flow_dtype.name,
             conditioner_dtype=conditioner_dtype, validate_args=bool(validate_args),
             recompute_gradients=bool(recompute_gradients))
+        if num_classes is not None:
+            # Only then: unconditional configs stay as they were (resumable runs).
+            self._config["num_classes"] = int(num_classes)
         self.image_shape = image_shape
         self.event_shape = image_shape
         self.num_scales = int(num_scales)
         body_policy = conditioner_dtype or flow_dtype.name
-        # One (conditioner, statistics) pair per coupling, in data -> latent
-        # order.  They do not depend on the image size: the same weights build
+
+        def resnet(position: multiscale.Position, out_channels: int) -> ResNet:
+            # Feature maps double with every squeeze (the resolution halves).
+            return ResNet(hidden_channels * 2 ** position.depth, num_res_blocks, out_channels,
+                          synchronized_batch_norm=synchronized_batch_norm,
+                          batch_norm_momentum=batch_norm_momentum,
+                          skip_connections=skip_connections, dtype=body_policy,
+                          name=f"resnet_{position.index}")
+
+        coupling = CouplingStep(resnet, flow_dtype, batch_norm=batch_norm,
+                                batch_norm_momentum=batch_norm_momentum,
+                                running_average_batch_norm=running_average_batch_norm,
+                                recompute_gradients=recompute_gradients)
+        # The layers do not depend on the image size: the same weights build
         # the flow at any size (extrapolation, appendix C).
-        self.conditioners: list[ShiftAndLogScale] = []
-        self.statistics: list[BatchNormStatistics] = []
-        channels = image_shape[-1]
-        for scale in range(num_scales):
-            hidden = hidden_channels * 2 ** scale
-            last = scale == num_scales - 1
-            stages = [(4 if last else 3, channels, hidden)]
-            if not last:
-                stages.append((3, 4 * channels, 2 * hidden))
-            for count, width, feature_maps in stages:
-                for _ in range(count):
-                    index = len(self.conditioners)
-                    body = ResNet(feature_maps, num_res_blocks, 2 * width,
-                                  synchronized_batch_norm=synchronized_batch_norm,
-                                  batch_norm_momentum=batch_norm_momentum,
-                                  skip_connections=skip_connections,
-                                  dtype=body_policy, name=f"resnet_{index}")
-                    self.conditioners.append(ShiftAndLogScale(
-                        body, width, recompute_gradients=recompute_gradients,
-                        dtype=flow_dtype.name, name=f"coupling_{index}"))
-                    if batch_norm:
-                        self.statistics.append(BatchNormStatistics(
-                            width, dtype=flow_dtype.name, name=f"batch_norm_{index}"))
-            channels *= 2
-        track_layers(self, "conditioner", self.conditioners)
-        track_layers(self, "statistics", self.statistics)
+        self._create_steps(real_nvp_scales(num_scales, factor_out, coupling), image_shape[-1],
+                           event_ndims=3)
+        self.dequantizer = UniformDequantizer(dtype=flow_dtype.name, name="dequantizer")
+        self._make_class_conditional(num_classes)
         # Build every weight now (eval mode: no statistics are updated).
-        self.log_prob(tf.fill((1,) + image_shape, tf.constant(128.0, flow_dtype)))
+        self.log_prob(tf.fill((1,) + image_shape, tf.constant(128.0, flow_dtype)),
+                      labels=None if num_classes is None else tf.zeros([1], tf.int32))
 
     @classmethod
     def from_paper(cls, name: str, **overrides) -> "RealNVP":
@@ -223,50 +222,17 @@ class RealNVP(FlowModel):
     # ------------------------------------------------------------------ flow
     def _build_flow(self, image_shape: tuple[int, ...]) -> Flow:
         validation.check_image_shape(image_shape, self.image_shape[-1], self.num_scales)
-        modal: list[ModalBijector] = []
-        couplings = iter(range(len(self.conditioners)))
-        momentum = self._config["batch_norm_momentum"]
-        running = self._config["running_average_batch_norm"]
-        order = FACTOR_OUT_ORDERS[self._config["factor_out"]]
-
-        def coupled(mask: str, parity: int) -> list[tfb.Bijector]:
-            index = next(couplings)
-            steps = self.coupling_steps(
-                self.conditioners[index], self.statistics[index] if self.statistics else None,
-                mask, parity, event_ndims=3, index=index, momentum=momentum,
-                running_average=running)
-            modal.extend(steps)
-            return steps
-
-        def scale(level: int) -> list[tfb.Bijector]:
-            # Data -> latent order; tfb.Chain applies its list from last to
-            # first in `forward`, hence first to last in `inverse`, which is
-            # the order written here.
-            if level == self.num_scales - 1:
-                return [s for k in range(4) for s in coupled("checkerboard", k % 2)]
-            steps = [s for k in range(3) for s in coupled("checkerboard", k % 2)]
-            steps.append(Squeeze())
-            steps += [s for k in range(3) for s in coupled("channel", k % 2)]
-            if order != "space_to_depth":
-                # Re-squeeze in the factor-out's order (a permutation).
-                steps += [tfb.Invert(Squeeze(), name=f"unsqueeze_channels_{level}"),
-                          Squeeze(order=order, name=f"squeeze_{order}_{level}")]
-            inner = FusedChain(scale(level + 1), name=f"scale_{level + 1}")
-            steps.append(FactorOut(inner, name=f"factor_out_{level}"))
-            steps.append(tfb.Invert(Squeeze(order=order), name=f"unsqueeze_{level}"))
-            return steps
-
         bijector = FusedChain(
             [LogitPreprocess(self._config["alpha"],
                              symmetric=self._config["logit_map"] == "symmetric",
-                             validate_args=self.validate_args)] + scale(0),
+                             validate_args=self.validate_args)] + self._flow_bijectors(3),
             name="real_nvp_flow")
         base = tfd.Sample(tfd.Normal(tf.zeros([], self.flow_dtype), tf.ones([], self.flow_dtype)),
                           sample_shape=image_shape)
         distribution = EventCheckedDistribution(
             base, bijector, what="images", layout="batch..., height, width, channels",
             name="real_nvp")
-        return Flow(bijector, distribution, tuple(modal))
+        return Flow(bijector, distribution)
 
     def distribution_for(self, image_shape: Sequence[int]) -> tfd.TransformedDistribution:
         """The same weights as a distribution over images of another size.
@@ -285,31 +251,67 @@ class RealNVP(FlowModel):
         return validation.check_latents(z, self.flow_dtype, self.image_shape[-1],
                                         self.validate_args, self.num_scales)
 
-    def bits_per_dim(self, images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
-                     training: bool | None = False) -> tf.Tensor:
-        """Bits/dim of 8-bit images under uniform dequantization.
+    def _dequantize(self, x, seed, training: Training | None) -> tuple[tf.Tensor, tf.Tensor | float]:
+        """uint8 images go through ``self.dequantizer``; float pixels are already dequantized."""
+        x = tf.convert_to_tensor(x)
+        if x.dtype != tf.uint8:
+            return x, 0.0
+        images = validation.check_uint8_images(x)
+        return self.dequantizer.dequantize(images, seed=seed, training=bool(training))
 
-        ``images`` are uint8 ``[..., H, W, C]``; each gets noise ``u ~ U[0,1)``
-        (``tfnvp.dequantize``, from the stateless ``seed`` if given) and the
-        result is ``-log p(x + u) / (D ln 2)`` per image (see
-        ``tfnvp.bits_per_dim_from_log_prob``).
+    def bits_per_dim(self, images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
+                     training: Training | None = False,
+                     labels: tf.Tensor | None = None) -> tf.Tensor:
+        """Bits/dim of 8-bit images under the model's dequantizer.
+
+        ``images`` are uint8 ``[..., H, W, C]``; ``self.dequantizer`` turns
+        them into ``x = images + u`` with ``log q(u | x)`` (uniform noise and
+        ``log q = 0``, ``tfnvp.dequantize``, from the stateless ``seed`` if
+        given) and the result is ``nll(images) / (D ln 2) = (-log p(x) + log
+        q) / (D ln 2)`` per image: the dequantization bound on the discrete
+        model's bits/dim (see ``tfnvp.dequantization``).
         """
         images = validation.check_uint8_images(images)
-        x = dequantize(images, seed=seed, dtype=self.flow_dtype)
-        log_prob = self.log_prob(x, training=training)
-        return bits_per_dim_from_log_prob(log_prob, int(np.prod(images.shape[-3:])))
+        nll = self.nll(images, training=training, seed=seed, labels=labels)
+        return bits_per_dim_from_log_prob(-nll, int(np.prod(images.shape[-3:])))
 
     def sample(self, num_samples: int, temperature: float = 1.0,
                seed: tf.Tensor | Sequence[int] | None = None,
-               image_shape: Sequence[int] | None = None) -> tf.Tensor:
+               image_shape: Sequence[int] | None = None,
+               labels: tf.Tensor | None = None) -> tf.Tensor:
         """``num_samples`` images from ``z ~ N(0, temperature^2 I)`` of ``image_shape``
-        (default: the model's own; any size the flow accepts, appendix C)."""
-        return super().sample(num_samples, temperature, seed, event_shape=image_shape)
+        (default: the model's own; any size the flow accepts, appendix C); of the
+        classes ``labels`` (``[num_samples]``) for a class-conditional model."""
+        return super().sample(num_samples, temperature, seed, event_shape=image_shape,
+                              labels=labels)
 
     def latent_scale_index(self, image_shape: Sequence[int] | None = None) -> np.ndarray:
         """``latent_scale_index`` of this model's layout (default: its own image shape)."""
-        return latent_scale_index(image_shape or self.image_shape, self.num_scales,
-                                  self._config["factor_out"])
+        return multiscale.latent_scale_index(self._untracked.scales,
+                                             image_shape or self.image_shape)
+
+
+def real_nvp_scales(num_scales: int, factor_out: str = "checkerboard",
+                    coupling: StepBuilder | None = None) -> tuple[Scale, ...]:
+    """Section 3.6's architecture as a ``tfnvp.multiscale`` declaration.
+
+    Scale ``i < L - 1``: 3 checkerboard couplings, squeeze, 3 channel
+    couplings, un-squeeze, factor-out in the order ``FACTOR_OUT_ORDERS[factor_out]``;
+    scale ``L - 1``: 4 checkerboard couplings.  Parities alternate within each
+    group.  ``coupling`` is the step type (``None``: a layout-only
+    declaration, e.g. for ``latent_scale_index``).
+    """
+    if factor_out not in FACTOR_OUT_ORDERS:
+        raise ValueError(f"factor_out must be one of {tuple(FACTOR_OUT_ORDERS)}, "
+                         f"got {factor_out!r}.")
+
+    def couplings(mask: str, count: int) -> tuple[Step, ...]:
+        return tuple(Step(coupling, mask=mask, parity=k % 2) for k in range(count))
+
+    last = Scale(couplings("checkerboard", 4))
+    scale = Scale(couplings("checkerboard", 3) + (SqueezeOp(),) + couplings("channel", 3)
+                  + (UnsqueezeOp(),), factor_out=FACTOR_OUT_ORDERS[factor_out])
+    return (scale,) * (int(num_scales) - 1) + (last,)
 
 
 def latent_scale_index(image_shape: Sequence[int], num_scales: int,
@@ -317,20 +319,8 @@ def latent_scale_index(image_shape: Sequence[int], num_scales: int,
     """Integer array of the latent's shape: the scale at which each entry left the flow.
 
     0 is the finest scale (factored out first, half of the variables),
-    ``num_scales - 1`` the coarsest.  Built by pushing scale labels through the
-    same ``Squeeze`` bijector the flow's factor-out uses (``factor_out`` as in
-    ``RealNVP``), so it follows the flow's layout.
+    ``num_scales - 1`` the coarsest; ``factor_out`` as in ``RealNVP``.
+    Derived from the same declaration as the flow (``real_nvp_scales``,
+    ``tfnvp.multiscale.latent_scale_index``), so it follows the flow's layout.
     """
-    if factor_out not in FACTOR_OUT_ORDERS:
-        raise ValueError(f"factor_out must be one of {tuple(FACTOR_OUT_ORDERS)}, "
-                         f"got {factor_out!r}.")
-    unsqueeze = Squeeze(order=FACTOR_OUT_ORDERS[factor_out])
-
-    def labels(h: int, w: int, c: int, level: int) -> tf.Tensor:
-        if level == num_scales - 1:
-            return tf.fill([h, w, c], float(level))
-        kept = tf.fill([h // 2, w // 2, 2 * c], float(level))
-        inner = labels(h // 2, w // 2, 2 * c, level + 1)
-        return unsqueeze.forward(tf.concat([kept, inner], axis=-1))
-
-    return labels(*(int(d) for d in image_shape), 0).numpy().astype(np.int32)
+    return multiscale.latent_scale_index(real_nvp_scales(num_scales, factor_out), image_shape)

@@ -25,7 +25,7 @@ the conditioners' fused kernels, their batch-norm folding and exports read
 them unchanged.  ``m = 1`` (the frozen statistics of a recomputed backward
 pass) changes nothing, the counter included.
 
-**Cumulative mode** (``with cumulative():``, used by
+**Cumulative mode** (``training=RECALIBRATE``, used by
 ``FlowModel.recalibrate``).  Update ``n`` gives every batch the same weight
 ``1 / n`` and pools the variances of equal-sized batches exactly::
 
@@ -38,35 +38,32 @@ of all ``N`` batches' values taken together.  In this mode every batch
 normalization normalizes with its freshly updated ``(mu, v)``, see
 ``FlowModel.recalibrate``.
 
-The mode is read when a function is traced.
+The mode is a call argument, never state: every tfnvp bijector and
+conditioner takes ``training`` in ``{False, True, RECALIBRATE}`` (the
+``Training`` type).  ``False`` is evaluation (running statistics), ``True``
+training (batch statistics, exponential updates) and ``RECALIBRATE`` training
+with cumulative updates.  ``RECALIBRATE`` is truthy, so a layer that only
+distinguishes training from evaluation treats it as training.
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
+from typing import Literal, Union
 
 import keras
 import tensorflow as tf
 
-__all__ = ["cumulative", "is_cumulative", "add_counter", "update"]
+__all__ = ["RECALIBRATE", "Training", "is_cumulative", "add_counter", "update"]
 
-_CUMULATIVE = [False]
+RECALIBRATE = "recalibrate"
+"""The ``training`` value of ``FlowModel.recalibrate``: cumulative updates."""
 
-
-@contextlib.contextmanager
-def cumulative() -> Iterator[None]:
-    """Within: updates are cumulative averages (see the module docstring)."""
-    previous = _CUMULATIVE[0]
-    _CUMULATIVE[0] = True
-    try:
-        yield
-    finally:
-        _CUMULATIVE[0] = previous
+Training = Union[bool, Literal["recalibrate"]]
 
 
-def is_cumulative() -> bool:
-    return _CUMULATIVE[0]
+def is_cumulative(training: Training) -> bool:
+    """Whether ``training`` asks for cumulative updates (``RECALIBRATE``)."""
+    return isinstance(training, str) and training == RECALIBRATE
 
 
 def add_counter(layer: keras.layers.Layer) -> keras.Variable:
@@ -80,9 +77,11 @@ def add_counter(layer: keras.layers.Layer) -> keras.Variable:
 
 
 def update(mean: keras.Variable, variance: keras.Variable, counter: keras.Variable,
-           batch_mean: tf.Tensor, batch_variance: tf.Tensor, momentum: float
-           ) -> tuple[tf.Tensor, tf.Tensor]:
+           batch_mean: tf.Tensor, batch_variance: tf.Tensor, momentum: float,
+           cumulative: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
     """Assigns the updated ``(mu, v, n)``; returns the new ``(mu, v)``.
+
+    ``cumulative`` selects the cumulative mode (see the module docstring).
 
     The returned values keep their gradient with respect to the batch moments
     (the appendix-E variant normalizes with them); the assigned values do
@@ -91,12 +90,12 @@ def update(mean: keras.Variable, variance: keras.Variable, counter: keras.Variab
     dtype = batch_mean.dtype
     old_mean = tf.cast(tf.convert_to_tensor(mean), dtype)
     old_variance = tf.cast(tf.convert_to_tensor(variance), dtype)
-    if momentum == 1.0 and not is_cumulative():
+    if momentum == 1.0 and not cumulative:
         return old_mean, old_variance
     count = tf.convert_to_tensor(counter) + 1.0
     n = tf.cast(count, dtype)
     delta = batch_mean - old_mean
-    if is_cumulative():
+    if cumulative:
         weight = 1.0 / n
         new_mean = old_mean + weight * delta
         new_variance = (old_variance + weight * (batch_variance - old_variance)

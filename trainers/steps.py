@@ -3,8 +3,10 @@
 One training step, for a global batch of ``B`` images split across ``R`` replicas:
 
 1. each replica computes, in training mode (batch-norm bijectors normalize with
-   the statistics of the *global* batch, all-reduced across replicas),
-   ``loss_r = -sum(log p(x_i))/B + l2 * sum(kernel^2) / R`` and its gradients;
+   the statistics of the *global* batch, all-reduced across replicas), the
+   model's objective ``loss_r = sum(model.nll(x_i))/B + l2 *
+   model.weight_scale_penalty() / R`` (``FlowModel.regularization_loss``) and
+   its gradients;
 2. the gradients (and the loss) are summed across replicas **once, here**, so
    that gradient-norm clipping and the finiteness check see the global
    gradient and take the same decision on every replica;
@@ -32,10 +34,8 @@ import keras
 import tensorflow as tf
 
 import tfnvp
-from tfnvp.nets.weight_norm import WeightNormConv2D
 
-__all__ = ["pre_reduced", "make_optimizer", "l2_penalty", "conditioner_kernel_gains",
-           "TrainSteps"]
+__all__ = ["pre_reduced", "make_optimizer", "TrainSteps"]
 
 
 @functools.cache
@@ -70,27 +70,6 @@ def make_optimizer(learning_rate: float, mixed_precision: str = "none") -> keras
     return optimizer
 
 
-def conditioner_kernel_gains(model: tfnvp.RealNVP) -> list:
-    """The weight-norm gains ``g`` of every conditioner convolution.
-
-    A ``WeightNormConv2D`` kernel is ``g * v / ||v||`` with ``v`` normalized per
-    output filter, so its squared L2 norm is exactly ``sum(g^2)``: an L2 penalty
-    on the conditioners' kernels *is* the paper's "L2 regularization on the
-    weight scale parameters" (section 4.1).
-    """
-    gains = [layer.gain for layer in model._flatten_layers(include_self=False, recursive=True)
-             if isinstance(layer, WeightNormConv2D)]
-    if not gains:
-        raise ValueError("The model has no WeightNormConv2D conditioner layers to regularize.")
-    return gains
-
-
-def l2_penalty(model: tfnvp.RealNVP) -> tf.Tensor:
-    """``sum ||kernel||^2`` over the conditioners' convolution kernels (float32)."""
-    return tf.add_n([tf.reduce_sum(tf.square(tf.cast(g, tf.float32)))
-                     for g in conditioner_kernel_gains(model)])
-
-
 def _local(strategy: tf.distribute.Strategy, value):
     """The first local replica's copy of a value that is identical on all replicas."""
     return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], value)
@@ -105,7 +84,7 @@ class TrainSteps:
       strategy: the distribution strategy.
       element_spec: the distributed training iterator's ``element_spec``.
       global_batch_size: images per step over all replicas.
-      l2: coefficient of ``l2_penalty``.
+      l2: coefficient of the model's ``weight_scale_penalty`` (``regularization_loss``).
       clip_grad_norm: clip the global gradient norm to this (None: no clipping).
       jit_compile: XLA-compile the forward and backward pass; needs a
         ``OneDeviceStrategy`` (or none): under mirrored strategies the batch-norm
@@ -146,9 +125,9 @@ class TrainSteps:
     def _forward_backward(self, x: tf.Tensor):
         """One replica's share: (nll share, penalty share, gradients)."""
         with tf.GradientTape() as tape:
-            log_prob = self.model.log_prob(x, training=True)
-            nll = -tf.reduce_sum(tf.cast(log_prob, tf.float32)) / self.global_batch_size
-            penalty = (l2_penalty(self.model) / self.num_replicas if self.l2
+            nll = tf.reduce_sum(tf.cast(self.model.nll(x, training=True), tf.float32)
+                                ) / self.global_batch_size
+            penalty = (self.model.weight_scale_penalty() / self.num_replicas if self.l2
                        else tf.zeros([], tf.float32))
             loss = nll + self.l2 * penalty
             if self.loss_scaled:
@@ -198,11 +177,9 @@ class TrainSteps:
                 return tf.constant(False)
 
             tf.cond(finite, apply, skip)
-        return dict(nll=stats["nll"], bits_per_dim=self._bits(stats["nll"]),
+        return dict(nll=stats["nll"],
+                    bits_per_dim=tfnvp.bits_per_dim_from_log_prob(-stats["nll"], self.num_dims),
                     l2_penalty=stats["penalty"], grad_norm=stats["grad_norm"], applied=finite)
-
-    def _bits(self, nll: tf.Tensor) -> tf.Tensor:
-        return nll / (self.num_dims * math.log(2.0))
 
     # ---------------------------------------------------------- diagnostics
     def _diagnostics(self, x: tf.Tensor):
@@ -211,13 +188,12 @@ class TrainSteps:
         ``-log p(x) = -log N(z) - log|det dz/dx|``, both per dimension in bits,
         averaged over the batch: ``bits_per_dim = prior + log_det``.
         """
-        with self.model.mode(False):
-            flow = self.model.distribution
-            z = flow.bijector.inverse(x)
-            log_det = flow.bijector.inverse_log_det_jacobian(x, event_ndims=3)
-            prior = flow.distribution.log_prob(z)
-        scale = -1.0 / (self.num_dims * math.log(2.0))
-        prior_bits = tf.reduce_mean(prior) * scale
-        log_det_bits = tf.reduce_mean(log_det) * scale
+        flow = self.model.distribution
+        z = flow.bijector.inverse(x, training=False, context=None)
+        log_det = flow.bijector.inverse_log_det_jacobian(x, event_ndims=3, training=False,
+                                                         context=None)
+        prior_bits = tf.reduce_mean(tfnvp.bits_per_dim_from_log_prob(
+            flow.distribution.log_prob(z), self.num_dims))
+        log_det_bits = tf.reduce_mean(tfnvp.bits_per_dim_from_log_prob(log_det, self.num_dims))
         return dict(prior_bits_per_dim=prior_bits, log_det_bits_per_dim=log_det_bits,
                     bits_per_dim=prior_bits + log_det_bits)

@@ -61,10 +61,10 @@ TRUE_LOG_PROB: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 _TEST_SEED_OFFSET = 1_000_003  # held-out points come from another seed
 
 
-def _train(model: keras.Model, log_prob: Callable[[tf.Tensor], tf.Tensor], x_train: np.ndarray,
-           steps: int, batch_size: int, learning_rate: float, seed: int
-           ) -> float:
-    """Adam (cosine-decayed learning rate) on the mean NLL; returns the last loss."""
+def _train(model: keras.Model, x_train: np.ndarray, steps: int, batch_size: int,
+           learning_rate: float, seed: int) -> float:
+    """Adam (cosine-decayed learning rate) on the mean ``model.nll`` in training
+    mode; returns the last loss."""
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1), alpha=0.02)
     optimizer = keras.optimizers.Adam(schedule)
     variables = model.trainable_variables
@@ -72,7 +72,7 @@ def _train(model: keras.Model, log_prob: Callable[[tf.Tensor], tf.Tensor], x_tra
     @tf.function
     def step(x: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
-            loss = -tf.reduce_mean(log_prob(x))
+            loss = tf.reduce_mean(model.nll(x, training=True))
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
@@ -190,17 +190,12 @@ def run(dataset: str = "moons", steps: int = 3000, batch_size: int = 512,
     if one_d:
         lo, hi = np.percentile(x_train, [0.1, 99.9])
         model = PiecewiseLinearFlow(num_bins, x_min=float(lo), x_max=float(hi))
-        log_prob = model.log_prob
     else:
         model = DenseRealNVP(x_train.shape[-1], hidden_dim=hidden_dim, depth=depth,
                              num_couplings=num_couplings, seed=seed)
-
-        def log_prob(x: tf.Tensor) -> tf.Tensor:
-            return model.log_prob(x, training=True)
-
-    train_loss = _train(model, log_prob, x_train, steps, batch_size, learning_rate, seed)
+    train_loss = _train(model, x_train, steps, batch_size, learning_rate, seed)
     seconds = time.time() - start
-    test_nll = float(-np.mean(model.log_prob(x_test).numpy()))
+    test_nll = float(np.mean(model.nll(x_test).numpy()))
     true_entropy = None
     if dataset in TRUE_LOG_PROB:
         true_entropy = float(-np.mean(TRUE_LOG_PROB[dataset](x_test)))

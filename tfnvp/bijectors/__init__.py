@@ -6,7 +6,7 @@ every bijector's ``inverse``.
 """
 
 from tfnvp.bijectors.actnorm import ActNorm, ActNormParameters
-from tfnvp.bijectors.base import FusedBijector, ModalBijector
+from tfnvp.bijectors.base import FusedBijector
 from tfnvp.bijectors.batch_norm import BatchNorm, BatchNormStatistics
 from tfnvp.bijectors.coupling import AffineCoupling, channel_mask, checkerboard_mask
 from tfnvp.bijectors.chain import FusedChain
@@ -20,5 +20,5 @@ from tfnvp.bijectors.squeeze import Squeeze
 __all__ = [
     "ActNorm", "ActNormParameters", "InvertibleConv1x1", "InvertibleConv1x1Weights", "glow_coupling",
     "AffineCoupling", "BatchNorm", "BatchNormStatistics", "FactorOut", "FusedBijector", "FusedChain",
-    "LogitPreprocess", "ModalBijector", "PiecewiseLinear", "PiecewiseLinearParams", "Squeeze", "channel_mask", "checkerboard_mask",
+    "LogitPreprocess", "PiecewiseLinear", "PiecewiseLinearParams", "Squeeze", "channel_mask", "checkerboard_mask",
 ]

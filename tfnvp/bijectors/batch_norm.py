@@ -21,9 +21,10 @@ over every position of the event.  ``mu`` and ``v`` are
   averages.
 
 The running averages live in a ``BatchNormStatistics`` Keras layer so that
-the ``keras.Model`` that owns it checkpoints and exports them.  Within
-``tfnvp.running_average.cumulative()`` (``FlowModel.recalibrate``) training
-mode accumulates exact averages over the batches and normalizes with them.
+the ``keras.Model`` that owns it checkpoints and exports them.  The mode is
+the call argument ``training`` (``tfnvp.bijectors.base``); with
+``training=RECALIBRATE`` (``FlowModel.recalibrate``) the statistics accumulate
+exact averages over the batches and the batch is normalized with them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ import keras
 import tensorflow as tf
 
 from tfnvp import running_average
-from tfnvp.bijectors.base import ModalBijector
+from tfnvp.bijectors.base import FusedBijector
+from tfnvp.running_average import Training
 
 __all__ = ["BatchNorm", "BatchNormStatistics"]
 
@@ -78,7 +80,7 @@ def _batch_moments(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return mean, variance
 
 
-class BatchNorm(ModalBijector):
+class BatchNorm(FusedBijector):
     """Batch-normalization bijector; ``inverse`` normalizes (data -> latent).
 
     Math (see the module docstring)::
@@ -95,18 +97,20 @@ class BatchNorm(ModalBijector):
       running_average_in_training: normalize training batches with the
         running averages (appendix E) instead of the batch statistics.
       event_ndims: 3 for images, 1 for vectors.
-      training: initial mode (see ``ModalBijector``).
+
+    Call arguments: ``training`` selects the statistics (module docstring);
+    ``context`` is ignored.
 
     Example::
 
         stats = BatchNormStatistics(channels=3)
-        bn = BatchNorm(stats, training=True)
-        y = bn.inverse(x)   # normalizes with x's statistics, updates stats
+        bn = BatchNorm(stats)
+        y = bn.inverse(x, training=True)   # normalizes with x's statistics, updates stats
     """
 
     def __init__(self, statistics: BatchNormStatistics, momentum: float = 0.99,
                  epsilon: float = 1e-4, running_average_in_training: bool = False,
-                 event_ndims: int = 3, training: bool = False, validate_args: bool = False,
+                 event_ndims: int = 3, validate_args: bool = False,
                  name: str = "batch_norm"):
         parameters = dict(locals())
         if not 0.0 <= momentum < 1.0:
@@ -117,7 +121,7 @@ class BatchNorm(ModalBijector):
         self._momentum = float(momentum)
         self._epsilon = float(epsilon)
         self._running_average_in_training = bool(running_average_in_training)
-        super().__init__(forward_min_event_ndims=event_ndims, training=training,
+        super().__init__(forward_min_event_ndims=event_ndims,
                          validate_args=validate_args, parameters=parameters, name=name)
 
     @property
@@ -136,32 +140,39 @@ class BatchNorm(ModalBijector):
         batch_shape = tf.shape(x)[: x.shape.rank - self.forward_min_event_ndims]
         return tf.fill(batch_shape, per_event)
 
-    def _augmented_inverse(self, x: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        if self.training:
-            mean, variance = self._training_statistics(x)
+    def _augmented_inverse(self, x: tf.Tensor, training: Training = False,
+                           context: tf.Tensor | None = None
+                           ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        if training:
+            mean, variance = self._training_statistics(x, training)
         else:
             mean, variance = self._running(x.dtype)
         y = (x - mean) * tf.math.rsqrt(variance + self._epsilon)
         ildj = self._log_det(x, variance)
         return y, {"ildj": ildj, "fldj": -ildj}
 
-    def _augmented_forward(self, y: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    def _augmented_forward(self, y: tf.Tensor, training: Training = False,
+                           context: tf.Tensor | None = None
+                           ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         mean, variance = self._running(y.dtype)
         x = y * tf.sqrt(variance + self._epsilon) + mean
         fldj = -self._log_det(y, variance)
         return x, {"fldj": fldj, "ildj": -fldj}
 
-    def _training_statistics(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _training_statistics(self, x: tf.Tensor, training: Training
+                             ) -> tuple[tf.Tensor, tf.Tensor]:
         """Batch statistics; updates the running averages once per call.
 
         Appendix E (``running_average_in_training``) and the cumulative mode
-        of ``FlowModel.recalibrate`` normalize with the updated averages.
+        of ``FlowModel.recalibrate`` (``training=RECALIBRATE``) normalize with
+        the updated averages.
         """
+        cumulative = running_average.is_cumulative(training)
         batch_mean, batch_variance = _batch_moments(x)
         stats = self._statistics
         new_mean, new_variance = running_average.update(
             stats.moving_mean, stats.moving_variance, stats.num_updates, batch_mean,
-            batch_variance, self._momentum)
-        if self._running_average_in_training or running_average.is_cumulative():
+            batch_variance, self._momentum, cumulative=cumulative)
+        if self._running_average_in_training or cumulative:
             return new_mean, new_variance
         return batch_mean, batch_variance

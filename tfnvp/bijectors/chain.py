@@ -9,6 +9,10 @@ running statistics twice.  ``FusedChain`` walks once, keeps the summed log-det
 in TFP's cache next to the result (``BijectorCacheWithGreedyAttrs``), and
 otherwise is a ``tfb.Chain`` (same order: ``forward`` applies the list from
 last to first, ``inverse`` from first to last; same shape logic).
+
+Call arguments: unlike ``tfb.Chain`` (whose kwargs are per-bijector dicts
+keyed by name), ``FusedChain`` hands the same kwargs -- tfnvp's ``training``
+and ``context``, ``tfnvp.bijectors.base`` -- to every member.
 """
 
 from __future__ import annotations
@@ -36,46 +40,51 @@ class FusedChain(_Chain):
     _cache = cache_util.BijectorCacheWithGreedyAttrs(
         forward_name="_augmented_forward", inverse_name="_augmented_inverse")
 
-    def _augmented_inverse(self, y: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    def _augmented_inverse(self, y: tf.Tensor, **kwargs
+                           ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         event_ndims = self.inverse_min_event_ndims
         ildj = tf.zeros([], dtype=y.dtype)
         for step in self.bijectors:
-            x = step.inverse(y)
-            ildj = ildj + step.inverse_log_det_jacobian(y, event_ndims=event_ndims)
+            x = step.inverse(y, **kwargs)
+            ildj = ildj + step.inverse_log_det_jacobian(y, event_ndims=event_ndims, **kwargs)
             event_ndims = step.inverse_event_ndims(event_ndims)
             y = x
         return y, {"ildj": ildj, "fldj": -ildj}
 
-    def _augmented_forward(self, x: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    def _augmented_forward(self, x: tf.Tensor, **kwargs
+                           ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         event_ndims = self.forward_min_event_ndims
         fldj = tf.zeros([], dtype=x.dtype)
         for step in reversed(self.bijectors):
-            y = step.forward(x)
-            fldj = fldj + step.forward_log_det_jacobian(x, event_ndims=event_ndims)
+            y = step.forward(x, **kwargs)
+            fldj = fldj + step.forward_log_det_jacobian(x, event_ndims=event_ndims, **kwargs)
             event_ndims = step.forward_event_ndims(event_ndims)
             x = y
         return x, {"fldj": fldj, "ildj": -fldj}
 
-    def _forward(self, x: tf.Tensor) -> tf.Tensor:
-        return self._augmented_forward(x)[0]
+    def _forward(self, x: tf.Tensor, **kwargs) -> tf.Tensor:
+        return self._augmented_forward(x, **kwargs)[0]
 
-    def _inverse(self, y: tf.Tensor) -> tf.Tensor:
-        return self._augmented_inverse(y)[0]
+    def _inverse(self, y: tf.Tensor, **kwargs) -> tf.Tensor:
+        return self._augmented_inverse(y, **kwargs)[0]
 
     def _inverse_log_det_jacobian(self, y, event_ndims, **kwargs):
-        if kwargs or event_ndims != self.inverse_min_event_ndims:
-            return super()._inverse_log_det_jacobian(y, event_ndims, **kwargs)
-        attrs = self._cache.inverse_attributes(y)
+        attrs = self._cache.inverse_attributes(y, **kwargs)
         if "ildj" not in attrs:
-            x = self.inverse(y)  # Fills `attrs`; `x` keeps the cache entry alive.
+            x = self.inverse(y, **kwargs)  # Fills `attrs`; `x` keeps the cache entry alive.
             del x
-        return attrs["ildj"]
+        return _sum_extra_event_axes(attrs["ildj"], event_ndims - self.inverse_min_event_ndims)
 
     def _forward_log_det_jacobian(self, x, event_ndims, **kwargs):
-        if kwargs or event_ndims != self.forward_min_event_ndims:
-            return super()._forward_log_det_jacobian(x, event_ndims, **kwargs)
-        attrs = self._cache.forward_attributes(x)
+        attrs = self._cache.forward_attributes(x, **kwargs)
         if "fldj" not in attrs:
-            y = self.forward(x)
+            y = self.forward(x, **kwargs)
             del y
-        return attrs["fldj"]
+        return _sum_extra_event_axes(attrs["fldj"], event_ndims - self.forward_min_event_ndims)
+
+
+def _sum_extra_event_axes(log_det: tf.Tensor, extra: int) -> tf.Tensor:
+    """Sums a per-event log-det over the ``extra`` batch axes that belong to a larger event."""
+    if extra < 0:
+        raise ValueError(f"event_ndims is below the chain's minimum by {-extra}.")
+    return tf.reduce_sum(log_det, axis=list(range(-extra, 0))) if extra else log_det

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfnvp.bijectors.base import ModalBijector
+from tfnvp.bijectors.base import FusedBijector
+from tfnvp.running_average import Training
 
 __all__ = ["AffineCoupling", "checkerboard_mask", "channel_mask", "MASK_TYPES"]
 
@@ -57,7 +58,7 @@ def channel_mask(channels: int, parity: int, dtype: tf.DType) -> tf.Tensor:
     return tf.constant(first if parity == 0 else 1.0 - first, dtype=dtype)
 
 
-class AffineCoupling(ModalBijector):
+class AffineCoupling(FusedBijector):
     """Real NVP affine coupling bijector.
 
     Math (data ``x`` -> latent ``y`` is ``inverse``; see the module docstring)::
@@ -73,8 +74,8 @@ class AffineCoupling(ModalBijector):
 
     Args:
       conditioner: a callable (normally a ``tfnvp.nets.ShiftAndLogScale``
-        Keras layer) mapping ``b * x`` and ``training=`` to ``(shift,
-        log_scale)`` of the shape of ``x``.  The caller owns it (a
+        Keras layer) mapping ``b * x``, ``training=`` and ``context=`` to
+        ``(shift, log_scale)`` of the shape of ``x``.  The caller owns it (a
         ``keras.Model``) so that its variables are tracked.
       mask: ``'checkerboard'`` (needs ``event_ndims=3``), ``'channel'``
         (first half of the last axis), or an explicit 0/1 array over the last
@@ -82,19 +83,20 @@ class AffineCoupling(ModalBijector):
       parity: 0 for the mask, 1 for its complement.
       event_ndims: rank of one event: 3 for images ``[H, W, C]``, 1 for
         vectors.
-      training: initial mode; see ``ModalBijector``.
+
+    Call arguments (``tfnvp.bijectors.base``): ``training`` and ``context``
+    are handed to the conditioner.
 
     Example::
 
         net = tfnvp.nets.ShiftAndLogScale(tfnvp.nets.ResNet(...), channels=3)
         coupling = AffineCoupling(net, mask="checkerboard", parity=0)
-        y = coupling.inverse(x)                    # data -> latent
-        ildj = coupling.inverse_log_det_jacobian(x, event_ndims=3)
+        y = coupling.inverse(x, training=True)     # data -> latent
+        ildj = coupling.inverse_log_det_jacobian(x, event_ndims=3, training=True)
     """
 
     def __init__(self, conditioner: Any, mask: str | np.ndarray = "checkerboard",
-                 parity: int = 0, event_ndims: int = 3, training: bool = False,
-                 validate_args: bool = False, name: str = "affine_coupling"):
+                 parity: int = 0, event_ndims: int = 3, validate_args: bool = False, name: str = "affine_coupling"):
         parameters = dict(locals())
         if parity not in (0, 1):
             raise ValueError(f"parity must be 0 or 1, got {parity!r}.")
@@ -111,7 +113,7 @@ class AffineCoupling(ModalBijector):
         self._conditioner = conditioner
         self._mask_spec = mask
         self._parity = parity
-        super().__init__(forward_min_event_ndims=event_ndims, training=training,
+        super().__init__(forward_min_event_ndims=event_ndims,
                          validate_args=validate_args, parameters=parameters, name=name)
 
     @property
@@ -133,27 +135,32 @@ class AffineCoupling(ModalBijector):
         explicit = tf.constant(self._mask_spec, dtype=x.dtype)
         return explicit if self._parity == 0 else 1.0 - explicit
 
-    def _conditioner_outputs(self, unchanged: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _conditioner_outputs(self, unchanged: tf.Tensor, training: Training,
+                             context: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
         """The conditioner on inputs of any batch shape.
 
         Convolutions and dense layers take exactly one batch axis (a single
         unbatched event, e.g. ``distribution.sample()``, or several batch axes
         would reach them with the wrong rank), so other batch shapes are
-        flattened to one axis and restored afterwards.
+        flattened to one axis (the ``context``, ``[batch..., K]``, broadcast
+        to the batch shape and flattened alike) and restored afterwards.
         """
         event_ndims = self.forward_min_event_ndims
         rank = unchanged.shape.rank
         if rank == event_ndims + 1:
-            return self._conditioner(unchanged, training=self.training)
+            return self._conditioner(unchanged, training=training, context=context)
         shape = tf.shape(unchanged)
         batch_shape, event_shape = shape[:rank - event_ndims], shape[rank - event_ndims:]
         flat = tf.reshape(unchanged, tf.concat([[-1], event_shape], 0))
-        outputs = self._conditioner(flat, training=self.training)
+        if context is not None:
+            context = tf.broadcast_to(context, tf.concat([batch_shape, tf.shape(context)[-1:]], 0))
+            context = tf.reshape(context, [-1, context.shape[-1]])
+        outputs = self._conditioner(flat, training=training, context=context)
         return tuple(tf.reshape(t, tf.concat([batch_shape, tf.shape(t)[1:]], 0)) for t in outputs)
 
-    def _shift_and_log_scale(self, unchanged: tf.Tensor, mask: tf.Tensor
-                             ) -> tuple[tf.Tensor, tf.Tensor]:
-        shift, log_scale = self._conditioner_outputs(unchanged)
+    def _shift_and_log_scale(self, unchanged: tf.Tensor, mask: tf.Tensor, training: Training,
+                             context: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+        shift, log_scale = self._conditioner_outputs(unchanged, training, context)
         free = 1.0 - mask
         return (tf.cast(shift, unchanged.dtype) * free,
                 tf.cast(log_scale, unchanged.dtype) * free)
@@ -161,18 +168,22 @@ class AffineCoupling(ModalBijector):
     def _sum_event(self, value: tf.Tensor) -> tf.Tensor:
         return tf.reduce_sum(value, axis=list(range(-self.forward_min_event_ndims, 0)))
 
-    def _augmented_inverse(self, x: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    def _augmented_inverse(self, x: tf.Tensor, training: Training = False,
+                           context: tf.Tensor | None = None
+                           ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         mask = self.mask(x)
         unchanged = x * mask
-        shift, log_scale = self._shift_and_log_scale(unchanged, mask)
+        shift, log_scale = self._shift_and_log_scale(unchanged, mask, training, context)
         y = unchanged + (1.0 - mask) * (x * tf.exp(log_scale) + shift)
         ildj = self._sum_event(log_scale)
         return y, {"ildj": ildj, "fldj": -ildj}
 
-    def _augmented_forward(self, y: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    def _augmented_forward(self, y: tf.Tensor, training: Training = False,
+                           context: tf.Tensor | None = None
+                           ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         mask = self.mask(y)
         unchanged = y * mask
-        shift, log_scale = self._shift_and_log_scale(unchanged, mask)
+        shift, log_scale = self._shift_and_log_scale(unchanged, mask, training, context)
         x = unchanged + (1.0 - mask) * (y - shift) * tf.exp(-log_scale)
         fldj = -self._sum_event(log_scale)
         return x, {"fldj": fldj, "ildj": -fldj}

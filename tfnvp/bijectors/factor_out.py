@@ -40,6 +40,8 @@ class FactorOut(FusedBijector):
       inner: bijector on ``[..., H, W, C/2]`` events (``forward_min_event_ndims``
         3, shape preserving).
 
+    Call arguments (``training``, ``context``) are handed to ``inner``.
+
     Example::
 
         step = FactorOut(tfb.Chain([...next scale...]))
@@ -66,14 +68,16 @@ class FactorOut(FusedBijector):
             raise ValueError(f"FactorOut needs a known, even number of channels, got {channels}.")
         return t[..., : channels // 2], t[..., channels // 2:]
 
-    def _augmented_forward(self, x: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    def _augmented_forward(self, x: tf.Tensor, **kwargs
+                           ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         kept, rest = self._split(x)
-        y = tf.concat([kept, self._inner.forward(rest)], axis=-1)
-        fldj = self._inner.forward_log_det_jacobian(rest, event_ndims=3)
+        y = tf.concat([kept, self._inner.forward(rest, **kwargs)], axis=-1)
+        fldj = self._inner.forward_log_det_jacobian(rest, event_ndims=3, **kwargs)
         return y, {"fldj": fldj, "ildj": -fldj}
 
-    def _augmented_inverse(self, y: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    def _augmented_inverse(self, y: tf.Tensor, **kwargs
+                           ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         kept, rest = self._split(y)
-        x = tf.concat([kept, self._inner.inverse(rest)], axis=-1)
-        ildj = self._inner.inverse_log_det_jacobian(rest, event_ndims=3)
+        x = tf.concat([kept, self._inner.inverse(rest, **kwargs)], axis=-1)
+        ildj = self._inner.inverse_log_det_jacobian(rest, event_ndims=3, **kwargs)
         return x, {"ildj": ildj, "fldj": -ildj}

@@ -47,6 +47,9 @@ class LogitPreprocess(tfp.bijectors.Bijector):
       validate_args: if True, ``inverse`` checks that pixels are finite and in
         ``[0, num_levels)``.
 
+    Call arguments (``training``, ``context``; ``tfnvp.bijectors.base``) are
+    accepted and ignored.
+
     Example::
 
         LogitPreprocess().inverse(tf.constant([0.5, 128.0, 255.5]))
@@ -84,19 +87,19 @@ class LogitPreprocess(tfp.bijectors.Bijector):
     def _p(self, x: tf.Tensor) -> tf.Tensor:
         return self._alpha + self._width / self._num_levels * x
 
-    def _forward(self, y: tf.Tensor) -> tf.Tensor:
+    def _forward(self, y: tf.Tensor, **kwargs) -> tf.Tensor:
         return (tf.sigmoid(y) - self._alpha) * (self._num_levels / self._width)
 
-    def _inverse(self, x: tf.Tensor) -> tf.Tensor:
+    def _inverse(self, x: tf.Tensor, **kwargs) -> tf.Tensor:
         with tf.control_dependencies(self._assertions(x)):
             p = self._p(x)
             return tf.math.log(p) - tf.math.log1p(-p)
 
-    def _forward_log_det_jacobian(self, y: tf.Tensor) -> tf.Tensor:
+    def _forward_log_det_jacobian(self, y: tf.Tensor, **kwargs) -> tf.Tensor:
         return (math.log(self._num_levels / self._width)
                 - tf.nn.softplus(-y) - tf.nn.softplus(y))
 
-    def _inverse_log_det_jacobian(self, x: tf.Tensor) -> tf.Tensor:
+    def _inverse_log_det_jacobian(self, x: tf.Tensor, **kwargs) -> tf.Tensor:
         p = self._p(x)
         return math.log(self._width / self._num_levels) - tf.math.log(p) - tf.math.log1p(-p)
 

@@ -115,6 +115,9 @@ class PiecewiseLinear(tfb.Bijector):
         ``tf.errors.InvalidArgumentError``.
       name: name of the bijector.
 
+    Call arguments (``training``, ``context``; ``tfnvp.bijectors.base``) are
+    accepted and ignored.
+
     Caching: like every TFP bijector, results are cached per input tensor
     object, and the cache does not see α, ξ change. In eager mode, after a
     weight update evaluate on a new tensor (as `PiecewiseLinearFlow.log_prob`
@@ -221,22 +224,22 @@ class PiecewiseLinear(tfb.Bijector):
         k = tf.searchsorted(breakpoints[None, 1:-1], tf.reshape(t, [1, -1]), side="right")
         return tf.reshape(k, tf.shape(t))
 
-    def _forward(self, z: tf.Tensor) -> tf.Tensor:
+    def _forward(self, z: tf.Tensor, **kwargs) -> tf.Tensor:
         knots = self.knots()
         k = self._bin(z, knots)
         inverse_slope = tf.exp(-tf.gather(self._log_slopes(), k))
         return tf.gather(self.edges(), k) + (z - tf.gather(knots, k)) * inverse_slope
 
-    def _inverse(self, x: tf.Tensor) -> tf.Tensor:
+    def _inverse(self, x: tf.Tensor, **kwargs) -> tf.Tensor:
         edges = self.edges()
         k = self._bin(x, edges)
         slope = tf.exp(tf.gather(self._log_slopes(), k))
         return tf.gather(self.knots(), k) + (x - tf.gather(edges, k)) * slope
 
-    def _forward_log_det_jacobian(self, z: tf.Tensor) -> tf.Tensor:
+    def _forward_log_det_jacobian(self, z: tf.Tensor, **kwargs) -> tf.Tensor:
         return -tf.gather(self._log_slopes(), self._bin(z, self.knots()))
 
-    def _inverse_log_det_jacobian(self, x: tf.Tensor) -> tf.Tensor:
+    def _inverse_log_det_jacobian(self, x: tf.Tensor, **kwargs) -> tf.Tensor:
         return tf.gather(self._log_slopes(), self._bin(x, self.edges()))
 
 
@@ -274,6 +277,11 @@ class PiecewiseLinearFlow(keras.Model):
         # weight update would return stale values (tensorflow/probability#1510).
         x = tf.identity(tf.convert_to_tensor(x, self.distribution.dtype))
         return self.distribution.log_prob(x)
+
+    def nll(self, x: Any, training: bool = False) -> tf.Tensor:
+        """``-log p(x)`` elementwise, the training objective (as ``FlowModel.nll``;
+        the flow has no training mode, ``training`` is ignored)."""
+        return -self.log_prob(x)
 
     def call(self, x: Any) -> tf.Tensor:
         return self.log_prob(x)

@@ -69,6 +69,8 @@ class Squeeze(tfp.bijectors.Bijector):
         forward: [..., H/2, W/2, 4C]  -> [..., H, W, C]        (its inverse)
         log|det J| = 0
 
+    Call arguments (``training``, ``context``) are accepted and ignored.
+
     Args:
       order: channel order of the squeezed tensor, a key of ``SQUEEZE_ORDERS``
         (see the module docstring).
@@ -98,18 +100,18 @@ class Squeeze(tfp.bijectors.Bijector):
     def _parameter_properties(cls, dtype, num_classes=None):
         return {}
 
-    def _forward(self, x: tf.Tensor) -> tf.Tensor:
+    def _forward(self, x: tf.Tensor, **kwargs) -> tf.Tensor:
         self._check_divisible(x.shape[-1], 4, "channels")
         x = _permute_groups(x, self._inverse_groups)
         return _apply_rank4(lambda t: tf.nn.depth_to_space(t, 2), x)
 
-    def _inverse(self, y: tf.Tensor) -> tf.Tensor:
+    def _inverse(self, y: tf.Tensor, **kwargs) -> tf.Tensor:
         self._check_divisible(y.shape[-3], 2, "height")
         self._check_divisible(y.shape[-2], 2, "width")
         return _permute_groups(_apply_rank4(lambda t: tf.nn.space_to_depth(t, 2), y),
                                self._groups)
 
-    def _forward_log_det_jacobian(self, x: tf.Tensor) -> tf.Tensor:
+    def _forward_log_det_jacobian(self, x: tf.Tensor, **kwargs) -> tf.Tensor:
         return tf.zeros([], dtype=x.dtype)
 
     @staticmethod

@@ -51,9 +51,10 @@ class BatchNormalization(keras.layers.BatchNormalization):
     mean and biased variance, evaluation mode with the moving averages.  The
     moving averages are updated with Adam's bias correction
     (``tfnvp.running_average``), so they are right from the first update
-    instead of lagging the network by ~``1 / (1 - momentum)`` updates; within
-    ``tfnvp.running_average.cumulative()`` they become exact averages over the
-    batches and training mode normalizes with them (``FlowModel.recalibrate``).
+    instead of lagging the network by ~``1 / (1 - momentum)`` updates; with
+    ``training=tfnvp.running_average.RECALIBRATE`` they become exact averages
+    over the batches and the batch is normalized with them
+    (``FlowModel.recalibrate``).
 
     Performance: one fused op (a oneDNN primitive on CPU, and its fused
     gradient) instead of ~8 separate element-wise passes over the
@@ -108,10 +109,11 @@ class BatchNormalization(keras.layers.BatchNormalization):
         else:
             inputs = tf.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
             mean, variance = self._moments(inputs, mask)
+        cumulative = running_average.is_cumulative(training)
         new_mean, new_variance = running_average.update(
             self.moving_mean, self.moving_variance, self.num_updates, mean, variance,
-            self.momentum)
-        if running_average.is_cumulative():
+            self.momentum, cumulative=cumulative)
+        if cumulative:
             mean, variance = new_mean, new_variance
             if fused:
                 return self._fused_inference(inputs, mean, variance)

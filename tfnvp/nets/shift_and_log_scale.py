@@ -4,6 +4,16 @@ A conditioner body (``ResNet`` for images, an MLP for vectors) produces
 ``2 * channels`` features; they are split into a shift ``t`` and a raw
 log-scale, which is bounded as ``s = scale * tanh(raw)`` with a learned
 per-channel ``scale`` (the original implementation's stabilization of eq. (9)).
+
+Conditioning: a conditional flow passes a per-example ``context`` (e.g.
+one-hot class labels, ``[batch, K]``) with every call.  It is broadcast over
+the input's spatial positions and concatenated to ``b * x`` as ``K`` extra
+input channels (features, for vectors), so the body's first layer -- built
+from the first call -- reads ``[b * x, context]``: with one-hot labels this is
+a learned, class-dependent bias of the first convolution's (or dense
+layer's) output at every position, and every later layer sees it.  The body
+is unchanged otherwise, and an unconditional call (``context=None``) builds
+exactly the unconditional network.
 The head computes in the model's dtype (float32 or float64) even when the
 body runs in bfloat16/float16, so the coupling arithmetic and log-dets keep
 full precision and the flow stays exactly invertible.
@@ -25,7 +35,18 @@ import keras
 import tensorflow as tf
 from tensorflow.python.eager import record  # tf.recompute_grad's own tape control.
 
-__all__ = ["ShiftAndLogScale", "recompute"]
+__all__ = ["ShiftAndLogScale", "concat_context", "recompute"]
+
+
+def concat_context(x: tf.Tensor, context: tf.Tensor) -> tf.Tensor:
+    """``[x, context]`` on the last axis, ``context`` ``[batch, K]`` broadcast over
+    the positions of ``x`` (``[batch, ..., C]``) and cast to its dtype."""
+    if context.shape.rank != 2 or context.shape[-1] is None:
+        raise ValueError(f"context must have shape [batch, K] with a known K, got {context.shape}.")
+    context = tf.reshape(tf.cast(context, x.dtype),
+                         [-1] + [1] * (x.shape.rank - 2) + [context.shape[-1]])
+    context = tf.zeros_like(x[..., :1]) + context  # Broadcast over the positions.
+    return tf.concat([x, context], axis=-1)
 
 
 @contextlib.contextmanager
@@ -109,7 +130,10 @@ class ShiftAndLogScale(keras.layers.Layer):
         self.scale = self.add_weight(name="log_scale_factor", shape=(self.channels,),
                                      initializer="ones")
 
-    def call(self, x: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+    def call(self, x: tf.Tensor, training: bool = False,
+             context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        if context is not None:
+            x = concat_context(x, context)
         if self.recompute_gradients:
             raw = recompute(lambda t: self.body(t, training=training), x, self.body)
         else:
