@@ -44,8 +44,10 @@ def main(argv: list[str] | None = None) -> float:
     @tf.function
     def train_step(x: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
-            with model.mode(True):  # training mode: batch statistics, running averages updated
-                loss = -tf.reduce_mean(model.distribution.log_prob(x))  # nats per image
+            # Training mode (batch statistics, running averages updated) is a call argument
+            # that TFP passes down the chain to every bijector.
+            log_prob = model.distribution.log_prob(x, bijector_kwargs=dict(training=True))
+            loss = -tf.reduce_mean(log_prob)  # nats per image
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
