@@ -119,7 +119,8 @@ class ImageFlowModel(FlowModel):
         return validation.check_latents(z, self.flow_dtype, self.image_shape[-1],
                                         self.validate_args, self._squeezes)
 
-    def _dequantize(self, x, seed, training: Training | None) -> tuple[tf.Tensor, tf.Tensor | float]:
+    def _dequantize(self, x, seed,
+                    training: Training | None) -> tuple[tf.Tensor, tf.Tensor | float]:
         """uint8 images go through ``self.dequantizer``; float pixels are already dequantized."""
         x = tf.convert_to_tensor(x)
         if x.dtype != tf.uint8:

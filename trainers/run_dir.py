@@ -27,9 +27,10 @@ import tensorflow as tf
 import tfnvp
 
 __all__ = ["CONFIG_FILE", "CHECKPOINT_DIR", "LEGACY_MODEL_DEFAULTS", "ARCHITECTURES",
-           "ConfigMismatchError", "write_json_atomic", "read_config", "check_config",
-           "write_or_check_config", "architecture_of", "model_config", "build_model", "latent_scale_index",
-           "restore_run", "restore_model", "checkpoint_dir", "model_checkpoint_object"]
+           "ARCHITECTURE_KEY", "ConfigMismatchError", "write_json_atomic", "read_config",
+           "check_config", "write_or_check_config", "architecture_of", "model_config",
+           "build_model", "latent_scale_index", "restore_run", "restore_model", "checkpoint_dir",
+           "model_checkpoint_object"]
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
