@@ -26,7 +26,8 @@ def test_every_module_member_is_documented(module):
     assert missing == []
 
 
-@pytest.mark.parametrize("cls", [tfnvp.RealNVP, tfnvp.DenseRealNVP, tfnvp.PiecewiseLinearFlow])
+@pytest.mark.parametrize("cls", [tfnvp.RealNVP, tfnvp.Glow, tfnvp.DenseRealNVP,
+                                 tfnvp.PiecewiseLinearFlow])
 def test_constructor_signatures(cls):
     block = re.search(rf"```python\n{cls.__name__}\((.*?)\)\n```", API, re.S)
     assert block, f"no signature block for {cls.__name__}"

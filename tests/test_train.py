@@ -168,7 +168,8 @@ def test_flagfile_parses_and_builds_pipeline_and_model(path, tmp_path):
     config = train.train_config()
     data_config = train.data_config(flags.dataset, flags.data_dir)
     paper = train._paper_config_name(flags.dataset)
-    if paper:  # The paper's architecture and training settings (section 4.1).
+    # Real NVP's paper settings (glow_cifar.flags: tests/test_train_glow.py).
+    if paper and flags.model == "realnvp":  # The paper's architecture and training (4.1).
         for key in ("num_scales", "num_res_blocks", "hidden_channels"):
             assert getattr(config, key) == tfnvp.PAPER_CONFIGS[paper][key]
         assert (data_config.batch_size, config.learning_rate, config.l2) == (64, 1e-3, 5e-5)
@@ -192,9 +193,12 @@ def test_flagfile_parses_and_builds_pipeline_and_model(path, tmp_path):
     assert 0.0 <= float(tf.reduce_min(batch)) and float(tf.reduce_max(batch)) < 256.0
     # The real model for cifar and the small offline runs; a narrow one of the same
     # shape and scales for the big paper models (only their build time differs).
-    if paper and flags.dataset != "cifar10":
-        config = dataclasses.replace(config, num_res_blocks=0, hidden_channels=4)
-    key = (tuple(shape), config.num_scales, config.num_res_blocks, config.hidden_channels)
+    if paper and (flags.dataset != "cifar10" or flags.model == "glow"):
+        config = dataclasses.replace(config, num_res_blocks=config.num_res_blocks and 0,
+                                     steps_per_scale=config.steps_per_scale and 1,
+                                     hidden_channels=4)
+    key = (config.model, tuple(shape), config.num_scales, config.num_res_blocks,
+           config.steps_per_scale, config.hidden_channels)
     if key not in _MODELS:
         _MODELS[key] = training.build_model(config, shape)
     model = _MODELS[key]

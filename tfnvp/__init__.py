@@ -4,9 +4,14 @@ from tfnvp import bijectors, conditional, grid, latent, multiscale, nets, toy_da
 from tfnvp.bijectors.piecewise_linear import PiecewiseLinearFlow
 from tfnvp.dense import DenseRealNVP
 from tfnvp.dequantization import UniformDequantizer, bits_per_dim_from_log_prob, dequantize
+from tfnvp.glow import GLOW_PAPER_CONFIGS, Glow, glow_latent_scale_index
+from tfnvp.glow_step import GlowStep
+from tfnvp.image_flow import ImageFlowModel
 from tfnvp.model import PAPER_CONFIGS, RealNVP, latent_scale_index
 
-__all__ = ["DenseRealNVP", "PAPER_CONFIGS", "PiecewiseLinearFlow", "RealNVP", "UniformDequantizer",
-           "bits_per_dim_from_log_prob", "bijectors", "conditional", "dequantize", "grid", "latent",
-           "latent_scale_index", "multiscale", "nets", "toy_data"]
+__all__ = ["DenseRealNVP", "GLOW_PAPER_CONFIGS", "Glow", "GlowStep", "ImageFlowModel",
+           "PAPER_CONFIGS", "PiecewiseLinearFlow", "RealNVP", "UniformDequantizer",
+           "bits_per_dim_from_log_prob", "bijectors", "conditional", "dequantize",
+           "glow_latent_scale_index", "grid", "latent", "latent_scale_index", "multiscale", "nets",
+           "toy_data"]
 __version__ = "0.1.0"

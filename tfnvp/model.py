@@ -51,21 +51,12 @@ from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 
-from tfnvp import multiscale, validation
-from tfnvp.bijectors.chain import FusedChain
-from tfnvp.bijectors.logit import LogitPreprocess
-from tfnvp.checked_distribution import EventCheckedDistribution
+from tfnvp import multiscale
 from tfnvp.coupling_step import CouplingStep
-from tfnvp.dequantization import UniformDequantizer, bits_per_dim_from_log_prob
-from tfnvp.flow_model import Flow, FlowModel
+from tfnvp.image_flow import LOGIT_MAPS, ImageFlowModel
 from tfnvp.multiscale import Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp
 from tfnvp.nets.resnet import ResNet
-from tfnvp.running_average import Training
-
-tfb = tfp.bijectors
-tfd = tfp.distributions
 
 __all__ = ["RealNVP", "PAPER_CONFIGS", "FACTOR_OUT_ORDERS", "LOGIT_MAPS", "latent_scale_index",
            "real_nvp_scales"]
@@ -94,10 +85,9 @@ PAPER_CONFIGS: dict[str, dict] = {
 
 # Factor-out variant -> the squeeze order of the factor-out step.
 FACTOR_OUT_ORDERS = {"checkerboard": "checkerboard", "channel": "space_to_depth"}
-LOGIT_MAPS = ("symmetric", "asymmetric")
 
 
-class RealNVP(FlowModel):
+class RealNVP(ImageFlowModel):
     """Real NVP for images with values in ``[0, 256)``.
 
     Args:
@@ -140,7 +130,7 @@ class RealNVP(FlowModel):
         x = model.sample(16, temperature=0.7)   # in [0, 256): see FlowModel.decode
     """
 
-    data_support = (0.0, 256.0)
+    paper_configs = PAPER_CONFIGS
 
     def __init__(self, image_shape: Sequence[int], num_scales: int = 2,
                  num_res_blocks: int = 8, hidden_channels: int = 64, alpha: float = 0.05,
@@ -153,21 +143,11 @@ class RealNVP(FlowModel):
                  name: str = "real_nvp"):
         super().__init__(dtype=dtype, validate_args=validate_args, name=name)
         flow_dtype = self.flow_dtype
-        image_shape = tuple(int(d) for d in image_shape)
-        if len(image_shape) != 3 or min(image_shape) < 1:
-            raise ValueError(f"image_shape must be (height, width, channels), got {image_shape}.")
-        if num_scales < 1:
-            raise ValueError(f"num_scales must be at least 1, got {num_scales}.")
-        if logit_map not in LOGIT_MAPS:
-            raise ValueError(f"logit_map must be one of {LOGIT_MAPS}, got {logit_map!r}.")
+        # Scale i < L - 1 squeezes once (its channel couplings, then its factor-out).
+        image_shape = self._set_image_shape(image_shape, num_scales, num_scales - 1, logit_map)
         if factor_out not in FACTOR_OUT_ORDERS:
             raise ValueError(f"factor_out must be one of {tuple(FACTOR_OUT_ORDERS)}, "
                              f"got {factor_out!r}.")
-        factor = 2 ** (num_scales - 1)
-        if image_shape[0] % factor or image_shape[1] % factor:
-            raise ValueError(
-                f"image_shape {image_shape}: height and width must be divisible by "
-                f"2**(num_scales - 1) = {factor} for num_scales={num_scales}.")
         self._config = dict(
             image_shape=image_shape, num_scales=int(num_scales),
             num_res_blocks=int(num_res_blocks), hidden_channels=int(hidden_channels),
@@ -181,9 +161,6 @@ class RealNVP(FlowModel):
         if num_classes is not None:
             # Only then: unconditional configs stay as they were (resumable runs).
             self._config["num_classes"] = int(num_classes)
-        self.image_shape = image_shape
-        self.event_shape = image_shape
-        self.num_scales = int(num_scales)
         body_policy = conditioner_dtype or flow_dtype.name
 
         def resnet(position: multiscale.Position, out_channels: int) -> ResNet:
@@ -202,93 +179,7 @@ class RealNVP(FlowModel):
         # the flow at any size (extrapolation, appendix C).
         self._create_steps(real_nvp_scales(num_scales, factor_out, coupling), image_shape[-1],
                            event_ndims=3)
-        self.dequantizer = UniformDequantizer(dtype=flow_dtype.name, name="dequantizer")
-        self._make_class_conditional(num_classes)
-        # Build every weight now (eval mode: no statistics are updated).
-        self.log_prob(tf.fill((1,) + image_shape, tf.constant(128.0, flow_dtype)),
-                      labels=None if num_classes is None else tf.zeros([1], tf.int32))
-
-    @classmethod
-    def from_paper(cls, name: str, **overrides) -> "RealNVP":
-        """The paper's configuration for ``name`` (a key of ``PAPER_CONFIGS``)."""
-        if name not in PAPER_CONFIGS:
-            raise ValueError(f"Unknown paper configuration {name!r}; "
-                             f"choose one of {sorted(PAPER_CONFIGS)}.")
-        return cls(**{**PAPER_CONFIGS[name], **overrides})
-
-    def get_config(self) -> dict:
-        return dict(self._config)
-
-    # ------------------------------------------------------------------ flow
-    def _build_flow(self, image_shape: tuple[int, ...]) -> Flow:
-        validation.check_image_shape(image_shape, self.image_shape[-1], self.num_scales)
-        bijector = FusedChain(
-            [LogitPreprocess(self._config["alpha"],
-                             symmetric=self._config["logit_map"] == "symmetric",
-                             validate_args=self.validate_args)] + self._flow_bijectors(3),
-            name="real_nvp_flow")
-        base = tfd.Sample(tfd.Normal(tf.zeros([], self.flow_dtype), tf.ones([], self.flow_dtype)),
-                          sample_shape=image_shape)
-        distribution = EventCheckedDistribution(
-            base, bijector, what="images", layout="batch..., height, width, channels",
-            name="real_nvp")
-        return Flow(bijector, distribution)
-
-    def distribution_for(self, image_shape: Sequence[int]) -> tfd.TransformedDistribution:
-        """The same weights as a distribution over images of another size.
-
-        The conditioners are convolutional and the masks are computed from
-        the input's shape, so the trained model extrapolates (appendix C).
-        """
-        return self._flow(image_shape).distribution
-
-    # ------------------------------------------------------------------ API
-    def _check_inputs(self, x) -> tf.Tensor:
-        return validation.check_images(x, self.flow_dtype, self.image_shape[-1],
-                                       self.validate_args, self.num_scales)
-
-    def _check_latents(self, z) -> tf.Tensor:
-        return validation.check_latents(z, self.flow_dtype, self.image_shape[-1],
-                                        self.validate_args, self.num_scales)
-
-    def _dequantize(self, x, seed, training: Training | None) -> tuple[tf.Tensor, tf.Tensor | float]:
-        """uint8 images go through ``self.dequantizer``; float pixels are already dequantized."""
-        x = tf.convert_to_tensor(x)
-        if x.dtype != tf.uint8:
-            return x, 0.0
-        images = validation.check_uint8_images(x)
-        return self.dequantizer.dequantize(images, seed=seed, training=bool(training))
-
-    def bits_per_dim(self, images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
-                     training: Training | None = False,
-                     labels: tf.Tensor | None = None) -> tf.Tensor:
-        """Bits/dim of 8-bit images under the model's dequantizer.
-
-        ``images`` are uint8 ``[..., H, W, C]``; ``self.dequantizer`` turns
-        them into ``x = images + u`` with ``log q(u | x)`` (uniform noise and
-        ``log q = 0``, ``tfnvp.dequantize``, from the stateless ``seed`` if
-        given) and the result is ``nll(images) / (D ln 2) = (-log p(x) + log
-        q) / (D ln 2)`` per image: the dequantization bound on the discrete
-        model's bits/dim (see ``tfnvp.dequantization``).
-        """
-        images = validation.check_uint8_images(images)
-        nll = self.nll(images, training=training, seed=seed, labels=labels)
-        return bits_per_dim_from_log_prob(-nll, int(np.prod(images.shape[-3:])))
-
-    def sample(self, num_samples: int, temperature: float = 1.0,
-               seed: tf.Tensor | Sequence[int] | None = None,
-               image_shape: Sequence[int] | None = None,
-               labels: tf.Tensor | None = None) -> tf.Tensor:
-        """``num_samples`` images from ``z ~ N(0, temperature^2 I)`` of ``image_shape``
-        (default: the model's own; any size the flow accepts, appendix C); of the
-        classes ``labels`` (``[num_samples]``) for a class-conditional model."""
-        return super().sample(num_samples, temperature, seed, event_shape=image_shape,
-                              labels=labels)
-
-    def latent_scale_index(self, image_shape: Sequence[int] | None = None) -> np.ndarray:
-        """``latent_scale_index`` of this model's layout (default: its own image shape)."""
-        return multiscale.latent_scale_index(self._untracked.scales,
-                                             image_shape or self.image_shape)
+        self._finish_image_flow(num_classes)
 
 
 def real_nvp_scales(num_scales: int, factor_out: str = "checkerboard",

@@ -13,37 +13,38 @@ import tensorflow as tf
 __all__ = ["check_image_shape", "check_images", "check_latents", "check_uint8_images"]
 
 
-def check_image_shape(shape: tuple[int, ...], channels: int, num_scales: int) -> None:
-    """Raises ``ValueError`` unless ``shape`` is ``(H, W, channels)`` usable at ``num_scales``."""
+def check_image_shape(shape: tuple[int, ...], channels: int, squeezes: int) -> None:
+    """Raises ``ValueError`` unless ``shape`` is ``(H, W, channels)`` with ``H`` and ``W``
+    divisible by ``2**squeezes`` (a flow that halves the resolution ``squeezes`` times)."""
     if len(shape) != 3:
         raise ValueError(f"Expected an image shape (height, width, channels), got {shape}.")
     if shape[-1] != channels:
         raise ValueError(f"Expected images with {channels} channels, got shape {shape}.")
-    factor = 2 ** (num_scales - 1)
+    factor = 2 ** squeezes
     if shape[0] % factor or shape[1] % factor:
-        raise ValueError(f"Image height and width must be divisible by {factor} "
-                         f"(2**(num_scales - 1)), got shape {shape}.")
+        raise ValueError(f"Image height and width must be divisible by {factor} (the flow "
+                         f"halves them {squeezes} times), got shape {shape}.")
 
 
-def _check_event(x: tf.Tensor, what: str, channels: int, num_scales: int) -> None:
+def _check_event(x: tf.Tensor, what: str, channels: int, squeezes: int) -> None:
     if x.shape.rank is None or x.shape.rank < 3:
         raise ValueError(f"Expected {what} of shape [..., height, width, channels], "
                          f"got rank {x.shape.rank} with shape {x.shape}.")
     event = tuple(x.shape[-3:])
     if None in event:
         raise ValueError(f"The height, width and channels of {what} must be known, got {x.shape}.")
-    check_image_shape(event, channels, num_scales)
+    check_image_shape(event, channels, squeezes)
 
 
 def check_images(x, dtype: tf.DType, channels: int, validate_args: bool,
-                 num_scales: int) -> tf.Tensor:
+                 squeezes: int) -> tf.Tensor:
     """Checks float images in ``[0, 256)``; returns them as a ``dtype`` tensor."""
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
         raise TypeError(
             f"Expected float pixel values in [0, 256) (dequantized), got dtype {x.dtype.name}; "
             "use bits_per_dim() for 8-bit images, which dequantizes them.")
-    _check_event(x, "images", channels, num_scales)
+    _check_event(x, "images", channels, squeezes)
     # A fresh tensor: TFP caches bijector results by input tensor, which would
     # return results from before a weight update for a reused eager tensor.
     x = tf.identity(tf.cast(x, dtype))
@@ -57,12 +58,12 @@ def check_images(x, dtype: tf.DType, channels: int, validate_args: bool,
 
 
 def check_latents(z, dtype: tf.DType, channels: int, validate_args: bool,
-                  num_scales: int) -> tf.Tensor:
+                  squeezes: int) -> tf.Tensor:
     """Checks latents of shape ``[..., H, W, C]``; returns them as ``dtype``."""
     z = tf.convert_to_tensor(z)
     if not z.dtype.is_floating:
         raise TypeError(f"Expected float latents, got dtype {z.dtype.name}.")
-    _check_event(z, "latents", channels, num_scales)
+    _check_event(z, "latents", channels, squeezes)
     z = tf.identity(tf.cast(z, dtype))  # Fresh for TFP's cache, see check_images.
     if validate_args:
         tf.debugging.assert_all_finite(z, "latents contain NaN or Inf")

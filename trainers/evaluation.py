@@ -143,7 +143,10 @@ def recalibration_dataset(data_config: data.DataConfig, num_batches: int,
 
 def recalibrate(model: tfnvp.RealNVP, dataset: tf.data.Dataset, num_batches: int,
                 strategy: tf.distribute.Strategy | None = None) -> int:
-    """``model.recalibrate`` in cross-replica context; returns the batches used."""
+    """``model.recalibrate`` in cross-replica context; returns the batches used (0 for a
+    model without batch norm, e.g. Glow: nothing to recalibrate)."""
+    if not model.batch_norm_layers():
+        return 0
     start = time.perf_counter()
     with (strategy or tf.distribute.get_strategy()).scope():
         used = model.recalibrate(dataset, num_batches)

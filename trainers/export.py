@@ -64,6 +64,8 @@ import tensorflow as tf
 
 import tfnvp
 
+from trainers import run_dir
+
 __all__ = ["METADATA_FILE", "SIGNATURE_NAMES", "export_saved_model", "export_version",
            "latest_version"]
 
@@ -260,7 +262,7 @@ def _metadata(model: tfnvp.RealNVP) -> dict:
         "format": "tfnvp.saved_model/1",
         "image_shape": list(model.image_shape),
         "flow_dtype": model.flow_dtype.name,
-        "model_config": json.loads(json.dumps(model.get_config())),
+        "model_config": json.loads(json.dumps(run_dir.model_config(model))),
         "signatures": list(SIGNATURE_NAMES),
         "io_dtype": "float32",
         "value_checks": True,

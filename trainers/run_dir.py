@@ -21,14 +21,16 @@ import os
 import tempfile
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 import tfnvp
 
-__all__ = ["CONFIG_FILE", "CHECKPOINT_DIR", "LEGACY_MODEL_DEFAULTS", "ConfigMismatchError", "write_json_atomic",
-           "read_config", "check_config", "write_or_check_config", "build_model", "restore_run",
-           "restore_model",
-           "checkpoint_dir", "model_checkpoint_object"]
+__all__ = ["CONFIG_FILE", "CHECKPOINT_DIR", "LEGACY_MODEL_DEFAULTS", "ARCHITECTURES",
+           "ARCHITECTURE_KEY", "ConfigMismatchError", "write_json_atomic", "read_config",
+           "check_config", "write_or_check_config", "architecture_of", "model_config",
+           "build_model", "latent_scale_index", "restore_run", "restore_model", "checkpoint_dir",
+           "model_checkpoint_object"]
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -39,6 +41,12 @@ CHECKPOINT_DIR = "checkpoints"
 # defaults is refused as a different configuration.
 LEGACY_MODEL_DEFAULTS = dict(skip_connections=False, logit_map="asymmetric",
                              factor_out="channel")
+
+# --model (trainers/train.py) -> model class.  A run's model config names its
+# architecture under ARCHITECTURE_KEY unless it is Real NVP: configs written
+# before other architectures existed stay equal (resumable).
+ARCHITECTURES = {"realnvp": tfnvp.RealNVP, "glow": tfnvp.Glow}
+ARCHITECTURE_KEY = "architecture"
 
 
 class ConfigMismatchError(ValueError):
@@ -102,7 +110,7 @@ def check_config(output_dir: str, config: dict) -> bool:
 def write_or_check_config(output_dir: str, config: dict) -> None:
     """Writes ``config`` for a new run; for an existing run, checks it matches.
 
-    ``config`` has the keys ``"model"`` (``RealNVP.get_config()``) and
+    ``config`` has the keys ``"model"`` (``model_config(model)``) and
     ``"data"`` (at least ``image_shape`` and ``dataset``).  Anything else
     (e.g. ``"flags"``) is informational and may change between restarts.
     """
@@ -115,15 +123,58 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def build_model(config: dict, **overrides) -> tfnvp.RealNVP:
-    """A fresh ``RealNVP`` from a run's config (``overrides`` replace model keys).
+def architecture_of(model: tfnvp.ImageFlowModel) -> str:
+    """The ``ARCHITECTURES`` name of ``model``."""
+    for name, cls in ARCHITECTURES.items():
+        if type(model) is cls:
+            return name
+    raise TypeError(f"No architecture name for {type(model).__name__}; known: "
+                    f"{sorted(ARCHITECTURES)}.")
 
-    Keys the config lacks take their ``LEGACY_MODEL_DEFAULTS`` value.
+
+def model_config(model: tfnvp.ImageFlowModel) -> dict:
+    """What a run (``config.json``'s ``"model"``) and an export record of ``model``:
+    ``model.get_config()``, plus ``ARCHITECTURE_KEY`` unless it is a ``RealNVP``."""
+    config = model.get_config()
+    name = architecture_of(model)
+    if name != "realnvp":
+        config[ARCHITECTURE_KEY] = name
+    return config
+
+
+def _split_architecture(config: dict) -> tuple[str, dict]:
+    """``(architecture name, constructor arguments)`` of a stored model config."""
+    config = dict(config)
+    name = config.pop(ARCHITECTURE_KEY, "realnvp")
+    if name not in ARCHITECTURES:
+        raise ValueError(f"Unknown model architecture {name!r} in the run's config (known: "
+                         f"{sorted(ARCHITECTURES)}): written by a newer tfnvp?")
+    if name == "realnvp":
+        config = {**LEGACY_MODEL_DEFAULTS, **config}
+    return name, config
+
+
+def build_model(config: dict, **overrides) -> tfnvp.ImageFlowModel:
+    """A fresh model (``RealNVP`` or ``Glow``, by ``ARCHITECTURE_KEY``) from a run's
+    config (``overrides`` replace model keys).
+
+    Real NVP keys the config lacks take their ``LEGACY_MODEL_DEFAULTS`` value.
     """
-    return tfnvp.RealNVP(**{**LEGACY_MODEL_DEFAULTS, **config["model"], **overrides})
+    name, arguments = _split_architecture(config["model"])
+    return ARCHITECTURES[name](**{**arguments, **overrides})
 
 
-def model_checkpoint_object(model: tfnvp.RealNVP) -> tfnvp.RealNVP:
+def latent_scale_index(stored_model_config: dict, image_shape) -> np.ndarray:
+    """The latent layout (``tfnvp.latent_scale_index``) of a stored model config, without
+    building the model (e.g. for a SavedModel's metadata)."""
+    name, arguments = _split_architecture(stored_model_config)
+    if name == "glow":
+        return tfnvp.glow_latent_scale_index(image_shape, int(arguments["num_scales"]))
+    return tfnvp.latent_scale_index(image_shape, int(arguments["num_scales"]),
+                                    arguments["factor_out"])
+
+
+def model_checkpoint_object(model: tfnvp.ImageFlowModel) -> tfnvp.ImageFlowModel:
     """What checkpoints store under ``model``: the model itself, every weight checked.
 
     ``tf.train.Checkpoint`` only saves what it reaches through tracked
@@ -141,7 +192,7 @@ def model_checkpoint_object(model: tfnvp.RealNVP) -> tfnvp.RealNVP:
 
 
 def restore_run(output_dir: str, checkpoint_path: str | None = None,
-                **overrides) -> tuple[tfnvp.RealNVP, str]:
+                **overrides) -> tuple[tfnvp.ImageFlowModel, str]:
     """The model of a run and the checkpoint its weights come from.
 
     ``checkpoint_path`` (e.g. ``--checkpoint``) must exist and restore; without
@@ -173,6 +224,6 @@ def restore_run(output_dir: str, checkpoint_path: str | None = None,
 
 
 def restore_model(output_dir: str, checkpoint_path: str | None = None,
-                  **overrides) -> tfnvp.RealNVP:
+                  **overrides) -> tfnvp.ImageFlowModel:
     """The model of a run with the weights of its newest intact (or the given) checkpoint."""
     return restore_run(output_dir, checkpoint_path, **overrides)[0]

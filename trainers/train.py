@@ -1,4 +1,4 @@
-r"""Train, evaluate or export Real NVP (Dinh et al., ICLR 2017).
+r"""Train, evaluate or export Real NVP (Dinh et al., ICLR 2017) or Glow (Kingma & Dhariwal, 2018).
 
 Run from the repository root::
 
@@ -13,8 +13,12 @@ up in ``trainers/``.  ``--output_dir`` defaults to ``runs/<flagfile name>`` (els
 run directory resumes from the latest checkpoint.  TFDS datasets are downloaded and
 prepared before the run directory is created (``trainers/tfds_prepare.py``).
 ``--train_steps`` has no default: every run says how long it trains (the paper-sized
-flagfiles set long runs).  The model flags default to the paper's configuration
-(``tfnvp.PAPER_CONFIGS``) for the paper's datasets and must be given for the others.
+flagfiles set long runs).  ``--model=realnvp|glow`` picks the architecture; its flags
+(Real NVP: ``--num_scales``, ``--num_res_blocks``, ``--hidden_channels``; Glow:
+``--num_scales``, ``--steps_per_scale``, ``--hidden_channels``) default to its paper's
+configuration (``tfnvp.PAPER_CONFIGS``, ``tfnvp.GLOW_PAPER_CONFIGS``) for the paper's
+datasets and must be given for the others.  eval and export rebuild the run's own model
+from its ``config.json``.
 
 Modes:
   train   train (or resume) into --output_dir; evaluates every --eval_every steps.
@@ -73,11 +77,17 @@ flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (other Adam settin
 flags.DEFINE_float("l2", 5e-5, "L2 penalty coefficient on the conditioners' kernels (= their "
                    "weight-norm scales; paper: 5e-5), added to the loss.")
 flags.DEFINE_float("clip_grad_norm", None, "Clip the global gradient norm to this (unset: no clipping).")
-flags.DEFINE_integer("num_scales", None, "Scales of the multi-scale architecture (default: paper's "
-                     "for --dataset).")
-flags.DEFINE_integer("num_res_blocks", None, "Residual blocks per conditioner (default: paper's).")
-flags.DEFINE_integer("hidden_channels", None, "Feature maps of the finest scale's conditioners "
+flags.DEFINE_enum("model", "realnvp", ["realnvp", "glow"], "Architecture: Real NVP "
+                  "(tfnvp.RealNVP) or Glow (tfnvp.Glow: actnorm, 1x1 convolutions, Glow "
+                  "couplings; no batch norm). eval/export use the run's.")
+flags.DEFINE_integer("num_scales", None, "Scales (Glow: levels) of the multi-scale architecture "
+                     "(default: the --model's paper's for --dataset).")
+flags.DEFINE_integer("num_res_blocks", None, "Real NVP: residual blocks per conditioner "
                      "(default: paper's).")
+flags.DEFINE_integer("steps_per_scale", None, "Glow: steps of flow per level, K (default: the "
+                     "Glow paper's for --dataset).")
+flags.DEFINE_integer("hidden_channels", None, "Feature maps of the finest scale's conditioners "
+                     "(Glow: of every coupling network; default: the --model's paper's).")
 flags.DEFINE_integer("eval_every", 1000, "Evaluate (held-out bits/dim and a sample grid) every N steps.")
 flags.DEFINE_integer("checkpoint_every", 1000, "Checkpoint every N steps (and at the end).")
 flags.DEFINE_integer("summary_every", 100, "TensorBoard training summaries every N steps.")
@@ -123,7 +133,8 @@ flags.register_validator("max_consecutive_skipped", lambda v: v >= 1, message="m
 for _name in ("batch_size", "eval_batch_size", "eval_every", "checkpoint_every", "summary_every",
               "log_every"):
     flags.register_validator(_name, lambda v: v is not None and v >= 1, message="must be >= 1.")
-for _name in ("train_steps", "num_scales", "hidden_channels", "max_eval_examples"):
+for _name in ("train_steps", "num_scales", "hidden_channels", "max_eval_examples",
+              "steps_per_scale"):
     flags.register_validator(_name, lambda v: v is None or v >= 1, message="must be >= 1.")
 flags.register_validator("channels", lambda v: v is None or 1 <= v <= 4,
                          message="must be 1, 2, 3 or 4 (leave it unset to infer it).")
@@ -178,26 +189,40 @@ def _resolve_data_dir(path: str | None) -> str | None:
     return from_root if os.path.exists(from_root) else path
 
 
-def _paper_config_name(dataset: str) -> str | None:
+# --model -> (its architecture flags, the one it ignores).
+_MODEL_FLAGS = {"realnvp": (("num_scales", "num_res_blocks", "hidden_channels"), "steps_per_scale"),
+                "glow": (("num_scales", "steps_per_scale", "hidden_channels"), "num_res_blocks")}
+
+
+def _paper_configs(model: str = "realnvp") -> dict:
     import tfnvp
 
+    return tfnvp.GLOW_PAPER_CONFIGS if model == "glow" else tfnvp.PAPER_CONFIGS
+
+
+def _paper_config_name(dataset: str, model: str = "realnvp") -> str | None:
     name = "lsun" if dataset.startswith("lsun_") else dataset
-    return name if name in tfnvp.PAPER_CONFIGS else None
+    return name if name in _paper_configs(model) else None
 
 
 def model_flags(dataset: str) -> dict:
-    """``num_scales``, ``num_res_blocks``, ``hidden_channels`` from flags or the paper."""
-    import tfnvp
-
-    paper = _paper_config_name(dataset)
-    values = {}
-    for key in ("num_scales", "num_res_blocks", "hidden_channels"):
+    """``model`` and its architecture flags (``_MODEL_FLAGS``) from flags or its paper."""
+    model = FLAGS.model
+    keys, ignored = _MODEL_FLAGS[model]
+    if FLAGS[ignored].value is not None:
+        logging.warning("--%s=%s is not a --model=%s setting: ignored.", ignored,
+                        FLAGS[ignored].value, model)
+    papers = _paper_configs(model)
+    paper = _paper_config_name(dataset, model)
+    values = {"model": model, ignored: None}
+    for key in keys:
         value = FLAGS[key].value
         if value is None:
             if paper is None:
-                raise UserError(f"--{key} is required for --dataset={dataset} (it has no paper "
-                                f"configuration; those exist for {sorted(tfnvp.PAPER_CONFIGS)}).")
-            value = tfnvp.PAPER_CONFIGS[paper][key]
+                raise UserError(f"--{key} is required for --model={model} --dataset={dataset} "
+                                f"(it has no paper configuration; those exist for "
+                                f"{sorted(papers)}).")
+            value = papers[paper][key]
         values[key] = value
     return values
 

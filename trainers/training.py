@@ -1,4 +1,5 @@
-"""The Real NVP training loop: model, checkpoints, resumption, summaries and evaluations.
+"""The training loop of the image flows (Real NVP, Glow): model, checkpoints, resumption,
+summaries and evaluations.
 
 ``train(config, data_config, strategy)`` trains ``config.train_steps`` steps into
 ``config.output_dir`` (layout: ``trainers/run_dir.py``):
@@ -87,7 +88,7 @@ class TrainConfig:
     output_dir: str
     train_steps: int
     num_scales: int
-    num_res_blocks: int
+    num_res_blocks: int | None  # Real NVP only.
     hidden_channels: int
     learning_rate: float = 1e-3
     l2: float = 5e-5
@@ -105,15 +106,26 @@ class TrainConfig:
     recalibration_batches: int = 20
     running_average_batch_norm: bool = False
     keep_checkpoints: int = 3
+    model: str = "realnvp"  # A key of run_dir.ARCHITECTURES.
+    steps_per_scale: int | None = None  # Glow only.
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {sorted(MIXED_PRECISION)}, "
                              f"got {self.mixed_precision!r}.")
+        if self.model not in run_dir.ARCHITECTURES:
+            raise ValueError(f"model must be one of {sorted(run_dir.ARCHITECTURES)}, "
+                             f"got {self.model!r}.")
 
 
 def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool = False
-                ) -> tfnvp.RealNVP:
+                ) -> tfnvp.ImageFlowModel:
+    """The ``config.model`` architecture (Glow has no batch norm to synchronize)."""
+    if config.model == "glow":
+        return tfnvp.Glow(image_shape, num_scales=config.num_scales,
+                          steps_per_scale=config.steps_per_scale,
+                          hidden_channels=config.hidden_channels,
+                          conditioner_dtype=MIXED_PRECISION[config.mixed_precision])
     return tfnvp.RealNVP(
         image_shape, num_scales=config.num_scales, num_res_blocks=config.num_res_blocks,
         hidden_channels=config.hidden_channels,
@@ -122,14 +134,18 @@ def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool 
         conditioner_dtype=MIXED_PRECISION[config.mixed_precision])
 
 
-def run_config(model: tfnvp.RealNVP, data_config: data.DataConfig, config: TrainConfig) -> dict:
+def run_config(model: tfnvp.ImageFlowModel, data_config: data.DataConfig,
+               config: TrainConfig) -> dict:
     """``config.json``: what a resumed run must share (model, data) plus informational flags.
 
-    Batch-norm synchronization follows the number of replicas, not the
-    architecture, so it is stored as ``False``: a run may resume on another
-    number of devices.
+    The model is ``run_dir.model_config`` (Glow's names its architecture).
+    Real NVP's batch-norm synchronization follows the number of replicas, not
+    the architecture, so it is stored as ``False``: a run may resume on
+    another number of devices.
     """
-    model_config = {**model.get_config(), "synchronized_batch_norm": False}
+    model_config = run_dir.model_config(model)
+    if "synchronized_batch_norm" in model_config:
+        model_config["synchronized_batch_norm"] = False
     return dict(
         model=model_config,
         data=dict(dataset=data_config.dataset, image_shape=list(model.image_shape)),

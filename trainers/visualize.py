@@ -48,7 +48,6 @@ import tensorflow as tf
 from absl import app, flags, logging
 from PIL import Image, UnidentifiedImageError
 
-import tfnvp
 from tfnvp import grid as grid_lib
 from tfnvp import latent
 from trainers import checkpoints, run_dir
@@ -155,9 +154,7 @@ class SavedModelAdapter:
             raise ValueError(f"SavedModel {self.path!r} has no {_EXPORT_METADATA} with the model "
                              "config: cannot tell which scale each latent belongs to. "
                              "Use --output_dir instead.")
-        factor_out = config.get("factor_out", run_dir.LEGACY_MODEL_DEFAULTS["factor_out"])
-        return tfnvp.latent_scale_index(image_shape or self.image_shape,
-                                        int(config["num_scales"]), factor_out)
+        return run_dir.latent_scale_index(config, image_shape or self.image_shape)
 
 
 # ------------------------------------------------------------------ images

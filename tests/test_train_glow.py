@@ -1,0 +1,83 @@
+"""trainers/train.py with --model=glow: a tiny digits run trains, evaluates and exports, and
+its run directory restores as a Glow model; glow_cifar.flags is the Glow paper's model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfnvp
+from trainers import data, evaluation, run_dir, train, visualize
+
+# Two replicas here (tests/conftest.py): the actnorms initialize from the global batch.
+TINY_GLOW = ["--dataset=digits", "--model=glow", "--num_scales=2", "--steps_per_scale=1",
+             "--hidden_channels=8", "--batch_size=16", "--eval_batch_size=300",
+             "--num_sample_images=4", "--log_every=1", "--summary_every=2", "--eval_every=1000",
+             "--checkpoint_every=2", "--learning_rate=1e-3"]
+
+
+def _run(*args: str) -> int:
+    return train.run(["train.py", *args])
+
+
+def test_glow_digits_run_trains_evaluates_and_exports(tmp_path):
+    run = tmp_path / "glow"
+    assert _run(*TINY_GLOW, f"--output_dir={run}", "--train_steps=3") == 0
+    stored = json.loads((run / "config.json").read_text())["model"]
+    assert stored[run_dir.ARCHITECTURE_KEY] == "glow"
+    assert (stored["num_scales"], stored["steps_per_scale"], stored["hidden_channels"]) == (2, 1, 8)
+
+    # The run restores as a Glow, its actnorms initialized from data (checkpointed).
+    model = run_dir.restore_model(str(run))
+    assert isinstance(model, tfnvp.Glow)
+    assert all(float(a.initialized.numpy()) == 1.0 for a in model.actnorms)
+    assert evaluation.checkpoint_step(tf.train.latest_checkpoint(str(run / "checkpoints"))) == 3
+
+    assert _run(f"--output_dir={run}", "--mode=eval") == 0
+    report = json.loads((run / "eval.json").read_text())
+    assert report["num_examples"] == 297 and report["step"] == 3
+    assert report["recalibration_batches"] == 0  # No batch norm: nothing to recalibrate.
+    assert 0 < report["std_error"] < report["bits_per_dim"] < 20
+    direct = evaluation.Evaluator(model).evaluate(
+        data.make_eval_dataset(data.DataConfig("digits", eval_batch_size=100)))
+    assert direct.bits_per_dim == pytest.approx(report["bits_per_dim"], rel=1e-6)
+
+    assert _run(f"--output_dir={run}", "--mode=export") == 0
+    exported = run / "saved_model" / "3"
+    adapter = visualize.SavedModelAdapter(str(exported))
+    assert adapter.metadata["model_config"][run_dir.ARCHITECTURE_KEY] == "glow"
+    np.testing.assert_array_equal(adapter.latent_scale_index(), model.latent_scale_index())
+    x = tf.random.uniform((2, 8, 8, 1), 0.0, 256.0, seed=1)
+    loaded = tf.saved_model.load(str(exported))
+    np.testing.assert_allclose(loaded.log_prob(x).numpy(), model.log_prob(x).numpy(), rtol=1e-5)
+
+    # Resuming the Glow run as Real NVP is refused; the run is untouched.
+    assert _run("--flagfile=digits.flags", f"--output_dir={run}", "--train_steps=4") == 1
+    assert evaluation.checkpoint_step(tf.train.latest_checkpoint(str(run / "checkpoints"))) == 3
+
+
+def test_glow_cifar_flagfile_is_the_glow_papers_model(tmp_path):
+    train.FLAGS.unparse_flags()
+    train.FLAGS(train.resolve_flagfiles(["train.py", "--flagfile=glow_cifar.flags",
+                                         f"--output_dir={tmp_path}"]))
+    config = train.train_config()
+    paper = tfnvp.GLOW_PAPER_CONFIGS["cifar10"]
+    assert config.model == "glow" and config.num_res_blocks is None
+    assert (config.num_scales, config.steps_per_scale, config.hidden_channels) == (
+        paper["num_scales"], paper["steps_per_scale"], paper["hidden_channels"]) == (3, 32, 512)
+    assert (config.learning_rate, config.l2, config.clip_grad_norm) == (1e-3, 0.0, None)
+    # Without the flags, --model=glow takes the Glow paper's configuration for CIFAR-10.
+    train.FLAGS.unparse_flags()
+    train.FLAGS(["train.py", "--dataset=cifar10", "--model=glow", "--train_steps=1",
+                 f"--output_dir={tmp_path}"])
+    defaults = train.train_config()
+    assert (defaults.num_scales, defaults.steps_per_scale, defaults.hidden_channels) == (3, 32, 512)
+    train.FLAGS.unparse_flags()
+    train.FLAGS(["train.py", "--dataset=digits", "--model=glow", "--num_scales=2",
+                 "--train_steps=1", f"--output_dir={tmp_path}"])
+    with pytest.raises(train.UserError, match="--steps_per_scale is required for --model=glow"):
+        train.train_config()

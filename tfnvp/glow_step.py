@@ -1,0 +1,80 @@
+"""Glow's step type: actnorm, invertible 1x1 convolution, affine coupling.
+
+One step of flow (Kingma & Dhariwal 2018, section 3 and Table 1), data -> latent::
+
+    y = actnorm(x)              (x + b) * exp(s), data-dependent init     (section 3.1)
+    y = conv1x1(y)              y @ W, W = P L (U + diag(s))               (section 3.2, eq. 10)
+    y = coupling(y)             y_b <- (y_b + t) * sigmoid(h + 2), [t, h] = NN(y_a)   (3.3)
+
+``GlowStep`` is a ``tfnvp.multiscale.StepBuilder``: it creates the step's
+layers -- ``actnorm`` (``ActNormParameters``), ``conv1x1``
+(``InvertibleConv1x1Weights``) and ``conditioner`` (a ``GlowAffineHead``
+around a ``GlowNet``), tracked as ``<role>_<index>`` -- and builds the three
+bijectors from them.  ``Step.parity`` says which half of the channels the
+coupling keeps (``mask`` is always the channel mask).  Used by ``tfnvp.Glow``.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfnvp.bijectors.actnorm import ActNorm, ActNormParameters
+from tfnvp.bijectors.glow_coupling import glow_coupling
+from tfnvp.bijectors.invertible_conv import InvertibleConv1x1, InvertibleConv1x1Weights
+from tfnvp.multiscale import Position, Step, StepBuilder
+from tfnvp.nets.glow_net import GlowAffineHead, GlowNet
+
+tfb = tfp.bijectors
+
+__all__ = ["GlowStep"]
+
+
+class GlowStep(StepBuilder):
+    """Glow steps (actnorm, invertible 1x1 convolution, affine coupling).
+
+    Args:
+      hidden_channels: width of every coupling network (``GlowNet``; 512 in the paper).
+      dtype: the flow's dtype (actnorm and 1x1-convolution variables, the heads).
+      conditioner_dtype: Keras dtype policy of the coupling networks (default: ``dtype``).
+      context_channels: size of the conditioning context (``K`` one-hot labels; 0: none).
+      seed: seed of the 1x1 convolutions' initial random rotations (step ``i``
+        uses ``seed + i``); ``None`` draws it from NumPy's global generator
+        (``keras.utils.set_random_seed`` seeds it).
+    """
+
+    def __init__(self, hidden_channels: int, dtype: tf.DType | str,
+                 conditioner_dtype: str | None = None, context_channels: int = 0,
+                 seed: int | None = None):
+        self._hidden = int(hidden_channels)
+        self._dtype = tf.as_dtype(dtype).name
+        self._net_dtype = conditioner_dtype or self._dtype
+        self._context = int(context_channels)
+        self._seed = int(np.random.randint(2**31 - 1)) if seed is None else int(seed)
+
+    def layers(self, step: Step, position: Position) -> dict[str, keras.layers.Layer]:
+        if step.mask != "channel":
+            raise ValueError(f"A Glow step couples the channel halves, got mask={step.mask!r}.")
+        width, index = position.channels, position.index
+        net = GlowNet(width, self._hidden, context_channels=self._context,
+                      dtype=self._net_dtype, name=f"glow_net_{index}")
+        return {
+            "actnorm": ActNormParameters(width, dtype=self._dtype, name=f"actnorm_{index}"),
+            "conv1x1": InvertibleConv1x1Weights(width, seed=self._seed + index, dtype=self._dtype,
+                                                name=f"conv1x1_{index}"),
+            "conditioner": GlowAffineHead(net, width, parity=step.parity, dtype=self._dtype,
+                                          name=f"coupling_{index}"),
+        }
+
+    def bijectors(self, step: Step, layers: Mapping[str, keras.layers.Layer],
+                  position: Position, event_ndims: int) -> list[tfb.Bijector]:
+        if event_ndims != 3:
+            raise ValueError(f"A Glow step acts on images (event_ndims=3), got {event_ndims}.")
+        index = position.index
+        return [ActNorm(layers["actnorm"], name=f"actnorm_{index}"),
+                InvertibleConv1x1(layers["conv1x1"], name=f"conv1x1_{index}"),
+                glow_coupling(layers["conditioner"], name=f"coupling_{index}")]

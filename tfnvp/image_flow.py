@@ -1,0 +1,161 @@
+"""What the image flows (``RealNVP``, ``Glow``) share: 8-bit images in ``[0, 256)``.
+
+An ``ImageFlowModel`` is a ``FlowModel`` over ``[..., H, W, C]`` images with
+values in ``[0, 256)``.  Data -> latent, its flow is::
+
+    x in [0, 256)  --LogitPreprocess-->  logit space  --declared scales-->  z ~ N(0, I)
+
+(the logit preprocessing of Real NVP's section 4.1, ``tfnvp.bijectors.LogitPreprocess``;
+the scales are the subclass's ``tfnvp.multiscale`` declaration).  This base
+class provides the image checks (shape, dtype, ``[0, 256)``), the uniform
+dequantizer of 8-bit images (``bits_per_dim``), ``sample`` and
+``distribution_for`` at other image sizes, ``latent_scale_index`` and
+``from_paper`` over the subclass's ``paper_configs``.
+
+Subclasses call ``_set_image_shape`` first and ``_finish_image_flow`` last in
+``__init__``, after ``_create_steps``, and keep their constructor arguments
+in ``self._config`` (``get_config``; it must hold ``alpha`` and ``logit_map``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfnvp import multiscale, validation
+from tfnvp.bijectors.chain import FusedChain
+from tfnvp.bijectors.logit import LogitPreprocess
+from tfnvp.checked_distribution import EventCheckedDistribution
+from tfnvp.dequantization import UniformDequantizer, bits_per_dim_from_log_prob
+from tfnvp.flow_model import Flow, FlowModel
+from tfnvp.running_average import Training
+
+tfd = tfp.distributions
+
+__all__ = ["ImageFlowModel", "LOGIT_MAPS"]
+
+LOGIT_MAPS = ("symmetric", "asymmetric")
+
+
+class ImageFlowModel(FlowModel):
+    """Base class of the image flows; see the module docstring."""
+
+    data_support = (0.0, 256.0)
+    # Name -> constructor arguments of published configurations (``from_paper``).
+    paper_configs: ClassVar[dict[str, dict]] = {}
+
+    def _set_image_shape(self, image_shape: Sequence[int], num_scales: int, squeezes: int,
+                         logit_map: str) -> tuple[int, ...]:
+        """Checks and sets ``image_shape`` (``H``, ``W`` divisible by ``2**squeezes``)."""
+        image_shape = tuple(int(d) for d in image_shape)
+        if len(image_shape) != 3 or min(image_shape) < 1:
+            raise ValueError(f"image_shape must be (height, width, channels), got {image_shape}.")
+        if num_scales < 1:
+            raise ValueError(f"num_scales must be at least 1, got {num_scales}.")
+        if logit_map not in LOGIT_MAPS:
+            raise ValueError(f"logit_map must be one of {LOGIT_MAPS}, got {logit_map!r}.")
+        factor = 2 ** squeezes
+        if image_shape[0] % factor or image_shape[1] % factor:
+            raise ValueError(
+                f"image_shape {image_shape}: height and width must be divisible by "
+                f"{factor} for num_scales={num_scales} (the flow halves them {squeezes} times).")
+        self.image_shape = image_shape
+        self.event_shape = image_shape
+        self.num_scales = int(num_scales)
+        self._squeezes = int(squeezes)
+        return image_shape
+
+    def _finish_image_flow(self, num_classes: int | None) -> None:
+        """The dequantizer, class conditioning, and every weight built (evaluation mode)."""
+        self.dequantizer = UniformDequantizer(dtype=self.flow_dtype.name, name="dequantizer")
+        self._make_class_conditional(num_classes)
+        # Evaluation mode: no statistic is updated, no actnorm initialized.
+        self.log_prob(tf.fill((1,) + self.image_shape, tf.constant(128.0, self.flow_dtype)),
+                      labels=None if num_classes is None else tf.zeros([1], tf.int32))
+
+    @classmethod
+    def from_paper(cls, name: str, **overrides) -> "ImageFlowModel":
+        """The published configuration ``name`` (a key of ``cls.paper_configs``)."""
+        if name not in cls.paper_configs:
+            raise ValueError(f"Unknown paper configuration {name!r} for {cls.__name__}; "
+                             f"choose one of {sorted(cls.paper_configs)}.")
+        return cls(**{**cls.paper_configs[name], **overrides})
+
+    def get_config(self) -> dict:
+        return dict(self._config)
+
+    # ------------------------------------------------------------------ flow
+    def _build_flow(self, image_shape: tuple[int, ...]) -> Flow:
+        validation.check_image_shape(image_shape, self.image_shape[-1], self._squeezes)
+        bijector = FusedChain(
+            [LogitPreprocess(self._config["alpha"],
+                             symmetric=self._config["logit_map"] == "symmetric",
+                             validate_args=self.validate_args)] + self._flow_bijectors(3),
+            name=f"{self.name}_flow")
+        base = tfd.Sample(tfd.Normal(tf.zeros([], self.flow_dtype), tf.ones([], self.flow_dtype)),
+                          sample_shape=image_shape)
+        distribution = EventCheckedDistribution(
+            base, bijector, what="images", layout="batch..., height, width, channels",
+            name=self.name)
+        return Flow(bijector, distribution)
+
+    def distribution_for(self, image_shape: Sequence[int]) -> tfd.TransformedDistribution:
+        """The same weights as a distribution over images of another size.
+
+        The conditioners are convolutional and the masks are computed from
+        the input's shape, so a trained model extrapolates (Real NVP's appendix C).
+        """
+        return self._flow(image_shape).distribution
+
+    # ------------------------------------------------------------------ API
+    def _check_inputs(self, x) -> tf.Tensor:
+        return validation.check_images(x, self.flow_dtype, self.image_shape[-1],
+                                       self.validate_args, self._squeezes)
+
+    def _check_latents(self, z) -> tf.Tensor:
+        return validation.check_latents(z, self.flow_dtype, self.image_shape[-1],
+                                        self.validate_args, self._squeezes)
+
+    def _dequantize(self, x, seed,
+                    training: Training | None) -> tuple[tf.Tensor, tf.Tensor | float]:
+        """uint8 images go through ``self.dequantizer``; float pixels are already dequantized."""
+        x = tf.convert_to_tensor(x)
+        if x.dtype != tf.uint8:
+            return x, 0.0
+        images = validation.check_uint8_images(x)
+        return self.dequantizer.dequantize(images, seed=seed, training=bool(training))
+
+    def bits_per_dim(self, images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
+                     training: Training | None = False,
+                     labels: tf.Tensor | None = None) -> tf.Tensor:
+        """Bits/dim of 8-bit images under the model's dequantizer.
+
+        ``images`` are uint8 ``[..., H, W, C]``; ``self.dequantizer`` turns
+        them into ``x = images + u`` with ``log q(u | x)`` (uniform noise and
+        ``log q = 0``, ``tfnvp.dequantize``, from the stateless ``seed`` if
+        given) and the result is ``nll(images) / (D ln 2) = (-log p(x) + log
+        q) / (D ln 2)`` per image: the dequantization bound on the discrete
+        model's bits/dim (see ``tfnvp.dequantization``).
+        """
+        images = validation.check_uint8_images(images)
+        nll = self.nll(images, training=training, seed=seed, labels=labels)
+        return bits_per_dim_from_log_prob(-nll, int(np.prod(images.shape[-3:])))
+
+    def sample(self, num_samples: int, temperature: float = 1.0,
+               seed: tf.Tensor | Sequence[int] | None = None,
+               image_shape: Sequence[int] | None = None,
+               labels: tf.Tensor | None = None) -> tf.Tensor:
+        """``num_samples`` images from ``z ~ N(0, temperature^2 I)`` of ``image_shape``
+        (default: the model's own; any size the flow accepts, appendix C); of the
+        classes ``labels`` (``[num_samples]``) for a class-conditional model."""
+        return super().sample(num_samples, temperature, seed, event_shape=image_shape,
+                              labels=labels)
+
+    def latent_scale_index(self, image_shape: Sequence[int] | None = None) -> np.ndarray:
+        """``tfnvp.multiscale.latent_scale_index`` of this model's layout (default: its
+        own image shape): the scale each latent entry left the flow at, 0 the finest."""
+        return multiscale.latent_scale_index(self._untracked.scales,
+                                             image_shape or self.image_shape)
