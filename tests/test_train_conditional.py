@@ -25,7 +25,7 @@ CONDITIONAL = ["--flagfile=digits.flags", "--conditional", "--num_scales=1",
                "--num_res_blocks=1", "--hidden_channels=8", "--batch_size=32",
                "--eval_batch_size=300", "--train_steps=20", "--eval_every=20",
                "--checkpoint_every=20", "--log_every=10", "--summary_every=20",
-               "--num_sample_images=20", "--recalibration_batches=2"]
+               "--num_sample_images=20", "--recalibration_batches=1"]
 DIGIT_GRID = 8 + 1  # One 8x8 digit plus the grid's 1-pixel padding.
 
 
@@ -43,6 +43,14 @@ def conditional_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("conditional")
     assert _run(*CONDITIONAL, f"--output_dir={run}") == 0
     return run
+
+
+@pytest.fixture(scope="module")
+def conditional_model(conditional_run):
+    """The run's model, restored from its final checkpoint."""
+    model = run_dir.restore_model(str(conditional_run), conditioner_dtype=None)
+    assert model.num_classes == 10
+    return model
 
 
 def _eval_batch(count: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -63,13 +71,13 @@ def test_conditional_run_records_classes_and_draws_one_row_per_class(conditional
     assert grid.shape[:2] == ((10 * DIGIT_GRID + 1) * 16, (2 * DIGIT_GRID + 1) * 16)
 
 
-def test_conditional_eval_and_export_agree_with_the_model(conditional_run, tmp_path):
+def test_conditional_eval_and_export_agree_with_the_model(conditional_run, conditional_model,
+                                                          tmp_path):
     assert _run(f"--output_dir={conditional_run}", "--mode=eval") == 0
     report = json.loads((conditional_run / "eval.json").read_text())
     assert report["num_examples"] == 297 and math.isfinite(report["bits_per_dim"])
 
-    model = run_dir.restore_model(str(conditional_run), conditioner_dtype=None)
-    assert model.num_classes == 10
+    model = conditional_model
     # --mode=eval is -log p(x | y) over the held-out split with its labels.
     x, labels = _eval_batch(297)
     nll = -model.log_prob(x, training=False, labels=labels).numpy()
@@ -113,8 +121,8 @@ def test_conditional_eval_and_export_agree_with_the_model(conditional_run, tmp_p
         visualize.run("manifold", str(tmp_path / "m.png"), output_dir=str(conditional_run))
 
 
-def test_visualized_rows_are_the_classes(conditional_run):
-    model = run_dir.restore_model(str(conditional_run), conditioner_dtype=None)
+def test_visualized_rows_are_the_classes(conditional_model):
+    model = conditional_model
     figure = visualize.class_samples(model, 10, (0.0,), n=2, seed=0)
     assert figure.images.shape == (10, 1, 2, 8, 8, 1)
     # Temperature 0 decodes each class's prior mean mu_y: row k is decode(mu_k; k).

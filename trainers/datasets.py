@@ -114,11 +114,11 @@ class Source(abc.ABC):
                              f"{self.image_shape()[-1]} channel(s) (only image_folder files are "
                              "converted); leave --channels unset.")
 
+    @abc.abstractmethod
     def num_classes(self) -> int:
         """Number of classes of the labels `split(labels=True)` yields; a ValueError
-        saying the dataset has none otherwise."""
-        raise ValueError(f"{type(self).__name__} has no class labels (a class-conditional "
-                         "model, --conditional, needs them).")
+        (FileNotFoundError for a missing labels file) naming the dataset and the problem
+        when it has none or they are unusable."""
 
     @abc.abstractmethod
     def split(self, training: bool, seed: int, labels: bool = False) -> Split:
@@ -142,7 +142,7 @@ def _decode_each(records: tf.data.Dataset, decode_one: Callable[[tf.Tensor], tf.
     return records.map(one, num_parallel_calls=_AUTOTUNE)
 
 
-def check_labels(train: np.ndarray, test: np.ndarray, counts: tuple[int, int],
+def _check_labels(train: np.ndarray, test: np.ndarray, counts: tuple[int, int],
                  where: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     """Class labels of both splits as int32 arrays, checked: 1-D non-negative integers,
     one per image (`counts`), the test split's among the train split's classes
@@ -192,7 +192,7 @@ class _ArraySource(Source):
 
     @abc.abstractmethod
     def _load_labels(self) -> tuple[np.ndarray, np.ndarray]:
-        """Returns the (train, eval) labels (see `check_labels`), or a clear error."""
+        """Returns the (train, eval) labels (see `_check_labels`), or a clear error."""
 
     @functools.cached_property
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -253,7 +253,7 @@ class _DigitsSource(_ArraySource):
         from sklearn.datasets import load_digits
 
         train, test = self._split(load_digits().target)
-        return check_labels(train, test, (len(train), len(test)), ("digits", "digits"))
+        return _check_labels(train, test, (len(train), len(test)), ("digits", "digits"))
 
 
 def _existing_path(data_dir: str | None, dataset: str, what: str) -> pathlib.Path:
@@ -379,7 +379,7 @@ class _IdxSource(_ArraySource):
             _, data = _read_idx(path, 1, "labels", values=True)  # Count checked by _load.
             labels.append(np.frombuffer(data, np.uint8))
             paths.append(str(path))
-        return check_labels(labels[0], labels[1], (len(self._arrays[0]), len(self._arrays[1])),
+        return _check_labels(labels[0], labels[1], (len(self._arrays[0]), len(self._arrays[1])),
                             (paths[0], paths[1]))
 
 
@@ -472,7 +472,7 @@ class _NpzSource(_ArraySource):
             raise ValueError(f"{self._path}: no class labels; a class-conditional model needs "
                              "arrays " + " or ".join("/".join(p) for p in _NPZ_LABEL_KEYS) + ".")
         keys, train, test = self._label_arrays
-        return check_labels(train, test, counts, tuple(f"{self._path}: {k!r}" for k in keys))
+        return _check_labels(train, test, counts, tuple(f"{self._path}: {k!r}" for k in keys))
 
 
 # --- a folder of image files ----------------------------------------------------------
