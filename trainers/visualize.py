@@ -130,7 +130,7 @@ class SavedModelAdapter:
         self.image_shape = tuple(int(d) for d in spec.shape[1:])
         self.metadata = self._read_metadata()
         self.num_classes = (self.metadata or {}).get("num_classes")
-        if self.num_classes is None and len(self._loaded.sample.input_signature) > 3:
+        if self.num_classes is None and len(self._loaded.decode.input_signature) > 1:
             raise ValueError(f"SavedModel {path!r} takes labels but its {_EXPORT_METADATA} does "
                              "not say how many classes there are: export it again.")
 
