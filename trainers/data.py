@@ -15,6 +15,9 @@ Every source of `trainers/datasets.py` goes through the same steps:
   decoded images are cached and a whole epoch of them is shuffled (cached tensors
   are shared, not copied); large TFDS datasets stream through `shuffle_buffer`.
 * Flips: `flip=None` uses the paper's choice (cifar10, celeba and lsun_bedroom).
+* Labels (`labels=True`, for class-conditional models): every element is an
+  (images, int32 labels [B]) pair instead, each label travelling with its image
+  through the same steps; without it the pipeline is the unconditional one.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ class DataConfig:
         over the split (every k-th) when its size is known, else the first ones.
       channels: image channels (1-4) the images are converted to (image_folder) or must
         have (other datasets); None: the dataset's own, which all files must agree on.
+      labels: yield (images, labels) pairs with the class labels (`datasets` module
+        docstring says where each dataset's come from); a clear error for a dataset
+        without labels.
     """
 
     dataset: str
@@ -63,6 +69,7 @@ class DataConfig:
     cache: bool = True
     max_eval_examples: int | None = None
     channels: int | None = None
+    labels: bool = False
 
     def __post_init__(self) -> None:
         if self.channels is not None and self.channels not in (1, 2, 3, 4):
@@ -86,11 +93,20 @@ def image_shape(config: DataConfig) -> tuple[int, int, int]:
     return _source(config).image_shape()
 
 
+def num_classes(config: DataConfig) -> int:
+    """Number of classes of the dataset's labels; a ValueError naming the dataset and
+    the problem when it has none (or they are unusable)."""
+    return _source(config).num_classes()
+
+
 def prepare(config: DataConfig) -> None:
     """Gets the dataset ready to read (TFDS: downloads and prepares it), before a run
-    writes anything; raises a clear error (e.g. `tfds_prepare.DatasetUnavailableError`)
-    if it cannot."""
-    _source(config).prepare()
+    writes anything; raises a clear error (e.g. `tfds_prepare.DatasetUnavailableError`,
+    or a dataset without the labels `config.labels` asks for) if it cannot."""
+    source = _source(config)
+    if config.labels:
+        source.num_classes()  # Before any download.
+    source.prepare()
 
 
 def _cardinality(records: tf.data.Dataset) -> int | None:
@@ -156,17 +172,20 @@ def _finish(
     training: bool,
     flip: bool,
 ) -> tf.data.Dataset:
-    """Fits, flips (if `flip`) and dequantizes each uint8 image with per-example seeds."""
+    """Fits, flips (if `flip`) and dequantizes each uint8 image with per-example seeds
+    (an (image, label) element keeps its label)."""
     shape = source.image_shape()
     base = tf.constant(base_seed, tf.int64)
     random_crop = training and source.geometry.random_crop
 
-    def finish_one(index: tf.Tensor, image: tf.Tensor) -> tf.Tensor:
+    def finish_one(index: tf.Tensor, element):
+        image, label = element if isinstance(element, tuple) else (element, None)
         crop_seed, flip_seed, noise_seed = tf.unstack(_example_seeds(base, index))
         image = _fit(image, shape, source.geometry, crop_seed if random_crop else None)
         if flip:
             image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
-        return tfnvp.dequantize(image, seed=noise_seed)
+        x = tfnvp.dequantize(image, seed=noise_seed)
+        return x if label is None else (x, label)
 
     return images.enumerate().map(finish_one, num_parallel_calls=_AUTOTUNE)
 
@@ -174,7 +193,8 @@ def _finish(
 def make_train_dataset(
     config: DataConfig, input_context: tf.distribute.InputContext | None = None
 ) -> tf.data.Dataset:
-    """Infinite, shuffled, augmented, dequantized float32 [B, H, W, C] batches in [0, 256).
+    """Infinite, shuffled, augmented, dequantized float32 [B, H, W, C] batches in [0, 256)
+    (with `config.labels`: (batch, int32 labels [B]) pairs).
 
     Args:
       config: the data configuration.
@@ -182,7 +202,7 @@ def make_train_dataset(
         records are sharded by input pipeline and B is the per-replica batch size.
     """
     source = _source(config)
-    split = source.split(training=True, seed=config.seed)
+    split = source.split(training=True, seed=config.seed, labels=config.labels)
     records, batch_size, pipeline = split.records, config.batch_size, 0
     if input_context is not None:
         pipeline = input_context.input_pipeline_id
@@ -206,7 +226,7 @@ def make_train_dataset(
 
 def _eval_split(config: DataConfig) -> tuple[datasets.Source, datasets.Split, tf.data.Dataset]:
     source = _source(config)
-    split = source.split(training=False, seed=config.eval_seed)
+    split = source.split(training=False, seed=config.eval_seed, labels=config.labels)
     records = split.records
     if config.max_eval_examples is not None:
         size = _cardinality(records)
@@ -218,7 +238,8 @@ def _eval_split(config: DataConfig) -> tuple[datasets.Source, datasets.Split, tf
 
 
 def make_eval_dataset(config: DataConfig) -> tf.data.Dataset:
-    """One pass over the held-out split: float32 [B, H, W, C] batches in [0, 256).
+    """One pass over the held-out split: float32 [B, H, W, C] batches in [0, 256)
+    (with `config.labels`: (batch, int32 labels [B]) pairs).
 
     No augmentation (central crops); the last partial batch is kept. The noise of
     example i is a function of (eval_seed, i) only.

@@ -7,6 +7,17 @@ indices, file paths or encoded image bytes) plus the transformation that decodes
 records into uint8 [h, w, c] images. `trainers/data.py` turns splits into shuffled,
 augmented, dequantized batches; nothing here shuffles, augments or batches.
 
+Class labels (for class-conditional models, `--conditional`): `split(labels=True)`
+decodes to (image, label) pairs instead, label an int32 in [0, num_classes()), from
+the same records in the same order. Where they come from:
+  digits        scikit-learn's targets (10 classes).
+  mnist_idx     train-labels-idx1-ubyte[.gz] / t10k-labels-idx1-ubyte[.gz] next to the images.
+  image_folder  the class sub-folder: data_dir/train/<class>/... (class names sorted; the
+                classes are the train split's, a test/ class not among them is an error).
+  npz           arrays y_train/y_test or train_labels/test_labels (non-negative integers).
+  mnist, cifar10  TFDS's "label" feature; the other TFDS datasets have no class labels.
+Without `labels=True` nothing about the splits changes.
+
 Registered names (see `NAMES`):
   digits        scikit-learn's bundled 8x8 digits, a fixed 1500/297 split (offline).
   mnist_idx     MNIST IDX files in `data_dir` (train-images / t10k-images, .gz or not).
@@ -52,7 +63,8 @@ class Split:
       records: finite dataset of records (indices, file paths or encoded bytes) in a
         deterministic order; its cardinality is known whenever the source knows its size.
       decode: maps a dataset of records to a dataset of uint8 [h, w, c] images, one
-        per record, in the same order.
+        per record, in the same order; for a split with labels, to (image, int32 label)
+        pairs.
       example_bytes: memory one decoded image takes if cached; None when caching
         gains nothing (images already in memory) or their size is unknown.
       cheap_records: records are indices or paths, so a whole epoch of them fits
@@ -103,13 +115,56 @@ class Source(abc.ABC):
                              "converted); leave --channels unset.")
 
     @abc.abstractmethod
-    def split(self, training: bool, seed: int) -> Split:
+    def num_classes(self) -> int:
+        """Number of classes of the labels `split(labels=True)` yields; a ValueError
+        (FileNotFoundError for a missing labels file) naming the dataset and the problem
+        when it has none or they are unusable."""
+
+    @abc.abstractmethod
+    def split(self, training: bool, seed: int, labels: bool = False) -> Split:
         """The training split or the fixed held-out split.
 
         Args:
           training: which split.
           seed: file-shuffling seed, used by sources that shuffle while reading.
+          labels: decode to (image, label) pairs (see the module docstring).
         """
+
+
+def _decode_each(records: tf.data.Dataset, decode_one: Callable[[tf.Tensor], tf.Tensor]
+                 ) -> tf.data.Dataset:
+    """Maps each record to its image, or each (record, label) pair to (image, label)."""
+
+    def one(record: tf.Tensor, *label: tf.Tensor):
+        image = decode_one(record)
+        return (image, *label) if label else image
+
+    return records.map(one, num_parallel_calls=_AUTOTUNE)
+
+
+def _check_labels(train: np.ndarray, test: np.ndarray, counts: tuple[int, int],
+                 where: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Class labels of both splits as int32 arrays, checked: 1-D non-negative integers,
+    one per image (`counts`), the test split's among the train split's classes
+    (0..max); `where` names each split's labels in the errors."""
+    checked = []
+    for array, count, name in zip((train, test), counts, where):
+        array = np.asarray(array)
+        if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"{name}: labels must be a 1-D array of integers, got shape "
+                             f"{array.shape} and dtype {array.dtype}.")
+        if len(array) != count:
+            raise ValueError(f"{name}: {len(array)} labels for {count} images; one label per "
+                             "image is needed.")
+        if len(array) and array.min() < 0:
+            raise ValueError(f"{name}: labels must be non-negative class indices, got "
+                             f"{array.min()}.")
+        checked.append(array.astype(np.int32))
+    num_classes = int(checked[0].max()) + 1
+    if len(checked[1]) and checked[1].max() >= num_classes:
+        raise ValueError(f"{where[1]}: label {checked[1].max()} is not a class of the training "
+                         f"split ({where[0]} has labels 0..{num_classes - 1}).")
+    return checked[0], checked[1]
 
 
 def decode_image_bytes(data: tf.Tensor, channels: int) -> tf.Tensor:
@@ -135,18 +190,34 @@ class _ArraySource(Source):
     def _load(self) -> tuple[np.ndarray, np.ndarray]:
         """Returns the (train, eval) uint8 NHWC arrays, validated."""
 
+    @abc.abstractmethod
+    def _load_labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """Returns the (train, eval) labels (see `_check_labels`), or a clear error."""
+
     @functools.cached_property
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return self._load()
 
+    @functools.cached_property
+    def _labels(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._load_labels()
+
     def image_shape(self) -> Shape:
         return tuple(int(d) for d in self._arrays[0].shape[1:])
 
-    def split(self, training: bool, seed: int) -> Split:
-        images = tf.constant(self._arrays[0 if training else 1])
+    def num_classes(self) -> int:
+        return int(self._labels[0].max()) + 1
+
+    def split(self, training: bool, seed: int, labels: bool = False) -> Split:
+        part = 0 if training else 1
+        images = tf.constant(self._arrays[part])
+        classes = tf.constant(self._labels[part]) if labels else None
 
         def decode(indices: tf.data.Dataset) -> tf.data.Dataset:
-            return indices.map(lambda i: tf.gather(images, i), num_parallel_calls=_AUTOTUNE)
+            if classes is None:
+                return indices.map(lambda i: tf.gather(images, i), num_parallel_calls=_AUTOTUNE)
+            return indices.map(lambda i: (tf.gather(images, i), tf.gather(classes, i)),
+                               num_parallel_calls=_AUTOTUNE)
 
         return Split(
             records=tf.data.Dataset.range(int(images.shape[0])),
@@ -167,12 +238,22 @@ class _DigitsSource(_ArraySource):
     def __init__(self, data_dir: str | None) -> None:
         del data_dir  # Bundled with scikit-learn.
 
+    @staticmethod
+    def _split(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        order = np.random.default_rng(_DIGITS_SPLIT_SEED).permutation(len(values))
+        return values[order[:-_DIGITS_NUM_EVAL]], values[order[-_DIGITS_NUM_EVAL:]]
+
     def _load(self) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits  # Heavy import, only needed here.
 
-        images = np.round(load_digits().images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-        order = np.random.default_rng(_DIGITS_SPLIT_SEED).permutation(len(images))
-        return images[order[:-_DIGITS_NUM_EVAL]], images[order[-_DIGITS_NUM_EVAL:]]
+        return self._split(
+            np.round(load_digits().images * (255.0 / 16.0)).astype(np.uint8)[..., None])
+
+    def _load_labels(self) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.datasets import load_digits
+
+        train, test = self._split(load_digits().target)
+        return _check_labels(train, test, (len(train), len(test)), ("digits", "digits"))
 
 
 def _existing_path(data_dir: str | None, dataset: str, what: str) -> pathlib.Path:
@@ -240,9 +321,9 @@ class _IdxSource(_ArraySource):
     Each file's header must describe 3-dimensional unsigned bytes (count, rows,
     cols) and the file must hold exactly that many; both splits must have the
     same image size.  A labels file next to the images (``train-labels-idx1-ubyte``,
-    ``t10k-labels-...``; not used for training) must be 1-dimensional unsigned
-    bytes with one label per image: a count that disagrees means the files do not
-    belong together.
+    ``t10k-labels-...``; read for class-conditional models only, which need both)
+    must be 1-dimensional unsigned bytes with one label per image: a count that
+    disagrees means the files do not belong together.
     """
 
     def __init__(self, data_dir: str | None) -> None:
@@ -287,8 +368,23 @@ class _IdxSource(_ArraySource):
             )
         return arrays[0], arrays[1]
 
+    def _load_labels(self) -> tuple[np.ndarray, np.ndarray]:
+        labels, paths = [], []
+        for stem, images in (("train", self._arrays[0]), ("t10k", self._arrays[1])):
+            path = self._find(self._folder, f"{stem}-labels-idx1-ubyte", False)
+            if path is None:
+                raise FileNotFoundError(
+                    f"mnist_idx: class labels need {self._folder / stem}-labels-idx1-ubyte[.gz] "
+                    "(MNIST's label file) next to the images; it is missing.")
+            _, data = _read_idx(path, 1, "labels", values=True)  # Count checked by _load.
+            labels.append(np.frombuffer(data, np.uint8))
+            paths.append(str(path))
+        return _check_labels(labels[0], labels[1], (len(self._arrays[0]), len(self._arrays[1])),
+                            (paths[0], paths[1]))
+
 
 _NPZ_KEYS = (("train", "test"), ("x_train", "x_test"))
+_NPZ_LABEL_KEYS = (("y_train", "y_test"), ("train_labels", "test_labels"))
 
 
 def _validated_npz_array(array: np.ndarray, path: pathlib.Path, key: str) -> np.ndarray:
@@ -337,7 +433,8 @@ def _check_npz_splits_agree(arrays: list[np.ndarray], keys: tuple[str, str],
 
 
 class _NpzSource(_ArraySource):
-    """A .npz file (data_dir is its path) with arrays train/test or x_train/x_test."""
+    """A .npz file (data_dir is its path) with arrays train/test or x_train/x_test,
+    and for class labels y_train/y_test or train_labels/test_labels."""
 
     def __init__(self, data_dir: str | None) -> None:
         self._path = _existing_path(data_dir, "npz", "the path of a .npz file")
@@ -358,6 +455,9 @@ class _NpzSource(_ArraySource):
                     + "."
                 )
             train, test = (_validated_npz_array(archive[key], self._path, key) for key in keys)
+            self._label_arrays = next(
+                ((pair, archive[pair[0]], archive[pair[1]]) for pair in _NPZ_LABEL_KEYS
+                 if set(pair) <= set(archive.files)), None)
         _check_npz_splits_agree([train, test], keys, self._path)
         if train.shape[1:] != test.shape[1:]:
             raise ValueError(
@@ -365,6 +465,14 @@ class _NpzSource(_ArraySource):
                 f"{keys[1]!r} images are {test.shape[1:]}."
             )
         return train, test
+
+    def _load_labels(self) -> tuple[np.ndarray, np.ndarray]:
+        counts = (len(self._arrays[0]), len(self._arrays[1]))  # Loads the archive.
+        if self._label_arrays is None:
+            raise ValueError(f"{self._path}: no class labels; a class-conditional model needs "
+                             "arrays " + " or ".join("/".join(p) for p in _NPZ_LABEL_KEYS) + ".")
+        keys, train, test = self._label_arrays
+        return _check_labels(train, test, counts, tuple(f"{self._path}: {k!r}" for k in keys))
 
 
 # --- a folder of image files ----------------------------------------------------------
@@ -396,7 +504,8 @@ def decode_image_files(
     InvalidArgumentError names it.
 
     Args:
-      paths: dataset of file paths.
+      paths: dataset of file paths, or of (path, label) pairs: then (image, label)
+        pairs come out.
       channels: channels to decode to (0: the file's own).
       size: the (height, width) every image must have, or None to accept any.
     """
@@ -410,11 +519,14 @@ def decode_image_files(
         ):
             return image if size is None else _check_size(image, path, size)
 
-    def decode_chunk(chunk: tf.Tensor) -> tf.data.Dataset:
+    def decode_chunk(chunk: tf.Tensor, labels: tf.Tensor | None = None) -> tf.data.Dataset:
         files = tf.data.Dataset.from_tensor_slices(chunk)
         decoded = files.map(lambda p: (p, decode_image_bytes(tf.io.read_file(p), channels)))
         padded = decoded.ignore_errors().concatenate(no_image.repeat())
-        return tf.data.Dataset.zip(files, padded).map(check)
+        images = tf.data.Dataset.zip(files, padded).map(check)
+        if labels is None:
+            return images
+        return tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices(labels))
 
     return paths.batch(_FILES_PER_CHUNK).interleave(
         decode_chunk,
@@ -581,7 +693,9 @@ class _FolderSource(Source):
 
     Without a test/ folder, every 10th training file by sorted path is held out.
     Every file must follow `check_image_files`' rule (checked when the image
-    shape is first asked for, before any image is decoded).
+    shape is first asked for, before any image is decoded).  Class labels: the
+    sub-folder of train/ (or test/) a file is in, `data_dir/train/<class>/...`;
+    the classes are train/'s sub-folders with images, in sorted order.
     """
 
     def __init__(self, data_dir: str | None) -> None:
@@ -604,6 +718,7 @@ class _FolderSource(Source):
         if not train:
             raise ValueError(f"image_folder: {train_dir} has too few images to hold some out.")
         self._train = train
+        self._roots = (train_dir, test_dir if test_dir.is_dir() else train_dir)
         self._channels: int | None = None
 
     def set_channels(self, channels: int) -> None:
@@ -616,10 +731,45 @@ class _FolderSource(Source):
     def image_shape(self) -> Shape:
         return self._shape
 
-    def split(self, training: bool, seed: int) -> Split:
+    @staticmethod
+    def _class_names(paths: list[str], root: pathlib.Path) -> list[str]:
+        """The class (first sub-folder under `root`) of each path."""
+        names = []
+        for path in paths:
+            parts = pathlib.Path(path).relative_to(root).parts
+            if len(parts) < 2:
+                raise ValueError(
+                    f"image_folder: {path} is not in a class sub-folder; class labels need "
+                    f"{root}/<class>/<image> (move every image into its class's folder).")
+            names.append(parts[0])
+        return names
+
+    @functools.cached_property
+    def _classes(self) -> tuple[list[str], tuple[list[int], list[int]]]:
+        """Sorted class names and the labels of the (train, eval) files."""
+        train = self._class_names(self._train, self._roots[0])
+        classes = sorted(set(train))
+        index = {name: k for k, name in enumerate(classes)}
+        held_out = self._class_names(self._eval, self._roots[1])
+        unknown = sorted(set(held_out) - set(classes))
+        if unknown:
+            raise ValueError(
+                f"image_folder: {self._roots[1]} has class folder(s) {unknown} that "
+                f"{self._roots[0]} lacks (its classes: {classes}); every held-out class must "
+                "be a training class.")
+        return classes, ([index[n] for n in train], [index[n] for n in held_out])
+
+    def num_classes(self) -> int:
+        return len(self._classes[0])
+
+    def split(self, training: bool, seed: int, labels: bool = False) -> Split:
         height, width, channels = self._shape
+        paths = self._train if training else self._eval
+        records = (tf.data.Dataset.from_tensor_slices(
+            (paths, np.asarray(self._classes[1][0 if training else 1], np.int32)))
+            if labels else tf.data.Dataset.from_tensor_slices(paths))
         return Split(
-            records=tf.data.Dataset.from_tensor_slices(self._train if training else self._eval),
+            records=records,
             decode=functools.partial(decode_image_files, channels=channels, size=(height, width)),
             example_bytes=height * width * channels,
             cheap_records=True,
@@ -639,6 +789,7 @@ class _TfdsSpec:
     geometry: Geometry = Geometry()
     flip: bool = False
     train_split: str = "train"
+    label: str | None = None  # The class label feature, if the dataset has one.
 
 
 class _TfdsSource(Source):
@@ -664,7 +815,17 @@ class _TfdsSource(Source):
     def prepare(self) -> None:
         tfds_prepare.prepare(self._name, self._builder())
 
-    def split(self, training: bool, seed: int) -> Split:
+    def num_classes(self) -> int:
+        if self._spec.label is None:
+            with_labels = sorted(name for name, spec in _TFDS_SPECS.items() if spec.label)
+            raise ValueError(
+                f"Dataset {self._name!r} has no class labels, so it cannot train a "
+                f"class-conditional model (--conditional); TFDS datasets with labels: "
+                f"{', '.join(with_labels)} (or use image_folder class sub-folders, npz or "
+                "mnist_idx).")
+        return int(self._builder().info.features[self._spec.label].num_classes)
+
+    def split(self, training: bool, seed: int, labels: bool = False) -> Split:
         builder = self._builder()
         logging.info("Preparing TFDS %s in %s.", self._spec.name, builder.data_dir)
         tfds_prepare.download_and_prepare(self._name, builder)
@@ -678,12 +839,16 @@ class _TfdsSource(Source):
         channels = self._spec.shape[-1]
 
         def decode(encoded: tf.data.Dataset) -> tf.data.Dataset:
-            return encoded.map(
-                lambda x: decode_image_bytes(x, channels), num_parallel_calls=_AUTOTUNE
-            )
+            return _decode_each(encoded, lambda x: decode_image_bytes(x, channels))
 
+        if labels:
+            self.num_classes()  # A clear error for a dataset without labels.
+            label = self._spec.label
+            records = features.map(lambda ex: (ex["image"], tf.cast(ex[label], tf.int32)))
+        else:
+            records = features.map(lambda example: example["image"])
         return Split(
-            records=features.map(lambda example: example["image"]),
+            records=records,
             decode=decode,
             example_bytes=None if None in stored_shape else int(np.prod(stored_shape)),
             cheap_records=False,
@@ -692,8 +857,8 @@ class _TfdsSource(Source):
 
 _LSUN_GEOMETRY = Geometry(resize_to=96, random_crop=True)  # Paper 4.1, as in DCGAN.
 _TFDS_SPECS = {
-    "mnist": _TfdsSpec("mnist", "test", (28, 28, 1)),
-    "cifar10": _TfdsSpec("cifar10", "test", (32, 32, 3), flip=True),
+    "mnist": _TfdsSpec("mnist", "test", (28, 28, 1), label="label"),
+    "cifar10": _TfdsSpec("cifar10", "test", (32, 32, 3), flip=True, label="label"),
     # Stored at 32x32 / 64x64; the resize is the identity then, and copes with other sizes.
     "imagenet32": _TfdsSpec(
         "downsampled_imagenet/32x32", "validation", (32, 32, 3), Geometry(resize_to=32)

@@ -16,6 +16,10 @@ recalibrates before every evaluation and sample grid and checkpoints the
 result; the checkpoint records it (``recalibration_batches``, 0 = running
 averages), and ``--mode=eval`` / ``--mode=export`` of a checkpoint that was not
 recalibrated recalibrate it first (unless ``--recalibration_batches=0``).
+
+Class-conditional models (``num_classes``) are evaluated on ``-log p(x | y)``
+with the held-out labels, recalibrated with the training labels, and their
+sample grids have one row per class (row ``k``: samples of class ``k``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from trainers import data
 from trainers import run_dir
 
 __all__ = ["EvalResult", "Evaluator", "Sampler", "sample_grid_path", "evaluate_run",
+           "for_model", "class_rows",
            "RECALIBRATION_KEY", "describe_statistics", "checkpoint_recalibration",
            "recalibration_dataset", "recalibrate", "prepare_statistics"]
 
@@ -59,25 +64,41 @@ class EvalResult:
                 f"{self.num_examples} examples ({self.seconds:.1f} s)")
 
 
-class Evaluator:
-    """Per-example bits/dim of a model, traced once for ``[None, H, W, C]`` batches."""
+def for_model(data_config: data.DataConfig, model: tfnvp.ImageFlowModel) -> data.DataConfig:
+    """``data_config`` yielding labels exactly when ``model`` is class-conditional."""
+    return dataclasses.replace(data_config, labels=model.num_classes is not None)
 
-    def __init__(self, model: tfnvp.RealNVP):
+
+def class_rows(num_classes: int, per_class: int) -> np.ndarray:
+    """int32 labels ``[num_classes * per_class]`` of a grid with one row per class:
+    ``per_class`` times 0, then 1, ..."""
+    return np.repeat(np.arange(num_classes, dtype=np.int32), per_class)
+
+
+class Evaluator:
+    """Per-example bits/dim of a model, traced once for ``[None, H, W, C]`` batches
+    (with ``[None]`` labels for a class-conditional model)."""
+
+    def __init__(self, model: tfnvp.ImageFlowModel):
         self.model = model
         self.num_dims = int(math.prod(model.image_shape))
-        spec = tf.TensorSpec((None,) + tuple(model.image_shape), tf.float32)
-        self.bits_per_dim = tf.function(self._bits_per_dim, input_signature=[spec])
+        spec = [tf.TensorSpec((None,) + tuple(model.image_shape), tf.float32)]
+        if model.num_classes is not None:
+            spec.append(tf.TensorSpec([None], tf.int32))
+        self.bits_per_dim = tf.function(self._bits_per_dim, input_signature=spec)
 
-    def _bits_per_dim(self, x: tf.Tensor) -> tf.Tensor:
-        log_prob = self.model.log_prob(x, training=False)
+    def _bits_per_dim(self, x: tf.Tensor, labels: tf.Tensor | None = None) -> tf.Tensor:
+        log_prob = self.model.log_prob(x, training=False, labels=labels)
         return tfnvp.bits_per_dim_from_log_prob(tf.cast(log_prob, tf.float64), self.num_dims)
 
     def evaluate(self, dataset: tf.data.Dataset) -> EvalResult:
-        """Mean bits/dim (and its standard error) over one pass of ``dataset``."""
+        """Mean bits/dim (and its standard error) over one pass of ``dataset`` (batches,
+        or (batch, labels) pairs for a class-conditional model)."""
         start = time.perf_counter()
         count, total, total_sq = 0, 0.0, 0.0
         for batch in dataset:
-            bits = self.bits_per_dim(batch).numpy()
+            bits = (self.bits_per_dim(*batch) if isinstance(batch, tuple)
+                    else self.bits_per_dim(batch)).numpy()
             if not np.all(np.isfinite(bits)):
                 raise FloatingPointError(
                     f"Non-finite bits/dim for {int(np.sum(~np.isfinite(bits)))} held-out examples.")
@@ -92,25 +113,37 @@ class Evaluator:
 
 
 class Sampler:
-    """A fixed-seed grid of samples (the same latents every time it is called)."""
+    """A fixed-seed grid of samples (the same latents every time it is called).
 
-    def __init__(self, model: tfnvp.RealNVP, num_images: int, temperature: float, seed: int):
+    A class-conditional model's grid has one row per class, row ``k`` holding
+    ``ceil(num_images / num_classes)`` samples of class ``k``.
+    """
+
+    def __init__(self, model: tfnvp.ImageFlowModel, num_images: int, temperature: float,
+                 seed: int):
         self.model = model
         self.num_images = int(num_images)
         self.temperature = float(temperature)
+        self.rows = None
+        self._labels = None
+        if model.num_classes is not None:
+            self.rows = model.num_classes
+            self._labels = tf.constant(class_rows(self.rows, -(-self.num_images // self.rows)))
+            self.num_images = int(self._labels.shape[0])
         self._seed = tf.constant([seed, 7919], tf.int64)
         self._sample = tf.function(self._draw, input_signature=[tf.TensorSpec([2], tf.int64)])
 
     def _draw(self, seed: tf.Tensor) -> tf.Tensor:
-        return self.model.sample(self.num_images, temperature=self.temperature, seed=seed)
+        return self.model.sample(self.num_images, temperature=self.temperature, seed=seed,
+                                 labels=self._labels)
 
     def images(self) -> np.ndarray:
-        """uint8 ``[N, H, W, C]`` samples."""
+        """uint8 ``[N, H, W, C]`` samples (class by class for a class-conditional model)."""
         return grid.to_uint8(self._sample(self._seed).numpy())
 
     def save_grid(self, path: str) -> tuple[str, np.ndarray]:
         """Writes the PNG grid; returns its path and the grid image."""
-        picture = grid.image_grid(self.images())
+        picture = grid.image_grid(self.images(), rows=self.rows)
         scale = max(1, 128 // max(self.model.image_shape[:2]))
         return grid.save_png(picture, path, scale=scale), picture
 
@@ -167,8 +200,8 @@ def prepare_statistics(model: tfnvp.RealNVP, checkpoint_path: str, output_dir: s
     if stored or not num_batches:
         return stored
     run = run_dir.read_config(output_dir)
-    config = dataclasses.replace(data_config, batch_size=run["input"]["batch_size"],
-                                 flip=run["input"]["flip"])
+    config = dataclasses.replace(for_model(data_config, model),
+                                 batch_size=run["input"]["batch_size"], flip=run["input"]["flip"])
     seed = run.get("training", {}).get("seed", 0)
     logging.info("%s holds running averages: recalibrating over %d training batches.",
                  checkpoint_path, num_batches)
@@ -204,7 +237,7 @@ def evaluate_run(output_dir: str, data_config: data.DataConfig, checkpoint: str 
     batches = prepare_statistics(model, checkpoint, output_dir, data_config,
                                  recalibration_batches)
     statistics = describe_statistics(batches)
-    data_config = dataclasses.replace(data_config, max_eval_examples=None)
+    data_config = dataclasses.replace(for_model(data_config, model), max_eval_examples=None)
     expected = data.num_eval_examples(data_config)
     logging.info("Evaluating %s (step %d; batch-norm statistics: %s) on %d held-out %s "
                  "examples.", checkpoint, step, statistics, expected, data_config.dataset)

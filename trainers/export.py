@@ -20,12 +20,22 @@ same name in ``loaded.signatures`` for serving; ``H, W, C`` is the model's
     encode(x: float32 [N, H, W, C])                    -> float32 [N, H, W, C]  latent z
     decode(z: float32 [N, H, W, C])                    -> float32 [N, H, W, C]  images
 
+A class-conditional model (``num_classes=K``, ``--conditional``) adds one
+last input to every function, ``labels: int32 [N]`` (``[num_samples]`` for
+``sample``), class indices in ``[0, K)`` (checked in the graph)::
+
+    log_prob(x, labels)          -> log p(x | y)
+    bits_per_dim(images, seed, labels)
+    sample(num_samples, temperature, seed, labels)   labels[i]: the class of sample i
+    encode(x, labels), decode(z, labels)
+
 Called as attributes they return the tensor; ``loaded.signatures[name]``
 takes keyword arguments and returns a dict with one key, the function's name
 for ``log_prob``/``bits_per_dim`` and ``"samples"``, ``"z"``, ``"x"`` for
 ``sample``, ``encode``, ``decode``.  ``serving_default`` is ``log_prob``.
 ``loaded.metadata.asset_path`` (also ``EXPORT_DIR/assets/tfnvp_export.json``)
-holds the image shape, the model's ``get_config()`` and the versions used.
+holds the image shape, the model's ``get_config()``, ``num_classes`` (null for
+an unconditional model) and the versions used.
 
 Usage::
 
@@ -93,34 +103,47 @@ class _ExportModule(tf.Module):
         seed = tf.TensorSpec([2], tf.int32)
         scalar_int = tf.TensorSpec([], tf.int32)
         scalar_float = tf.TensorSpec([], tf.float32)
+        # Class-conditional models take the labels as every function's last input.
+        labels = [tf.TensorSpec([None], tf.int32)] if model.num_classes is not None else []
         out = lambda t: tf.cast(t, tf.float32)  # noqa: E731
         num_dims = height * width * channels
+
+        def checked(labels: tf.Tensor | None) -> tuple[tf.Tensor, ...]:
+            """The labels (if any), checked to be classes before anything uses them."""
+            if labels is None:
+                return ()
+            with tf.control_dependencies([
+                    tf.debugging.assert_non_negative(labels, message="labels must be >= 0"),
+                    tf.debugging.assert_less(labels, model.num_classes, message=(
+                        f"labels must be below num_classes={model.num_classes}"))]):
+                return (tf.identity(labels),)
 
         # flow_log_prob and flow_decode are traced once each, in the flow's
         # dtype, and shared: bits_per_dim calls flow_log_prob, sample calls
         # flow_decode (nested function calls), so the SavedModel holds three
         # copies of the flow graph (with encode) instead of five, and exporting
         # traces three.
-        @tf.function(autograph=False, input_signature=[flow_images])
-        def flow_log_prob(x):
-            return model.log_prob(x, training=False)
+        @tf.function(autograph=False, input_signature=[flow_images] + labels)
+        def flow_log_prob(x, labels=None):
+            return model.log_prob(x, training=False, labels=labels)
 
-        @tf.function(autograph=False, input_signature=[flow_images])
-        def flow_decode(z):
-            return model.decode(z)
+        @tf.function(autograph=False, input_signature=[flow_images] + labels)
+        def flow_decode(z, labels=None):
+            return model.decode(z, labels=labels)
 
-        @tf.function(autograph=False, input_signature=[images])
-        def log_prob(x):
-            return out(flow_log_prob(tf.cast(x, dtype)))
+        @tf.function(autograph=False, input_signature=[images] + labels)
+        def log_prob(x, labels=None):
+            return out(flow_log_prob(tf.cast(x, dtype), *checked(labels)))
 
-        @tf.function(autograph=False, input_signature=[uint8, seed])
-        def bits_per_dim(images, seed):
+        @tf.function(autograph=False, input_signature=[uint8, seed] + labels)
+        def bits_per_dim(images, seed, labels=None):
             # RealNVP.bits_per_dim, with the log-density graph shared with log_prob.
             x = tfnvp.dequantize(images, seed=seed, dtype=dtype)
-            return out(tfnvp.bits_per_dim_from_log_prob(flow_log_prob(x), num_dims))
+            return out(tfnvp.bits_per_dim_from_log_prob(flow_log_prob(x, *checked(labels)),
+                                                        num_dims))
 
-        @tf.function(autograph=False, input_signature=[scalar_int, scalar_float, seed])
-        def sample(num_samples, temperature, seed):
+        @tf.function(autograph=False, input_signature=[scalar_int, scalar_float, seed] + labels)
+        def sample(num_samples, temperature, seed, labels=None):
             # RealNVP.sample with a tensor count and temperature (it wants
             # Python values): the same stateless_normal draw, then decode.
             checks = [
@@ -129,25 +152,38 @@ class _ExportModule(tf.Module):
                 tf.debugging.assert_greater_equal(
                     temperature, 0.0, message="temperature must be non-negative"),
             ]
+            labels = checked(labels)
+            if labels:
+                checks.append(tf.debugging.assert_equal(
+                    tf.size(labels[0]), num_samples,
+                    message="sample needs one label per sample (labels: int32 [num_samples])"))
             with tf.control_dependencies(checks):
                 shape = tf.concat([tf.reshape(num_samples, [1]), model.image_shape], axis=0)
             z = tf.random.stateless_normal(shape, seed=seed, dtype=dtype)
-            z = tf.ensure_shape(z, [None, height, width, channels])
-            return out(flow_decode(tf.cast(temperature, dtype) * z))
+            z = tf.cast(temperature, dtype) * tf.ensure_shape(z, [None, height, width, channels])
+            if labels:  # z ~ p(z | y) = N(mu_y, sigma_y^2), as RealNVP.sample.
+                loc, scale = model.prior.parameters_of(*labels)
+                z = loc + scale * z
+            return out(flow_decode(z, *labels))
 
-        @tf.function(autograph=False, input_signature=[images])
-        def encode(x):
-            return out(model.encode(x))
+        @tf.function(autograph=False, input_signature=[images] + labels)
+        def encode(x, labels=None):
+            return out(model.encode(x, *checked(labels)))
 
-        @tf.function(autograph=False, input_signature=[images])
-        def decode(z):
-            return out(flow_decode(tf.cast(z, dtype)))
+        @tf.function(autograph=False, input_signature=[images] + labels)
+        def decode(z, labels=None):
+            return out(flow_decode(tf.cast(z, dtype), *checked(labels)))
 
         self.log_prob = log_prob
         self.bits_per_dim = bits_per_dim
         self.sample = sample
         self.encode = encode
         self.decode = decode
+
+
+def _given(labels: tf.Tensor | None) -> tuple[tf.Tensor, ...]:
+    """``labels`` as the optional last positional argument of a module function."""
+    return () if labels is None else (labels,)
 
 
 def _signatures(module: _ExportModule) -> dict:
@@ -158,20 +194,20 @@ def _signatures(module: _ExportModule) -> dict:
     is part of the cache key), which would store every flow graph twice.
     """
 
-    def log_prob(x):
-        return {"log_prob": module.log_prob(x)}
+    def log_prob(x, labels=None):
+        return {"log_prob": module.log_prob(x, *_given(labels))}
 
-    def bits_per_dim(images, seed):
-        return {"bits_per_dim": module.bits_per_dim(images, seed)}
+    def bits_per_dim(images, seed, labels=None):
+        return {"bits_per_dim": module.bits_per_dim(images, seed, *_given(labels))}
 
-    def sample(num_samples, temperature, seed):
-        return {"samples": module.sample(num_samples, temperature, seed)}
+    def sample(num_samples, temperature, seed, labels=None):
+        return {"samples": module.sample(num_samples, temperature, seed, *_given(labels))}
 
-    def encode(x):
-        return {"z": module.encode(x)}
+    def encode(x, labels=None):
+        return {"z": module.encode(x, *_given(labels))}
 
-    def decode(z):
-        return {"x": module.decode(z)}
+    def decode(z, labels=None):
+        return {"x": module.decode(z, *_given(labels))}
 
     signatures = {}
     for wrapper in (log_prob, bits_per_dim, sample, encode, decode):
@@ -263,6 +299,7 @@ def _metadata(model: tfnvp.RealNVP) -> dict:
         "image_shape": list(model.image_shape),
         "flow_dtype": model.flow_dtype.name,
         "model_config": json.loads(json.dumps(run_dir.model_config(model))),
+        "num_classes": model.num_classes,
         "signatures": list(SIGNATURE_NAMES),
         "io_dtype": "float32",
         "value_checks": True,

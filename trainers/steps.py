@@ -6,7 +6,8 @@ One training step, for a global batch of ``B`` images split across ``R`` replica
    the statistics of the *global* batch, all-reduced across replicas), the
    model's objective ``loss_r = sum(model.nll(x_i))/B + l2 *
    model.weight_scale_penalty() / R`` (``FlowModel.regularization_loss``) and
-   its gradients;
+   its gradients (a class-conditional model's batches are ``(x, labels)``
+   pairs and its objective ``model.nll(x_i, labels=y_i)``, ``-log p(x | y)``);
 2. the gradients (and the loss) are summed across replicas **once, here**, so
    that gradient-norm clipping and the finiteness check see the global
    gradient and take the same decision on every replica;
@@ -82,7 +83,8 @@ class TrainSteps:
       model: a ``RealNVP`` created under ``strategy.scope()``.
       optimizer: from ``make_optimizer`` (or any ``pre_reduced`` optimizer).
       strategy: the distribution strategy.
-      element_spec: the distributed training iterator's ``element_spec``.
+      element_spec: the distributed training iterator's ``element_spec`` (images, or
+        ``(images, labels)`` for a class-conditional model).
       global_batch_size: images per step over all replicas.
       l2: coefficient of the model's ``weight_scale_penalty`` (``regularization_loss``).
       clip_grad_norm: clip the global gradient norm to this (None: no clipping).
@@ -119,14 +121,16 @@ class TrainSteps:
         self._compute = forward_backward
         self.train_step = tf.function(self._train_step, input_signature=[element_spec])
         image_spec = tf.TensorSpec((None,) + tuple(model.image_shape), tf.float32)
-        self.diagnostics = tf.function(self._diagnostics, input_signature=[image_spec])
+        label_spec = [tf.TensorSpec([None], tf.int32)] if model.num_classes is not None else []
+        self.diagnostics = tf.function(self._diagnostics,
+                                       input_signature=[image_spec] + label_spec)
 
     # ------------------------------------------------------------- training
-    def _forward_backward(self, x: tf.Tensor):
+    def _forward_backward(self, x: tf.Tensor, labels: tf.Tensor | None = None):
         """One replica's share: (nll share, penalty share, gradients)."""
         with tf.GradientTape() as tape:
-            nll = tf.reduce_sum(tf.cast(self.model.nll(x, training=True), tf.float32)
-                                ) / self.global_batch_size
+            nll = tf.reduce_sum(tf.cast(self.model.nll(x, training=True, labels=labels),
+                                        tf.float32)) / self.global_batch_size
             penalty = (self.model.weight_scale_penalty() / self.num_replicas if self.l2
                        else tf.zeros([], tf.float32))
             loss = nll + self.l2 * penalty
@@ -138,8 +142,9 @@ class TrainSteps:
             raise ValueError(f"No gradient for trainable variables {missing}.")
         return nll, penalty, grads
 
-    def _replica_step(self, x: tf.Tensor):
-        nll, penalty, grads = self._compute(x)
+    def _replica_step(self, batch):
+        nll, penalty, grads = self._compute(*batch) if isinstance(batch, tuple) else (
+            self._compute(batch))
         ctx = tf.distribute.get_replica_context()
         if self.num_replicas > 1:
             nll, penalty, *grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [nll, penalty, *grads])
@@ -182,18 +187,30 @@ class TrainSteps:
                     l2_penalty=stats["penalty"], grad_norm=stats["grad_norm"], applied=finite)
 
     # ---------------------------------------------------------- diagnostics
-    def _diagnostics(self, x: tf.Tensor):
+    def diagnose(self, batch) -> dict:
+        """``diagnostics`` of the first local replica's share of a distributed batch."""
+        local = _local(self.strategy, batch)
+        return self.diagnostics(*local) if isinstance(local, tuple) else self.diagnostics(local)
+
+    def _diagnostics(self, x: tf.Tensor, labels: tf.Tensor | None = None):
         """Evaluation-mode split of bits/dim into the prior and log-det terms.
 
         ``-log p(x) = -log N(z) - log|det dz/dx|``, both per dimension in bits,
-        averaged over the batch: ``bits_per_dim = prior + log_det``.
+        averaged over the batch: ``bits_per_dim = prior + log_det``.  For a
+        class-conditional model (``labels``) the prior is ``p(z | y)`` and the
+        log-det is ``log p(x | y) - log p(z | y)``.
         """
-        flow = self.model.distribution
-        z = flow.bijector.inverse(x, training=False, context=None)
-        log_det = flow.bijector.inverse_log_det_jacobian(x, event_ndims=3, training=False,
-                                                         context=None)
-        prior_bits = tf.reduce_mean(tfnvp.bits_per_dim_from_log_prob(
-            flow.distribution.log_prob(z), self.num_dims))
+        if labels is None:
+            flow = self.model.distribution
+            z = flow.bijector.inverse(x, training=False, context=None)
+            log_det = flow.bijector.inverse_log_det_jacobian(x, event_ndims=3, training=False,
+                                                             context=None)
+            prior = flow.distribution.log_prob(z)
+        else:
+            z = self.model.encode(x, labels=labels)
+            prior = self.model.prior.distribution(labels).log_prob(z)
+            log_det = self.model.log_prob(x, training=False, labels=labels) - prior
+        prior_bits = tf.reduce_mean(tfnvp.bits_per_dim_from_log_prob(prior, self.num_dims))
         log_det_bits = tf.reduce_mean(tfnvp.bits_per_dim_from_log_prob(log_det, self.num_dims))
         return dict(prior_bits_per_dim=prior_bits, log_det_bits_per_dim=log_det_bits,
                     bits_per_dim=prior_bits + log_det_bits)

@@ -17,8 +17,9 @@ flagfiles set long runs).  ``--model=realnvp|glow`` picks the architecture; its 
 (Real NVP: ``--num_scales``, ``--num_res_blocks``, ``--hidden_channels``; Glow:
 ``--num_scales``, ``--steps_per_scale``, ``--hidden_channels``) default to its paper's
 configuration (``tfnvp.PAPER_CONFIGS``, ``tfnvp.GLOW_PAPER_CONFIGS``) for the paper's
-datasets and must be given for the others.  eval and export rebuild the run's own model
-from its ``config.json``.
+datasets and must be given for the others.  ``--conditional`` trains a class-conditional
+model (``num_classes`` = the dataset's classes) on the dataset's labels.  eval and export
+rebuild the run's own model (conditional or not) from its ``config.json``.
 
 Modes:
   train   train (or resume) into --output_dir; evaluates every --eval_every steps.
@@ -80,6 +81,9 @@ flags.DEFINE_float("clip_grad_norm", None, "Clip the global gradient norm to thi
 flags.DEFINE_enum("model", "realnvp", ["realnvp", "glow"], "Architecture: Real NVP "
                   "(tfnvp.RealNVP) or Glow (tfnvp.Glow: actnorm, 1x1 convolutions, Glow "
                   "couplings; no batch norm). eval/export use the run's.")
+flags.DEFINE_boolean("conditional", False, "Class-conditional model p(x | y) (num_classes = the "
+                     "dataset's classes) trained on the dataset's labels; its sample grids have "
+                     "one row per class and its exports take labels. eval/export use the run's.")
 flags.DEFINE_integer("num_scales", None, "Scales (Glow: levels) of the multi-scale architecture "
                      "(default: the --model's paper's for --dataset).")
 flags.DEFINE_integer("num_res_blocks", None, "Real NVP: residual blocks per conditioner "
@@ -227,13 +231,14 @@ def model_flags(dataset: str) -> dict:
     return values
 
 
-def data_config(dataset: str, data_dir: str | None, channels: int | None = None):
+def data_config(dataset: str, data_dir: str | None, channels: int | None = None,
+                labels: bool = False):
     from trainers import data
 
     return data.DataConfig(
         dataset=dataset, data_dir=_resolve_data_dir(data_dir), batch_size=FLAGS.batch_size,
         eval_batch_size=FLAGS.eval_batch_size, flip=FLAGS.flip, seed=FLAGS.seed,
-        max_eval_examples=FLAGS.max_eval_examples, channels=channels)
+        max_eval_examples=FLAGS.max_eval_examples, channels=channels, labels=labels)
 
 
 def train_config():
@@ -249,7 +254,7 @@ def train_config():
         max_consecutive_skipped=FLAGS.max_consecutive_skipped,
         recalibration_batches=FLAGS.recalibration_batches,
         running_average_batch_norm=FLAGS.running_average_batch_norm,
-        keep_checkpoints=FLAGS.keep_checkpoints)
+        keep_checkpoints=FLAGS.keep_checkpoints, conditional=FLAGS.conditional)
 
 
 def _run_data_config():
@@ -284,7 +289,7 @@ def execute(flagfile: str | None = None) -> dict:
         print(launch.describe(FLAGS.output_dir, training=True), flush=True)
         from trainers import data, preemption, run_lock, training
 
-        run_data = data_config(FLAGS.dataset, FLAGS.data_dir, FLAGS.channels)
+        run_data = data_config(FLAGS.dataset, FLAGS.data_dir, FLAGS.channels, FLAGS.conditional)
         with launch.removed_if_unstarted(FLAGS.output_dir):
             data.prepare(run_data)  # Downloads (TFDS) before the run writes anything.
             with contextlib.ExitStack() as stack:

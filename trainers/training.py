@@ -37,6 +37,11 @@ summaries and evaluations.
   training bits/dim, gradient norm, images/s and ETA; TensorBoard summaries in
   ``RUN/tensorboard/{train,eval}``; at every evaluation the held-out bits/dim
   and a PNG grid of samples ``RUN/samples/step_XXXXXXXX.png``.
+* **Class-conditional** (``conditional``): the model is built with
+  ``num_classes`` = the dataset's number of classes (recorded in
+  ``config.json``'s model, so eval/export/visualize rebuild it), trains on
+  ``-log p(x | y)`` with the dataset's labels, and its sample grids have one
+  row per class.
 * **Multi-worker.** Every worker trains and saves (non-chief workers save to a
   temporary directory that is deleted, as ``tf.distribute`` requires); only the
   chief writes summaries, samples, evaluations and the real checkpoints.
@@ -108,6 +113,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     model: str = "realnvp"  # A key of run_dir.ARCHITECTURES.
     steps_per_scale: int | None = None  # Glow only.
+    conditional: bool = False  # Class-conditional on the dataset's labels.
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
@@ -118,20 +124,22 @@ class TrainConfig:
                              f"got {self.model!r}.")
 
 
-def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool = False
-                ) -> tfnvp.ImageFlowModel:
-    """The ``config.model`` architecture (Glow has no batch norm to synchronize)."""
+def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool = False,
+                num_classes: int | None = None) -> tfnvp.ImageFlowModel:
+    """The ``config.model`` architecture (Glow has no batch norm to synchronize),
+    class-conditional with ``num_classes``."""
     if config.model == "glow":
         return tfnvp.Glow(image_shape, num_scales=config.num_scales,
                           steps_per_scale=config.steps_per_scale,
                           hidden_channels=config.hidden_channels,
-                          conditioner_dtype=MIXED_PRECISION[config.mixed_precision])
+                          conditioner_dtype=MIXED_PRECISION[config.mixed_precision],
+                          num_classes=num_classes)
     return tfnvp.RealNVP(
         image_shape, num_scales=config.num_scales, num_res_blocks=config.num_res_blocks,
         hidden_channels=config.hidden_channels,
         synchronized_batch_norm=synchronized_batch_norm,
         running_average_batch_norm=config.running_average_batch_norm,
-        conditioner_dtype=MIXED_PRECISION[config.mixed_precision])
+        conditioner_dtype=MIXED_PRECISION[config.mixed_precision], num_classes=num_classes)
 
 
 def run_config(model: tfnvp.ImageFlowModel, data_config: data.DataConfig,
@@ -309,9 +317,12 @@ def train(config: TrainConfig, data_config: data.DataConfig,
         raise ValueError(f"--batch_size={data_config.batch_size} (global) must be divisible by "
                          f"the number of replicas, {replicas}.")
     image_shape = tuple(data.image_shape(data_config))
+    data_config = dataclasses.replace(data_config, labels=config.conditional)
+    num_classes = data.num_classes(data_config) if config.conditional else None
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        model = build_model(config, image_shape, synchronized_batch_norm=replicas > 1)
+        model = build_model(config, image_shape, synchronized_batch_norm=replicas > 1,
+                            num_classes=num_classes)
     cfg = run_config(model, data_config, config)
     if chief:
         run_dir.write_or_check_config(config.output_dir, cfg)
@@ -397,7 +408,7 @@ def train(config: TrainConfig, data_config: data.DataConfig,
              lambda: recalibrated.assign(recalibrate())),
             (outputs is not None and (step % config.summary_every == 0 or last),
              lambda: outputs.train_summaries(
-                 step, stats, steps.diagnostics(strategy.experimental_local_results(batch)[0]),
+                 step, stats, steps.diagnose(batch),
                  optimizer)),
             (checkpoint_due and guard.checkpoint_allowed, save),  # Postponed while skipping.
             (evaluating,

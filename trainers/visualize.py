@@ -17,6 +17,11 @@ Usage::
   interpolate  ``--num`` steps along a great circle in latent space between two images.
   reconstruct  images (top row) and decode(encode(images)) (bottom row); logs the max error.
 
+A class-conditional model (``--conditional`` run, or its export) draws
+``--what=samples`` with one row per class: row ``k`` holds ``--num`` samples of
+class ``k`` at each temperature (the same noise at every temperature, coolest
+left); the other pictures encode images without labels and are refused for it.
+
 ``--num`` defaults: samples 16 per temperature, manifold 9 x 9, compression 4
 images, extrapolate 4 samples, interpolate 8 steps, reconstruct 8 images.
 Held-out images are the first ones of the split (fixed dequantization noise);
@@ -124,6 +129,10 @@ class SavedModelAdapter:
         spec = self._loaded.decode.input_signature[0]
         self.image_shape = tuple(int(d) for d in spec.shape[1:])
         self.metadata = self._read_metadata()
+        self.num_classes = (self.metadata or {}).get("num_classes")
+        if self.num_classes is None and len(self._loaded.decode.input_signature) > 1:
+            raise ValueError(f"SavedModel {path!r} takes labels but its {_EXPORT_METADATA} does "
+                             "not say how many classes there are: export it again.")
 
     def _read_metadata(self) -> dict | None:
         path = os.path.join(self.path, "assets", _EXPORT_METADATA)
@@ -147,6 +156,13 @@ class SavedModelAdapter:
 
     def decode(self, z) -> tf.Tensor:
         return self._loaded.decode(self._check(z, "latents"))
+
+    def sample(self, num_samples: int, temperature: float, seed: tf.Tensor,
+               labels: tf.Tensor) -> tf.Tensor:
+        """The export's ``sample`` (class-conditional exports: ``labels [num_samples]``)."""
+        return self._loaded.sample(tf.constant(num_samples, tf.int32),
+                                   tf.constant(temperature, tf.float32),
+                                   tf.cast(seed, tf.int32), tf.cast(labels, tf.int32))
 
     def latent_scale_index(self, image_shape: Sequence[int] | None = None) -> np.ndarray:
         config = (self.metadata or {}).get("model_config")
@@ -214,7 +230,8 @@ def _eval_images(data: dict, count: int, data_dir: str | None = None) -> np.ndar
     from trainers import data as data_lib  # Imported late: only this path needs it.
 
     fields = {f.name for f in dataclasses.fields(data_lib.DataConfig)}
-    config = data_lib.DataConfig(**{k: v for k, v in data.items() if k in fields})
+    config = data_lib.DataConfig(**{k: v for k, v in data.items() if k in fields
+                                    and k != "labels"})
     if data_dir is not None:
         config = dataclasses.replace(config, data_dir=data_dir)
     config = dataclasses.replace(config, eval_batch_size=min(config.eval_batch_size, count),
@@ -224,6 +241,38 @@ def _eval_images(data: dict, count: int, data_dir: str | None = None) -> np.ndar
         raise ValueError(f"The held-out split of {config.dataset!r} has only {len(images)} "
                          f"images; {count} are needed.")
     return images[:count]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassSamples:
+    """Samples of a class-conditional model: ``images[k, t, i]`` is sample ``i`` of class
+    ``k`` at ``temperatures[t]``, from the same noise at every temperature."""
+
+    temperatures: tuple[float, ...]
+    images: np.ndarray  # [K, len(temperatures), n, H, W, C]
+
+    def grid(self, padding: int = 1) -> np.ndarray:
+        """One row per class; the temperatures' blocks of ``n`` left to right."""
+        rows = self.images.shape[0]
+        return grid_lib.image_grid(self.images.reshape((-1,) + self.images.shape[3:]), rows=rows,
+                                   padding=padding)
+
+
+def class_samples(model, num_classes: int, temperatures: Sequence[float], n: int,
+                  seed: int) -> ClassSamples:
+    """``n`` samples of each class at each temperature (``model.sample(..., labels=)``:
+    a restored model or a ``SavedModelAdapter``)."""
+    from trainers import evaluation  # Late: it pulls in the input pipelines.
+
+    temperatures = tuple(float(t) for t in temperatures)
+    if not temperatures or min(temperatures) < 0:
+        raise ValueError(f"temperatures must be non-empty and non-negative, got {temperatures}.")
+    labels = tf.constant(evaluation.class_rows(num_classes, n))
+    noise_seed = tf.constant([seed, 0], tf.int32)
+    blocks = [np.asarray(model.sample(num_classes * n, t, seed=noise_seed, labels=labels))
+              for t in temperatures]
+    shape = (num_classes, 1, n) + tuple(model.image_shape)
+    return ClassSamples(temperatures, np.concatenate([b.reshape(shape) for b in blocks], axis=1))
 
 
 def default_scale(image_shape: Sequence[int], target: int = 64) -> int:
@@ -255,10 +304,15 @@ def run(what: str, out: str, output_dir: str | None = None, saved_model: str | N
 
     if saved_model is not None:
         model = SavedModelAdapter(saved_model)
-        image_shape = model.image_shape
+        image_shape, num_classes = model.image_shape, model.num_classes
     else:  # Restored after the images are checked: bad files fail fast.
         model = None
-        image_shape = tuple(run_dir.read_config(output_dir)["model"]["image_shape"])
+        stored = run_dir.read_config(output_dir)["model"]
+        image_shape, num_classes = tuple(stored["image_shape"]), stored.get("num_classes")
+    if num_classes is not None and what != "samples":
+        raise ValueError(f"--what={what} encodes images without class labels; the model is "
+                         f"class-conditional ({num_classes} classes): only --what=samples "
+                         "(one row per class) is available for it.")
 
     pictures = None
     if what in _IMAGES_NEEDED:
@@ -279,7 +333,10 @@ def run(what: str, out: str, output_dir: str | None = None, saved_model: str | N
         model = run_dir.restore_model(output_dir, checkpoint_path=checkpoint,
                                       conditioner_dtype=None)
 
-    if what == "samples":
+    if what == "samples" and num_classes is not None:
+        figure = class_samples(model, num_classes,
+                               temperatures if temperature is None else (temperature,), num, seed)
+    elif what == "samples":
         figure = latent.temperature_samples(
             model, temperatures if temperature is None else (temperature,), n=num, seed=seed)
     elif what == "manifold":
