@@ -53,8 +53,8 @@ from tfnvp.multiscale import Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp
 
 __all__ = ["Glow", "GLOW_PAPER_CONFIGS", "glow_scales", "glow_latent_scale_index"]
 
-# Kingma & Dhariwal (2018), section 5 and appendix: CIFAR-10 with L = 3 levels
-# of K = 32 steps and 512-channel coupling networks.
+#: Glow's configuration (Kingma & Dhariwal 2018, section 5 and appendix), CIFAR-10 with
+#: L = 3 levels of K = 32 steps and 512-channel coupling networks.
 GLOW_PAPER_CONFIGS: dict[str, dict] = {
     "cifar10": dict(image_shape=(32, 32, 3), num_scales=3, steps_per_scale=32,
                     hidden_channels=512),

@@ -71,10 +71,10 @@ def _paper_config(size: int, num_res_blocks: int, hidden_channels: int,
                 num_res_blocks=num_res_blocks, hidden_channels=hidden_channels)
 
 
-# Section 4.1: CIFAR-10 8 residual blocks, 64 feature maps, one downscale (two
-# scales); ImageNet 32x32 4 blocks, 32 feature maps; the 64x64 datasets 2
-# blocks, 32 feature maps; all but CIFAR-10 recurse down to 4 x 4 (32x32: 4
-# scales, 64x64: 5 scales).
+#: Real NVP's configurations of section 4.1, by dataset. CIFAR-10 8 residual blocks, 64
+#: feature maps, one downscale (two scales); ImageNet 32x32 4 blocks, 32 feature maps;
+#: the 64x64 datasets 2 blocks, 32 feature maps; all but CIFAR-10 recurse down to 4 x 4
+#: (32x32: 4 scales, 64x64: 5 scales).
 PAPER_CONFIGS: dict[str, dict] = {
     "cifar10": _paper_config(32, 8, 64, num_scales=2),
     "imagenet32": _paper_config(32, 4, 32),

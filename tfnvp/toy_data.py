@@ -158,6 +158,7 @@ def gaussian_mixture_2d_log_prob(
     return _mixture_log_prob(x, *_mixture_2d_params(num_components, radius, scale))
 
 
+#: The toy distributions' samplers by name (``get_sampler`` looks a name up).
 SAMPLERS: dict[str, Callable[..., np.ndarray]] = {
     "two_moons": two_moons,
     "rings": rings,

@@ -122,7 +122,7 @@ class AffineCoupling(FusedBijector):
 
     @property
     def parity(self) -> int:
-        """0: the mask keeps its 1-entries unchanged; 1: its complement."""
+        """The entries that pass unchanged are the mask's 1-entries (0) or its 0-entries (1)."""
         return self._parity
 
     def mask(self, x: tf.Tensor) -> tf.Tensor:
