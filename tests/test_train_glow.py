@@ -41,6 +41,7 @@ def test_glow_digits_run_trains_evaluates_and_exports(tmp_path):
     report = json.loads((run / "eval.json").read_text())
     assert report["num_examples"] == 297 and report["step"] == 3
     assert report["recalibration_batches"] == 0  # No batch norm: nothing to recalibrate.
+    assert report["batch_norm_statistics"] == "none (the model has no batch norm)"
     assert 0 < report["std_error"] < report["bits_per_dim"] < 20
     direct = evaluation.Evaluator(model).evaluate(
         data.make_eval_dataset(data.DataConfig("digits", eval_batch_size=100)))

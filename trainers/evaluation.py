@@ -148,8 +148,10 @@ class Sampler:
         return grid.save_png(picture, path, scale=scale), picture
 
 
-def describe_statistics(recalibration_batches: int) -> str:
+def describe_statistics(model: tfnvp.flow_model.FlowModel, recalibration_batches: int) -> str:
     """What an evaluation's batch-norm statistics are, for logs and reports."""
+    if not model.batch_norm_layers():
+        return "none (the model has no batch norm)"
     if recalibration_batches > 0:
         return f"recalibrated over {recalibration_batches} training batches"
     return "running averages (debiased)"
@@ -236,7 +238,7 @@ def evaluate_run(output_dir: str, data_config: data.DataConfig, checkpoint: str 
             f"the model in {output_dir!r} was trained on {model.image_shape}.")
     batches = prepare_statistics(model, checkpoint, output_dir, data_config,
                                  recalibration_batches)
-    statistics = describe_statistics(batches)
+    statistics = describe_statistics(model, batches)
     data_config = dataclasses.replace(for_model(data_config, model), max_eval_examples=None)
     expected = data.num_eval_examples(data_config)
     logging.info("Evaluating %s (step %d; batch-norm statistics: %s) on %d held-out %s "

@@ -331,7 +331,7 @@ def execute(flagfile: str | None = None) -> dict:
         raise UserError(f"Could not export to {target!r}: the disk is full. The previous export "
                         "(if any) is untouched and the partial one was removed; free space and "
                         "run the same command again.") from error
-    statistics = evaluation.describe_statistics(batches)
+    statistics = evaluation.describe_statistics(model, batches)
     logging.info("Exported %s (batch-norm statistics: %s) to %s", checkpoint, statistics, path)
     return dict(saved_model=path, version=version, checkpoint=checkpoint,
                 batch_norm_statistics=statistics)

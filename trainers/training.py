@@ -498,7 +498,7 @@ class _Outputs:
         if self._eval_dataset is None:
             self._eval_dataset = data.make_eval_dataset(self.data_config)
         result = self.evaluator.evaluate(self._eval_dataset)
-        statistics = evaluation.describe_statistics(recalibration_batches)
+        statistics = evaluation.describe_statistics(self.model, recalibration_batches)
         logging.info("Evaluation at step %d (batch-norm statistics: %s): %s.", step, statistics,
                      result.summary())
         self.scalars("eval", step, dict(bits_per_dim=result.bits_per_dim,
