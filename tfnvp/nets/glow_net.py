@@ -36,6 +36,7 @@ _LOGSCALE_FACTOR = 3.0  # The release's `logscale_factor` of its zero-initialize
 _SCALE_OFFSET = 2.0  # sigmoid(h + 2): the coupling starts as a contraction by sigmoid(2).
 
 
+@keras.saving.register_keras_serializable(package="tfnvp")
 class GlowNet(keras.layers.Layer):
     """Glow's three-convolution coupling network (see the module docstring).
 
@@ -103,6 +104,7 @@ class GlowNet(keras.layers.Layer):
         return self.conv_out(h) * scale
 
 
+@keras.saving.register_keras_serializable(package="tfnvp")
 class GlowAffineHead(keras.layers.Layer):
     """Conditioner for ``AffineCoupling(mask="channel")`` computing Glow's coupling.
 
@@ -133,6 +135,15 @@ class GlowAffineHead(keras.layers.Layer):
         self.body = body
         self.channels = int(channels)
         self.parity = parity
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "body": keras.saving.serialize_keras_object(self.body),
+                "channels": self.channels, "parity": self.parity}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "GlowAffineHead":
+        config = dict(config)
+        return cls(body=keras.saving.deserialize_keras_object(config.pop("body")), **config)
 
     def call(self, x: tf.Tensor, training: bool = False,
              context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:

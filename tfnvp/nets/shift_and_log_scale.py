@@ -110,6 +110,7 @@ def recompute(fn: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor,
     return forward(x)
 
 
+@keras.saving.register_keras_serializable(package="tfnvp")
 class ShiftAndLogScale(keras.layers.Layer):
     """Maps ``b * x`` to ``(shift, log_scale)``, each with ``channels`` features.
 
@@ -129,6 +130,15 @@ class ShiftAndLogScale(keras.layers.Layer):
         self.recompute_gradients = bool(recompute_gradients)
         self.scale = self.add_weight(name="log_scale_factor", shape=(self.channels,),
                                      initializer="ones")
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "body": keras.saving.serialize_keras_object(self.body),
+                "channels": self.channels, "recompute_gradients": self.recompute_gradients}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ShiftAndLogScale":
+        config = dict(config)
+        return cls(body=keras.saving.deserialize_keras_object(config.pop("body")), **config)
 
     def call(self, x: tf.Tensor, training: bool = False,
              context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
