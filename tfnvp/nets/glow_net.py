@@ -29,6 +29,7 @@ import keras
 import tensorflow as tf
 
 from tfnvp.bijectors.actnorm import ActNormParameters
+from tfnvp.nets.shift_and_log_scale import BodyConfig
 
 __all__ = ["GlowAffineHead", "GlowNet"]
 
@@ -105,7 +106,7 @@ class GlowNet(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfnvp")
-class GlowAffineHead(keras.layers.Layer):
+class GlowAffineHead(BodyConfig, keras.layers.Layer):
     """Conditioner for ``AffineCoupling(mask="channel")`` computing Glow's coupling.
 
     Math (``a`` = kept half, ``[t, h] = body(a)``; see the module docstring)::
@@ -137,13 +138,7 @@ class GlowAffineHead(keras.layers.Layer):
         self.parity = parity
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "body": keras.saving.serialize_keras_object(self.body),
-                "channels": self.channels, "parity": self.parity}
-
-    @classmethod
-    def from_config(cls, config: dict) -> "GlowAffineHead":
-        config = dict(config)
-        return cls(body=keras.saving.deserialize_keras_object(config.pop("body")), **config)
+        return {**super().get_config(), "channels": self.channels, "parity": self.parity}
 
     def call(self, x: tf.Tensor, training: bool = False,
              context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
