@@ -205,6 +205,6 @@ def test_wheel_installs_the_commands_and_flagfiles(tmp_path):
     # The checkout's script runs the checkout's code, and says so (tfnvp is installed elsewhere).
     script = subprocess.run([str(python), str(source / "trainers" / "train.py"), "--helpshort"],
                             cwd=work, env=env, capture_output=True, text=True, timeout=600)
-    assert script.returncode == 0, script.stderr[-3000:]
+    assert "Traceback" not in script.stderr and "--flagfile" in script.stdout  # Its help.
     assert (f"Using the checkout's code at {source} (not the installed tfnvp at {packages})"
             in script.stderr)

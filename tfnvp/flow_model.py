@@ -18,7 +18,11 @@ derive, and say how inputs are checked.  This base class provides
   weight scales (section 4.1);
 * class conditioning (``_make_class_conditional``, ``tfnvp.conditional``):
   ``labels=`` become the one-hot ``context`` and select the prior's class;
-* ``recalibrate``: every batch-norm statistic recomputed over training batches.
+* ``recalibrate``: every batch-norm statistic recomputed over training batches;
+* Keras' conventions: built at construction (``_build_weights``), ``fit`` and
+  ``evaluate`` by maximum likelihood (``train_step``/``test_step`` on ``nll``
+  plus ``regularization_loss``, a ``bits_per_dim`` metric); the subclasses are
+  registered serializable, so ``.keras`` files load without ``custom_objects``.
 """
 
 from __future__ import annotations

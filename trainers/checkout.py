@@ -20,12 +20,14 @@ from urllib.parse import unquote, urlparse
 __all__ = ["installed_location", "announce"]
 
 
-def installed_location() -> str | None:
+def installed_location(checkout: str) -> str | None:
     """The directory holding the installed ``tfnvp`` distribution's code (the source
-    folder of an editable install), or None if tfnvp is not installed."""
-    try:
-        dist = importlib.metadata.distribution("tfnvp")
-    except importlib.metadata.PackageNotFoundError:
+    folder of an editable install), or None if tfnvp is not installed.  Metadata in the
+    ``checkout`` itself (a ``tfnvp.egg-info`` left by a build) is not an installation."""
+    path = [entry for entry in sys.path
+            if os.path.realpath(entry or os.curdir) != os.path.realpath(checkout)]
+    dist = next(iter(importlib.metadata.distributions(name="tfnvp", path=path)), None)
+    if dist is None:
         return None
     try:
         direct_url = json.loads(dist.read_text("direct_url.json") or "{}")
@@ -39,7 +41,7 @@ def installed_location() -> str | None:
 
 def announce(checkout: str) -> None:
     """Prints one line when the installed tfnvp is not the ``checkout`` being run."""
-    installed = installed_location()
+    installed = installed_location(checkout)
     if installed is not None and os.path.realpath(installed) != os.path.realpath(checkout):
         print(f"Using the checkout's code at {checkout} (not the installed tfnvp at "
               f"{installed}).", file=sys.stderr, flush=True)
