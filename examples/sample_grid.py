@@ -1,7 +1,7 @@
 """Load a training run (the trainer's RUN directory) and save a grid of samples.
 
 One row per temperature (z ~ N(0, T^2 I), decoded by the flow's forward pass; the paper's
-section 4 samples at T < 1 look cleaner).  Run from a checkout (uses ``trainers.run_dir``):
+section 4 samples at T < 1 look cleaner).  Needs only the library (``tfnvp.load_run``):
 
     python examples/sample_grid.py --run=runs/digits --out=samples.png
 """
@@ -9,15 +9,10 @@ section 4 samples at T < 1 look cleaner).  Run from a checkout (uses ``trainers.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout
-
-import tfnvp  # noqa: E402
-from trainers import run_dir  # noqa: E402
+import tfnvp
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -28,7 +23,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--temperatures", default="0.5,0.7,1.0")
     args = parser.parse_args(argv)
 
-    model = run_dir.restore_model(args.run)  # latest checkpoint, evaluation-mode statistics
+    model = tfnvp.load_run(args.run)  # newest intact checkpoint, evaluation mode
     temperatures = [float(t) for t in args.temperatures.split(",")]
     rows = [model.sample(args.per_row, temperature=t, seed=(0, 1)).numpy() for t in temperatures]
     grid = tfnvp.grid.image_grid(np.concatenate(rows), rows=len(temperatures))

@@ -122,3 +122,89 @@ def test_save_png_without_pillow_names_the_extra(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=r"pip install pillow \(or tfnvp\[train\]\)"):
         grid.save_png(np.zeros((2, 2, 1), np.uint8), tmp_path / "x.png")
     assert os.listdir(tmp_path) == []
+
+
+# Copied into a scratch folder to build the wheel there (setuptools writes build/ and
+# *.egg-info next to setup.cfg).
+_SOURCES = ("tfnvp", "trainers", "setup.cfg", "pyproject.toml", "README.md", "LICENSE")
+_TINY_RUN = ["--output_dir=run", "--train_steps=2", "--num_scales=1", "--num_res_blocks=1",
+             "--hidden_channels=4", "--batch_size=16", "--eval_batch_size=300",
+             "--num_sample_images=4", "--eval_every=1000", "--checkpoint_every=2",
+             "--recalibration_batches=1", "--log_every=1", "--summary_every=100"]
+
+
+def test_wheel_installs_the_commands_and_flagfiles(tmp_path):
+    """The wheel in a fresh virtual environment: tfnvp-train (a shipped flagfile by name, from
+    another directory) trains, evaluates and exports; tfnvp-visualize runs; the three commands
+    are installed; a checkout's script says that it runs the checkout's code."""
+    import shutil
+    import site
+    import zipfile
+
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in _SOURCES:
+        if os.path.isdir(os.path.join(ROOT, name)):
+            shutil.copytree(os.path.join(ROOT, name), source / name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(os.path.join(ROOT, name), source / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
+                    str(source)], check=True, capture_output=True, timeout=300)
+    [wheel] = tmp_path.glob("tfnvp-*.whl")
+    shipped = zipfile.ZipFile(wheel).namelist()
+    assert {"trainers/train.py", "trainers/digits.flags", "trainers/cifar.flags",
+            "tfnvp/py.typed"} <= set(shipped)
+    assert not any(name.startswith(("tests/", "bench/")) for name in shipped)
+
+    # A fresh environment with tfnvp from the wheel only; its dependencies are this
+    # interpreter's (a path entry: the editable install's import hook there is not loaded).
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=300)
+    python = venv / "bin" / "python"
+    subprocess.run([*pip, "--python", str(python), "install", "--no-deps", str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    [packages] = venv.glob("lib/python*/site-packages")
+    (packages / "dependencies.pth").write_text(
+        "\n".join(p for p in site.getsitepackages() if p != str(packages)) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    where = subprocess.run(
+        [str(python), "-c", "import tfnvp, trainers; print(tfnvp.__file__, trainers.__file__)"],
+        capture_output=True, text=True, check=True, cwd=tmp_path, env=env, timeout=300
+    ).stdout.split()
+    assert all(path.startswith(str(packages)) for path in where), where
+    entry_points = (next(packages.glob("tfnvp-*.dist-info")) / "entry_points.txt").read_text()
+    for name, module in (("tfnvp-train", "train"), ("tfnvp-visualize", "visualize"),
+                         ("tfnvp-toy", "train_toy")):
+        assert f"{name} = trainers.{module}:console_main" in entry_points
+        assert (venv / "bin" / name).exists()
+
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+
+    def command(name: str, *args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run([str(venv / "bin" / name), *args], cwd=work, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr and "checkout" not in proc.stderr
+        return proc
+
+    train = command("tfnvp-train", "--flagfile=digits.flags", *_TINY_RUN)
+    assert "Run directory: run (new run)" in train.stderr + train.stdout
+    assert (work / "run" / "checkpoints" / "ckpt-2.index").exists()
+    command("tfnvp-train", "--flagfile=digits.flags", "--output_dir=run", "--mode=eval")
+    assert json.loads((work / "run" / "eval.json").read_text())["step"] == 2
+    command("tfnvp-train", "--output_dir=run", "--mode=export")
+    assert (work / "run" / "saved_model" / "2" / "saved_model.pb").exists()
+    command("tfnvp-visualize", "--what=samples", "--output_dir=run", "--out=samples.png")
+    assert (work / "samples.png").stat().st_size > 0
+
+    # The checkout's script runs the checkout's code, and says so (tfnvp is installed elsewhere).
+    script = subprocess.run([str(python), str(source / "trainers" / "train.py"), "--helpshort"],
+                            cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert "Traceback" not in script.stderr and "--flagfile" in script.stdout  # Its help.
+    assert (f"Using the checkout's code at {source} (not the installed tfnvp at {packages})"
+            in script.stderr)

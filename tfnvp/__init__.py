@@ -8,10 +8,11 @@ from tfnvp.glow import GLOW_PAPER_CONFIGS, Glow, glow_latent_scale_index
 from tfnvp.glow_step import GlowStep
 from tfnvp.image_flow import ImageFlowModel
 from tfnvp.model import PAPER_CONFIGS, RealNVP, latent_scale_index
+from tfnvp.runs import load_run
 
 __all__ = ["DenseRealNVP", "GLOW_PAPER_CONFIGS", "Glow", "GlowStep", "ImageFlowModel",
            "PAPER_CONFIGS", "PiecewiseLinearFlow", "RealNVP", "UniformDequantizer",
            "bits_per_dim_from_log_prob", "bijectors", "conditional", "dequantize",
-           "glow_latent_scale_index", "grid", "latent", "latent_scale_index", "multiscale", "nets",
-           "toy_data"]
+           "glow_latent_scale_index", "grid", "latent", "latent_scale_index", "load_run",
+           "multiscale", "nets", "toy_data"]
 __version__ = "0.1.0"

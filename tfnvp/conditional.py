@@ -56,6 +56,7 @@ def one_hot_context(labels: tf.Tensor, num_classes: int, dtype: tf.DType) -> tf.
     return tf.one_hot(labels, num_classes, dtype=dtype)
 
 
+@keras.saving.register_keras_serializable(package="tfnvp")
 class ClassConditionalPrior(keras.layers.Layer):
     """``p(z | y) = N(mu_y, diag(exp(log_sigma_y))^2)`` over events of ``event_shape``.
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -73,6 +74,7 @@ def check_vectors(x, dtype: tf.DType, dim: int, validate_args: bool,
     return x
 
 
+@keras.saving.register_keras_serializable(package="tfnvp")
 class DenseRealNVP(FlowModel):
     """Real NVP density on ``R^dim`` with MLP affine couplings.
 
@@ -146,7 +148,7 @@ class DenseRealNVP(FlowModel):
                             for index in range(num_couplings)))
         self._create_steps((scale,), dim, event_ndims=1)
         # Build every weight now (evaluation mode: no statistics are updated).
-        self.log_prob(tf.zeros((1, dim), flow_dtype))
+        self._build_weights(tf.zeros((1, dim), flow_dtype))
 
     def get_config(self) -> dict:
         return dict(self._config)

@@ -46,6 +46,7 @@ def bits_per_dim_from_log_prob(log_prob: tf.Tensor, num_dims: int) -> tf.Tensor:
     return -log_prob / (num_dims * math.log(2.0))
 
 
+@keras.saving.register_keras_serializable(package="tfnvp")
 class UniformDequantizer(keras.layers.Layer):
     """``u ~ U[0, 1)^D``: the uniform dequantizer of section 4.1 (no weights).
 

@@ -18,7 +18,11 @@ derive, and say how inputs are checked.  This base class provides
   weight scales (section 4.1);
 * class conditioning (``_make_class_conditional``, ``tfnvp.conditional``):
   ``labels=`` become the one-hot ``context`` and select the prior's class;
-* ``recalibrate``: every batch-norm statistic recomputed over training batches.
+* ``recalibrate``: every batch-norm statistic recomputed over training batches;
+* Keras' conventions: built at construction (``_build_weights``), ``fit`` and
+  ``evaluate`` by maximum likelihood (``train_step``/``test_step`` on ``nll``
+  plus ``regularization_loss``, a ``bits_per_dim`` metric); the subclasses are
+  registered serializable, so ``.keras`` files load without ``custom_objects``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import tensorflow_probability as tfp
 from tfnvp import multiscale
 from tfnvp.bijectors.batch_norm import BatchNormStatistics
 from tfnvp.conditional import ClassConditionalPrior, check_labels, one_hot_context
+from tfnvp.dequantization import bits_per_dim_from_log_prob
 from tfnvp.nets.resnet import BatchNormalization
 from tfnvp.nets.weight_norm import WeightNormConv2D
 from tfnvp.running_average import RECALIBRATE, Training
@@ -64,6 +69,8 @@ class _Untracked:
         self.scales: tuple[multiscale.Scale, ...] = ()
         self.step_layers: list[dict[str, keras.layers.Layer]] = []
         self.channels = 0
+        # fit/evaluate's bits/dim (FlowModel.metrics); not a weight of the model.
+        self.bits_per_dim = keras.metrics.Mean(name="bits_per_dim")
 
 
 class FlowModel(keras.Model):
@@ -391,3 +398,61 @@ class FlowModel(keras.Model):
     def num_dims(self) -> int:
         """Dimensions ``D`` of one event at the model's own size."""
         return int(np.prod(self.event_shape))
+
+    # ------------------------------------------------------------------ Keras
+    def _build_weights(self, x: tf.Tensor, labels: tf.Tensor | None = None) -> None:
+        """Creates every weight with one evaluation-mode ``log_prob(x)`` (no statistic
+        updated, no actnorm initialized) and marks the model built, so that
+        ``count_params``, ``summary`` and ``load_weights`` work on a fresh model."""
+        self.log_prob(x, labels=labels)
+        self.built = True
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        """Keras' ``loss`` tracker (once compiled) and ``bits_per_dim``: what ``fit`` and
+        ``evaluate`` report (validation: ``val_loss``, ``val_bits_per_dim``).  Keras'
+        callbacks cannot tell that lower bits/dim is better: monitor it with
+        ``mode="min"`` (``EarlyStopping``, ``ModelCheckpoint(save_best_only=True)``)."""
+        return super().metrics + [self._untracked.bits_per_dim]
+
+    def _unpack(self, data) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """``fit``'s batch: ``images`` or ``(images, labels)`` (class-conditional)."""
+        x, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if sample_weight is not None:
+            raise ValueError("tfnvp models are trained by maximum likelihood: sample weights "
+                             "are not supported (the dataset yields inputs or (inputs, labels)).")
+        return x, labels
+
+    def _objective(self, data, training: bool) -> tuple[tf.Tensor, tf.Tensor, int]:
+        """``(loss, nll, D)`` of a batch: ``loss = mean(nll) + regularization_loss()``."""
+        x, labels = self._unpack(data)
+        nll = self.nll(x, training=training, labels=labels)
+        loss = tf.reduce_mean(nll) + tf.cast(self.regularization_loss(), nll.dtype)
+        return loss, nll, int(np.prod(self._event_of(tf.convert_to_tensor(x))))
+
+    def train_step(self, data) -> dict[str, tf.Tensor]:
+        """``fit``'s step: maximum likelihood with the compiled optimizer.
+
+        Minimizes ``mean(nll(x, training=True)) + regularization_loss()`` (the
+        paper's objective, as the trainer does): batch statistics, updated
+        running averages, data-dependent actnorm initialization on the first
+        batch, and 8-bit images dequantized by the model's dequantizer (float
+        inputs are taken as already dequantized).  ``loss`` is that objective;
+        ``bits_per_dim`` is ``nll / (D ln 2)`` without the L2 term.
+        """
+        with tf.GradientTape() as tape:
+            loss, nll, dims = self._objective(data, training=True)
+        variables = self.trainable_variables
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        return self._update_metrics(loss, nll, dims)
+
+    def test_step(self, data) -> dict[str, tf.Tensor]:
+        """``evaluate``'s (and ``fit``'s validation) step: the objective in evaluation
+        mode (running batch-norm statistics)."""
+        return self._update_metrics(*self._objective(data, training=False))
+
+    def _update_metrics(self, loss: tf.Tensor, nll: tf.Tensor, dims: int) -> dict[str, tf.Tensor]:
+        if self._loss_tracker is not None:
+            self._loss_tracker.update_state(loss, sample_weight=tf.shape(nll)[0])
+        self._untracked.bits_per_dim.update_state(bits_per_dim_from_log_prob(-nll, dims))
+        return self.get_metrics_result()

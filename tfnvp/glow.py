@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -61,6 +62,7 @@ GLOW_PAPER_CONFIGS: dict[str, dict] = {
 }
 
 
+@keras.saving.register_keras_serializable(package="tfnvp")
 class Glow(ImageFlowModel):
     """Glow for images with values in ``[0, 256)``; see the module docstring.
 

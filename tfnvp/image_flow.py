@@ -73,8 +73,9 @@ class ImageFlowModel(FlowModel):
         self.dequantizer = UniformDequantizer(dtype=self.flow_dtype.name, name="dequantizer")
         self._make_class_conditional(num_classes)
         # Evaluation mode: no statistic is updated, no actnorm initialized.
-        self.log_prob(tf.fill((1,) + self.image_shape, tf.constant(128.0, self.flow_dtype)),
-                      labels=None if num_classes is None else tf.zeros([1], tf.int32))
+        self._build_weights(
+            tf.fill((1,) + self.image_shape, tf.constant(128.0, self.flow_dtype)),
+            labels=None if num_classes is None else tf.zeros([1], tf.int32))
 
     @classmethod
     def from_paper(cls, name: str, **overrides) -> "ImageFlowModel":

@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -87,6 +88,7 @@ PAPER_CONFIGS: dict[str, dict] = {
 FACTOR_OUT_ORDERS = {"checkerboard": "checkerboard", "channel": "space_to_depth"}
 
 
+@keras.saving.register_keras_serializable(package="tfnvp")
 class RealNVP(ImageFlowModel):
     """Real NVP for images with values in ``[0, 256)``.
 

@@ -26,13 +26,16 @@ overwrite the intact older checkpoints with the new run's.  Here instead:
   files and raises ``CheckpointWriteError``: the previous checkpoint stays the
   newest one.
 
+The reading half (candidates, restore, ``CheckpointError``) is the library's
+``tfnvp.runs`` (which ``tfnvp.load_run`` uses); this module adds the logging,
+the state repair and the writing side.
+
 Every worker of a cluster runs the same candidate search over the same files,
 so they all resume from the same checkpoint.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import glob
 import os
@@ -48,104 +51,37 @@ __all__ = ["PREFIX", "CheckpointError", "CheckpointWriteError", "Skipped", "cand
            "state_names", "write_state",
            "newest_with_index", "set_aside", "remove_leftovers", "remove_partial", "is_disk_full"]
 
-PREFIX = "ckpt"
-STATE_FILE = "checkpoint"
-_FILE = re.compile(rf"^{PREFIX}-(\d+)(?:\.index|\.data-\d+-of-\d+)$")
-_IN_STATE = re.compile(rf"{PREFIX}-(\d+)\b")
+from tfnvp.runs import (CheckpointError, Skipped, candidates, checkpoint_step, first_line,
+                        restore_error)
+from tfnvp import runs as _runs
 
-
-class CheckpointError(RuntimeError):
-    """The run has checkpoints but none of them restores; nothing was changed."""
+PREFIX = _runs.CHECKPOINT_PREFIX
+STATE_FILE = _runs.STATE_FILE
 
 
 class CheckpointWriteError(RuntimeError):
     """A checkpoint could not be written; the previous one is still the newest."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Skipped:
-    """A checkpoint that did not restore, and why."""
-
-    path: str
-    reason: str
-
-
-def checkpoint_step(path: str) -> int:
-    """``N`` of ``.../ckpt-N``."""
-    return int(os.path.basename(path).rsplit("-", 1)[1])
-
-
-def candidates(directory: str) -> list[str]:
-    """Prefixes ``DIR/ckpt-N`` named by any file or by the state file, newest first."""
-    steps: set[int] = set()
-    for name in tf.io.gfile.listdir(directory) if tf.io.gfile.isdir(directory) else []:
-        match = _FILE.match(name.rstrip("/"))
-        if match:
-            steps.add(int(match.group(1)))
-    state = os.path.join(directory, STATE_FILE)
-    if tf.io.gfile.exists(state):
-        try:
-            with tf.io.gfile.GFile(state, "rb") as f:
-                text = f.read().decode("utf-8", "replace")
-            steps.update(int(m) for m in _IN_STATE.findall(text))
-        except (OSError, tf.errors.OpError):
-            pass  # An unreadable state file names nothing; the files still do.
-    return [os.path.join(directory, f"{PREFIX}-{step}") for step in sorted(steps, reverse=True)]
-
-
-def first_line(error: BaseException) -> str:
-    message = getattr(error, "message", None) or str(error) or type(error).__name__
-    return f"{type(error).__name__}: {message.strip().splitlines()[0]}"
-
-
-def restore_error(checkpoint: tf.train.Checkpoint, path: str, partial: bool = False
-                  ) -> str | None:
-    """Why ``path`` does not restore completely into ``checkpoint`` (None if it does).
-
-    ``partial``: the checkpoint may hold more than ``checkpoint`` (e.g. the
-    optimizer when only the model is restored); every live variable must be.
-    """
-    if not tf.io.gfile.exists(path + ".index"):
-        return "its .index file is missing"
-    if not tf.io.gfile.glob(path + ".data-*"):
-        return "its .data file is missing"
-    try:
-        status = checkpoint.restore(path)
-        if partial:
-            status.expect_partial().assert_existing_objects_matched()
-        else:
-            status.assert_consumed()
-    except Exception as error:  # noqa: BLE001 - damaged files fail in many ways (OpError,
-        return first_line(error)  # IndexError "Read less bytes", DecodeError, AssertionError)
-    return None
-
-
 def restore_newest_intact(checkpoint: tf.train.Checkpoint, directory: str,
                           partial: bool = False) -> tuple[str | None, list[Skipped]]:
-    """Restores the newest checkpoint of ``directory`` that restores completely.
+    """``tfnvp.runs.restore_newest_intact`` with every skipped checkpoint logged.
 
     Returns ``(path, skipped)``; ``(None, [])`` when there is no checkpoint at
     all.  Raises ``CheckpointError`` if checkpoints exist and none restores.
-    ``partial``: see ``restore_error``.
     """
-    skipped: list[Skipped] = []
-    for path in candidates(directory):
-        reason = restore_error(checkpoint, path, partial)
-        if reason is None:
-            if skipped:
-                logging.warning("Using %s, the newest checkpoint that restores completely "
-                                "(%d newer one(s) skipped and left in place).",
-                                path, len(skipped))
-            return path, skipped
-        logging.warning("Skipping checkpoint %s: %s", path, reason)
-        skipped.append(Skipped(path, reason))
+    try:
+        path, skipped = _runs.restore_newest_intact(checkpoint, directory, partial)
+    except CheckpointError as error:
+        for item in error.skipped:
+            logging.warning("Skipping checkpoint %s: %s", item.path, item.reason)
+        raise
+    for item in skipped:
+        logging.warning("Skipping checkpoint %s: %s", item.path, item.reason)
     if skipped:
-        details = "; ".join(f"{os.path.basename(s.path)}: {s.reason}" for s in skipped)
-        raise CheckpointError(
-            f"No checkpoint in {directory!r} restores completely ({details}). Nothing was "
-            "changed. Restore the files from a backup, or move the directory aside (or use "
-            "another --output_dir) to start a new run.")
-    return None, skipped
+        logging.warning("Using %s, the newest checkpoint that restores completely "
+                        "(%d newer one(s) skipped and left in place).", path, len(skipped))
+    return path, skipped
 
 
 def state_names(directory: str, path: str) -> bool:

@@ -25,29 +25,16 @@ import numpy as np
 import tensorflow as tf
 
 import tfnvp
+# The format's reading half is the library's (tfnvp.load_run): one definition.
+from tfnvp.runs import (ARCHITECTURE_KEY, ARCHITECTURES, CHECKPOINT_DIR, CONFIG_FILE,
+                        LEGACY_MODEL_DEFAULTS, build_model, checkpoint_dir, read_config)
+from tfnvp.runs import split_architecture as _split_architecture
 
 __all__ = ["CONFIG_FILE", "CHECKPOINT_DIR", "LEGACY_MODEL_DEFAULTS", "ARCHITECTURES",
            "ARCHITECTURE_KEY", "ConfigMismatchError", "write_json_atomic", "read_config",
            "check_config", "write_or_check_config", "architecture_of", "model_config",
            "build_model", "latent_scale_index", "restore_run", "restore_model", "checkpoint_dir",
            "model_checkpoint_object"]
-
-CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
-
-# Model options added after runs had been written: a config.json (or export
-# metadata) without them describes a model built before they existed, i.e.
-# with these values.  A new run records them; resuming an old run with today's
-# defaults is refused as a different configuration.
-LEGACY_MODEL_DEFAULTS = dict(skip_connections=False, logit_map="asymmetric",
-                             factor_out="channel")
-
-# --model (trainers/train.py) -> model class.  A run's model config names its
-# architecture under ARCHITECTURE_KEY unless it is Real NVP: configs written
-# before other architectures existed stay equal (resumable).
-ARCHITECTURES = {"realnvp": tfnvp.RealNVP, "glow": tfnvp.Glow}
-ARCHITECTURE_KEY = "architecture"
-
 
 class ConfigMismatchError(ValueError):
     """The run directory belongs to another architecture or dataset."""
@@ -66,23 +53,6 @@ def write_json_atomic(path: str, payload: Any) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-def checkpoint_dir(output_dir: str) -> str:
-    return os.path.join(output_dir, CHECKPOINT_DIR)
-
-
-def read_config(output_dir: str) -> dict:
-    """The run's ``config.json``; ``FileNotFoundError`` naming the path if absent."""
-    path = os.path.join(output_dir, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: {output_dir!r} is not a tfnvp run directory.")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError.
-        raise ValueError(f"{path} is damaged ({error}): restore it from a backup (it records "
-                         "the run's model and data configuration).") from error
 
 
 def check_config(output_dir: str, config: dict) -> bool:
@@ -140,28 +110,6 @@ def model_config(model: tfnvp.ImageFlowModel) -> dict:
     if name != "realnvp":
         config[ARCHITECTURE_KEY] = name
     return config
-
-
-def _split_architecture(config: dict) -> tuple[str, dict]:
-    """``(architecture name, constructor arguments)`` of a stored model config."""
-    config = dict(config)
-    name = config.pop(ARCHITECTURE_KEY, "realnvp")
-    if name not in ARCHITECTURES:
-        raise ValueError(f"Unknown model architecture {name!r} in the run's config (known: "
-                         f"{sorted(ARCHITECTURES)}): written by a newer tfnvp?")
-    if name == "realnvp":
-        config = {**LEGACY_MODEL_DEFAULTS, **config}
-    return name, config
-
-
-def build_model(config: dict, **overrides) -> tfnvp.ImageFlowModel:
-    """A fresh model (``RealNVP`` or ``Glow``, by ``ARCHITECTURE_KEY``) from a run's
-    config (``overrides`` replace model keys).
-
-    Real NVP keys the config lacks take their ``LEGACY_MODEL_DEFAULTS`` value.
-    """
-    name, arguments = _split_architecture(config["model"])
-    return ARCHITECTURES[name](**{**arguments, **overrides})
 
 
 def latent_scale_index(stored_model_config: dict, image_shape) -> np.ndarray:

@@ -7,8 +7,9 @@ Run from the repository root::
     python trainers/train.py --flagfile=cifar.flags --mode=eval
     python trainers/train.py --flagfile=cifar.flags --mode=export
 
-A ``--flagfile`` that does not exist relative to the working directory is looked
-up in ``trainers/``.  ``--output_dir`` defaults to ``runs/<flagfile name>`` (else
+Installed (``pip install "tfnvp[train]"``), the same command is ``tfnvp-train``,
+from any directory.  A ``--flagfile`` that does not exist relative to the working
+directory is looked up in ``trainers/`` (installed: the shipped flagfiles).  ``--output_dir`` defaults to ``runs/<flagfile name>`` (else
 ``runs/<dataset>``); the first line printed names it.  Running again with the same
 run directory resumes from the latest checkpoint.  TFDS datasets are downloaded and
 prepared before the run directory is created (``trainers/tfds_prepare.py``).
@@ -416,10 +417,18 @@ def main(argv: list[str]) -> None:
     sys.exit(guarded_execute(launch.last_flagfile(sys.argv)))
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The ``tfnvp-train`` command (setup.cfg entry point); ``python trainers/train.py``."""
     # absl reads --flagfile inside app.run, so bare names are resolved first.
     try:
         resolved_argv = resolve_flagfiles(sys.argv)
     except flags.Error as bad_flagfile:
         sys.exit(f"FATAL Flags parsing error: {bad_flagfile}")
     app.run(main, argv=resolved_argv)
+
+
+if __name__ == "__main__":
+    from trainers import checkout
+
+    checkout.announce(_REPO_ROOT)
+    console_main()

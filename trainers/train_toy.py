@@ -43,7 +43,7 @@ from tfnvp import toy_data  # noqa: E402
 from tfnvp.bijectors.piecewise_linear import PiecewiseLinearFlow  # noqa: E402
 from tfnvp.dense import DenseRealNVP  # noqa: E402
 
-__all__ = ["DATASETS", "run", "define_flags", "main"]
+__all__ = ["DATASETS", "run", "define_flags", "main", "console_main"]
 
 # Flag value -> name in tfnvp.toy_data.SAMPLERS.
 DATASETS: dict[str, str] = {
@@ -258,6 +258,14 @@ def main(argv: list[str]) -> None:
         num_test=f.num_test, num_bins=f.num_bins)
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The ``tfnvp-toy`` command (setup.cfg entry point); ``python trainers/train_toy.py``."""
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    from trainers import checkout
+
+    checkout.announce(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    console_main()

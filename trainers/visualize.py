@@ -58,7 +58,7 @@ from tfnvp import latent
 from trainers import checkpoints, run_dir
 
 __all__ = ["WHATS", "SavedModelAdapter", "default_scale", "define_flags", "load_image_files",
-           "main", "run"]
+           "main", "run", "console_main"]
 
 WHATS = ("samples", "manifold", "compression", "extrapolate", "interpolate", "reconstruct")
 # Images each --what takes from the data (None: none), and its default --num.
@@ -381,6 +381,11 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> No
         sys.exit(f"visualize.py: error: {error}")
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The ``tfnvp-visualize`` command (setup.cfg entry point)."""
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    console_main()

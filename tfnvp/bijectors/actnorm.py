@@ -49,6 +49,7 @@ def _replicas_in_sync() -> int:
     return ctx.num_replicas_in_sync if ctx is not None else 1
 
 
+@keras.saving.register_keras_serializable(package="tfnvp")
 class ActNormParameters(keras.layers.Layer):
     """Per-channel log-scale ``s`` and bias ``b`` of an actnorm, with their data-dependent init.
 

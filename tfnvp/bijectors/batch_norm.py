@@ -39,6 +39,7 @@ from tfnvp.running_average import Training
 __all__ = ["BatchNorm", "BatchNormStatistics"]
 
 
+@keras.saving.register_keras_serializable(package="tfnvp")
 class BatchNormStatistics(keras.layers.Layer):
     """Per-channel running mean and variance for a ``BatchNorm`` bijector.
 

@@ -44,6 +44,7 @@ def _random_rotation_lu(channels: int, seed: int | None
     return permutation, lower, upper, np.diag(upper)
 
 
+@keras.saving.register_keras_serializable(package="tfnvp")
 class InvertibleConv1x1Weights(keras.layers.Layer):
     """The LU factors of an invertible 1x1 convolution's kernel (owned by the model).
 

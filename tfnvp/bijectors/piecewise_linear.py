@@ -27,6 +27,7 @@ __all__ = ["PiecewiseLinear", "PiecewiseLinearParams", "PiecewiseLinearFlow"]
 _INITIAL_LATENT_HALF_WIDTH = 3.0
 
 
+@keras.saving.register_keras_serializable(package="tfnvp")
 class PiecewiseLinearParams(keras.layers.Layer):
     """Keras 3 layer owning the parameters (α, ξ₁…ξ_Q) of `PiecewiseLinear`.
 
@@ -65,12 +66,16 @@ class PiecewiseLinearParams(keras.layers.Layer):
             xi_initializer = keras.initializers.Constant(
                 math.log(2.0 * _INITIAL_LATENT_HALF_WIDTH / num_bins)
             )
-        self.alpha = self.add_weight(shape=(), initializer=alpha_initializer, name="alpha")
-        self.xi = self.add_weight(shape=(num_bins,), initializer=xi_initializer, name="xi")
+        self.alpha_initializer = keras.initializers.get(alpha_initializer)
+        self.xi_initializer = keras.initializers.get(xi_initializer)
+        self.alpha = self.add_weight(shape=(), initializer=self.alpha_initializer, name="alpha")
+        self.xi = self.add_weight(shape=(num_bins,), initializer=self.xi_initializer, name="xi")
         self.built = True
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "num_bins": self.num_bins}
+        return {**super().get_config(), "num_bins": self.num_bins,
+                "alpha_initializer": keras.initializers.serialize(self.alpha_initializer),
+                "xi_initializer": keras.initializers.serialize(self.xi_initializer)}
 
 
 class PiecewiseLinear(tfb.Bijector):
@@ -243,6 +248,7 @@ class PiecewiseLinear(tfb.Bijector):
         return tf.gather(self._log_slopes(), self._bin(x, self.edges()))
 
 
+@keras.saving.register_keras_serializable(package="tfnvp")
 class PiecewiseLinearFlow(keras.Model):
     """1-D density model ``p(x) = N(f(x); 0, 1) · f'(x)`` with f piecewise linear.
 
@@ -270,6 +276,12 @@ class PiecewiseLinearFlow(keras.Model):
         self.distribution = tfd.TransformedDistribution(
             tfd.Normal(tf.zeros([], dtype), tf.ones([], dtype)), self.bijector
         )
+        self.x_min, self.x_max = float(x_min), float(x_max)
+        self.built = True
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "num_bins": self.bin_params.num_bins,
+                "x_min": self.x_min, "x_max": self.x_max}
 
     def log_prob(self, x: Any) -> tf.Tensor:
         # Evaluate on a fresh tensor: TFP caches bijector results keyed by the

@@ -29,6 +29,7 @@ import keras
 import tensorflow as tf
 
 from tfnvp.bijectors.actnorm import ActNormParameters
+from tfnvp.nets.shift_and_log_scale import BodyConfig
 
 __all__ = ["GlowAffineHead", "GlowNet"]
 
@@ -36,6 +37,7 @@ _LOGSCALE_FACTOR = 3.0  # The release's `logscale_factor` of its zero-initialize
 _SCALE_OFFSET = 2.0  # sigmoid(h + 2): the coupling starts as a contraction by sigmoid(2).
 
 
+@keras.saving.register_keras_serializable(package="tfnvp")
 class GlowNet(keras.layers.Layer):
     """Glow's three-convolution coupling network (see the module docstring).
 
@@ -103,7 +105,8 @@ class GlowNet(keras.layers.Layer):
         return self.conv_out(h) * scale
 
 
-class GlowAffineHead(keras.layers.Layer):
+@keras.saving.register_keras_serializable(package="tfnvp")
+class GlowAffineHead(BodyConfig, keras.layers.Layer):
     """Conditioner for ``AffineCoupling(mask="channel")`` computing Glow's coupling.
 
     Math (``a`` = kept half, ``[t, h] = body(a)``; see the module docstring)::
@@ -133,6 +136,9 @@ class GlowAffineHead(keras.layers.Layer):
         self.body = body
         self.channels = int(channels)
         self.parity = parity
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "channels": self.channels, "parity": self.parity}
 
     def call(self, x: tf.Tensor, training: bool = False,
              context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:

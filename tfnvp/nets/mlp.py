@@ -20,6 +20,7 @@ from tfnvp.nets.tracking import track_layers
 __all__ = ["MLP"]
 
 
+@keras.saving.register_keras_serializable(package="tfnvp")
 class MLP(keras.layers.Layer):
     """Conditioner body: ``[..., d_in] -> [..., out_dim]``.
 

@@ -43,6 +43,7 @@ _FUSED_DTYPES = (tf.float32, tf.bfloat16, tf.float16)
 FOLD_EVAL_BATCH_NORM = True
 
 
+@keras.saving.register_keras_serializable(package="tfnvp")
 class BatchNormalization(keras.layers.BatchNormalization):
     """``keras.layers.BatchNormalization``, debiased, computed by ``FusedBatchNormV3``.
 
@@ -136,6 +137,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
         return tf.cast(y, self.compute_dtype)
 
 
+@keras.saving.register_keras_serializable(package="tfnvp")
 class _ResidualBlock(keras.layers.Layer):
     """``h + conv(relu(bn(conv(relu(bn(h))))))``."""
 
@@ -189,6 +191,7 @@ class _ResidualBlock(keras.layers.Layer):
                 "synchronized": self.synchronized, "momentum": self.momentum}
 
 
+@keras.saving.register_keras_serializable(package="tfnvp")
 class ResNet(keras.layers.Layer):
     """Conditioner body: ``[..., H, W, C_in] -> [..., H, W, out_channels]``.
 

@@ -35,7 +35,7 @@ import keras
 import tensorflow as tf
 from tensorflow.python.eager import record  # tf.recompute_grad's own tape control.
 
-__all__ = ["ShiftAndLogScale", "concat_context", "recompute"]
+__all__ = ["BodyConfig", "ShiftAndLogScale", "concat_context", "recompute"]
 
 
 def concat_context(x: tf.Tensor, context: tf.Tensor) -> tf.Tensor:
@@ -110,7 +110,21 @@ def recompute(fn: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor,
     return forward(x)
 
 
-class ShiftAndLogScale(keras.layers.Layer):
+class BodyConfig:
+    """Keras (de)serialization of a layer whose first constructor argument is a ``body``
+    layer: ``get_config`` adds it serialized, ``from_config`` rebuilds it first."""
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "body": keras.saving.serialize_keras_object(self.body)}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        config = dict(config)
+        return cls(body=keras.saving.deserialize_keras_object(config.pop("body")), **config)
+
+
+@keras.saving.register_keras_serializable(package="tfnvp")
+class ShiftAndLogScale(BodyConfig, keras.layers.Layer):
     """Maps ``b * x`` to ``(shift, log_scale)``, each with ``channels`` features.
 
     Args:
@@ -129,6 +143,10 @@ class ShiftAndLogScale(keras.layers.Layer):
         self.recompute_gradients = bool(recompute_gradients)
         self.scale = self.add_weight(name="log_scale_factor", shape=(self.channels,),
                                      initializer="ones")
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "channels": self.channels,
+                "recompute_gradients": self.recompute_gradients}
 
     def call(self, x: tf.Tensor, training: bool = False,
              context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:

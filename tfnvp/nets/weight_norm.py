@@ -24,6 +24,7 @@ import tensorflow as tf
 __all__ = ["WeightNormConv2D"]
 
 
+@keras.saving.register_keras_serializable(package="tfnvp")
 class WeightNormConv2D(keras.layers.Layer):
     """``conv2d(x, g * v / ||v||) + bias`` with 'SAME' padding, stride 1.
 

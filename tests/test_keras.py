@@ -1,0 +1,163 @@
+"""Keras conventions of tfnvp's models and layers: serialization, built at construction,
+``compile``/``fit``/``evaluate`` by maximum likelihood, standard callbacks.
+
+Tiny models on 8x8 images, a few steps each.
+"""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfnvp
+from tfnvp.bijectors.actnorm import ActNormParameters
+from tfnvp.bijectors.batch_norm import BatchNormStatistics
+from tfnvp.bijectors.invertible_conv import InvertibleConv1x1Weights
+from tfnvp.bijectors.piecewise_linear import PiecewiseLinearParams
+from tfnvp.conditional import ClassConditionalPrior
+from tfnvp.nets.glow_net import GlowAffineHead, GlowNet
+from tfnvp.nets.mlp import MLP
+from tfnvp.nets.resnet import BatchNormalization, ResNet
+from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
+from tfnvp.nets.weight_norm import WeightNormConv2D
+
+SHAPE = (8, 8, 1)
+MODELS = {
+    "realnvp": lambda **kw: tfnvp.RealNVP(SHAPE, num_scales=1, num_res_blocks=1,
+                                          hidden_channels=4, **kw),
+    "glow": lambda **kw: tfnvp.Glow(SHAPE, num_scales=1, steps_per_scale=2, hidden_channels=4,
+                                    **kw),
+}
+
+
+def _images(n=32, seed=0):
+    """Digit-like 8x8 uint8 images: a bright random blob on a dark background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:8, :8]
+    centres = rng.uniform(2, 6, (n, 2))
+    blob = np.exp(-((yy - centres[:, :1, None]) ** 2 + (xx - centres[:, 1:, None]) ** 2) / 4)
+    return np.clip(blob * 255 + rng.normal(0, 8, blob.shape), 0, 255).astype(np.uint8)[..., None]
+
+
+def _fresh(x):
+    return tf.identity(tf.constant(x))
+
+
+@pytest.mark.parametrize("layer", [
+    lambda: GlowNet(4, hidden_channels=3, context_channels=2),
+    lambda: GlowAffineHead(GlowNet(4, hidden_channels=3), channels=4, parity=1),
+    lambda: MLP(5, 2, 3, activation="relu"),
+    lambda: ResNet(4, 1, 6, skip_connections=False),
+    lambda: BatchNormalization(momentum=0.9),
+    lambda: WeightNormConv2D(3, kernel_size=1),
+    lambda: ShiftAndLogScale(MLP(5, 1, 6), channels=3, recompute_gradients=True),
+    lambda: ActNormParameters(3),
+    lambda: BatchNormStatistics(3),
+    lambda: InvertibleConv1x1Weights(3, seed=4),
+    lambda: PiecewiseLinearParams(5),
+    lambda: ClassConditionalPrior(3, (2, 2, 1)),
+    lambda: tfnvp.UniformDequantizer(dtype="float64"),
+    lambda: tfnvp.PiecewiseLinearFlow(6, x_min=-2.0, x_max=3.0),
+])
+def test_layers_are_registered_and_round_trip_their_config(layer):
+    layer = layer()
+    assert keras.saving.get_registered_name(type(layer)) == f"tfnvp>{type(layer).__name__}"
+    serialized = keras.saving.serialize_keras_object(layer)
+    copy = keras.saving.deserialize_keras_object(serialized)  # No custom_objects.
+    assert type(copy) is type(layer)
+    assert keras.saving.serialize_keras_object(copy) == serialized
+
+
+def test_fresh_models_are_built():
+    models = [MODELS["realnvp"](), MODELS["glow"](), tfnvp.DenseRealNVP(3, hidden_dim=4)]
+    for model in models:
+        assert model.built
+        count = model.count_params()
+        assert count == sum(int(np.prod(w.shape)) for w in model.weights) > 0
+
+
+@pytest.mark.parametrize("name", ["realnvp", "glow"])
+def test_fit_callbacks_save_and_load(name, tmp_path):
+    images = _images(32)
+    x = (images.astype(np.float32) + np.random.default_rng(2).uniform(0, 1, images.shape)
+         ).astype(np.float32)
+    train = tf.data.Dataset.from_tensor_slices(x).batch(32)  # One batch per epoch.
+    valid = tf.data.Dataset.from_tensor_slices(_images(16, seed=1)).batch(16)  # uint8.
+    model, twin = MODELS[name](), MODELS[name]()
+    twin.set_weights(model.get_weights())
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    tensorboard = tmp_path / "tensorboard"
+    callbacks = [
+        keras.callbacks.TensorBoard(str(tensorboard)),
+        keras.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"), monitor="val_bits_per_dim",
+                                        mode="min", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(str(tmp_path / "epoch{epoch}.weights.h5"),
+                                        save_weights_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_bits_per_dim", mode="min", patience=0),
+    ]
+    history = model.fit(train, validation_data=valid, epochs=2, callbacks=callbacks, verbose=0)
+    for key in ("loss", "bits_per_dim", "val_loss", "val_bits_per_dim"):
+        assert len(history.history[key]) >= 1 and all(np.isfinite(history.history[key]))
+    # The first epoch's loss is the model's objective on its one batch before the update:
+    # mean(nll(x, training=True)) + regularization_loss(); bits/dim leaves out the L2 term.
+    nll = twin.nll(_fresh(x), training=True).numpy()
+    regularization = twin.regularization_loss().numpy()
+    np.testing.assert_allclose(history.history["loss"][0], nll.mean() + regularization,
+                               rtol=1e-5)
+    np.testing.assert_allclose(history.history["bits_per_dim"][0],
+                               nll.mean() / (64 * math.log(2.0)), rtol=1e-5)
+    # Training moved the batch-norm statistics / initialized the actnorms.
+    if name == "realnvp":
+        assert all(float(s.num_updates) > 0 for s in model.batch_norm_layers())
+    else:
+        assert all(float(a.initialized) == 1.0 for a in model.actnorms)
+    assert any(p.name.startswith("events.out.tfevents") for p in tensorboard.rglob("*"))
+    assert (tmp_path / "epoch1.weights.h5").exists() and (tmp_path / "best.keras").exists()
+
+    # evaluate: evaluation-mode bits/dim (float inputs: already dequantized).
+    expected = np.mean(-model.log_prob(_fresh(x)).numpy() / (64 * math.log(2.0)))
+    result = model.evaluate(tf.data.Dataset.from_tensor_slices(x).batch(16), verbose=0,
+                            return_dict=True)
+    np.testing.assert_allclose(result["bits_per_dim"], expected, rtol=1e-5)
+
+    log_prob = model.log_prob(_fresh(x)).numpy()
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")  # No custom_objects.
+    assert type(loaded) is type(model)
+    np.testing.assert_array_equal(loaded.log_prob(_fresh(x)).numpy(), log_prob)
+    model.save_weights(tmp_path / "model.weights.h5")
+    fresh = MODELS[name]()
+    assert np.abs(fresh.log_prob(_fresh(x)).numpy() - log_prob).max() > 1e-3
+    fresh.load_weights(tmp_path / "model.weights.h5")
+    np.testing.assert_array_equal(fresh.log_prob(_fresh(x)).numpy(), log_prob)
+    best = keras.models.load_model(tmp_path / "best.keras")
+    assert np.all(np.isfinite(best.log_prob(_fresh(x)).numpy()))
+
+
+def test_class_conditional_fit_takes_images_and_labels(tmp_path):
+    images, labels = _images(16), np.arange(16) % 3
+    model = MODELS["realnvp"](num_classes=3)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+    history = model.fit(data, epochs=1, verbose=0)
+    assert np.isfinite(history.history["bits_per_dim"][0])
+    assert np.isfinite(model.evaluate(data, verbose=0, return_dict=True)["bits_per_dim"])
+    x = _fresh(images.astype(np.float32) + 0.5)
+    model.save(tmp_path / "conditional.keras")
+    loaded = keras.models.load_model(tmp_path / "conditional.keras")
+    np.testing.assert_array_equal(loaded.log_prob(x, labels=labels).numpy(),
+                                  model.log_prob(x, labels=labels).numpy())
+
+
+def test_dense_real_nvp_fits_vectors(tmp_path):
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32) * [1.0, 2.0, 0.5]
+    model = tfnvp.DenseRealNVP(3, hidden_dim=8, num_couplings=2, batch_norm=True)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = model.fit(tf.data.Dataset.from_tensor_slices(x).batch(32), epochs=3, verbose=0)
+    assert history.history["bits_per_dim"][-1] < history.history["bits_per_dim"][0]
+    model.save(tmp_path / "dense.keras")
+    loaded = keras.models.load_model(tmp_path / "dense.keras")
+    np.testing.assert_array_equal(loaded.log_prob(_fresh(x)).numpy(),
+                                  model.log_prob(_fresh(x)).numpy())

@@ -1,0 +1,250 @@
+"""Reading a training run's directory back into a model: ``load_run``.
+
+A run directory (written by ``tfnvp-train`` / ``trainers/train.py``)::
+
+    RUN/config.json      {"model": <model.get_config()>, "data": ..., ...}
+    RUN/checkpoints/     tf.train.CheckpointManager files: ckpt-N.index, ckpt-N.data-*,
+                         and the state file "checkpoint" (Checkpoint(model=, optimizer=, ...))
+
+``config.json``'s ``"model"`` is the model's ``get_config()``; a model other
+than ``RealNVP`` names its class under ``ARCHITECTURE_KEY`` (``"glow"``), and a
+Real NVP config written before an option existed takes its
+``LEGACY_MODEL_DEFAULTS`` value.  This module is the one definition of that
+format: the trainers write and resume runs through it (``trainers/run_dir.py``,
+``trainers/checkpoints.py``), and it reads no flags.
+
+Which checkpoint: every ``ckpt-N`` that a file of ``checkpoints/`` or the state
+file names is a candidate, newest first (a damaged state file does not hide
+intact checkpoints).  A candidate is used when it restores completely: its
+``.index`` and ``.data`` files exist and every variable of the live objects is
+restored (``restore_error``).  Damaged newer checkpoints are skipped with their
+reason; if none restores, ``CheckpointError`` says why for each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+
+import tensorflow as tf
+
+from tfnvp.glow import Glow
+from tfnvp.image_flow import ImageFlowModel
+from tfnvp.model import RealNVP
+
+__all__ = ["ARCHITECTURES", "ARCHITECTURE_KEY", "CHECKPOINT_DIR", "CONFIG_FILE",
+           "CheckpointError", "LEGACY_MODEL_DEFAULTS", "Skipped", "build_model", "candidates",
+           "checkpoint_dir", "checkpoint_step", "first_line", "load_run", "read_config",
+           "restore_error", "restore_newest_intact", "split_architecture"]
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_PREFIX = "ckpt"
+STATE_FILE = "checkpoint"
+_FILE = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)(?:\.index|\.data-\d+-of-\d+)$")
+_IN_STATE = re.compile(rf"{CHECKPOINT_PREFIX}-(\d+)\b")
+
+# Model options added after runs had been written: a config.json (or export
+# metadata) without them describes a model built before they existed, i.e.
+# with these values.
+LEGACY_MODEL_DEFAULTS = dict(skip_connections=False, logit_map="asymmetric",
+                             factor_out="channel")
+
+# A run's model config names its architecture under ARCHITECTURE_KEY unless it
+# is Real NVP: configs written before other architectures existed stay equal.
+ARCHITECTURES: dict[str, type[ImageFlowModel]] = {"realnvp": RealNVP, "glow": Glow}
+ARCHITECTURE_KEY = "architecture"
+
+_logger = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """The run has checkpoints but none of them restores; nothing was changed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """A checkpoint that did not restore, and why."""
+
+    path: str
+    reason: str
+
+
+# --------------------------------------------------------------------- config
+def checkpoint_dir(run_dir: str) -> str:
+    return os.path.join(run_dir, CHECKPOINT_DIR)
+
+
+def read_config(run_dir: str) -> dict:
+    """The run's ``config.json``; ``FileNotFoundError`` naming the path if absent,
+    ``ValueError`` if it is not JSON."""
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: {run_dir!r} is not a tfnvp run directory.")
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError.
+        raise ValueError(f"{path} is damaged ({error}): restore it from a backup (it records "
+                         "the run's model and data configuration).") from error
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise ValueError(f"{path} has no \"model\" configuration: not a tfnvp run's config.")
+    return config
+
+
+def split_architecture(model_config: dict) -> tuple[str, dict]:
+    """``(architecture name, constructor arguments)`` of a stored model config."""
+    config = dict(model_config)
+    name = config.pop(ARCHITECTURE_KEY, "realnvp")
+    if name not in ARCHITECTURES:
+        raise ValueError(f"Unknown model architecture {name!r} in the run's config (known: "
+                         f"{sorted(ARCHITECTURES)}): written by a newer tfnvp?")
+    if name == "realnvp":
+        config = {**LEGACY_MODEL_DEFAULTS, **config}
+    return name, config
+
+
+def build_model(config: dict, **overrides) -> ImageFlowModel:
+    """A fresh model (``RealNVP`` or ``Glow``, by ``ARCHITECTURE_KEY``) from a run's
+    config (``overrides`` replace model keys)."""
+    name, arguments = split_architecture(config["model"])
+    return ARCHITECTURES[name](**{**arguments, **overrides})
+
+
+# ---------------------------------------------------------------- checkpoints
+def checkpoint_step(path: str) -> int:
+    """``N`` of ``.../ckpt-N``."""
+    return int(os.path.basename(path).rsplit("-", 1)[1])
+
+
+def candidates(directory: str) -> list[str]:
+    """Prefixes ``DIR/ckpt-N`` named by any file or by the state file, newest first."""
+    steps: set[int] = set()
+    for name in tf.io.gfile.listdir(directory) if tf.io.gfile.isdir(directory) else []:
+        match = _FILE.match(name.rstrip("/"))
+        if match:
+            steps.add(int(match.group(1)))
+    state = os.path.join(directory, STATE_FILE)
+    if tf.io.gfile.exists(state):
+        try:
+            with tf.io.gfile.GFile(state, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+            steps.update(int(m) for m in _IN_STATE.findall(text))
+        except (OSError, tf.errors.OpError):
+            pass  # An unreadable state file names nothing; the files still do.
+    return [os.path.join(directory, f"{CHECKPOINT_PREFIX}-{step}")
+            for step in sorted(steps, reverse=True)]
+
+
+def first_line(error: BaseException) -> str:
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    return f"{type(error).__name__}: {message.strip().splitlines()[0]}"
+
+
+def restore_error(checkpoint: tf.train.Checkpoint, path: str, partial: bool = False
+                  ) -> str | None:
+    """Why ``path`` does not restore completely into ``checkpoint`` (None if it does).
+
+    ``partial``: the checkpoint may hold more than ``checkpoint`` (e.g. the
+    optimizer when only the model is restored); every live variable must be.
+    """
+    if not tf.io.gfile.exists(path + ".index"):
+        return "its .index file is missing"
+    if not tf.io.gfile.glob(path + ".data-*"):
+        return "its .data file is missing"
+    try:
+        status = checkpoint.restore(path)
+        if partial:
+            status.expect_partial().assert_existing_objects_matched()
+        else:
+            status.assert_consumed()
+    except Exception as error:  # noqa: BLE001 - damaged files fail in many ways (OpError,
+        return first_line(error)  # IndexError "Read less bytes", DecodeError, AssertionError)
+    return None
+
+
+def restore_newest_intact(checkpoint: tf.train.Checkpoint, directory: str,
+                          partial: bool = False) -> tuple[str | None, list[Skipped]]:
+    """Restores the newest checkpoint of ``directory`` that restores completely.
+
+    Returns ``(path, skipped)``: the newer candidates that did not restore,
+    with their reasons; ``(None, [])`` when there is no checkpoint at all.
+    Raises ``CheckpointError`` (its ``skipped`` attribute lists every
+    candidate) if checkpoints exist and none restores.  ``partial``: see
+    ``restore_error``.
+    """
+    skipped: list[Skipped] = []
+    for path in candidates(directory):
+        reason = restore_error(checkpoint, path, partial)
+        if reason is None:
+            return path, skipped
+        skipped.append(Skipped(path, reason))
+    if skipped:
+        details = "; ".join(f"{os.path.basename(s.path)}: {s.reason}" for s in skipped)
+        error = CheckpointError(
+            f"No checkpoint in {directory!r} restores completely ({details}). Nothing was "
+            "changed. Restore the files from a backup, or move the directory aside (or use "
+            "another --output_dir) to start a new run.")
+        error.skipped = skipped
+        raise error
+    return None, skipped
+
+
+# ------------------------------------------------------------------- load_run
+def _checkpoint_path(run_dir: str, checkpoint: str | int) -> str:
+    """A checkpoint given as a step, a name (``"ckpt-1000"``) or a path prefix."""
+    if isinstance(checkpoint, int) and not isinstance(checkpoint, bool):
+        return os.path.join(checkpoint_dir(run_dir), f"{CHECKPOINT_PREFIX}-{checkpoint}")
+    checkpoint = os.fspath(checkpoint)
+    if not tf.io.gfile.exists(checkpoint + ".index") and not os.path.isabs(checkpoint):
+        in_run = os.path.join(checkpoint_dir(run_dir), os.path.basename(checkpoint))
+        if tf.io.gfile.exists(in_run + ".index"):
+            return in_run
+    return checkpoint
+
+
+def load_run(run_dir: str | os.PathLike, checkpoint: str | int | None = None) -> ImageFlowModel:
+    """The trained model of a run directory, ready for evaluation.
+
+    Rebuilds the run's model (``RealNVP`` or ``Glow``) from ``config.json``
+    and restores its weights, including the batch-norm statistics and actnorm
+    initializations, from the newest checkpoint that restores completely
+    (damaged newer ones are skipped with a logged warning), or from
+    ``checkpoint``: a step (``1000``), a name (``"ckpt-1000"``) or a path
+    prefix (``"RUN/checkpoints/ckpt-1000"``).  The model's methods default to
+    evaluation mode (running statistics): ``model.log_prob(x)``,
+    ``model.bits_per_dim(images)``, ``model.sample(16)``.
+
+    Raises ``FileNotFoundError`` (no ``config.json``, no checkpoint, or no such
+    ``checkpoint``), ``ValueError`` (a damaged ``config.json``) or
+    ``CheckpointError`` (no checkpoint restores; the named one does not).
+
+    Example::
+
+        model = tfnvp.load_run("runs/cifar")
+        images = model.sample(16, temperature=0.7)
+    """
+    run_dir = os.fspath(run_dir)
+    model = build_model(read_config(run_dir))
+    restorable = tf.train.Checkpoint(model=model)
+    if checkpoint is None:
+        path, skipped = restore_newest_intact(restorable, checkpoint_dir(run_dir), partial=True)
+        for item in skipped:
+            _logger.warning("Skipping checkpoint %s: %s", item.path, item.reason)
+        if path is None:
+            raise FileNotFoundError(f"No checkpoint in {checkpoint_dir(run_dir)!r}: the run has "
+                                    "not saved one yet.")
+        return model
+    path = _checkpoint_path(run_dir, checkpoint)
+    if not tf.io.gfile.exists(path + ".index"):
+        raise FileNotFoundError(f"No checkpoint {checkpoint!r} in {run_dir!r} (expected "
+                                f"{path}.index; the run's checkpoints: "
+                                f"{[os.path.basename(c) for c in candidates(checkpoint_dir(run_dir))]}).")
+    reason = restore_error(restorable, path, partial=True)
+    if reason is not None:
+        raise CheckpointError(f"Checkpoint {path!r} does not restore ({reason}); leave "
+                              "checkpoint unset to use the newest intact one.")
+    return model
