@@ -28,7 +28,6 @@ Results: a markdown table on stdout and ``OUTPUT/eval_lag.json``.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import math
 import os
@@ -43,6 +42,8 @@ import trainers
 from trainers import data
 from trainers import run_dir
 
+from bench import summaries
+
 CODE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(trainers.__file__)))
 
 MNIST_ARGS = ["--flagfile=" + os.path.join(CODE_ROOT, "trainers", "mnist.flags"),
@@ -50,16 +51,6 @@ MNIST_ARGS = ["--flagfile=" + os.path.join(CODE_ROOT, "trainers", "mnist.flags")
               "--hidden_channels=32", "--batch_size=64", "--learning_rate=1e-3",
               "--clip_grad_norm=100", "--max_eval_examples=2000", "--eval_batch_size=250",
               "--num_sample_images=0", "--summary_every=10", "--log_every=50"]
-
-
-def _scalars(logdir: str, tag: str) -> dict[int, float]:
-    values = {}
-    for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if value.tag == tag:
-                    values[event.step] = float(tf.make_ndarray(value.tensor))
-    return values
 
 
 def batch_statistics_bits(output_dir: str, stats_batch: int) -> tuple[float, int]:
@@ -99,9 +90,9 @@ def main() -> None:
         print("$", " ".join(command), flush=True)
         subprocess.run(command, check=True, env={**os.environ, "PYTHONPATH": CODE_ROOT})
         board = os.path.join(args.output, "tensorboard")
-        evaluated = _scalars(os.path.join(board, "eval"), "bits_per_dim")[step]
+        evaluated = summaries.scalars(os.path.join(board, "eval"), "bits_per_dim")[step]
         batch_stats, count = batch_statistics_bits(args.output, args.stats_batch)
-        train = _scalars(os.path.join(board, "train"), "bits_per_dim")
+        train = summaries.scalars(os.path.join(board, "train"), "bits_per_dim")
         window = [v for s, v in train.items() if step - args.train_window < s <= step]
         rows.append(dict(step=step, eval=evaluated, batch_stats=batch_stats,
                          gap=evaluated - batch_stats, train=float(np.mean(window)),

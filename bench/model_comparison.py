@@ -37,6 +37,8 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from bench import summaries  # noqa: E402
 DATA = "/work/shared/data"
 
 DATASETS = {
@@ -55,18 +57,6 @@ def configs(dataset: str) -> dict[str, list[str]]:
     return {"realnvp": realnvp, "glow": glow,
             "realnvp_conditional": realnvp + ["--conditional"],
             "glow_conditional": glow + ["--conditional"]}
-
-
-def _scalars(logdir: str, tag: str) -> dict[int, float]:
-    import tensorflow as tf
-
-    values = {}
-    for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if value.tag == tag:
-                    values[event.step] = float(tf.make_ndarray(value.tensor))
-    return values
 
 
 def _trainer(flags: list[str], log_path: str) -> str:
@@ -103,7 +93,7 @@ def run(args: argparse.Namespace, name: str, flags: list[str]) -> dict:
     params = re.findall(r"\((\d+) parameters", open(log_path).read())
     _trainer([*common, "--mode=eval"], log_path)
     final = json.load(open(os.path.join(output, "eval.json")))
-    curve = _scalars(os.path.join(output, "tensorboard", "eval"), "bits_per_dim")
+    curve = summaries.scalars(os.path.join(output, "tensorboard", "eval"), "bits_per_dim")
     return dict(config=name, flags=flags, params=int(params[0]) if params else None,
                 steps=args.steps, seconds=round(seconds, 1), resumed="resuming" in out,
                 curve={str(k): v for k, v in sorted(curve.items())},
