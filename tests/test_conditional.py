@@ -3,18 +3,15 @@ plumbing and its errors, and a short training run where labels help."""
 
 import math
 
-import keras
 import numpy as np
 import pytest
 import scipy.stats
 import tensorflow as tf
-from sklearn.datasets import load_digits
 
+import digits_runs
 import tfnvp
 
 from bijector_checks import numerical_log_det, perturb_weights
-
-EVAL_SEED = (0, 1)
 
 
 def _conditional(num_classes=3, dtype="float64") -> tfnvp.RealNVP:
@@ -96,45 +93,13 @@ def test_label_errors_are_clear():
     assert "num_classes" not in unconditional.get_config()  # old run configs stay equal
 
 
-def _digits():
-    data = load_digits()
-    images = np.round(data.images * 255 / 16).astype(np.uint8)[..., None]
-    order = np.random.default_rng(0).permutation(len(images))
-    train, test = order[:1500], order[1500:]
-    return images[train], data.target[train], images[test], data.target[test]
-
-
-def _train_and_evaluate(num_classes, steps: int) -> float:
-    keras.utils.set_random_seed(0)
-    train, train_labels, test, test_labels = _digits()
-    model = tfnvp.RealNVP((8, 8, 1), num_scales=2, num_res_blocks=1, hidden_channels=16,
-                          batch_norm_momentum=0.9, validate_args=False, num_classes=num_classes)
-    optimizer = keras.optimizers.Adam(3e-3)
-    conditional = num_classes is not None
-
-    @tf.function(input_signature=[tf.TensorSpec([64, 8, 8, 1], tf.uint8),
-                                  tf.TensorSpec([64], tf.int64)])
-    def step(images, labels):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(model.nll(images, training=True,
-                                            labels=labels if conditional else None))
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-
-    rng = np.random.default_rng(0)
-    for _ in range(steps):
-        batch = rng.integers(0, len(train), 64)
-        step(train[batch], train_labels[batch])
-    bits = model.bits_per_dim(test, seed=EVAL_SEED, labels=test_labels if conditional else None)
-    return float(tf.reduce_mean(bits))
-
-
 def test_labels_lower_held_out_bits_per_dim_on_digits():
     """Same seed, data order and steps: log p(x | y) of held-out digits (their true
     labels) is higher than log p(x) -- by at most log(10) / 64 = 0.052 bits/dim
     for an exact model, more for a short run that can use the labels early."""
-    unconditional = _train_and_evaluate(None, steps=100)
-    conditional = _train_and_evaluate(10, steps=100)
+    # The unconditional run is tests/test_training.py's (tests/digits_runs.py).
+    unconditional = digits_runs.digits_run().held_out_bits_per_dim(100)
+    conditional = digits_runs.digits_run(10).held_out_bits_per_dim(100)
     print(f"held-out bits/dim after 100 steps: unconditional {unconditional:.4f}, "
           f"class-conditional {conditional:.4f}")
     assert np.isfinite(conditional)

@@ -243,28 +243,6 @@ def test_metadata(exported):
     assert os.path.exists(os.path.join(exported["export_dir"], "assets", export.METADATA_FILE))
 
 
-def test_value_checks_survive_validate_args_false(exported, tmp_path):
-    """A model built without value checks is still exported with them, and left as it was."""
-    model = tfnvp.RealNVP((4, 4, 1), num_scales=1, num_res_blocks=1, hidden_channels=4,
-                          validate_args=False)
-    path = export.export_saved_model(model, str(tmp_path / "sm"))
-    assert model.validate_args is False
-    loaded = tf.saved_model.load(path)
-    x = np.full((1, 4, 4, 1), 100.0, np.float32)
-    np.testing.assert_allclose(loaded.log_prob(x), model.log_prob(x), rtol=1e-4)
-    x[0, 0, 0, 0] = np.nan
-    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN"):
-        loaded.log_prob(x)
-    # Re-export over it: the new weights replace the old ones.
-    other = _perturbed_model(5, image_shape=(4, 4, 1), num_scales=1, num_res_blocks=1,
-                             hidden_channels=4)
-    assert export.export_saved_model(other, path) == path
-    x[0, 0, 0, 0] = 100.0
-    reloaded = tf.saved_model.load(path)  # keep a reference: it owns the variables
-    np.testing.assert_allclose(reloaded.log_prob(x), other.log_prob(x), rtol=1e-4)
-    assert sorted(os.listdir(tmp_path)) == ["sm"]
-
-
 def _siblings(export_dir: str) -> list[str]:
     return sorted(os.listdir(os.path.dirname(export_dir)))
 
@@ -346,15 +324,18 @@ def test_serving_default_signature_as_documented(exported):
     }
 
 
-def test_new_version_beside_the_old_one(exported, tmp_path):
-    """A new version leaves the previous one untouched; the highest complete one is the latest."""
+def test_new_version_beside_the_old_one_keeps_value_checks_and_is_replaced(exported, tmp_path):
+    """A new version leaves the previous one untouched; the highest complete one is the latest.
+    Its model, built without value checks, is still exported with them and left as it was;
+    exporting the same version again replaces its weights."""
     base = tmp_path / "saved_model"
     assert export.latest_version(str(base)) is None
     shutil.copytree(exported["export_dir"], base / str(VERSION))  # the previous version
     before = _files(str(base / str(VERSION)))
-    model = _perturbed_model(2, image_shape=(4, 4, 1), num_scales=1, num_res_blocks=1,
-                             hidden_channels=4)
+    model = tfnvp.RealNVP((4, 4, 1), num_scales=1, num_res_blocks=1, hidden_channels=4,
+                          validate_args=False)
     path = export.export_version(model, str(base), 10)
+    assert model.validate_args is False
     assert sorted(os.listdir(base)) == ["10", str(VERSION)]
     assert _files(str(base / str(VERSION))) == before
     (base / "12").mkdir()  # not a SavedModel (yet): never the latest
@@ -363,6 +344,19 @@ def test_new_version_beside_the_old_one(exported, tmp_path):
     x = np.full((2, 4, 4, 1), 120.0, np.float32)
     loaded = tf.saved_model.load(path)  # keep a reference: it owns the variables
     np.testing.assert_allclose(loaded.log_prob(x), model.log_prob(x), rtol=1e-4)
+    x[0, 0, 0, 0] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN"):
+        loaded.log_prob(x)
+    # Re-export over it: the new weights replace the old ones.
+    other = _perturbed_model(5, image_shape=(4, 4, 1), num_scales=1, num_res_blocks=1,
+                             hidden_channels=4)
+    assert export.export_version(other, str(base), 10) == path
+    x[0, 0, 0, 0] = 120.0
+    reloaded = tf.saved_model.load(path)  # keep a reference: it owns the variables
+    np.testing.assert_allclose(reloaded.log_prob(x), other.log_prob(x), rtol=1e-4)
+    assert not np.allclose(other.log_prob(x), model.log_prob(x), rtol=1e-4)  # so it can fail
+    assert sorted(os.listdir(base)) == [".13.tmp-x", "10", "12", str(VERSION)]  # no debris
+    assert _files(str(base / str(VERSION))) == before
 
 
 @pytest.mark.parametrize("version", [-1, 1.5, "3", True])

@@ -3,24 +3,17 @@ and below an independent per-pixel baseline."""
 
 import math
 
-import keras
 import numpy as np
 import scipy.special
 import scipy.stats
 import tensorflow as tf
-from sklearn.datasets import load_digits
 
+import digits_runs
 import tfnvp
 
 ALPHA = 0.05
 STEPS = 300
-EVAL_SEED = (0, 1)
-
-
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    images = np.round(load_digits().images * 255 / 16).astype(np.uint8)[..., None]
-    order = np.random.default_rng(0).permutation(len(images))
-    return images[order[:1500]], images[order[1500:]]
+EVAL_SEED = digits_runs.EVAL_SEED
 
 
 def _per_pixel_logit_normal_bpd(train: np.ndarray, test: np.ndarray) -> float:
@@ -35,30 +28,12 @@ def _per_pixel_logit_normal_bpd(train: np.ndarray, test: np.ndarray) -> float:
 
 
 def test_short_training_on_digits_beats_start_and_per_pixel_baseline():
-    train, test = _digits()
+    train, _, test, _ = digits_runs.digits()
     baseline = _per_pixel_logit_normal_bpd(train, test)
-    # A short run: running averages with momentum 0.9 keep up with the weights.
-    model = tfnvp.RealNVP((8, 8, 1), num_scales=2, num_res_blocks=1, hidden_channels=16,
-                          batch_norm_momentum=0.9, validate_args=False)
-    optimizer = keras.optimizers.Adam(3e-3)
-
-    @tf.function(input_signature=[tf.TensorSpec([64, 8, 8, 1], tf.uint8)])
-    def step(images):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(model.nll(images, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
-
-    @tf.function
-    def held_out_bpd(images):
-        return tf.reduce_mean(model.bits_per_dim(images, seed=EVAL_SEED))
-
-    start = float(held_out_bpd(test))
-    rng = np.random.default_rng(0)
-    for _ in range(STEPS):
-        step(train[rng.integers(0, len(train), 64)])
-    end = float(held_out_bpd(test))
+    # The run (tests/digits_runs.py) is shared with tests/test_conditional.py.
+    run = digits_runs.digits_run()
+    start = run.held_out_bits_per_dim(0)
+    end = run.held_out_bits_per_dim(STEPS)
     print(f"held-out bits/dim: start {start:.3f}, after {STEPS} steps {end:.3f}, "
           f"per-pixel logit-normal baseline {baseline:.3f}")
     assert np.isfinite(end)
