@@ -55,3 +55,20 @@ def test_larger_event_ndims_falls_back_to_tfp():
     per_image = fused.inverse_log_det_jacobian(x, event_ndims=3).numpy()
     np.testing.assert_allclose(fused.inverse_log_det_jacobian(x, event_ndims=4).numpy(),
                                per_image.sum(), rtol=1e-12)
+
+
+def test_bijectors_hash_and_compare_by_identity():
+    """Identical-looking steps are distinct objects (each would read its own layers), a
+    chain's hash does not walk its members' parameters, and a second inverse of the
+    same tensor with the same kwargs is still served by TFP's cache."""
+    (logit, *couplings), conditioners = _steps()
+    twin = LogitPreprocess()
+    assert logit == logit and logit != twin and hash(logit) != hash(twin)
+    chain = FusedChain([logit, *couplings])
+    assert chain != FusedChain([logit, *couplings])
+    assert hash(chain) == hash(chain) and chain == chain
+    x = tf.random.uniform((2, 4, 4, 1), 0, 256, dtype=tf.float64)
+    first = chain.inverse(x)
+    assert chain.inverse(x) is first and [c.calls for c in conditioners] == [1, 1, 1]
+    chain.inverse(tf.identity(x))
+    assert [c.calls for c in conditioners] == [2, 2, 2]

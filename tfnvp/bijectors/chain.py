@@ -21,10 +21,12 @@ import tensorflow as tf
 from tensorflow_probability.python.bijectors.chain import _Chain
 from tensorflow_probability.python.internal import cache_util
 
+from tfnvp.bijectors.base import IdentityParameterized
+
 __all__ = ["FusedChain"]
 
 
-class FusedChain(_Chain):
+class FusedChain(IdentityParameterized, _Chain):
     """A ``tfb.Chain`` computing each direction and its log-det in one pass.
 
     It derives from TFP's ``_Chain``, which is what ``tfb.Chain(steps)``

@@ -20,10 +20,12 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfnvp.bijectors.base import IdentityParameterized
+
 __all__ = ["ChannelwiseBijector"]
 
 
-class ChannelwiseBijector(tfp.bijectors.Bijector):
+class ChannelwiseBijector(IdentityParameterized, tfp.bijectors.Bijector):
     """A per-position map of ``channels`` channels on ``[..., H, W, C]`` events.
 
     Subclasses implement ``_inverse`` and ``_forward`` (accepting

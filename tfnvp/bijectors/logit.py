@@ -26,10 +26,12 @@ import math
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfnvp.bijectors.base import IdentityParameterized
+
 __all__ = ["LogitPreprocess"]
 
 
-class LogitPreprocess(tfp.bijectors.Bijector):
+class LogitPreprocess(IdentityParameterized, tfp.bijectors.Bijector):
     """Dequantized pixels <-> logit space; ``inverse`` is data -> latent.
 
     Math (``a = 1 - 2 alpha`` if ``symmetric`` else ``1 - alpha``, ``N = num_levels``)::

@@ -17,6 +17,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfnvp.bijectors.base import IdentityParameterized
+
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
@@ -78,7 +80,7 @@ class PiecewiseLinearParams(keras.layers.Layer):
                 "xi_initializer": keras.initializers.serialize(self.xi_initializer)}
 
 
-class PiecewiseLinear(tfb.Bijector):
+class PiecewiseLinear(IdentityParameterized, tfb.Bijector):
     """Increasing piecewise-linear bijection of the real line (elementwise).
 
     Math. Split ``[x_min, x_max]`` into Q bins of width ``w = (x_max - x_min)/Q``

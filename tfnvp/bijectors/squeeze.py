@@ -33,6 +33,8 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfnvp.bijectors.base import IdentityParameterized
+
 __all__ = ["Squeeze", "SQUEEZE_ORDERS"]
 
 # For each order, the sub-pixel group (index 2*dy + dx in space_to_depth's
@@ -59,7 +61,7 @@ def _permute_groups(t: tf.Tensor, groups: tuple[int, ...]) -> tf.Tensor:
     return tf.concat([t[..., g * size:(g + 1) * size] for g in groups], axis=-1)
 
 
-class Squeeze(tfp.bijectors.Bijector):
+class Squeeze(IdentityParameterized, tfp.bijectors.Bijector):
     """2x2 squeeze as a bijector; ``inverse`` squeezes, ``forward`` un-squeezes.
 
     Math::
