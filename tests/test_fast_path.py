@@ -215,6 +215,8 @@ def test_eager_bad_input_raises_the_clear_errors_before_compiling():
         model.log_prob(np.zeros(SHAPE, np.float32), training=True)
     with pytest.raises(ValueError, match="temperature must be non-negative"):
         model.sample(2, temperature=-1.0)
+    with pytest.raises(ValueError, match="num_samples must be non-negative"):
+        model.sample(-1)
     with pytest.raises(ValueError, match="Expected images with 3 channels"):
         model.sample(2, image_shape=(8, 8, 2))
     with pytest.raises(ValueError, match="labels were given"):

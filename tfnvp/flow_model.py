@@ -9,11 +9,13 @@ layers, the bijector chain (``_flow_bijectors``) and the latent layout
 derive, and say how inputs are checked.  This base class provides
 
 * ``log_prob``, ``nll``, ``encode``, ``decode``, ``sample`` and Keras' ``call``,
-  each checking its input.  The mode is a call argument: ``training`` (and a
-  conditioning ``context``) travel as TFP bijector kwargs through the chain
-  to every conditioner (``tfnvp.bijectors.base``); no bijector holds a mode,
-  and TFP's cache, keyed on those kwargs, never serves one mode's result to
-  the other;
+  each checking its input, then, called eagerly, running through a
+  ``tf.function`` the model keeps per option combination and input signature
+  (``_compiled_call``; inline inside a caller's ``tf.function``).  The mode
+  is a call argument: ``training`` (and a conditioning ``context``) travel as
+  TFP bijector kwargs through the chain to every conditioner
+  (``tfnvp.bijectors.base``); no bijector holds a mode, and TFP's cache,
+  keyed on those kwargs, never serves one mode's result to the other;
 * ``regularization_loss``: the paper's L2 penalty on the conditioners'
   weight scales (section 4.1);
 * class conditioning (``_make_class_conditional``, ``tfnvp.conditional``):
@@ -426,7 +428,9 @@ class FlowModel(keras.Model):
 
         Class-conditional models take ``labels`` (``[num_samples]``) and draw
         ``z = mu_y + temperature * sigma_y * eps``.  ``seed`` is a stateless
-        seed (a pair of ints or a shape-[2] tensor).  Values lie in
+        seed (a pair of ints or a shape-[2] tensor); without one, an eager
+        call draws one from TensorFlow's global generator (so
+        ``tf.random.set_seed`` makes it repeatable).  Values lie in
         ``data_support`` (see ``decode``).
         """
         static_temperature = tf.get_static_value(temperature)
@@ -436,6 +440,8 @@ class FlowModel(keras.Model):
         self._flow(event)  # Checks the event shape.
         if not tf.is_tensor(num_samples):
             num_samples = int(num_samples)
+            if num_samples < 0:
+                raise ValueError(f"num_samples must be non-negative, got {num_samples}.")
         labels = self._checked_labels(
             event, tf.TensorShape([tf.get_static_value(num_samples)]), labels)
         if not tf.inside_function():
