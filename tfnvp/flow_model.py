@@ -9,11 +9,13 @@ layers, the bijector chain (``_flow_bijectors``) and the latent layout
 derive, and say how inputs are checked.  This base class provides
 
 * ``log_prob``, ``nll``, ``encode``, ``decode``, ``sample`` and Keras' ``call``,
-  each checking its input.  The mode is a call argument: ``training`` (and a
-  conditioning ``context``) travel as TFP bijector kwargs through the chain
-  to every conditioner (``tfnvp.bijectors.base``); no bijector holds a mode,
-  and TFP's cache, keyed on those kwargs, never serves one mode's result to
-  the other;
+  each checking its input, then, called eagerly, running through a
+  ``tf.function`` the model keeps per option combination and input signature
+  (``_compiled_call``; inline inside a caller's ``tf.function``).  The mode
+  is a call argument: ``training`` (and a conditioning ``context``) travel as
+  TFP bijector kwargs through the chain to every conditioner
+  (``tfnvp.bijectors.base``); no bijector holds a mode, and TFP's cache,
+  keyed on those kwargs, never serves one mode's result to the other;
 * ``regularization_loss``: the paper's L2 penalty on the conditioners'
   weight scales (section 4.1);
 * class conditioning (``_make_class_conditional``, ``tfnvp.conditional``):
@@ -68,9 +70,16 @@ class _Untracked:
         self.recalibration_step = None
         self.scales: tuple[multiscale.Scale, ...] = ()
         self.step_layers: list[dict[str, keras.layers.Layer]] = []
+        # The eager methods' tf.functions (FlowModel._compiled_call).
+        self.compiled: dict[tuple, tf.types.experimental.PolymorphicFunction] = {}
         self.channels = 0
         # fit/evaluate's bits/dim (FlowModel.metrics); not a weight of the model.
         self.bits_per_dim = keras.metrics.Mean(name="bits_per_dim")
+
+
+def _mode(training: Training | None) -> Training:
+    """The mode a call runs in: ``None`` is evaluation, like ``False``."""
+    return training or False
 
 
 class FlowModel(keras.Model):
@@ -148,6 +157,58 @@ class FlowModel(keras.Model):
     def _event_of(self, t: tf.Tensor) -> tuple[int, ...]:
         return tuple(t.shape[t.shape.rank - len(self.event_shape):])
 
+    def _batch_rank(self, t: tf.Tensor) -> int:
+        return t.shape.rank - len(self.event_shape)
+
+    def _batch_of(self, t: tf.Tensor) -> tf.TensorShape:
+        return t.shape[:self._batch_rank(t)]
+
+    # ------------------------------------------------------------ compiled
+    def _compiled_call(self, method: str, body, batch_rank: int, batched: tuple,
+                       fixed: tuple = (), **options):
+        """``body(*batched, *fixed, **options)``, compiled when called eagerly.
+
+        Inside a ``tf.function`` (a user's, ``fit``'s, an export's) the body
+        runs inline, as it is traced.  Called eagerly, it runs through a
+        ``tf.function`` the model keeps per ``method``, Python ``options``
+        (the mode, the event shape), which arguments are present, and their
+        dtypes and ranks, traced once: its ``input_signature`` has ``None``
+        for the first ``batch_rank`` axes of every ``batched`` tensor, so a
+        new batch size, sample count, temperature or seed value reuses the
+        graph.  The graph is the one a user's ``tf.function`` would trace
+        (the same fused chain, the same folded evaluation-mode batch norm),
+        without Python between the ops.  Callers check their inputs first,
+        eagerly, so that bad input raises the same errors as uncompiled.
+        The functions live in ``self._untracked``: not weights, not saved.
+        """
+        if tf.inside_function() or not self.built:  # Unbuilt: the weights are created eagerly.
+            return body(*batched, *fixed, **options)
+        present = tuple(t is not None for t in batched + fixed)
+        batched = [tf.convert_to_tensor(t) for t in batched if t is not None]
+        fixed = [tf.convert_to_tensor(t) for t in fixed if t is not None]
+        specs = tuple([tf.TensorSpec([None] * batch_rank + t.shape[batch_rank:].as_list(), t.dtype)
+                       for t in batched] + [tf.TensorSpec(t.shape, t.dtype) for t in fixed])
+        key = (method, tuple(sorted(options.items())), present, specs)
+        function = self._untracked.compiled.get(key)
+        if function is None:
+            def run(*tensors):
+                given = iter(tensors)
+                return body(*(next(given) if p else None for p in present), **options)
+
+            function = tf.function(run, input_signature=specs, autograph=False)
+            self._untracked.compiled[key] = function
+        return function(*batched, *fixed)
+
+    def compiled_functions(self) -> dict[str, list[tf.types.experimental.PolymorphicFunction]]:
+        """The ``tf.function``s eager calls have compiled so far, by method name
+        (``log_prob``, ``nll``, ``bits_per_dim``, ``encode``, ``decode``, ``sample``):
+        one per combination of options and input signature (see ``_compiled_call``).
+        ``experimental_get_tracing_count()`` of each says how often it was traced."""
+        functions: dict[str, list] = {}
+        for key, function in self._untracked.compiled.items():
+            functions.setdefault(key[0], []).append(function)
+        return functions
+
     @property
     def distribution(self) -> tfd.TransformedDistribution:
         """The flow as a ``tfd.TransformedDistribution`` (log-probs in nats).
@@ -193,11 +254,17 @@ class FlowModel(keras.Model):
         running averages (once per call); ``False`` or ``None`` uses the
         running averages; ``tfnvp.running_average.RECALIBRATE`` is
         ``recalibrate``'s mode.  It is a Python value, read when a
-        ``tf.function`` is traced.
+        ``tf.function`` is traced.  Called eagerly it runs compiled (see
+        ``_compiled_call``).
         """
         x = self._check_inputs(x)
         if training:
             self._check_training_batch(x)
+        labels = self._checked_labels(self._event_of(x), self._batch_of(x), labels)
+        return self._compiled_call("log_prob", self._log_prob, self._batch_rank(x), (x, labels),
+                                   training=_mode(training))
+
+    def _log_prob(self, x: tf.Tensor, labels: tf.Tensor | None, training: Training) -> tf.Tensor:
         context, distribution = self._conditioned(x, labels)
         return distribution.log_prob(x, bijector_kwargs=self._bijector_kwargs(training, context))
 
@@ -213,8 +280,35 @@ class FlowModel(keras.Model):
         ``seed`` if given) and returns the dequantization bound ``-log p(x +
         u) + log q(u | x)``.  Minimize its mean plus ``regularization_loss()``.
         """
+        return self._objective_call("nll", self._nll, x, training, seed, labels)
+
+    def _objective_call(self, method: str, body, x, training: Training | None, seed,
+                        labels) -> tf.Tensor:
+        """``nll``-like ``method``: checks its inputs, then ``body(x, labels, seed, training)``."""
+        x, seed = self._check_nll_inputs(x, seed)
+        if training:
+            self._check_training_batch(x)
+        labels = self._checked_labels(self._event_of(x), self._batch_of(x), labels)
+        return self._compiled_call(method, body, self._batch_rank(x), (x, labels), (seed,),
+                                   training=_mode(training))
+
+    def _nll(self, x: tf.Tensor, labels: tf.Tensor | None, seed: tf.Tensor | None,
+             training: Training) -> tf.Tensor:
         x, log_q = self._dequantize(x, seed, training)
-        return log_q - self.log_prob(x, training=training, labels=labels)
+        return log_q - self._log_prob(x, labels, training)
+
+    @staticmethod
+    def _eager_seed(seed) -> tf.Tensor:
+        """``seed`` as a tensor, or (if ``None``) a stateless seed drawn now from
+        TensorFlow's global generator (``tf.random.set_seed``): a compiled call
+        then draws its noise from it, statelessly, without retracing."""
+        if seed is None:
+            return tf.random.uniform([2], maxval=tf.int32.max, dtype=tf.int32)
+        return tf.convert_to_tensor(seed)
+
+    def _check_nll_inputs(self, x, seed) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """``nll``'s input checks: ``(checked inputs, seed)`` (see ``_dequantize``)."""
+        return self._check_inputs(x), seed
 
     def _dequantize(self, x, seed, training: Training | None) -> tuple[tf.Tensor, tf.Tensor | float]:
         """``(continuous inputs, log q)``; continuous data pass unchanged with ``log q = 0``."""
@@ -228,23 +322,29 @@ class FlowModel(keras.Model):
             self.prior = ClassConditionalPrior(self.num_classes, self.event_shape,
                                                dtype=self.flow_dtype.name, name="prior")
 
-    def _conditioned(self, t: tf.Tensor, labels) -> tuple[tf.Tensor | None, tfd.Distribution]:
-        """``(context, distribution)`` for inputs/latents ``t`` and ``labels``."""
-        event = self._event_of(t)
-        flow = self._flow(event)
+    def _checked_labels(self, event: tuple[int, ...], batch: tf.TensorShape,
+                        labels) -> tf.Tensor | None:
+        """``labels`` checked for events of shape ``event`` in a batch of shape ``batch``:
+        int32 labels for a class-conditional model, ``None`` for an unconditional one."""
         if self.num_classes is None:
             if labels is not None:
                 raise ValueError("labels were given, but the model is unconditional "
                                  "(build it with num_classes=K for a class-conditional model).")
-            return None, flow.distribution
+            return None
         if labels is None:
             raise ValueError(f"This model is class-conditional (num_classes={self.num_classes}): "
                              "pass labels=.")
         if event != self.event_shape:
             raise ValueError(f"A class-conditional model's prior is defined for events of shape "
                              f"{self.event_shape}, got {event}.")
-        labels = check_labels(labels, self.num_classes, t.shape[:t.shape.rank - len(event)],
-                              self.validate_args)
+        return check_labels(labels, self.num_classes, batch, self.validate_args)
+
+    def _conditioned(self, t: tf.Tensor,
+                     labels: tf.Tensor | None) -> tuple[tf.Tensor | None, tfd.Distribution]:
+        """``(context, distribution)`` for inputs/latents ``t`` and checked ``labels``."""
+        flow = self._flow(self._event_of(t))
+        if labels is None:
+            return None, flow.distribution
         context = one_hot_context(labels, self.num_classes, self.flow_dtype)
         return context, flow.distribution.with_base(self.prior.distribution(labels))
 
@@ -282,6 +382,10 @@ class FlowModel(keras.Model):
         """Latent ``z = f(x)`` (``f(x; y)`` with ``labels``) of the input's shape
         (evaluation mode)."""
         x = self._check_inputs(x)
+        labels = self._checked_labels(self._event_of(x), self._batch_of(x), labels)
+        return self._compiled_call("encode", self._encode, self._batch_rank(x), (x, labels))
+
+    def _encode(self, x: tf.Tensor, labels: tf.Tensor | None) -> tf.Tensor:
         context, distribution = self._conditioned(x, labels)
         return distribution.bijector.inverse(x, **self._bijector_kwargs(False, context))
 
@@ -300,6 +404,10 @@ class FlowModel(keras.Model):
         finite.
         """
         z = self._check_latents(z)
+        labels = self._checked_labels(self._event_of(z), self._batch_of(z), labels)
+        return self._compiled_call("decode", self._decode, self._batch_rank(z), (z, labels))
+
+    def _decode(self, z: tf.Tensor, labels: tf.Tensor | None) -> tf.Tensor:
         context, distribution = self._conditioned(z, labels)
         x = distribution.bijector.forward(z, **self._bijector_kwargs(False, context))
         return self._clip_to_support(x)
@@ -320,22 +428,43 @@ class FlowModel(keras.Model):
 
         Class-conditional models take ``labels`` (``[num_samples]``) and draw
         ``z = mu_y + temperature * sigma_y * eps``.  ``seed`` is a stateless
-        seed (a pair of ints or a shape-[2] tensor).  Values lie in
+        seed (a pair of ints or a shape-[2] tensor); without one, an eager
+        call draws one from TensorFlow's global generator (so
+        ``tf.random.set_seed`` makes it repeatable).  Values lie in
         ``data_support`` (see ``decode``).
         """
-        if temperature < 0:
+        static_temperature = tf.get_static_value(temperature)
+        if static_temperature is not None and np.any(static_temperature < 0):
             raise ValueError(f"temperature must be non-negative, got {temperature}.")
-        shape = (int(num_samples),) + tuple(event_shape or self.event_shape)
+        event = tuple(int(d) for d in (event_shape or self.event_shape))
+        self._flow(event)  # Checks the event shape.
+        if not tf.is_tensor(num_samples):
+            num_samples = int(num_samples)
+            if num_samples < 0:
+                raise ValueError(f"num_samples must be non-negative, got {num_samples}.")
+        labels = self._checked_labels(
+            event, tf.TensorShape([tf.get_static_value(num_samples)]), labels)
+        if not tf.inside_function():
+            # Tensors, so that a new count, temperature or seed does not retrace.
+            num_samples = tf.convert_to_tensor(num_samples, tf.int32)
+            temperature = tf.cast(temperature, self.flow_dtype)
+            seed = self._eager_seed(seed)
+        return self._compiled_call("sample", self._sample, 1, (labels,),
+                                   (num_samples, temperature, seed), event=event)
+
+    def _sample(self, labels: tf.Tensor | None, num_samples: tf.Tensor | int,
+                temperature: tf.Tensor | float, seed: tf.Tensor | None,
+                event: tuple[int, ...]) -> tf.Tensor:
+        shape = (num_samples,) + event
         if seed is None:
             z = tf.random.normal(shape, dtype=self.flow_dtype)
         else:
             z = tf.random.stateless_normal(shape, seed=seed, dtype=self.flow_dtype)
         z = temperature * z
-        if self.num_classes is not None and labels is not None:
-            labels = check_labels(labels, self.num_classes, shape[:1], self.validate_args)
+        if labels is not None:
             loc, scale = self.prior.parameters_of(labels)
             z = loc + scale * z
-        return self.decode(z, labels=labels)
+        return self._decode(z, labels)
 
     # ------------------------------------------------------------ statistics
     def batch_norm_layers(self) -> list[keras.layers.Layer]:

@@ -120,14 +120,24 @@ class ImageFlowModel(FlowModel):
         return validation.check_latents(z, self.flow_dtype, self.image_shape[-1],
                                         self.validate_args, self._squeezes)
 
+    def _check_nll_inputs(self, x, seed) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """8-bit images (with a seed drawn now if none is given, when compiled) or
+        dequantized float images (see ``FlowModel.nll``)."""
+        x = tf.convert_to_tensor(x)
+        if x.dtype != tf.uint8:
+            return self._check_inputs(x), seed
+        images = self._check_uint8_images(x)
+        return images, seed if tf.inside_function() else self._eager_seed(seed)
+
+    def _check_uint8_images(self, images) -> tf.Tensor:
+        return validation.check_uint8_images(images, self.image_shape[-1], self._squeezes)
+
     def _dequantize(self, x, seed,
                     training: Training | None) -> tuple[tf.Tensor, tf.Tensor | float]:
         """uint8 images go through ``self.dequantizer``; float pixels are already dequantized."""
-        x = tf.convert_to_tensor(x)
         if x.dtype != tf.uint8:
             return x, 0.0
-        images = validation.check_uint8_images(x)
-        return self.dequantizer.dequantize(images, seed=seed, training=bool(training))
+        return self.dequantizer.dequantize(x, seed=seed, training=bool(training))
 
     def bits_per_dim(self, images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
                      training: Training | None = False,
@@ -139,10 +149,16 @@ class ImageFlowModel(FlowModel):
         ``log q = 0``, ``tfnvp.dequantize``, from the stateless ``seed`` if
         given) and the result is ``nll(images) / (D ln 2) = (-log p(x) + log
         q) / (D ln 2)`` per image: the dequantization bound on the discrete
-        model's bits/dim (see ``tfnvp.dequantization``).
+        model's bits/dim (see ``tfnvp.dequantization``).  Called eagerly it
+        runs compiled, like ``nll``.
         """
-        images = validation.check_uint8_images(images)
-        nll = self.nll(images, training=training, seed=seed, labels=labels)
+        images = self._check_uint8_images(images)
+        return self._objective_call("bits_per_dim", self._bits_per_dim, images, training, seed,
+                                    labels)
+
+    def _bits_per_dim(self, images: tf.Tensor, labels: tf.Tensor | None, seed: tf.Tensor | None,
+                      training: Training) -> tf.Tensor:
+        nll = self._nll(images, labels, seed, training)
         return bits_per_dim_from_log_prob(-nll, int(np.prod(images.shape[-3:])))
 
     def sample(self, num_samples: int, temperature: float = 1.0,

@@ -70,12 +70,15 @@ def check_latents(z, dtype: tf.DType, channels: int, validate_args: bool,
     return z
 
 
-def check_uint8_images(images) -> tf.Tensor:
-    """Checks 8-bit images ``[..., H, W, C]``."""
+def check_uint8_images(images, channels: int | None = None, squeezes: int = 0) -> tf.Tensor:
+    """Checks 8-bit images ``[..., H, W, C]`` (with ``channels`` channels and ``H``, ``W``
+    divisible by ``2**squeezes``, if ``channels`` is given)."""
     images = tf.convert_to_tensor(images)
     if images.dtype != tf.uint8:
         raise TypeError(f"Expected uint8 images (values 0..255), got dtype {images.dtype.name}; "
                         "use log_prob() for dequantized float images.")
     if images.shape.rank is None or images.shape.rank < 3:
         raise ValueError(f"Expected images of shape [..., height, width, channels], got {images.shape}.")
+    if channels is not None:
+        _check_event(images, "images", channels, squeezes)
     return images
