@@ -234,3 +234,16 @@ def test_kept_functions_are_not_model_state():
     assert len(model.compiled_functions()) == 3
     assert set(model._trackable_children(save_type="checkpoint")) == children
     assert len(model.variables) == variables and model.get_config() == config
+
+
+def test_a_flow_for_a_new_image_size_first_built_inside_a_trace_serves_later_calls():
+    """The per-shape flow is cached: built inside one function's trace, its constants
+    must still be usable by the next compiled (or eager) call (regression: 'ones:0 is
+    out of scope')."""
+    model = _real_nvp()
+    big = tf.random.uniform((2, 16, 16, SHAPE[-1]), 8.0, 248.0, dtype=tf.float64, seed=3)
+    traced = model.decode(model.encode(tf.identity(big)))  # compiled calls build the 16x16 flow
+    np.testing.assert_allclose(traced.numpy(), big.numpy(), rtol=1e-9, atol=1e-9)
+    direct = model.distribution_for((16, 16, SHAPE[-1])).log_prob(tf.identity(big))
+    np.testing.assert_allclose(model.log_prob(tf.identity(big)).numpy(), direct.numpy(),
+                               rtol=1e-12)

@@ -151,7 +151,10 @@ class FlowModel(keras.Model):
     def _flow(self, event_shape: Sequence[int] | None = None) -> Flow:
         shape = self.event_shape if event_shape is None else tuple(int(d) for d in event_shape)
         if shape not in self._flows:
-            self._flows[shape] = self._build_flow(shape)
+            # Eagerly, even when first asked for inside a trace: the flow is cached and
+            # used by later functions, so its constants must not belong to one graph.
+            with tf.init_scope():
+                self._flows[shape] = self._build_flow(shape)
         return self._flows[shape]
 
     def _event_of(self, t: tf.Tensor) -> tuple[int, ...]:
