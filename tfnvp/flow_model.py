@@ -286,14 +286,15 @@ class FlowModel(keras.Model):
         return self._objective_call("nll", self._nll, x, training, seed, labels)
 
     def _objective_call(self, method: str, body, x, training: Training | None, seed,
-                        labels) -> tf.Tensor:
-        """``nll``-like ``method``: checks its inputs, then ``body(x, labels, seed, training)``."""
+                        labels, **options) -> tf.Tensor:
+        """``nll``-like ``method``: checks its inputs, then ``body(x, labels, seed, training,
+        **options)`` (``options``: Python values, part of the compiled function's key)."""
         x, seed = self._check_nll_inputs(x, seed)
         if training:
             self._check_training_batch(x)
         labels = self._checked_labels(self._event_of(x), self._batch_of(x), labels)
         return self._compiled_call(method, body, self._batch_rank(x), (x, labels), (seed,),
-                                   training=_mode(training))
+                                   training=_mode(training), **options)
 
     def _nll(self, x: tf.Tensor, labels: tf.Tensor | None, seed: tf.Tensor | None,
              training: Training) -> tf.Tensor:

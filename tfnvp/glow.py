@@ -78,6 +78,7 @@ class Glow(ImageFlowModel):
         ``"mixed_bfloat16"``); defaults to ``dtype``.
       validate_args: check pixel values in the user-facing methods.
       num_classes: ``K`` makes the model class-conditional (see ``RealNVP``).
+      dequantization: ``"uniform"`` or ``"variational"`` (see ``RealNVP``).
 
     Example::
 
@@ -93,7 +94,8 @@ class Glow(ImageFlowModel):
                  steps_per_scale: int = 32, hidden_channels: int = 512, alpha: float = 0.05,
                  logit_map: str = "symmetric", dtype: tf.DType | str = tf.float32,
                  conditioner_dtype: str | None = None, validate_args: bool = True,
-                 num_classes: int | None = None, name: str = "glow"):
+                 num_classes: int | None = None,
+                 dequantization: str = "uniform", name: str = "glow"):
         super().__init__(dtype=dtype, validate_args=validate_args, name=name)
         image_shape = self._set_image_shape(image_shape, num_scales, num_scales, logit_map)
         if steps_per_scale < 1:
@@ -111,7 +113,7 @@ class Glow(ImageFlowModel):
                         context_channels=int(num_classes or 0))
         self._create_steps(glow_scales(num_scales, steps_per_scale, step), image_shape[-1],
                            event_ndims=3)
-        self._finish_image_flow(num_classes)
+        self._finish_image_flow(num_classes, dequantization)
 
     @property
     def actnorms(self) -> list:

@@ -7,8 +7,10 @@ values in ``[0, 256)``.  Data -> latent, its flow is::
 
 (the logit preprocessing of Real NVP's section 4.1, ``tfnvp.bijectors.LogitPreprocess``;
 the scales are the subclass's ``tfnvp.multiscale`` declaration).  This base
-class provides the image checks (shape, dtype, ``[0, 256)``), the uniform
-dequantizer of 8-bit images (``bits_per_dim``), ``sample`` and
+class provides the image checks (shape, dtype, ``[0, 256)``), the
+dequantizer of 8-bit images (``dequantization="uniform"`` or
+``"variational"``, ``DEQUANTIZATIONS``; ``bits_per_dim``, with the
+importance-weighted bound for ``num_samples > 1``), ``sample`` and
 ``distribution_for`` at other image sizes, ``latent_scale_index`` and
 ``from_paper`` over the subclass's ``paper_configs``.
 
@@ -19,6 +21,7 @@ in ``self._config`` (``get_config``; it must hold ``alpha`` and ``logit_map``).
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar, Sequence
 
 import numpy as np
@@ -32,12 +35,16 @@ from tfnvp.checked_distribution import EventCheckedDistribution
 from tfnvp.dequantization import UniformDequantizer, bits_per_dim_from_log_prob
 from tfnvp.flow_model import Flow, FlowModel
 from tfnvp.running_average import Training
+from tfnvp.variational_dequantization import VariationalDequantizer
 
 tfd = tfp.distributions
 
-__all__ = ["ImageFlowModel", "LOGIT_MAPS"]
+__all__ = ["DEQUANTIZATIONS", "ImageFlowModel", "LOGIT_MAPS"]
 
 LOGIT_MAPS = ("symmetric", "asymmetric")
+#: The image models' dequantizers (``dequantization=``): section 4.1's uniform noise, or
+#: Flow++'s learned ``q(u | x)`` (``tfnvp.variational_dequantization``).
+DEQUANTIZATIONS = ("uniform", "variational")
 
 
 class ImageFlowModel(FlowModel):
@@ -68,11 +75,28 @@ class ImageFlowModel(FlowModel):
         self._squeezes = int(squeezes)
         return image_shape
 
-    def _finish_image_flow(self, num_classes: int | None) -> None:
-        """The dequantizer, class conditioning, and every weight built (evaluation mode)."""
-        self.dequantizer = UniformDequantizer(dtype=self.flow_dtype.name, name="dequantizer")
+    def _finish_image_flow(self, num_classes: int | None,
+                           dequantization: str = "uniform") -> None:
+        """The dequantizer, class conditioning, and every weight built (evaluation mode).
+
+        ``dequantization`` (``DEQUANTIZATIONS``): ``"uniform"`` (section 4.1,
+        ``UniformDequantizer``) or ``"variational"`` (Flow++,
+        ``VariationalDequantizer``, whose weights the model owns and trains
+        through ``nll``).  Any other value than the default is recorded in
+        ``self._config`` (so that configurations without it stay as they were).
+        """
+        if dequantization not in DEQUANTIZATIONS:
+            raise ValueError(f"dequantization must be one of {DEQUANTIZATIONS}, "
+                             f"got {dequantization!r}.")
+        if dequantization == "variational":
+            self._config["dequantization"] = dequantization
+            self.dequantizer = VariationalDequantizer(
+                self.image_shape[-1], dtype=self.flow_dtype.name, name="dequantizer")
+        else:
+            self.dequantizer = UniformDequantizer(dtype=self.flow_dtype.name, name="dequantizer")
         self._make_class_conditional(num_classes)
         # Evaluation mode: no statistic is updated, no actnorm initialized.
+        self.dequantizer.dequantize(tf.zeros((1,) + self.image_shape, tf.uint8), seed=[0, 0])
         self._build_weights(
             tf.fill((1,) + self.image_shape, tf.constant(128.0, self.flow_dtype)),
             labels=None if num_classes is None else tf.zeros([1], tf.int32))
@@ -141,25 +165,43 @@ class ImageFlowModel(FlowModel):
 
     def bits_per_dim(self, images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
                      training: Training | None = False,
-                     labels: tf.Tensor | None = None) -> tf.Tensor:
+                     labels: tf.Tensor | None = None, num_samples: int = 1) -> tf.Tensor:
         """Bits/dim of 8-bit images under the model's dequantizer.
 
         ``images`` are uint8 ``[..., H, W, C]``; ``self.dequantizer`` turns
         them into ``x = images + u`` with ``log q(u | x)`` (uniform noise and
-        ``log q = 0``, ``tfnvp.dequantize``, from the stateless ``seed`` if
-        given) and the result is ``nll(images) / (D ln 2) = (-log p(x) + log
-        q) / (D ln 2)`` per image: the dequantization bound on the discrete
-        model's bits/dim (see ``tfnvp.dequantization``).  Called eagerly it
-        runs compiled, like ``nll``.
+        ``log q = 0``, ``tfnvp.dequantize``, or a learned ``q``; from the
+        stateless ``seed`` if given) and the result is ``nll(images) / (D ln
+        2) = (-log p(x) + log q) / (D ln 2)`` per image: the dequantization
+        bound on the discrete model's bits/dim (see ``tfnvp.dequantization``).
+
+        ``num_samples = K > 1`` gives the importance-weighted bound (Burda et
+        al., 2016; Flow++ section 3.1) with ``u_k ~ q(u | x)``::
+
+            -log( (1/K) sum_k exp(log p(x + u_k) - log q(u_k | x)) ) / (D ln 2)
+
+        (logsumexp), tighter than ``K = 1`` in expectation and converging to
+        the discrete model's bits/dim as ``K`` grows.  Sample ``k`` uses the
+        seed ``tf.random.experimental.stateless_split(seed, K)[k]``; ``K = 1``
+        uses ``seed`` itself.  Called eagerly it runs compiled, like ``nll``.
         """
+        if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
         images = self._check_uint8_images(images)
         return self._objective_call("bits_per_dim", self._bits_per_dim, images, training, seed,
-                                    labels)
+                                    labels, num_samples=int(num_samples))
 
     def _bits_per_dim(self, images: tf.Tensor, labels: tf.Tensor | None, seed: tf.Tensor | None,
-                      training: Training) -> tf.Tensor:
-        nll = self._nll(images, labels, seed, training)
-        return bits_per_dim_from_log_prob(-nll, int(np.prod(images.shape[-3:])))
+                      training: Training, num_samples: int = 1) -> tf.Tensor:
+        dims = int(np.prod(images.shape[-3:]))
+        if num_samples == 1:
+            return bits_per_dim_from_log_prob(-self._nll(images, labels, seed, training), dims)
+        seeds = ([None] * num_samples if seed is None
+                 else tf.unstack(tf.random.experimental.stateless_split(seed, num_samples)))
+        log_weights = tf.stack([-self._nll(images, labels, s, training) for s in seeds])
+        log_mean = (tf.reduce_logsumexp(log_weights, axis=0)
+                    - tf.cast(math.log(num_samples), log_weights.dtype))
+        return bits_per_dim_from_log_prob(log_mean, dims)
 
     def sample(self, num_samples: int, temperature: float = 1.0,
                seed: tf.Tensor | Sequence[int] | None = None,

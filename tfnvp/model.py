@@ -122,6 +122,9 @@ class RealNVP(ImageFlowModel):
         one-hot labels reach every conditioner and the prior is ``N(mu_y,
         sigma_y^2)`` per class; ``log_prob``, ``nll``, ``bits_per_dim``,
         ``encode``, ``decode`` and ``sample`` then take ``labels=``.
+      dequantization: ``"uniform"`` (section 4.1) or ``"variational"``: a learned
+        ``q(u | x)`` (Flow++, ``tfnvp.VariationalDequantizer``), trained with the
+        flow on the variational bound ``nll``; see ``ImageFlowModel``.
 
     Example::
 
@@ -142,6 +145,7 @@ class RealNVP(ImageFlowModel):
                  synchronized_batch_norm: bool = False, dtype: tf.DType | str = tf.float32,
                  conditioner_dtype: str | None = None, validate_args: bool = True,
                  recompute_gradients: bool = False, num_classes: int | None = None,
+                 dequantization: str = "uniform",
                  name: str = "real_nvp"):
         super().__init__(dtype=dtype, validate_args=validate_args, name=name)
         flow_dtype = self.flow_dtype
@@ -181,7 +185,7 @@ class RealNVP(ImageFlowModel):
         # the flow at any size (extrapolation, appendix C).
         self._create_steps(real_nvp_scales(num_scales, factor_out, coupling), image_shape[-1],
                            event_ndims=3)
-        self._finish_image_flow(num_classes)
+        self._finish_image_flow(num_classes, dequantization)
 
 
 def real_nvp_scales(num_scales: int, factor_out: str = "checkerboard",

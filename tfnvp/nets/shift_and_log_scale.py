@@ -13,7 +13,9 @@ from the first call -- reads ``[b * x, context]``: with one-hot labels this is
 a learned, class-dependent bias of the first convolution's (or dense
 layer's) output at every position, and every later layer sees it.  The body
 is unchanged otherwise, and an unconditional call (``context=None``) builds
-exactly the unconditional network.
+exactly the unconditional network.  A spatial context, a feature map with the
+input's positions (``[batch, H, W, K]``, e.g. a variational dequantizer's image
+features), is concatenated as it is.
 The head computes in the model's dtype (float32 or float64) even when the
 body runs in bfloat16/float16, so the coupling arithmetic and log-dets keep
 full precision and the flow stays exactly invertible.
@@ -39,10 +41,18 @@ __all__ = ["BodyConfig", "ShiftAndLogScale", "concat_context", "recompute"]
 
 
 def concat_context(x: tf.Tensor, context: tf.Tensor) -> tf.Tensor:
-    """``[x, context]`` on the last axis, ``context`` ``[batch, K]`` broadcast over
-    the positions of ``x`` (``[batch, ..., C]``) and cast to its dtype."""
-    if context.shape.rank != 2 or context.shape[-1] is None:
-        raise ValueError(f"context must have shape [batch, K] with a known K, got {context.shape}.")
+    """``[x, context]`` on the last axis, cast to the dtype of ``x`` (``[batch, ..., C]``).
+
+    ``context`` is either per example, ``[batch, K]``, broadcast over the
+    positions of ``x``, or a feature map of the rank of ``x``, ``[batch, ...,
+    K]`` with the positions of ``x`` (e.g. the image features of a variational
+    dequantizer, ``tfnvp.variational_dequantization``), concatenated as it is.
+    """
+    if context.shape[-1] is None or context.shape.rank not in (2, x.shape.rank):
+        raise ValueError(f"context must have shape [batch, K] or [batch, ..., K] of the "
+                         f"input's rank {x.shape.rank}, with a known K, got {context.shape}.")
+    if context.shape.rank == x.shape.rank:
+        return tf.concat([x, tf.cast(context, x.dtype)], axis=-1)
     context = tf.reshape(tf.cast(context, x.dtype),
                          [-1] + [1] * (x.shape.rank - 2) + [context.shape[-1]])
     context = tf.zeros_like(x[..., :1]) + context  # Broadcast over the positions.

@@ -1,0 +1,234 @@
+"""Variational dequantization (Ho et al., 2019, Flow++ section 3.1).
+
+Uniform dequantization (``tfnvp.dequantization``) trains ``p`` on ``x + u``,
+``u ~ U[0, 1)^D``, and reports ``-E_u log p(x + u)``: a bound that is loose
+wherever ``p`` is not constant across a bin.  With a learned dequantization
+distribution ``q(u | x)`` on ``[0, 1)^D`` the bound is
+
+    log P(x) >= E_{u ~ q(u|x)} [log p(x + u) - log q(u | x)]        (Flow++ eq. 12)
+
+(Jensen; equality when ``q(u | x) = p(x + u) / P(x)``), and training ``p``
+and ``q`` jointly on it tightens it.  ``q`` is a conditional flow, data
+direction ``eps -> u``::
+
+    eps ~ N(0, I)  (the image's shape)
+    g = coupling_{n-1}( ... coupling_0(eps; c) ... ; c)      affine couplings (Real NVP eq. 8)
+    u = sigmoid(g)                                            into (0, 1)
+    log q(u | x) = log N(eps; 0, I) - log|det du/deps|
+
+with checkerboard masks of alternating parity, every coupling's conditioner
+reading the masked input concatenated with the context feature map ``c =
+h(x / 255 - 1/2)`` ([batch, H, W, context_channels], one small conv net ``h``
+shared by all couplings, as in Flow++).  ``log|det du/deps|`` is the sum of
+the couplings' log-dets and the sigmoid's, ``sum log sigmoid(g) + log
+sigmoid(-g)``.  ``dequantization_flow`` returns the ``eps -> u`` bijector
+(``FusedChain``, ``context=c`` a call argument per ``tfnvp.bijectors.base``);
+``VariationalDequantizer`` is the Keras layer owning its weights, the
+model's dequantizer component (``RealNVP(..., dequantization="variational")``).
+
+Floating point: ``x + u`` is clamped strictly below ``pixel + 1`` like
+``tfnvp.dequantize`` (in float32, ``255 + u`` rounds to 256 for ``u > 1 -
+2**-17``, and ``sigmoid(g)`` itself rounds to 1 for ``g > ~17``).  ``log q``
+is that of the unclamped ``u``; the clamp moves the point ``p`` is evaluated
+at by at most one ulp of ``pixel + 1`` (``2**-16`` at 255), inside the same
+bin, so the bound is exact up to that rounding (an error of order ``2**-16 *
+|d log p / dx|`` nats on the affected values; none in float64 below ``u = 1 -
+2**-45``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfnvp.bijectors.base import IdentityParameterized
+from tfnvp.bijectors.chain import FusedChain
+from tfnvp.bijectors.coupling import AffineCoupling
+from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
+from tfnvp.nets.tracking import track_layers
+from tfnvp.nets.weight_norm import WeightNormConv2D
+
+tfb = tfp.bijectors
+
+__all__ = ["ConvNet", "Sigmoid", "VariationalDequantizer", "dequantization_flow"]
+
+
+class Sigmoid(IdentityParameterized, tfb.Bijector):
+    """``u = sigmoid(g)``: the real line onto ``(0, 1)``, elementwise.
+
+    Math::
+
+        forward(g) = 1 / (1 + exp(-g))
+        inverse(u) = log(u) - log(1 - u)
+        forward_log_det_jacobian(g) = -softplus(-g) - softplus(g)
+
+    ``tfb.Sigmoid`` with tfnvp's call arguments (``training``, ``context``,
+    ``tfnvp.bijectors.base``), accepted and ignored.
+    """
+
+    def __init__(self, validate_args: bool = False, name: str = "sigmoid"):
+        parameters = dict(locals())
+        super().__init__(forward_min_event_ndims=0, validate_args=validate_args,
+                         parameters=parameters, name=name)
+
+    @classmethod
+    def _parameter_properties(cls, dtype, num_classes=None):
+        return {}
+
+    def _forward(self, g: tf.Tensor, **kwargs) -> tf.Tensor:
+        return tf.sigmoid(g)
+
+    def _inverse(self, u: tf.Tensor, **kwargs) -> tf.Tensor:
+        return tf.math.log(u) - tf.math.log1p(-u)
+
+    def _forward_log_det_jacobian(self, g: tf.Tensor, **kwargs) -> tf.Tensor:
+        return -tf.nn.softplus(-g) - tf.nn.softplus(g)
+
+    def _inverse_log_det_jacobian(self, u: tf.Tensor, **kwargs) -> tf.Tensor:
+        return -tf.math.log(u) - tf.math.log1p(-u)
+
+
+@keras.saving.register_keras_serializable(package="tfnvp")
+class ConvNet(keras.layers.Layer):
+    """``conv3x3 -> relu -> conv1x1 -> relu -> conv3x3``, weight-normalized, no normalization.
+
+    The dequantizer's networks: the context net ``h`` and the coupling
+    bodies.  With ``zero_output`` the last convolution starts with zero gain
+    (a coupling body then starts as the identity coupling).
+
+    Args:
+      hidden_channels: width of the two hidden layers.
+      out_channels: output features.
+      zero_output: start the output at zero.
+    """
+
+    def __init__(self, hidden_channels: int, out_channels: int, zero_output: bool = False,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if hidden_channels < 1 or out_channels < 1:
+            raise ValueError("ConvNet needs positive hidden_channels and out_channels, got "
+                             f"{hidden_channels} and {out_channels}.")
+        self.hidden_channels = int(hidden_channels)
+        self.out_channels = int(out_channels)
+        self.zero_output = bool(zero_output)
+        policy = self.dtype_policy
+        self.conv_in = WeightNormConv2D(self.hidden_channels, dtype=policy)
+        self.conv_hidden = WeightNormConv2D(self.hidden_channels, kernel_size=1, dtype=policy)
+        self.conv_out = WeightNormConv2D(self.out_channels,
+                                         gain_initializer="zeros" if zero_output else "ones",
+                                         dtype=policy)
+
+    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        h = tf.nn.relu(self.conv_in(x))
+        return self.conv_out(tf.nn.relu(self.conv_hidden(h)))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "hidden_channels": self.hidden_channels,
+                "out_channels": self.out_channels, "zero_output": self.zero_output}
+
+
+def dequantization_flow(conditioners: Sequence[keras.layers.Layer],
+                        name: str = "dequantization_flow") -> FusedChain:
+    """The bijector ``eps -> u`` of ``q(u | x)``: ``sigmoid o coupling_{n-1} o ... o coupling_0``.
+
+    Coupling ``k`` is an ``AffineCoupling`` with ``conditioners[k]`` and a
+    checkerboard mask of parity ``k % 2``.  Its call arguments: ``context`` is
+    the context feature map ``c`` ([batch, H, W, K]), handed to every
+    conditioner; ``training`` likewise.  Data direction: ``forward`` maps
+    ``eps`` to ``u``; ``inverse`` maps ``u`` in ``(0, 1)`` back.
+    """
+    couplings = [AffineCoupling(conditioner, mask="checkerboard", parity=k % 2, event_ndims=3,
+                                name=f"dequantization_coupling_{k}")
+                 for k, conditioner in enumerate(conditioners)]
+    return FusedChain([Sigmoid()] + couplings[::-1], name=name)
+
+
+@keras.saving.register_keras_serializable(package="tfnvp")
+class VariationalDequantizer(keras.layers.Layer):
+    """``q(u | x)`` as a conditional flow on ``[0, 1)^D`` (see the module docstring).
+
+    ``dequantize(images, seed, training, context) -> (x, log_q)``: ``x =
+    images + u`` with ``u ~ q(u | images)`` and ``log_q = log q(u | images)``
+    per image, like ``tfnvp.UniformDequantizer``.  With a ``seed`` (shape
+    ``[2]``) ``eps`` is ``tf.random.stateless_normal``'s, a pure function of
+    the seed and the weights.  ``context`` (a model's class labels) is accepted
+    and ignored: ``q`` conditions on the image.
+
+    Args:
+      channels: the images' channels ``C``.
+      num_couplings: affine couplings of the flow (checkerboard, alternating).
+      hidden_channels: width of the context net and of the coupling bodies.
+      context_channels: features ``K`` of the context map ``c = h(x)``.
+
+    Example::
+
+        deq = VariationalDequantizer(channels=3, dtype="float64")
+        x, log_q = deq.dequantize(images_uint8, seed=[1, 2])
+    """
+
+    def __init__(self, channels: int, num_couplings: int = 4, hidden_channels: int = 32,
+                 context_channels: int = 16, **kwargs):
+        super().__init__(**kwargs)
+        if min(channels, num_couplings, hidden_channels, context_channels) < 1:
+            raise ValueError("VariationalDequantizer needs positive channels, num_couplings, "
+                             f"hidden_channels and context_channels, got {channels}, "
+                             f"{num_couplings}, {hidden_channels}, {context_channels}.")
+        self.channels = int(channels)
+        self.num_couplings = int(num_couplings)
+        self.hidden_channels = int(hidden_channels)
+        self.context_channels = int(context_channels)
+        policy = self.dtype_policy
+        self.context_net = ConvNet(hidden_channels, context_channels, dtype=policy,
+                                   name="context_net")
+        self.conditioners = track_layers(self, "coupling", [
+            ShiftAndLogScale(ConvNet(hidden_channels, 2 * self.channels, zero_output=True,
+                                     dtype=policy), self.channels, dtype=policy,
+                             name=f"coupling_{k}")
+            for k in range(self.num_couplings)])
+        self._bijector = dequantization_flow(self.conditioners)
+
+    @property
+    def bijector(self) -> FusedChain:
+        """The flow ``eps -> u`` (``dequantization_flow``); call it with ``context=``."""
+        return self._bijector
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "channels": self.channels,
+                "num_couplings": self.num_couplings, "hidden_channels": self.hidden_channels,
+                "context_channels": self.context_channels}
+
+    def context(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """``c = h(x / 255 - 1/2)`` for 8-bit images ``[batch, H, W, C]``."""
+        dtype = tf.as_dtype(self.compute_dtype)
+        return self.context_net(tf.cast(images, dtype) / 255.0 - 0.5, training=training)
+
+    def dequantize(self, images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
+                   training: bool = False, context: tf.Tensor | None = None
+                   ) -> tuple[tf.Tensor, tf.Tensor]:
+        images = tf.convert_to_tensor(images)
+        if images.shape.rank is None or images.shape.rank < 4 or images.shape[-1] != self.channels:
+            raise ValueError(f"VariationalDequantizer expects images of shape [batch..., H, W, "
+                             f"{self.channels}], got {images.shape}.")
+        dtype = tf.as_dtype(self.compute_dtype)
+        shape = tf.shape(images)
+        # The conditioners' convolutions take one batch axis.
+        flat = tf.reshape(images, tf.concat([[-1], shape[-3:]], 0))
+        if seed is None:
+            eps = tf.random.normal(tf.shape(flat), dtype=dtype)
+        else:
+            eps = tf.random.stateless_normal(tf.shape(flat), seed=seed, dtype=dtype)
+        kwargs = dict(training=training, context=self.context(flat, training=training))
+        u = self._bijector.forward(eps, **kwargs)
+        log_det = self._bijector.forward_log_det_jacobian(eps, event_ndims=3, **kwargs)
+        log_normal = -0.5 * tf.reduce_sum(tf.square(eps), axis=[-3, -2, -1]) - tf.cast(
+            0.5 * math.log(2.0 * math.pi), dtype) * tf.cast(tf.reduce_prod(shape[-3:]), dtype)
+        pixels = tf.cast(flat, dtype)
+        x = tf.minimum(pixels + u, tf.math.nextafter(pixels + 1.0, pixels))
+        return (tf.reshape(x, shape), tf.reshape(log_normal - log_det, shape[:-3]))
+
+    def call(self, images: tf.Tensor, seed=None, training: bool = False, context=None):
+        return self.dequantize(images, seed=seed, training=training, context=context)
