@@ -7,7 +7,9 @@ For a bijector ``b`` and latent points ``z`` (so ``x = b.forward(z)``):
 * the log-det equals ``log|det J|`` of the numerical Jacobian
   (``tf.GradientTape.batch_jacobian`` flattened to ``[B, D, D]`` + ``slogdet``),
   in both directions;
-* all of the above in eager mode and inside ``tf.function``.
+* all of the above in eager mode and inside ``tf.function``;
+* for a conditional bijector, all of the above given the same call arguments
+  (``assert_exact_bijector(b, z, n, context=c)``).
 """
 
 from __future__ import annotations
@@ -34,23 +36,24 @@ def numerical_log_det(fn, points: tf.Tensor) -> np.ndarray:
     return logdet
 
 
-def _directions(bijector, z, event_ndims):
+def _directions(bijector, z, event_ndims, kwargs):
     # Every round trip starts from a fresh tensor (tf.identity): TFP's cache
     # would otherwise answer inverse(forward(z)) with z itself, unchecked.
-    x = bijector.forward(z)
-    fldj = bijector.forward_log_det_jacobian(z, event_ndims=event_ndims)
-    z_back = bijector.inverse(tf.identity(x))
-    x_again = bijector.forward(tf.identity(bijector.inverse(tf.identity(x))))
-    ildj = bijector.inverse_log_det_jacobian(tf.identity(x), event_ndims=event_ndims)
+    x = bijector.forward(z, **kwargs)
+    fldj = bijector.forward_log_det_jacobian(z, event_ndims=event_ndims, **kwargs)
+    z_back = bijector.inverse(tf.identity(x), **kwargs)
+    x_again = bijector.forward(tf.identity(bijector.inverse(tf.identity(x), **kwargs)), **kwargs)
+    ildj = bijector.inverse_log_det_jacobian(tf.identity(x), event_ndims=event_ndims, **kwargs)
     return x, fldj, z_back, x_again, ildj
 
 
 def assert_exact_bijector(bijector, z, event_ndims: int,
-                          graph_mode: bool = True) -> dict[str, float]:
+                          graph_mode: bool = True, **kwargs) -> dict[str, float]:
     """Runs every check; returns the worst errors seen (for closing notes).
 
     ``graph_mode=False`` skips the ``tf.function`` repetition (for flows whose
     tracing is slow and whose steps are checked in graph mode one by one).
+    ``kwargs`` (tfnvp's call arguments, e.g. ``context=``) go with every call.
     """
     z = tf.convert_to_tensor(z, tf.float64)
     worst = {"round_trip": 0.0, "log_det_vs_numerical": 0.0, "fldj_plus_ildj": 0.0}
@@ -58,7 +61,8 @@ def assert_exact_bijector(bijector, z, event_ndims: int,
     if graph_mode:
         modes.append(("tf.function", tf.function(_directions)))
     for mode, run in modes:
-        x, fldj, z_back, x_again, ildj = (t.numpy() for t in run(bijector, z, event_ndims))
+        x, fldj, z_back, x_again, ildj = (t.numpy() for t in run(bijector, z, event_ndims,
+                                                                 kwargs))
         batch_shape = tuple(z.shape[: z.shape.rank - event_ndims])
         # Constant log-dets may be returned unbroadcast (TFP allows it).
         assert np.broadcast_shapes(fldj.shape, batch_shape) == batch_shape, (mode, fldj.shape)
@@ -68,11 +72,12 @@ def assert_exact_bijector(bijector, z, event_ndims: int,
         np.testing.assert_allclose(fldj, -ildj, rtol=0, atol=LOG_DET_ATOL, err_msg=mode)
         worst["round_trip"] = max(worst["round_trip"], float(np.abs(z_back - z.numpy()).max()))
         worst["fldj_plus_ildj"] = max(worst["fldj_plus_ildj"], float(np.abs(fldj + ildj).max()))
-    fwd_numeric = numerical_log_det(bijector.forward, z)
-    x = bijector.forward(z)
-    inv_numeric = numerical_log_det(bijector.inverse, tf.identity(x))
-    fldj = bijector.forward_log_det_jacobian(z, event_ndims=event_ndims).numpy()
-    ildj = bijector.inverse_log_det_jacobian(tf.identity(x), event_ndims=event_ndims).numpy()
+    fwd_numeric = numerical_log_det(lambda t: bijector.forward(t, **kwargs), z)
+    x = bijector.forward(z, **kwargs)
+    inv_numeric = numerical_log_det(lambda t: bijector.inverse(t, **kwargs), tf.identity(x))
+    fldj = bijector.forward_log_det_jacobian(z, event_ndims=event_ndims, **kwargs).numpy()
+    ildj = bijector.inverse_log_det_jacobian(tf.identity(x), event_ndims=event_ndims,
+                                             **kwargs).numpy()
     np.testing.assert_allclose(fldj, fwd_numeric, rtol=0, atol=LOG_DET_ATOL)
     np.testing.assert_allclose(ildj, inv_numeric, rtol=0, atol=LOG_DET_ATOL)
     worst["log_det_vs_numerical"] = float(max(np.abs(fldj - fwd_numeric).max(),

@@ -200,7 +200,7 @@ class ImageFlowModel(FlowModel):
                  else tf.unstack(tf.random.experimental.stateless_split(seed, num_samples)))
         log_weights = tf.stack([-self._nll(images, labels, s, training) for s in seeds])
         log_mean = (tf.reduce_logsumexp(log_weights, axis=0)
-                    - tf.cast(math.log(num_samples), log_weights.dtype))
+                    - tf.constant(math.log(num_samples), log_weights.dtype))
         return bits_per_dim_from_log_prob(log_mean, dims)
 
     def sample(self, num_samples: int, temperature: float = 1.0,

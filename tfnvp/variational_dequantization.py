@@ -224,7 +224,7 @@ class VariationalDequantizer(keras.layers.Layer):
         kwargs = dict(training=training, context=self.context(flat, training=training))
         u = self._bijector.forward(eps, **kwargs)
         log_det = self._bijector.forward_log_det_jacobian(eps, event_ndims=3, **kwargs)
-        log_normal = -0.5 * tf.reduce_sum(tf.square(eps), axis=[-3, -2, -1]) - tf.cast(
+        log_normal = -0.5 * tf.reduce_sum(tf.square(eps), axis=[-3, -2, -1]) - tf.constant(
             0.5 * math.log(2.0 * math.pi), dtype) * tf.cast(tf.reduce_prod(shape[-3:]), dtype)
         pixels = tf.cast(flat, dtype)
         x = tf.minimum(pixels + u, tf.math.nextafter(pixels + 1.0, pixels))

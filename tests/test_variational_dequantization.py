@@ -1,0 +1,161 @@
+"""Variational dequantization (issue 11 item 1): the dequantizer flow is exact, log q is
+its change of variables, the model owns and trains it, and bits_per_dim's
+importance-weighted bound is the log-mean-exp of single-sample bounds."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.special
+import scipy.stats
+import tensorflow as tf
+
+import tfnvp
+from tfnvp.variational_dequantization import dequantization_flow
+
+from bijector_checks import assert_exact_bijector, numerical_log_det, perturb_weights
+
+
+def _dequantizer(channels=2, dtype="float64", scale=0.3) -> tfnvp.VariationalDequantizer:
+    deq = tfnvp.VariationalDequantizer(channels, num_couplings=3, hidden_channels=6,
+                                       context_channels=3, dtype=dtype)
+    deq.dequantize(np.zeros((1, 4, 4, channels), np.uint8), seed=(0, 0))  # Builds the weights.
+    perturb_weights([deq], scale=scale)
+    return deq
+
+
+def _images(shape, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def test_dequantizer_flow_is_exact_given_the_context():
+    deq = _dequantizer()
+    context = deq.context(_images((3, 4, 4, 2)))
+    eps = tf.random.stateless_normal((3, 4, 4, 2), seed=(1, 2), dtype=tf.float64)
+    worst = assert_exact_bijector(deq.bijector, eps, event_ndims=3, context=context)
+    assert worst["log_det_vs_numerical"] < 1e-6
+    # The context reaches the couplings: another image, another u.
+    other = deq.context(_images((3, 4, 4, 2), seed=1))
+    assert np.abs(deq.bijector.forward(eps, context=other).numpy()
+                  - deq.bijector.forward(eps, context=context).numpy()).max() > 1e-3
+    # A dequantization flow maps onto (0, 1).
+    u = deq.bijector.forward(3.0 * eps, context=context).numpy()
+    assert u.min() > 0.0 and u.max() < 1.0
+
+
+def test_log_q_is_the_change_of_variables_of_the_seeded_noise():
+    deq = _dequantizer()
+    images = _images((3, 4, 4, 2))
+    x, log_q = deq.dequantize(images, seed=(5, 6))
+    eps = tf.random.stateless_normal(images.shape, seed=(5, 6), dtype=tf.float64)
+    context = deq.context(images)
+    u = deq.bijector.forward(eps, context=context).numpy()
+    np.testing.assert_allclose(x.numpy(), images + u, rtol=0, atol=1e-12)
+    log_det = numerical_log_det(lambda t: deq.bijector.forward(t, context=context), eps)
+    expected = scipy.stats.norm.logpdf(eps.numpy()).reshape(3, -1).sum(1) - log_det
+    np.testing.assert_allclose(log_q.numpy(), expected, atol=1e-6)
+
+
+def test_fresh_dequantizer_is_logistic_normal_known_answer():
+    # Zero-initialized couplings are the identity: u = sigmoid(eps), whose density is
+    # q(u) = N(logit u) / (u (1 - u)), for any image.
+    deq = tfnvp.VariationalDequantizer(1, dtype="float64")
+    images = _images((4, 4, 4, 1))
+    x, log_q = deq.dequantize(images, seed=(3, 4))
+    u = x.numpy() - images
+    expected = (scipy.stats.norm.logpdf(scipy.special.logit(u)) - np.log(u * (1.0 - u)))
+    np.testing.assert_allclose(log_q.numpy(), expected.reshape(4, -1).sum(1), rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_values_stay_in_their_bins_for_any_batch_shape(dtype):
+    deq = _dequantizer(channels=1, dtype=dtype, scale=2.0)
+    images = _images((2, 3, 4, 4, 1))
+    images[0] = 255
+    x, log_q = deq.dequantize(images, seed=(7, 8))
+    assert x.dtype == tf.as_dtype(dtype) and log_q.dtype == tf.as_dtype(dtype)
+    assert x.shape == images.shape and log_q.shape == (2, 3)
+    x = x.numpy()
+    assert np.all((x >= images) & (x < images.astype(dtype) + 1)) and np.all(np.isfinite(log_q))
+    with pytest.raises(ValueError, match="channels|shape"):
+        deq.dequantize(_images((2, 4, 4, 3)))
+
+
+def _model(dequantization, dtype="float64", **kwargs) -> tfnvp.RealNVP:
+    return tfnvp.RealNVP((4, 4, 1), num_scales=2, num_res_blocks=1, hidden_channels=4,
+                         dtype=dtype, dequantization=dequantization, **kwargs)
+
+
+def test_uniform_single_sample_bound_is_the_uniform_bits_per_dim():
+    model = _model("uniform")
+    perturb_weights(model.conditioners + model.statistics, scale=0.2)
+    images = _images((5, 4, 4, 1))
+    log_p = model.log_prob(tfnvp.dequantize(images, seed=(7, 11), dtype=tf.float64))
+    expected = tfnvp.bits_per_dim_from_log_prob(log_p, 16).numpy()
+    # Equal up to float64 rounding (another compiled graph: 1 ulp).
+    np.testing.assert_allclose(model.bits_per_dim(images, seed=(7, 11), num_samples=1).numpy(),
+                               expected, rtol=1e-14)
+    assert "dequantization" not in model.get_config()  # Uniform configurations are unchanged.
+
+
+@pytest.mark.parametrize("dequantization", ["uniform", "variational"])
+def test_importance_weighted_bound_is_log_mean_exp_of_single_samples(dequantization):
+    model = _model(dequantization)
+    perturb_weights(model.conditioners + model.statistics + [model.dequantizer], scale=0.2)
+    images = _images((3, 4, 4, 1))
+    k, dims = 4, 16
+    seeds = tf.random.experimental.stateless_split(tf.constant([3, 9]), k)
+    singles = np.stack([model.bits_per_dim(images, seed=s).numpy() for s in seeds])
+    log_w = -singles * dims * math.log(2.0)  # log p(x + u_k) - log q(u_k | x)
+    expected = -(scipy.special.logsumexp(log_w, axis=0) - math.log(k)) / (dims * math.log(2.0))
+    bound = model.bits_per_dim(images, seed=[3, 9], num_samples=k).numpy()
+    np.testing.assert_allclose(bound, expected, rtol=1e-12)
+    # Jensen, for these very samples: the IW bound is at most the mean single-sample bound.
+    assert np.all(bound <= singles.mean(0) + 1e-12) and np.all(bound < singles.max(0))
+    with pytest.raises(ValueError, match="num_samples"):
+        model.bits_per_dim(images, num_samples=0)
+
+
+def test_variational_model_trains_and_owns_its_dequantizer(tmp_path):
+    model = _model("variational", dtype="float32")
+    deq = model.dequantizer
+    assert isinstance(deq, tfnvp.VariationalDequantizer)
+    owned = {id(v) for v in model.trainable_variables}
+    assert deq.trainable_variables and all(id(v) in owned for v in deq.trainable_variables)
+    perturb_weights([deq], scale=0.3)
+    images = _images((6, 4, 4, 1))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(model.nll(images, training=True, seed=(1, 2)))
+    grads = tape.gradient(loss, deq.trainable_variables)
+    missing = [v.path for v, g in zip(deq.trainable_variables, grads)
+               if g is None or not np.any(g.numpy())]
+    assert not missing, missing
+    # The configuration declares it; a checkpoint restores it into a fresh model.
+    config = model.get_config()
+    assert config["dequantization"] == "variational"
+    clone = tfnvp.RealNVP.from_config(config)
+    assert isinstance(clone.dequantizer, tfnvp.VariationalDequantizer)
+    path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
+    tf.train.Checkpoint(model=clone).restore(path).assert_existing_objects_matched()
+    np.testing.assert_array_equal(clone.bits_per_dim(images, seed=(4, 5)).numpy(),
+                                  model.bits_per_dim(images, seed=(4, 5)).numpy())
+    with pytest.raises(ValueError, match="dequantization"):
+        _model("logistic")
+
+
+def test_glow_takes_a_variational_dequantizer():
+    model = tfnvp.Glow((4, 4, 2), num_scales=1, steps_per_scale=1, hidden_channels=4,
+                       dequantization="variational")
+    assert isinstance(model.dequantizer, tfnvp.VariationalDequantizer)
+    assert tfnvp.Glow.from_config(model.get_config()).get_config() == model.get_config()
+    bpd = model.bits_per_dim(_images((2, 4, 4, 2)), seed=(1, 1), num_samples=2).numpy()
+    assert bpd.shape == (2,) and np.all(np.isfinite(bpd))
+
+
+def test_dequantization_flow_order():
+    # forward = sigmoid o coupling_{n-1} o ... o coupling_0 (data direction eps -> u).
+    deq = _dequantizer()
+    flow = dequantization_flow(deq.conditioners)
+    names = [b.name for b in flow.bijectors]
+    assert names[0] == "sigmoid" and names[1:] == [f"dequantization_coupling_{k}"
+                                                   for k in (2, 1, 0)]
