@@ -15,6 +15,9 @@ on top of a small shared model (28x28x1, 3 scales, ``--num_res_blocks``,
   asymmetric   logit_map="asymmetric" (section 4.1's formula as printed)
   channel      factor_out="channel" (the space-to-depth channel split:
                alternate rows go on)
+  variational  dequantization="variational" (issue 11: Flow++'s learned
+               q(u | x), trained jointly; its evaluation bits/dim is the
+               variational bound; its parameter count includes q's)
 
 Training: the same for all (``--steps`` Adam steps, lr ``--learning_rate``,
 batch ``--batch_size`` of dequantized training images in a seeded order, the
@@ -60,6 +63,7 @@ CONFIGS: dict[str, dict] = {
     "no_skip": dict(skip_connections=False),
     "asymmetric": dict(logit_map="asymmetric"),
     "channel": dict(factor_out="channel"),
+    "variational": dict(dequantization="variational"),
 }
 
 

@@ -502,7 +502,8 @@ class FlowModel(keras.Model):
 
         ``dataset`` yields batches of model inputs, or ``(inputs, labels)``
         for a class-conditional model (e.g. the trainer's
-        training pipeline: dequantized, augmented images).  Under
+        training pipeline: dequantized, augmented images; uint8 images are
+        dequantized by the model's dequantizer, in evaluation mode).  Under
         ``tf.distribute`` call it in cross-replica context (inside
         ``strategy.scope()``): every replica's copy gets the same statistics.
         """
@@ -510,14 +511,16 @@ class FlowModel(keras.Model):
             raise ValueError(f"num_batches must be >= 1, got {num_batches!r}.")
         if self._untracked.recalibration_step is None:
             self._untracked.recalibration_step = tf.function(
-                lambda x, labels=None: self.log_prob(x, training=RECALIBRATE, labels=labels),
+                lambda x, labels=None: self.log_prob(self._dequantize(x, None, False)[0],
+                                                     training=RECALIBRATE, labels=labels),
                 reduce_retracing=True)
         used = 0
         for batch in dataset:
             x, labels = tuple(batch) if isinstance(batch, (tuple, list)) else (batch, None)
             if used == 0:
                 if not all(layer.built for layer in self.batch_norm_layers()):
-                    self.log_prob(x, labels=labels)  # Builds the conditioners.
+                    self.log_prob(self._dequantize(tf.convert_to_tensor(x), None, False)[0],
+                                  labels=labels)  # Builds the conditioners.
                 for layer in self.batch_norm_layers():
                     layer.num_updates.assign(0.0)
             self._untracked.recalibration_step(x, labels)

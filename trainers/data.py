@@ -15,6 +15,9 @@ Every source of `trainers/datasets.py` goes through the same steps:
   decoded images are cached and a whole epoch of them is shuffled (cached tensors
   are shared, not copied); large TFDS datasets stream through `shuffle_buffer`.
 * Flips: `flip=None` uses the paper's choice (cifar10, celeba and lsun_bedroom).
+* `dequantize=False` (a model with a learned dequantizer, `--dequantization=variational`):
+  the pipelines stop before the dequantization and yield the uint8 images (fitted
+  and flipped); the model dequantizes them (`model.nll`, `model.bits_per_dim`).
 * Labels (`labels=True`, for class-conditional models): every element is an
   (images, int32 labels [B]) pair instead, each label travelling with its image
   through the same steps; without it the pipeline is the unconditional one.
@@ -56,6 +59,8 @@ class DataConfig:
       labels: yield (images, labels) pairs with the class labels (`datasets` module
         docstring says where each dataset's come from); a clear error for a dataset
         without labels.
+      dequantize: add the uniform noise (float32 batches in [0, 256)); False: yield the
+        uint8 images for a model that dequantizes them itself (`for_model`).
     """
 
     dataset: str
@@ -70,6 +75,7 @@ class DataConfig:
     max_eval_examples: int | None = None
     channels: int | None = None
     labels: bool = False
+    dequantize: bool = True
 
     def __post_init__(self) -> None:
         if self.channels is not None and self.channels not in (1, 2, 3, 4):
@@ -82,6 +88,12 @@ class DataConfig:
                 "DataConfig.max_eval_examples must be positive or None, "
                 f"got {self.max_eval_examples}."
             )
+
+
+def pipeline_dequantizes(model: tfnvp.ImageFlowModel) -> bool:
+    """Whether the pipelines add the noise for `model` (its uniform dequantizer: the
+    pipeline draws it per example) or the model does (a learned dequantizer, uint8 input)."""
+    return isinstance(model.dequantizer, tfnvp.UniformDequantizer)
 
 
 def _source(config: DataConfig) -> datasets.Source:
@@ -167,16 +179,18 @@ def _fit(
 
 def _finish(
     images: tf.data.Dataset,
+    config: DataConfig,
     source: datasets.Source,
     base_seed: tuple[int, int],
     training: bool,
     flip: bool,
 ) -> tf.data.Dataset:
-    """Fits, flips (if `flip`) and dequantizes each uint8 image with per-example seeds
-    (an (image, label) element keeps its label)."""
+    """Fits, flips (if `flip`) and dequantizes (if `config.dequantize`) each uint8 image
+    with per-example seeds (an (image, label) element keeps its label)."""
     shape = source.image_shape()
     base = tf.constant(base_seed, tf.int64)
     random_crop = training and source.geometry.random_crop
+    dequantize = config.dequantize
 
     def finish_one(index: tf.Tensor, element):
         image, label = element if isinstance(element, tuple) else (element, None)
@@ -184,7 +198,7 @@ def _finish(
         image = _fit(image, shape, source.geometry, crop_seed if random_crop else None)
         if flip:
             image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
-        x = tfnvp.dequantize(image, seed=noise_seed)
+        x = tfnvp.dequantize(image, seed=noise_seed) if dequantize else image
         return x if label is None else (x, label)
 
     return images.enumerate().map(finish_one, num_parallel_calls=_AUTOTUNE)
@@ -220,7 +234,7 @@ def make_train_dataset(
     logging.info(
         "%s: training batches of %d, flips %s.", config.dataset, batch_size, "on" if flip else "off"
     )
-    batches = _finish(images, source, (config.seed, pipeline), training=True, flip=flip)
+    batches = _finish(images, config, source, (config.seed, pipeline), training=True, flip=flip)
     return batches.batch(batch_size, drop_remainder=True).prefetch(_AUTOTUNE)
 
 
@@ -248,7 +262,7 @@ def make_eval_dataset(config: DataConfig) -> tf.data.Dataset:
     images = split.decode(records)
     if _fits_in_memory(config, split, _cardinality(records)):
         images = images.cache()
-    batches = _finish(images, source, (config.eval_seed, 0), training=False, flip=False)
+    batches = _finish(images, config, source, (config.eval_seed, 0), training=False, flip=False)
     return batches.batch(config.eval_batch_size).prefetch(_AUTOTUNE)
 
 

@@ -3,7 +3,12 @@
 Bits/dim are exact for the dequantized data: ``-log p(x + u) / (D ln 2)`` with the
 evaluation pipeline's fixed noise ``u`` (a function of the evaluation seed and
 the example's index only), averaged over every example of the held-out split,
-with the standard error of that mean.
+with the standard error of that mean.  A model with a learned dequantizer
+(``--dequantization=variational``) is given the uint8 images (``for_model``)
+and evaluated by ``model.bits_per_dim``: the variational bound ``(-log p(x +
+u) + log q(u | x)) / (D ln 2)`` with ``u ~ q`` drawn in evaluation mode from
+the stateless seed ``(eval_seed, batch index)`` (so for a given
+``--eval_batch_size``).
 
 Evaluation runs in cross-replica context on the local device: evaluation mode
 uses the model's batch-norm statistics, so it needs no communication, and only
@@ -65,8 +70,10 @@ class EvalResult:
 
 
 def for_model(data_config: data.DataConfig, model: tfnvp.ImageFlowModel) -> data.DataConfig:
-    """``data_config`` yielding labels exactly when ``model`` is class-conditional."""
-    return dataclasses.replace(data_config, labels=model.num_classes is not None)
+    """``data_config`` yielding labels exactly when ``model`` is class-conditional, and
+    uint8 images (``dequantize=False``) when the model has a learned dequantizer."""
+    return dataclasses.replace(data_config, labels=model.num_classes is not None,
+                               dequantize=data.pipeline_dequantizes(model))
 
 
 def class_rows(num_classes: int, per_class: int) -> np.ndarray:
@@ -77,17 +84,26 @@ def class_rows(num_classes: int, per_class: int) -> np.ndarray:
 
 class Evaluator:
     """Per-example bits/dim of a model, traced once for ``[None, H, W, C]`` batches
-    (with ``[None]`` labels for a class-conditional model)."""
+    (with ``[None]`` labels for a class-conditional model): float32 dequantized
+    batches, or uint8 ones for a model with a learned dequantizer
+    (``data.pipeline_dequantizes``), whose noise is drawn from ``(seed, batch index)``."""
 
-    def __init__(self, model: tfnvp.ImageFlowModel):
+    def __init__(self, model: tfnvp.ImageFlowModel, seed: int = 0):
         self.model = model
         self.num_dims = int(math.prod(model.image_shape))
-        spec = [tf.TensorSpec((None,) + tuple(model.image_shape), tf.float32)]
+        self.seed = int(seed)
+        images = tf.float32 if data.pipeline_dequantizes(model) else tf.uint8
+        spec = [tf.TensorSpec([2], tf.int64),
+                tf.TensorSpec((None,) + tuple(model.image_shape), images)]
         if model.num_classes is not None:
             spec.append(tf.TensorSpec([None], tf.int32))
         self.bits_per_dim = tf.function(self._bits_per_dim, input_signature=spec)
 
-    def _bits_per_dim(self, x: tf.Tensor, labels: tf.Tensor | None = None) -> tf.Tensor:
+    def _bits_per_dim(self, seed: tf.Tensor, x: tf.Tensor,
+                      labels: tf.Tensor | None = None) -> tf.Tensor:
+        if x.dtype == tf.uint8:
+            bits = self.model.bits_per_dim(x, seed=seed, training=False, labels=labels)
+            return tf.cast(bits, tf.float64)
         log_prob = self.model.log_prob(x, training=False, labels=labels)
         return tfnvp.bits_per_dim_from_log_prob(tf.cast(log_prob, tf.float64), self.num_dims)
 
@@ -96,9 +112,10 @@ class Evaluator:
         or (batch, labels) pairs for a class-conditional model)."""
         start = time.perf_counter()
         count, total, total_sq = 0, 0.0, 0.0
-        for batch in dataset:
-            bits = (self.bits_per_dim(*batch) if isinstance(batch, tuple)
-                    else self.bits_per_dim(batch)).numpy()
+        for index, batch in enumerate(dataset):
+            seed = tf.constant([self.seed, index], tf.int64)
+            bits = (self.bits_per_dim(seed, *batch) if isinstance(batch, tuple)
+                    else self.bits_per_dim(seed, batch)).numpy()
             if not np.all(np.isfinite(bits)):
                 raise FloatingPointError(
                     f"Non-finite bits/dim for {int(np.sum(~np.isfinite(bits)))} held-out examples.")
@@ -243,7 +260,7 @@ def evaluate_run(output_dir: str, data_config: data.DataConfig, checkpoint: str 
     expected = data.num_eval_examples(data_config)
     logging.info("Evaluating %s (step %d; batch-norm statistics: %s) on %d held-out %s "
                  "examples.", checkpoint, step, statistics, expected, data_config.dataset)
-    result = Evaluator(model).evaluate(data.make_eval_dataset(data_config))
+    result = Evaluator(model, data_config.eval_seed).evaluate(data.make_eval_dataset(data_config))
     if result.num_examples != expected:
         raise RuntimeError(f"Evaluated {result.num_examples} examples, expected {expected}.")
     report = dict(bits_per_dim=result.bits_per_dim, std_error=result.std_error,

@@ -14,7 +14,8 @@ same name in ``loaded.signatures`` for serving; ``H, W, C`` is the model's
     log_prob(x: float32 [N, H, W, C] in [0, 256))      -> float32 [N]  nats per image
     bits_per_dim(images: uint8 [N, H, W, C],
                  seed: int32 [2])                      -> float32 [N]  bits/dim per image
-                                                          (uniform dequantization; deterministic given seed)
+                                                          (the model's dequantizer, uniform or learned
+                                                           (variational bound); deterministic given seed)
     sample(num_samples: int32 [], temperature: float32 [],
            seed: int32 [2])                            -> float32 [num_samples, H, W, C] in [0, 256)
     encode(x: float32 [N, H, W, C])                    -> float32 [N, H, W, C]  latent z
@@ -137,10 +138,11 @@ class _ExportModule(tf.Module):
 
         @tf.function(autograph=False, input_signature=[uint8, seed] + labels)
         def bits_per_dim(images, seed, labels=None):
-            # RealNVP.bits_per_dim, with the log-density graph shared with log_prob.
-            x = tfnvp.dequantize(images, seed=seed, dtype=dtype)
-            return out(tfnvp.bits_per_dim_from_log_prob(flow_log_prob(x, *checked(labels)),
-                                                        num_dims))
+            # RealNVP.bits_per_dim through the model's dequantizer (uniform or learned,
+            # evaluation mode), with the log-density graph shared with log_prob.
+            x, log_q = model.dequantizer.dequantize(images, seed=seed)
+            return out(tfnvp.bits_per_dim_from_log_prob(
+                flow_log_prob(x, *checked(labels)) - log_q, num_dims))
 
         @tf.function(autograph=False, input_signature=[scalar_int, scalar_float, seed] + labels)
         def sample(num_samples, temperature, seed, labels=None):

@@ -36,6 +36,8 @@ import tensorflow as tf
 
 import tfnvp
 
+from trainers import data
+
 __all__ = ["pre_reduced", "make_optimizer", "TrainSteps"]
 
 
@@ -88,6 +90,9 @@ class TrainSteps:
       global_batch_size: images per step over all replicas.
       l2: coefficient of the model's ``weight_scale_penalty`` (``regularization_loss``).
       clip_grad_norm: clip the global gradient norm to this (None: no clipping).
+      noise_seed: with uint8 batches (a model with a learned dequantizer), the
+        dequantization noise of step ``t`` on replica ``r`` comes from the stateless
+        seed ``(noise_seed * R + r, t)``: a function of the run's data seed and the step.
       jit_compile: XLA-compile the forward and backward pass; needs a
         ``OneDeviceStrategy`` (or none): under mirrored strategies the batch-norm
         statistics are mirrored variables whose updates synchronize replicas,
@@ -96,13 +101,15 @@ class TrainSteps:
 
     def __init__(self, model: tfnvp.RealNVP, optimizer, strategy: tf.distribute.Strategy,
                  element_spec, global_batch_size: int, l2: float = 0.0,
-                 clip_grad_norm: float | None = None, jit_compile: bool = False):
+                 clip_grad_norm: float | None = None, jit_compile: bool = False,
+                 noise_seed: int = 0):
         self.model = model
         self.optimizer = optimizer
         self.strategy = strategy
         self.global_batch_size = int(global_batch_size)
         self.l2 = float(l2)
         self.clip_grad_norm = clip_grad_norm
+        self.noise_seed = int(noise_seed)
         self.num_dims = int(math.prod(model.image_shape))
         self.num_replicas = strategy.num_replicas_in_sync
         self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
@@ -120,7 +127,8 @@ class TrainSteps:
             forward_backward = tf.function(forward_backward, jit_compile=True)
         self._compute = forward_backward
         self.train_step = tf.function(self._train_step, input_signature=[element_spec])
-        image_spec = tf.TensorSpec((None,) + tuple(model.image_shape), tf.float32)
+        images = tf.float32 if data.pipeline_dequantizes(model) else tf.uint8  # See noise_seed.
+        image_spec = tf.TensorSpec((None,) + tuple(model.image_shape), images)
         label_spec = [tf.TensorSpec([None], tf.int32)] if model.num_classes is not None else []
         self.diagnostics = tf.function(self._diagnostics,
                                        input_signature=[image_spec] + label_spec)
@@ -128,9 +136,13 @@ class TrainSteps:
     # ------------------------------------------------------------- training
     def _forward_backward(self, x: tf.Tensor, labels: tf.Tensor | None = None):
         """One replica's share: (nll share, penalty share, gradients)."""
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        seed = tf.stack([self.noise_seed * self.num_replicas + tf.cast(replica, tf.int64),
+                         tf.cast(self.optimizer.iterations, tf.int64)])
         with tf.GradientTape() as tape:
-            nll = tf.reduce_sum(tf.cast(self.model.nll(x, training=True, labels=labels),
-                                        tf.float32)) / self.global_batch_size
+            nll = tf.reduce_sum(tf.cast(
+                self.model.nll(x, training=True, labels=labels, seed=seed),
+                tf.float32)) / self.global_batch_size
             penalty = (self.model.weight_scale_penalty() / self.num_replicas if self.l2
                        else tf.zeros([], tf.float32))
             loss = nll + self.l2 * penalty
@@ -198,8 +210,13 @@ class TrainSteps:
         ``-log p(x) = -log N(z) - log|det dz/dx|``, both per dimension in bits,
         averaged over the batch: ``bits_per_dim = prior + log_det``.  For a
         class-conditional model (``labels``) the prior is ``p(z | y)`` and the
-        log-det is ``log p(x | y) - log p(z | y)``.
+        log-det is ``log p(x | y) - log p(z | y)``.  uint8 batches (a learned
+        dequantizer) are dequantized first, in evaluation mode, and the split is
+        that of ``-log p(x + u)`` (without ``log q(u | x)``).
         """
+        if x.dtype == tf.uint8:
+            x, _ = self.model.dequantizer.dequantize(x, seed=tf.constant([0, 0]))
+            x = tf.cast(x, tf.float32)
         if labels is None:
             flow = self.model.distribution
             z = flow.bijector.inverse(x, training=False, context=None)

@@ -19,8 +19,10 @@ flagfiles set long runs).  ``--model=realnvp|glow`` picks the architecture; its 
 ``--num_scales``, ``--steps_per_scale``, ``--hidden_channels``) default to its paper's
 configuration (``tfnvp.PAPER_CONFIGS``, ``tfnvp.GLOW_PAPER_CONFIGS``) for the paper's
 datasets and must be given for the others.  ``--conditional`` trains a class-conditional
-model (``num_classes`` = the dataset's classes) on the dataset's labels.  eval and export
-rebuild the run's own model (conditional or not) from its ``config.json``.
+model (``num_classes`` = the dataset's classes) on the dataset's labels;
+``--dequantization=variational`` a model with a learned dequantizer (Flow++), to which
+the pipelines feed uint8 images.  eval and export rebuild the run's own model
+(conditional or not, its dequantizer) from its ``config.json``.
 
 Modes:
   train   train (or resume) into --output_dir; evaluates every --eval_every steps.
@@ -85,6 +87,11 @@ flags.DEFINE_enum("model", "realnvp", ["realnvp", "glow"], "Architecture: Real N
 flags.DEFINE_boolean("conditional", False, "Class-conditional model p(x | y) (num_classes = the "
                      "dataset's classes) trained on the dataset's labels; its sample grids have "
                      "one row per class and its exports take labels. eval/export use the run's.")
+flags.DEFINE_enum("dequantization", "uniform", ["uniform", "variational"],
+                  "uniform: u ~ U[0, 1) added by the input pipeline (section 4.1); variational: "
+                  "a learned q(u | x) (Flow++, tfnvp.VariationalDequantizer) trained with the "
+                  "model on the variational bound, the pipeline feeding uint8 images. "
+                  "eval/export use the run's.")
 flags.DEFINE_integer("num_scales", None, "Scales (Glow: levels) of the multi-scale architecture "
                      "(default: the --model's paper's for --dataset).")
 flags.DEFINE_integer("num_res_blocks", None, "Real NVP: residual blocks per conditioner "
@@ -255,7 +262,8 @@ def train_config():
         max_consecutive_skipped=FLAGS.max_consecutive_skipped,
         recalibration_batches=FLAGS.recalibration_batches,
         running_average_batch_norm=FLAGS.running_average_batch_norm,
-        keep_checkpoints=FLAGS.keep_checkpoints, conditional=FLAGS.conditional)
+        keep_checkpoints=FLAGS.keep_checkpoints, conditional=FLAGS.conditional,
+        dequantization=FLAGS.dequantization)
 
 
 def _run_data_config():

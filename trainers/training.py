@@ -114,11 +114,15 @@ class TrainConfig:
     model: str = "realnvp"  # A key of run_dir.ARCHITECTURES.
     steps_per_scale: int | None = None  # Glow only.
     conditional: bool = False  # Class-conditional on the dataset's labels.
+    dequantization: str = "uniform"  # A name of tfnvp.image_flow.DEQUANTIZATIONS.
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {sorted(MIXED_PRECISION)}, "
                              f"got {self.mixed_precision!r}.")
+        if self.dequantization not in tfnvp.image_flow.DEQUANTIZATIONS:
+            raise ValueError(f"dequantization must be one of {tfnvp.image_flow.DEQUANTIZATIONS}, "
+                             f"got {self.dequantization!r}.")
         if self.model not in run_dir.ARCHITECTURES:
             raise ValueError(f"model must be one of {sorted(run_dir.ARCHITECTURES)}, "
                              f"got {self.model!r}.")
@@ -133,13 +137,14 @@ def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool 
                           steps_per_scale=config.steps_per_scale,
                           hidden_channels=config.hidden_channels,
                           conditioner_dtype=MIXED_PRECISION[config.mixed_precision],
-                          num_classes=num_classes)
+                          num_classes=num_classes, dequantization=config.dequantization)
     return tfnvp.RealNVP(
         image_shape, num_scales=config.num_scales, num_res_blocks=config.num_res_blocks,
         hidden_channels=config.hidden_channels,
         synchronized_batch_norm=synchronized_batch_norm,
         running_average_batch_norm=config.running_average_batch_norm,
-        conditioner_dtype=MIXED_PRECISION[config.mixed_precision], num_classes=num_classes)
+        conditioner_dtype=MIXED_PRECISION[config.mixed_precision], num_classes=num_classes,
+        dequantization=config.dequantization)
 
 
 def run_config(model: tfnvp.ImageFlowModel, data_config: data.DataConfig,
@@ -323,6 +328,7 @@ def train(config: TrainConfig, data_config: data.DataConfig,
     with strategy.scope():
         model = build_model(config, image_shape, synchronized_batch_norm=replicas > 1,
                             num_classes=num_classes)
+    data_config = evaluation.for_model(data_config, model)  # uint8 for a learned dequantizer.
     cfg = run_config(model, data_config, config)
     if chief:
         run_dir.write_or_check_config(config.output_dir, cfg)
@@ -357,7 +363,8 @@ def train(config: TrainConfig, data_config: data.DataConfig,
     iterator = iter(dataset)
     steps = steps_lib.TrainSteps(
         model, optimizer, strategy, iterator.element_spec, data_config.batch_size, l2=config.l2,
-        clip_grad_norm=config.clip_grad_norm, jit_compile=config.jit_compile)
+        clip_grad_norm=config.clip_grad_norm, jit_compile=config.jit_compile,
+        noise_seed=data_seed)
 
     outputs = _Outputs(config, data_config, model) if chief else None
     recalibrate = _Recalibration(config, data_config, model, strategy)
@@ -477,7 +484,7 @@ class _Outputs:
         board = os.path.join(config.output_dir, TENSORBOARD_DIR)
         self.writers = {name: summaries.SummaryWriter(os.path.join(board, name))
                         for name in ("train", "eval")}
-        self.evaluator = evaluation.Evaluator(model)
+        self.evaluator = evaluation.Evaluator(model, data_config.eval_seed)
         self._eval_dataset: tf.data.Dataset | None = None  # Built once: its cache is reused.
         self.sampler = (evaluation.Sampler(model, config.num_sample_images, config.temperature,
                                            config.seed) if config.num_sample_images else None)
