@@ -159,3 +159,13 @@ def test_dequantization_flow_order():
     names = [b.name for b in flow.bijectors]
     assert names[0] == "sigmoid" and names[1:] == [f"dequantization_coupling_{k}"
                                                    for k in (2, 1, 0)]
+
+
+def test_recalibration_dequantizes_uint8_batches_with_the_models_dequantizer():
+    model = _model("variational", dtype="float32")
+    norms = model.batch_norm_layers()
+    before = [v.numpy().copy() for layer in norms for v in layer.non_trainable_weights]
+    batches = [_images((8, 4, 4, 1), seed=s) for s in (1, 2)]
+    assert model.recalibrate(batches, num_batches=2) == 2
+    after = [v.numpy() for layer in norms for v in layer.non_trainable_weights]
+    assert any(np.abs(a - b).max() > 1e-6 for a, b in zip(after, before))
