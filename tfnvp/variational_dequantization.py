@@ -5,7 +5,7 @@ Uniform dequantization (``tfnvp.dequantization``) trains ``p`` on ``x + u``,
 wherever ``p`` is not constant across a bin.  With a learned dequantization
 distribution ``q(u | x)`` on ``[0, 1)^D`` the bound is
 
-    log P(x) >= E_{u ~ q(u|x)} [log p(x + u) - log q(u | x)]        (Flow++ eq. 12)
+    log P(x) >= E_{u ~ q(u|x)} [log p(x + u) - log q(u | x)]        (Flow++ section 3.1)
 
 (Jensen; equality when ``q(u | x) = p(x + u) / P(x)``), and training ``p``
 and ``q`` jointly on it tightens it.  ``q`` is a conditional flow, data
@@ -156,7 +156,9 @@ class VariationalDequantizer(keras.layers.Layer):
     per image, like ``tfnvp.UniformDequantizer``.  With a ``seed`` (shape
     ``[2]``) ``eps`` is ``tf.random.stateless_normal``'s, a pure function of
     the seed and the weights.  ``context`` (a model's class labels) is accepted
-    and ignored: ``q`` conditions on the image.
+    and ignored: ``q`` conditions on the image.  No normalization layers, so
+    ``training`` changes nothing; the gains of its weight-normalized
+    convolutions are among a model's ``regularized_weights`` (the L2 term).
 
     Args:
       channels: the images' channels ``C``.
