@@ -10,7 +10,7 @@ import tfnvp
 from tfnvp.bijectors import LogisticMixtureCoupling
 from tfnvp.bijectors.logistic_mixture_coupling import (mixture_log_cdfs, mixture_log_pdf,
                                                        mixture_logit_cdf_inverse)
-from tfnvp.nets import LogisticMixtureParameters, ResNet
+from tfnvp.nets import LogisticMixtureParameters, ResNet, ShiftAndLogScale
 
 from bijector_checks import assert_exact_bijector, perturb_weights
 
@@ -147,26 +147,15 @@ def test_bad_arguments():
                       coupling="spline")
 
 
-def _model(dtype="float64") -> tfnvp.RealNVP:
+@pytest.fixture(scope="module")
+def model() -> tfnvp.RealNVP:
     model = tfnvp.RealNVP((4, 4, 2), num_scales=2, num_res_blocks=1, hidden_channels=4,
-                          dtype=dtype, coupling="logistic_mixture", mixture_components=K)
+                          dtype="float64", coupling="logistic_mixture", mixture_components=K)
     perturb_weights(model.conditioners + model.statistics, scale=0.2)
     return model
 
 
-def test_model_config_round_trip_and_affine_default_unchanged():
-    model = _model()
-    config = model.get_config()
-    assert config["coupling"] == "logistic_mixture" and config["mixture_components"] == K
-    rebuilt = tfnvp.RealNVP(**config)
-    assert rebuilt.get_config() == config
-    assert isinstance(rebuilt.conditioners[0], LogisticMixtureParameters)
-    affine = tfnvp.RealNVP((4, 4, 2), num_scales=2, num_res_blocks=1, hidden_channels=4)
-    assert "coupling" not in affine.get_config()
-
-
-def test_whole_model_exact_against_numerical_jacobian_and_sample_round_trip():
-    model = _model()
+def test_whole_model_exact_against_numerical_jacobian_and_sample_round_trip(model):
     x = tf.random.uniform((2, 4, 4, 2), 8.0, 248.0, dtype=tf.float64, seed=5)
     z = model.bijector.inverse(x)
     errors = assert_exact_bijector(model.bijector, tf.identity(z), event_ndims=3, graph_mode=False)
@@ -184,9 +173,8 @@ def test_whole_model_exact_against_numerical_jacobian_and_sample_round_trip():
     np.testing.assert_allclose(log_p, prior + ildj, rtol=1e-12)
 
 
-def test_model_every_weight_gets_a_gradient_and_round_trips_a_checkpoint(tmp_path):
-    model = _model("float32")
-    x = tf.random.uniform((8, 4, 4, 2), 0.0, 256.0)
+def test_model_gradients_config_and_checkpoint_round_trip(model, tmp_path):
+    x = tf.random.uniform((8, 4, 4, 2), 0.0, 256.0, dtype=tf.float64, seed=6)
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(model.nll(x, training=True))
     grads = tape.gradient(loss, model.trainable_variables)
@@ -194,10 +182,21 @@ def test_model_every_weight_gets_a_gradient_and_round_trips_a_checkpoint(tmp_pat
     missing = [v.path for v, g in zip(model.trainable_variables, grads)
                if g is None or not np.any(g.numpy())]
     assert not missing, f"weights without gradient: {missing}"
+
+    config = model.get_config()
+    assert config["coupling"] == "logistic_mixture" and config["mixture_components"] == K
     path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
-    restored = _model("float32")
-    perturb_weights(restored.conditioners, scale=0.1, seed=9)
+    restored = tfnvp.RealNVP(**config)
+    assert restored.get_config() == config
+    assert isinstance(restored.conditioners[0], LogisticMixtureParameters)
     tf.train.Checkpoint(model=restored).restore(path).assert_existing_objects_matched()
+    assert len(restored.weights) == len(model.weights)
     for a, b in zip(model.weights, restored.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
-    np.testing.assert_allclose(restored.log_prob(x).numpy(), model.log_prob(x).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(restored.log_prob(x).numpy(), model.log_prob(x).numpy(), rtol=1e-12)
+
+
+def test_affine_default_config_unchanged():
+    affine = tfnvp.RealNVP((4, 4, 1), num_scales=1, num_res_blocks=1, hidden_channels=4)
+    assert "coupling" not in affine.get_config() and "mixture_components" not in affine.get_config()
+    assert all(isinstance(c, ShiftAndLogScale) for c in affine.conditioners)

@@ -86,24 +86,36 @@ def _log_slope(x: tf.Tensor, log_weights: tf.Tensor, means: tf.Tensor,
     return log_c - log_1mc, mixture_log_pdf(x, log_weights, means, log_scales) - log_c - log_1mc
 
 
+@tf.function(reduce_retracing=True, autograph=False)
+def _bisect(target: tf.Tensor, log_weights: tf.Tensor, means: tf.Tensor,
+            log_scales: tf.Tensor) -> tf.Tensor:
+    """Midpoint of the bracket after ``BISECTION_STEPS`` halvings (constant inputs).
+
+    A ``tf.function``: eager callers run the loop as one graph (inlined when
+    traced inside another function).
+    """
+    quantiles = means + tf.exp(log_scales) * target[..., None]
+
+    def halve(lo: tf.Tensor, hi: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        mid = lo + 0.5 * (hi - lo)
+        below = _log_slope(mid, log_weights, means, log_scales)[0] < target
+        return tf.where(below, mid, lo), tf.where(below, hi, mid)
+
+    lo, hi = tf.while_loop(lambda lo, hi: True, halve,
+                           (tf.reduce_min(quantiles, axis=-1), tf.reduce_max(quantiles, axis=-1)),
+                           maximum_iterations=BISECTION_STEPS[target.dtype.name])
+    return lo + 0.5 * (hi - lo)
+
+
 def mixture_logit_cdf_inverse(target: tf.Tensor, log_weights: tf.Tensor, means: tf.Tensor,
                               log_scales: tf.Tensor) -> tf.Tensor:
     """The ``x`` with ``logit F(x) = target``: bisection, then one Newton step.
 
     See the module docstring (bracket, ``BISECTION_STEPS``, the gradient).
     """
-    steps = BISECTION_STEPS[target.dtype.name]
-    held = [tf.stop_gradient(t) for t in (target, log_weights, means, log_scales)]
-    quantiles = held[2] + tf.exp(held[3]) * held[0][..., None]
-    bracket = (tf.reduce_min(quantiles, axis=-1), tf.reduce_max(quantiles, axis=-1))
-
-    def halve(lo: tf.Tensor, hi: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        mid = lo + 0.5 * (hi - lo)
-        below = _log_slope(mid, *held[1:])[0] < held[0]
-        return tf.where(below, mid, lo), tf.where(below, hi, mid)
-
-    lo, hi = tf.while_loop(lambda lo, hi: True, halve, bracket, maximum_iterations=steps)
-    x0 = tf.stop_gradient(lo + 0.5 * (hi - lo))
+    x0 = _bisect(*(tf.stop_gradient(t) for t in (target, log_weights, means, log_scales)))
+    # The function's relaxed signature loses the static shape; restore it.
+    x0 = tf.stop_gradient(tf.ensure_shape(x0, target.shape))
     logit, log_slope = _log_slope(x0, log_weights, means, log_scales)
     return x0 - (logit - target) * tf.exp(-log_slope)
 
