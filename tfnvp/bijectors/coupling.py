@@ -82,11 +82,14 @@ class MaskedCoupling(FusedBijector):
       parity: 0 for the mask, 1 for its complement.
       event_ndims: rank of one event: 3 for images ``[H, W, C]``, 1 for
         vectors.
+      name: defaults to the subclass's ``default_name``.
     """
+
+    default_name = "coupling"
 
     def __init__(self, conditioner: Any, mask: str | np.ndarray = "checkerboard",
                  parity: int = 0, event_ndims: int = 3, validate_args: bool = False,
-                 name: str = "coupling"):
+                 name: str | None = None):
         parameters = dict(locals())
         if parity not in (0, 1):
             raise ValueError(f"parity must be 0 or 1, got {parity!r}.")
@@ -103,8 +106,8 @@ class MaskedCoupling(FusedBijector):
         self._conditioner = conditioner
         self._mask_spec = mask
         self._parity = parity
-        super().__init__(forward_min_event_ndims=event_ndims,
-                         validate_args=validate_args, parameters=parameters, name=name)
+        super().__init__(forward_min_event_ndims=event_ndims, validate_args=validate_args,
+                         parameters=parameters, name=name or self.default_name)
 
     @property
     def conditioner(self) -> Any:
@@ -183,11 +186,7 @@ class AffineCoupling(MaskedCoupling):
         ildj = coupling.inverse_log_det_jacobian(x, event_ndims=3, training=True)
     """
 
-    def __init__(self, conditioner: Any, mask: str | np.ndarray = "checkerboard",
-                 parity: int = 0, event_ndims: int = 3, validate_args: bool = False,
-                 name: str = "affine_coupling"):
-        super().__init__(conditioner, mask=mask, parity=parity, event_ndims=event_ndims,
-                         validate_args=validate_args, name=name)
+    default_name = "affine_coupling"
 
     def _shift_and_log_scale(self, unchanged: tf.Tensor, mask: tf.Tensor, training: Training,
                              context: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:

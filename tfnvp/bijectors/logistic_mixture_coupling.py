@@ -41,9 +41,6 @@ down to far tails, ``|y| = 1e3``).
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
 import tensorflow as tf
 
 from tfnvp.bijectors.coupling import MaskedCoupling
@@ -147,14 +144,10 @@ class LogisticMixtureCoupling(MaskedCoupling):
         x_again = coupling.forward(tf.identity(y))      # latent -> data, bisection
     """
 
-    def __init__(self, conditioner: Any, mask: str | np.ndarray = "checkerboard",
-                 parity: int = 0, event_ndims: int = 3, validate_args: bool = False,
-                 name: str = "logistic_mixture_coupling"):
-        super().__init__(conditioner, mask=mask, parity=parity, event_ndims=event_ndims,
-                         validate_args=validate_args, name=name)
+    default_name = "logistic_mixture_coupling"
 
     def _coupling_parameters(self, value: tf.Tensor, mask: tf.Tensor, training: Training,
-                    context: tf.Tensor | None) -> list[tf.Tensor]:
+                             context: tf.Tensor | None) -> list[tf.Tensor]:
         return [tf.cast(p, value.dtype)
                 for p in self._conditioner_outputs(value * mask, training, context)]
 
