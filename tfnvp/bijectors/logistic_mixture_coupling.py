@@ -4,7 +4,7 @@ Data ``x`` -> latent ``y`` (the paper's ``f``, this bijector's **inverse**):
 the entries where the mask ``b`` is 1 pass unchanged, the others map
 elementwise as ::
 
-    y = exp(a) * logit(F(x; pi, mu, s)) + b                          (Flow++ eq. 7)
+    y = exp(a) * logit(F(x; pi, mu, s)) + b                          (Flow++ section 3.2)
     F(x; pi, mu, s) = sum_k pi_k * sigmoid((x - mu_k) * exp(-s_k))   (MixLogCDF)
 
 with ``a, b, pi, mu, s`` (``K`` components) computed by the conditioner from
@@ -33,10 +33,14 @@ so the loop traces once): the bracket shrinks to ``(max_k q_k - min_k q_k) *
 follows; it polishes the root (quadratic convergence) and, as ``x = x0 -
 (G(x0) - t) / G'(x0)`` with ``x0`` held constant, carries the exact
 implicit-function gradient ``dx = (dt - dG) / G'``, so ``forward`` is
-differentiable (numerical Jacobians, reverse-KL training).  Round trips
-``inverse(forward(y))`` are within ~1e-12 in float64 and ~1e-4 in float32
-(relative to ``max(1, |y|)``, measured in ``tests/test_logistic_mixture_coupling.py``
-down to far tails, ``|y| = 1e3``).
+differentiable (numerical Jacobians, reverse-KL training).
+
+Tolerance: after the bisection ``|x0 - root| <= (max_k q_k - min_k q_k) *
+2**-steps``; after the Newton step round trips ``inverse(forward(y))`` and
+``forward(inverse(x))`` agree to a few units in the last place, relative to
+``max(1, |value|)``: measured at most 4e-16 in float64 and 2.4e-7 in float32,
+down to far tails (``|y|`` up to 1e5); ``tests/test_logistic_mixture_coupling.py``
+asserts 1e-12 (float64) and 2e-5 (float32).
 """
 
 from __future__ import annotations
@@ -122,7 +126,7 @@ class LogisticMixtureCoupling(MaskedCoupling):
 
     Math (data ``x`` -> latent ``y`` is ``inverse``), on the entries with ``b = 0``::
 
-        inverse(x) = exp(a) * logit(F(x)) + b            Flow++ eq. (7)
+        inverse(x) = exp(a) * logit(F(x)) + b            Flow++ section 3.2
         forward(y) = F^-1(sigmoid((y - b) exp(-a)))      bisection + Newton step
         inverse_log_det_jacobian(x) = sum((1-b) * (a + log F'(x) - log F(x) - log(1 - F(x))))
 
