@@ -21,9 +21,10 @@ import tensorflow_probability as tfp
 
 from tfnvp.bijectors import (ActNorm, ActNormParameters, AffineCoupling, BatchNorm,
                              BatchNormStatistics, FactorOut, FusedChain, InvertibleConv1x1,
-                             InvertibleConv1x1Weights, LogitPreprocess, PiecewiseLinear,
+                             InvertibleConv1x1Weights, LogisticMixtureCoupling,
+                             LogitPreprocess, PiecewiseLinear,
                              PiecewiseLinearParams, Squeeze, glow_coupling)
-from tfnvp.nets import ResNet, ShiftAndLogScale
+from tfnvp.nets import LogisticMixtureParameters, ResNet, ShiftAndLogScale
 from tfnvp.nets.glow_net import GlowAffineHead, GlowNet
 
 from bijector_checks import assert_exact_bijector, perturb_weights
@@ -47,6 +48,17 @@ def affine_coupling(mask: str, parity: int, channels: int = EVENT[-1]) -> Affine
     conditioner = ShiftAndLogScale(body, channels, dtype="float64")
     coupling = AffineCoupling(conditioner, mask=mask, parity=parity)
     coupling.inverse(tf.zeros((1, *EVENT[:2], channels), tf.float64))  # Builds the layers.
+    perturb_weights([conditioner], scale=0.3)
+    return coupling
+
+
+def logistic_mixture_coupling(mask: str, parity: int, components: int = 3) -> LogisticMixtureCoupling:
+    channels = EVENT[-1]
+    body = ResNet(8, num_blocks=0, dtype="float64",
+                  out_channels=LogisticMixtureParameters.output_channels(channels, components))
+    conditioner = LogisticMixtureParameters(body, channels, components, dtype="float64")
+    coupling = LogisticMixtureCoupling(conditioner, mask=mask, parity=parity)
+    coupling.inverse(tf.zeros((1, *EVENT), tf.float64))  # Builds the layers.
     perturb_weights([conditioner], scale=0.3)
     return coupling
 
@@ -115,6 +127,10 @@ def fused_chain() -> FusedChain:
 CASES: dict[str, tuple[Callable[[], tfp.bijectors.Bijector], tuple[int, ...], str]] = {
     "affine_coupling_checkerboard": (lambda: affine_coupling("checkerboard", 1), EVENT, "latent"),
     "affine_coupling_channel": (lambda: affine_coupling("channel", 0), EVENT, "latent"),
+    "logistic_mixture_coupling_checkerboard": (lambda: logistic_mixture_coupling("checkerboard", 0),
+                                               EVENT, "latent"),
+    "logistic_mixture_coupling_channel": (lambda: logistic_mixture_coupling("channel", 1),
+                                          EVENT, "latent"),
     "batch_norm_eval": (batch_norm, EVENT, "latent"),
     "logit_symmetric": (lambda: logit(True), EVENT, "image"),
     "logit_asymmetric": (lambda: logit(False), EVENT, "image"),

@@ -1,9 +1,15 @@
-"""Real NVP's step type: an affine coupling and, optionally, its batch norm.
+"""Real NVP's step type: a coupling and, optionally, its batch norm.
 
 One step, data -> latent (section 3.3 and 3.7)::
 
     y = coupling(x)          eqs. (6)-(9), conditioner ShiftAndLogScale(body)
     y = batch_norm(y)        section 3.7 (if ``batch_norm``)
+
+The coupling is Real NVP's affine one (``coupling="affine"``) or Flow++'s
+logistic-mixture CDF coupling (``coupling="logistic_mixture"``,
+``LogisticMixtureCoupling`` with a ``LogisticMixtureParameters`` head of
+``mixture_components`` components); the body, masks and batch norm are the
+same.
 
 ``CouplingStep`` is a ``tfnvp.multiscale.StepBuilder``: it creates the
 step's layers (``conditioner``: a ``ShiftAndLogScale`` around a body from
@@ -23,32 +29,48 @@ import tensorflow_probability as tfp
 
 from tfnvp.bijectors.batch_norm import BatchNorm, BatchNormStatistics
 from tfnvp.bijectors.coupling import AffineCoupling
+from tfnvp.bijectors.logistic_mixture_coupling import LogisticMixtureCoupling
 from tfnvp.multiscale import Position, Step, StepBuilder
+from tfnvp.nets.logistic_mixture_parameters import LogisticMixtureParameters
 from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
 
 tfb = tfp.bijectors
 
-__all__ = ["CouplingStep"]
+__all__ = ["COUPLINGS", "CouplingStep"]
+
+#: The coupling types of ``CouplingStep`` (``coupling=``).
+COUPLINGS = ("affine", "logistic_mixture")
 
 
 class CouplingStep(StepBuilder):
-    """Affine coupling (+ batch norm) steps.
+    """Coupling (+ batch norm) steps.
 
     Args:
       body: ``body(position, out_channels)``: the conditioner body of the step at
-        ``position``, a Keras layer producing ``out_channels = 2 *
-        position.channels`` features whose last layer starts at zero.
+        ``position``, a Keras layer producing ``out_channels`` features (``2 *
+        position.channels`` for the affine coupling, ``(3K + 2) *
+        position.channels`` for the logistic mixture) whose last layer starts
+        at zero.
       dtype: the flow's dtype (variables of the heads and statistics).
       batch_norm: follow the coupling with a ``BatchNorm`` bijector.
       batch_norm_momentum: decay of its running statistics.
       running_average_batch_norm: appendix-E variant (see ``BatchNorm``).
       recompute_gradients: see ``ShiftAndLogScale``.
+      coupling: one of ``COUPLINGS`` (module docstring).
+      mixture_components: ``K`` of the logistic-mixture coupling.
     """
 
     def __init__(self, body: Callable[[Position, int], keras.layers.Layer],
                  dtype: tf.DType | str, batch_norm: bool = True,
                  batch_norm_momentum: float = 0.99, running_average_batch_norm: bool = False,
-                 recompute_gradients: bool = False):
+                 recompute_gradients: bool = False, coupling: str = "affine",
+                 mixture_components: int = 4):
+        if coupling not in COUPLINGS:
+            raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}.")
+        if int(mixture_components) < 1:
+            raise ValueError(f"mixture_components must be at least 1, got {mixture_components!r}.")
+        self._coupling = coupling
+        self._components = int(mixture_components)
         self._body = body
         self._dtype = tf.as_dtype(dtype).name
         self._batch_norm = bool(batch_norm)
@@ -58,9 +80,15 @@ class CouplingStep(StepBuilder):
 
     def layers(self, step: Step, position: Position) -> dict[str, keras.layers.Layer]:
         width, index = position.channels, position.index
-        layers = {"conditioner": ShiftAndLogScale(
-            self._body(position, 2 * width), width, recompute_gradients=self._recompute,
-            dtype=self._dtype, name=f"coupling_{index}")}
+        common = dict(recompute_gradients=self._recompute, dtype=self._dtype,
+                      name=f"coupling_{index}")
+        if self._coupling == "affine":
+            conditioner = ShiftAndLogScale(self._body(position, 2 * width), width, **common)
+        else:
+            out_channels = LogisticMixtureParameters.output_channels(width, self._components)
+            conditioner = LogisticMixtureParameters(self._body(position, out_channels), width,
+                                                    self._components, **common)
+        layers = {"conditioner": conditioner}
         if self._batch_norm:
             layers["statistics"] = BatchNormStatistics(width, dtype=self._dtype,
                                                        name=f"batch_norm_{index}")
@@ -69,7 +97,8 @@ class CouplingStep(StepBuilder):
     def bijectors(self, step: Step, layers: Mapping[str, keras.layers.Layer],
                   position: Position, event_ndims: int) -> list[tfb.Bijector]:
         index = position.index
-        result: list[tfb.Bijector] = [AffineCoupling(
+        kind = AffineCoupling if self._coupling == "affine" else LogisticMixtureCoupling
+        result: list[tfb.Bijector] = [kind(
             layers["conditioner"], mask=step.mask, parity=step.parity, event_ndims=event_ndims,
             name=f"coupling_{index}")]
         if "statistics" in layers:

@@ -54,7 +54,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfnvp import multiscale
-from tfnvp.coupling_step import CouplingStep
+from tfnvp.coupling_step import COUPLINGS, CouplingStep
 from tfnvp.image_flow import LOGIT_MAPS, ImageFlowModel
 from tfnvp.multiscale import Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp
 from tfnvp.nets.resnet import ResNet
@@ -118,6 +118,11 @@ class RealNVP(ImageFlowModel):
         gradients are the same).
       validate_args: check pixel values (finite, in range) in the user-facing
         methods; static shape and dtype checks always run.
+      coupling: ``"affine"`` (Real NVP's, eqs. 7-9) or ``"logistic_mixture"``
+        (Flow++'s logistic-mixture CDF coupling, section 3.2; sampling inverts
+        it by bisection, see ``tfnvp.bijectors.LogisticMixtureCoupling``) in
+        every step.
+      mixture_components: the logistic mixture's ``K`` (ignored by ``"affine"``).
       num_classes: ``K`` makes the model class-conditional (``tfnvp.conditional``):
         one-hot labels reach every conditioner and the prior is ``N(mu_y,
         sigma_y^2)`` per class; ``log_prob``, ``nll``, ``bits_per_dim``,
@@ -146,6 +151,7 @@ class RealNVP(ImageFlowModel):
                  conditioner_dtype: str | None = None, validate_args: bool = True,
                  recompute_gradients: bool = False, num_classes: int | None = None,
                  dequantization: str = "uniform",
+                 coupling: str = "affine", mixture_components: int = 4,
                  name: str = "real_nvp"):
         super().__init__(dtype=dtype, validate_args=validate_args, name=name)
         flow_dtype = self.flow_dtype
@@ -167,6 +173,10 @@ class RealNVP(ImageFlowModel):
         if num_classes is not None:
             # Only then: unconditional configs stay as they were (resumable runs).
             self._config["num_classes"] = int(num_classes)
+        if coupling not in COUPLINGS:
+            raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}.")
+        if coupling != "affine":  # Likewise: affine configs stay as they were.
+            self._config.update({"coupling": coupling, "mixture_components": int(mixture_components)})
         body_policy = conditioner_dtype or flow_dtype.name
 
         def resnet(position: multiscale.Position, out_channels: int) -> ResNet:
@@ -180,7 +190,8 @@ class RealNVP(ImageFlowModel):
         coupling = CouplingStep(resnet, flow_dtype, batch_norm=batch_norm,
                                 batch_norm_momentum=batch_norm_momentum,
                                 running_average_batch_norm=running_average_batch_norm,
-                                recompute_gradients=recompute_gradients)
+                                recompute_gradients=recompute_gradients,
+                                coupling=coupling, mixture_components=mixture_components)
         # The layers do not depend on the image size: the same weights build
         # the flow at any size (extrapolation, appendix C).
         self._create_steps(real_nvp_scales(num_scales, factor_out, coupling), image_shape[-1],

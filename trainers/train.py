@@ -92,6 +92,12 @@ flags.DEFINE_enum("dequantization", "uniform", ["uniform", "variational"],
                   "a learned q(u | x) (Flow++, tfnvp.VariationalDequantizer) trained with the "
                   "model on the variational bound, the pipeline feeding uint8 images. "
                   "eval/export use the run's.")
+flags.DEFINE_enum("coupling", "affine", ["affine", "logistic_mixture"], "Real NVP: the coupling "
+                  "of every step: affine (the paper's) or logistic_mixture (Flow++'s "
+                  "logistic-mixture CDF coupling; sampling inverts it by bisection). eval/export "
+                  "use the run's.")
+flags.DEFINE_integer("mixture_components", 4, "Real NVP with --coupling=logistic_mixture: "
+                     "logistic components K per coupled entry.")
 flags.DEFINE_integer("num_scales", None, "Scales (Glow: levels) of the multi-scale architecture "
                      "(default: the --model's paper's for --dataset).")
 flags.DEFINE_integer("num_res_blocks", None, "Real NVP: residual blocks per conditioner "
@@ -146,7 +152,7 @@ for _name in ("batch_size", "eval_batch_size", "eval_every", "checkpoint_every",
               "log_every"):
     flags.register_validator(_name, lambda v: v is not None and v >= 1, message="must be >= 1.")
 for _name in ("train_steps", "num_scales", "hidden_channels", "max_eval_examples",
-              "steps_per_scale"):
+              "steps_per_scale", "mixture_components"):
     flags.register_validator(_name, lambda v: v is None or v >= 1, message="must be >= 1.")
 flags.register_validator("channels", lambda v: v is None or 1 <= v <= 4,
                          message="must be 1, 2, 3 or 4 (leave it unset to infer it).")
@@ -263,7 +269,8 @@ def train_config():
         recalibration_batches=FLAGS.recalibration_batches,
         running_average_batch_norm=FLAGS.running_average_batch_norm,
         keep_checkpoints=FLAGS.keep_checkpoints, conditional=FLAGS.conditional,
-        dequantization=FLAGS.dequantization)
+        dequantization=FLAGS.dequantization,
+        coupling=FLAGS.coupling, mixture_components=FLAGS.mixture_components)
 
 
 def _run_data_config():

@@ -115,6 +115,8 @@ class TrainConfig:
     steps_per_scale: int | None = None  # Glow only.
     conditional: bool = False  # Class-conditional on the dataset's labels.
     dequantization: str = "uniform"  # A name of tfnvp.image_flow.DEQUANTIZATIONS.
+    coupling: str = "affine"  # Real NVP only: a tfnvp.coupling_step.COUPLINGS entry.
+    mixture_components: int = 4  # Real NVP with coupling="logistic_mixture".
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
@@ -126,6 +128,9 @@ class TrainConfig:
         if self.model not in run_dir.ARCHITECTURES:
             raise ValueError(f"model must be one of {sorted(run_dir.ARCHITECTURES)}, "
                              f"got {self.model!r}.")
+        if self.coupling != "affine" and self.model != "realnvp":
+            raise ValueError(f"coupling={self.coupling!r} is a Real NVP option; "
+                             f"model={self.model!r} has its own coupling.")
 
 
 def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool = False,
@@ -144,7 +149,8 @@ def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool 
         synchronized_batch_norm=synchronized_batch_norm,
         running_average_batch_norm=config.running_average_batch_norm,
         conditioner_dtype=MIXED_PRECISION[config.mixed_precision], num_classes=num_classes,
-        dequantization=config.dequantization)
+        dequantization=config.dequantization,
+        coupling=config.coupling, mixture_components=config.mixture_components)
 
 
 def run_config(model: tfnvp.ImageFlowModel, data_config: data.DataConfig,

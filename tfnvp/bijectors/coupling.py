@@ -15,6 +15,10 @@ convention a bijector's ``forward`` maps latent to data (sampling) and
 Both directions read the conditioner only at ``b * input``, which the
 coupling leaves unchanged; that is what makes the inverse exact and the
 Jacobian triangular.
+
+``MaskedCoupling`` holds what every coupling shares (masks, parity, the
+conditioner call on any batch shape); ``AffineCoupling`` is the affine one
+above, ``tfnvp.bijectors.LogisticMixtureCoupling`` Flow++'s.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import tensorflow as tf
 from tfnvp.bijectors.base import FusedBijector
 from tfnvp.running_average import Training
 
-__all__ = ["AffineCoupling", "checkerboard_mask", "channel_mask", "MASK_TYPES"]
+__all__ = ["AffineCoupling", "MaskedCoupling", "checkerboard_mask", "channel_mask", "MASK_TYPES"]
 
 MASK_TYPES = ("checkerboard", "channel")
 
@@ -58,45 +62,34 @@ def channel_mask(channels: int, parity: int, dtype: tf.DType) -> tf.Tensor:
     return tf.constant(first if parity == 0 else 1.0 - first, dtype=dtype)
 
 
-class AffineCoupling(FusedBijector):
-    """Real NVP affine coupling bijector.
+class MaskedCoupling(FusedBijector):
+    """What every coupling shares: the mask ``b``, its parity, the conditioner call.
 
-    Math (data ``x`` -> latent ``y`` is ``inverse``; see the module docstring)::
-
-        inverse(x) = b*x + (1-b)*(x*exp(s(b*x)) + t(b*x))        eq. (9)
-        forward(y) = b*y + (1-b)*(y - t(b*y))*exp(-s(b*y))        eq. (8)
-        inverse_log_det_jacobian(x) = sum((1-b)*s(b*x))           eq. (6)
-
-    The conditioner is called once per ``forward``/``inverse`` call: the
-    log-det is computed together with the output and stored in TFP's bijector
-    cache, so ``TransformedDistribution.log_prob`` evaluates each coupling
-    network exactly once.
+    A coupling leaves the entries where ``b = 1`` unchanged and transforms
+    the others elementwise with parameters that the conditioner computes from
+    ``b * input`` (section 3.3).  Subclasses implement the two directions
+    (``_augmented_forward`` / ``_augmented_inverse``) with ``mask``,
+    ``_conditioner_outputs`` and ``_sum_event``.
 
     Args:
-      conditioner: a callable (normally a ``tfnvp.nets.ShiftAndLogScale``
-        Keras layer) mapping ``b * x``, ``training=`` and ``context=`` to
-        ``(shift, log_scale)`` of the shape of ``x``.  The caller owns it (a
-        ``keras.Model``) so that its variables are tracked.
+      conditioner: a callable Keras layer mapping ``b * x``, ``training=`` and
+        ``context=`` to a tuple of parameter tensors (leading axes those of
+        ``x``).  The caller owns it (a ``keras.Model``) so that its variables
+        are tracked.
       mask: ``'checkerboard'`` (needs ``event_ndims=3``), ``'channel'``
         (first half of the last axis), or an explicit 0/1 array over the last
         axis (used by the dense flow: a random half of the coordinates).
       parity: 0 for the mask, 1 for its complement.
       event_ndims: rank of one event: 3 for images ``[H, W, C]``, 1 for
         vectors.
-
-    Call arguments (``tfnvp.bijectors.base``): ``training`` and ``context``
-    are handed to the conditioner.
-
-    Example::
-
-        net = tfnvp.nets.ShiftAndLogScale(tfnvp.nets.ResNet(...), channels=3)
-        coupling = AffineCoupling(net, mask="checkerboard", parity=0)
-        y = coupling.inverse(x, training=True)     # data -> latent
-        ildj = coupling.inverse_log_det_jacobian(x, event_ndims=3, training=True)
+      name: defaults to the subclass's ``default_name``.
     """
 
+    default_name = "coupling"
+
     def __init__(self, conditioner: Any, mask: str | np.ndarray = "checkerboard",
-                 parity: int = 0, event_ndims: int = 3, validate_args: bool = False, name: str = "affine_coupling"):
+                 parity: int = 0, event_ndims: int = 3, validate_args: bool = False,
+                 name: str | None = None):
         parameters = dict(locals())
         if parity not in (0, 1):
             raise ValueError(f"parity must be 0 or 1, got {parity!r}.")
@@ -113,8 +106,8 @@ class AffineCoupling(FusedBijector):
         self._conditioner = conditioner
         self._mask_spec = mask
         self._parity = parity
-        super().__init__(forward_min_event_ndims=event_ndims,
-                         validate_args=validate_args, parameters=parameters, name=name)
+        super().__init__(forward_min_event_ndims=event_ndims, validate_args=validate_args,
+                         parameters=parameters, name=name or self.default_name)
 
     @property
     def conditioner(self) -> Any:
@@ -136,7 +129,7 @@ class AffineCoupling(FusedBijector):
         return explicit if self._parity == 0 else 1.0 - explicit
 
     def _conditioner_outputs(self, unchanged: tf.Tensor, training: Training,
-                             context: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+                             context: tf.Tensor | None) -> tuple[tf.Tensor, ...]:
         """The conditioner on inputs of any batch shape.
 
         Convolutions and dense layers take exactly one batch axis (a single
@@ -158,15 +151,49 @@ class AffineCoupling(FusedBijector):
         outputs = self._conditioner(flat, training=training, context=context)
         return tuple(tf.reshape(t, tf.concat([batch_shape, tf.shape(t)[1:]], 0)) for t in outputs)
 
+    def _sum_event(self, value: tf.Tensor) -> tf.Tensor:
+        """Sum over one event's axes."""
+        return tf.reduce_sum(value, axis=list(range(-self.forward_min_event_ndims, 0)))
+
+
+class AffineCoupling(MaskedCoupling):
+    """Real NVP affine coupling bijector.
+
+    Math (data ``x`` -> latent ``y`` is ``inverse``; see the module docstring)::
+
+        inverse(x) = b*x + (1-b)*(x*exp(s(b*x)) + t(b*x))        eq. (9)
+        forward(y) = b*y + (1-b)*(y - t(b*y))*exp(-s(b*y))        eq. (8)
+        inverse_log_det_jacobian(x) = sum((1-b)*s(b*x))           eq. (6)
+
+    The conditioner is called once per ``forward``/``inverse`` call: the
+    log-det is computed together with the output and stored in TFP's bijector
+    cache, so ``TransformedDistribution.log_prob`` evaluates each coupling
+    network exactly once.
+
+    Args (and ``mask``, ``parity``, ``event_ndims`` as in ``MaskedCoupling``):
+      conditioner: normally a ``tfnvp.nets.ShiftAndLogScale`` mapping ``b * x``,
+        ``training=`` and ``context=`` to ``(shift, log_scale)`` of the shape
+        of ``x``.
+
+    Call arguments (``tfnvp.bijectors.base``): ``training`` and ``context``
+    are handed to the conditioner.
+
+    Example::
+
+        net = tfnvp.nets.ShiftAndLogScale(tfnvp.nets.ResNet(...), channels=3)
+        coupling = AffineCoupling(net, mask="checkerboard", parity=0)
+        y = coupling.inverse(x, training=True)     # data -> latent
+        ildj = coupling.inverse_log_det_jacobian(x, event_ndims=3, training=True)
+    """
+
+    default_name = "affine_coupling"
+
     def _shift_and_log_scale(self, unchanged: tf.Tensor, mask: tf.Tensor, training: Training,
                              context: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
         shift, log_scale = self._conditioner_outputs(unchanged, training, context)
         free = 1.0 - mask
         return (tf.cast(shift, unchanged.dtype) * free,
                 tf.cast(log_scale, unchanged.dtype) * free)
-
-    def _sum_event(self, value: tf.Tensor) -> tf.Tensor:
-        return tf.reduce_sum(value, axis=list(range(-self.forward_min_event_ndims, 0)))
 
     def _augmented_inverse(self, x: tf.Tensor, training: Training = False,
                            context: tf.Tensor | None = None

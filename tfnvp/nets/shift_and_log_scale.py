@@ -37,7 +37,7 @@ import keras
 import tensorflow as tf
 from tensorflow.python.eager import record  # tf.recompute_grad's own tape control.
 
-__all__ = ["BodyConfig", "ShiftAndLogScale", "concat_context", "recompute"]
+__all__ = ["BodyConfig", "ShiftAndLogScale", "body_features", "concat_context", "recompute"]
 
 
 def concat_context(x: tf.Tensor, context: tf.Tensor) -> tf.Tensor:
@@ -133,6 +133,19 @@ class BodyConfig:
         return cls(body=keras.saving.deserialize_keras_object(config.pop("body")), **config)
 
 
+def body_features(head: keras.layers.Layer, x: tf.Tensor, training: bool,
+                  context: tf.Tensor | None) -> tf.Tensor:
+    """A head's ``head.body`` on ``[x, context]`` (``concat_context``), recomputed in
+    the backward pass if ``head.recompute_gradients``, cast to the head's variable dtype."""
+    if context is not None:
+        x = concat_context(x, context)
+    if head.recompute_gradients:
+        raw = recompute(lambda t: head.body(t, training=training), x, head.body)
+    else:
+        raw = head.body(x, training=training)
+    return tf.cast(raw, head.variable_dtype)
+
+
 @keras.saving.register_keras_serializable(package="tfnvp")
 class ShiftAndLogScale(BodyConfig, keras.layers.Layer):
     """Maps ``b * x`` to ``(shift, log_scale)``, each with ``channels`` features.
@@ -160,12 +173,6 @@ class ShiftAndLogScale(BodyConfig, keras.layers.Layer):
 
     def call(self, x: tf.Tensor, training: bool = False,
              context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
-        if context is not None:
-            x = concat_context(x, context)
-        if self.recompute_gradients:
-            raw = recompute(lambda t: self.body(t, training=training), x, self.body)
-        else:
-            raw = self.body(x, training=training)
-        raw = tf.cast(raw, self.variable_dtype)
+        raw = body_features(self, x, training, context)
         shift, raw_log_scale = tf.split(raw, 2, axis=-1)
         return shift, tf.convert_to_tensor(self.scale) * tf.tanh(raw_log_scale)

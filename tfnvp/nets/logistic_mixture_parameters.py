@@ -1,0 +1,92 @@
+"""The conditioner head of the logistic-mixture CDF coupling (Flow++, Ho et al. 2019, section 3.2).
+
+A conditioner body (``ResNet`` for images, an MLP for vectors) produces
+``(3K + 2) * channels`` features, read as ``3K + 2`` parameter maps per
+channel of the coupled tensor::
+
+    a        = scale * tanh(raw_a)              log-scale of the outer affine map
+    b        = raw_b                            its shift
+    log pi_k = log_softmax(raw_logits)_k        mixture weights, k = 1..K
+    mu_k     = raw_mu_k + offset_k              component locations
+    s_k      = max(raw_s_k, -7)                 component log-scales
+
+``scale`` (per channel, initially 1) bounds ``a`` as ``ShiftAndLogScale``
+bounds its log-scale (Flow++'s release scales ``tanh`` the same way);
+``s_k >= -7`` is the release's floor on the component log-scales (the
+components stay wider than ``exp(-7)``).  ``offset_k`` is a learned
+per-channel location, initially ``K`` values evenly spaced in ``[-1, 1]``:
+the body's last layer starts at zero, and with equal initial locations the
+``K`` components would receive identical gradients and never separate.  With
+the body at zero the coupling is therefore close to, not exactly, the
+identity: ``y = logit(mean_k sigmoid(x - offset_k))``.
+
+Conditioning (``context``), mixed precision and ``recompute_gradients`` work
+as in ``tfnvp.nets.ShiftAndLogScale`` (``body_features``).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfnvp.nets.shift_and_log_scale import BodyConfig, body_features
+
+__all__ = ["LogisticMixtureParameters", "MIN_COMPONENT_LOG_SCALE"]
+
+#: Floor of the component log-scales ``s_k`` (Flow++'s release).
+MIN_COMPONENT_LOG_SCALE = -7.0
+
+
+@keras.saving.register_keras_serializable(package="tfnvp")
+class LogisticMixtureParameters(BodyConfig, keras.layers.Layer):
+    """Maps ``b * x`` to ``(a, b, log_weights, means, log_scales)``.
+
+    ``a`` and ``b`` have the shape of ``x`` (``[..., channels]``), the three
+    mixture parameters one more axis of ``components`` entries
+    (``[..., channels, K]``); see the module docstring for the math.
+
+    Args:
+      body: a Keras layer producing ``(3 * components + 2) * channels``
+        features whose last layer starts at zero.
+      channels: the size of the coupled tensor's last axis.
+      components: ``K``, the number of logistic components per entry.
+      recompute_gradients: see ``tfnvp.nets.ShiftAndLogScale``.
+    """
+
+    def __init__(self, body: keras.layers.Layer, channels: int, components: int = 4,
+                 recompute_gradients: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if int(components) < 1:
+            raise ValueError(f"components must be at least 1, got {components!r}.")
+        self.body = body
+        self.channels = int(channels)
+        self.components = int(components)
+        self.recompute_gradients = bool(recompute_gradients)
+        self.scale = self.add_weight(name="log_scale_factor", shape=(self.channels,),
+                                     initializer="ones")
+        spread = np.linspace(-1.0, 1.0, self.components) if self.components > 1 else np.zeros(1)
+        self.offsets = self.add_weight(
+            name="mean_offsets", shape=(self.channels, self.components),
+            initializer=keras.initializers.Constant(np.tile(spread, (self.channels, 1))))
+
+    @staticmethod
+    def output_channels(channels: int, components: int) -> int:
+        """Features the body must produce: ``(3K + 2)`` maps per channel."""
+        return (3 * int(components) + 2) * int(channels)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "channels": self.channels, "components": self.components,
+                "recompute_gradients": self.recompute_gradients}
+
+    def call(self, x: tf.Tensor, training: bool = False, context: tf.Tensor | None = None
+             ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        raw = body_features(self, x, training, context)
+        per_channel = 3 * self.components + 2
+        raw = tf.reshape(raw, tf.concat([tf.shape(raw)[:-1], [self.channels, per_channel]], 0))
+        raw_a, shift, logits, means, log_scales = tf.split(
+            raw, [1, 1, self.components, self.components, self.components], axis=-1)
+        log_scale = tf.convert_to_tensor(self.scale) * tf.tanh(raw_a[..., 0])
+        return (log_scale, shift[..., 0], tf.nn.log_softmax(logits, axis=-1),
+                means + tf.convert_to_tensor(self.offsets),
+                tf.maximum(log_scales, tf.cast(MIN_COMPONENT_LOG_SCALE, raw.dtype)))
