@@ -114,6 +114,8 @@ class TrainConfig:
     model: str = "realnvp"  # A key of run_dir.ARCHITECTURES.
     steps_per_scale: int | None = None  # Glow only.
     conditional: bool = False  # Class-conditional on the dataset's labels.
+    attention: bool = False  # Real NVP only: gated self-attention at the coarse scales.
+    attention_heads: int = 4
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
@@ -122,6 +124,9 @@ class TrainConfig:
         if self.model not in run_dir.ARCHITECTURES:
             raise ValueError(f"model must be one of {sorted(run_dir.ARCHITECTURES)}, "
                              f"got {self.model!r}.")
+        if self.attention and self.model != "realnvp":
+            raise ValueError(f"attention is a Real NVP option (--model=realnvp), not a "
+                             f"--model={self.model} one.")
 
 
 def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool = False,
@@ -139,7 +144,8 @@ def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool 
         hidden_channels=config.hidden_channels,
         synchronized_batch_norm=synchronized_batch_norm,
         running_average_batch_norm=config.running_average_batch_norm,
-        conditioner_dtype=MIXED_PRECISION[config.mixed_precision], num_classes=num_classes)
+        conditioner_dtype=MIXED_PRECISION[config.mixed_precision], num_classes=num_classes,
+        attention=config.attention, attention_heads=config.attention_heads)
 
 
 def run_config(model: tfnvp.ImageFlowModel, data_config: data.DataConfig,
