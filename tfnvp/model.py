@@ -19,6 +19,16 @@ Every coupling is followed by a ``BatchNorm`` bijector (section 3.7) unless
 features doubles at each coarser resolution.  They are ResNets with skip
 connections (section 4.1; ``tfnvp.nets.ResNet``).
 
+Attention (``attention=True``, off by default): the conditioners at the
+coarse scales, those of steps at squeeze depth ``>= attention_min_depth``
+(default 1: every step after the first squeeze, whose tensor is at most
+``H/2 x W/2``; the full-resolution checkerboard couplings of the first scale
+keep plain ResNets), add gated multi-head self-attention after each residual
+block (Flow++, Ho et al. 2019, section 3.3; ``tfnvp.nets.GatedAttention``).
+The rule is by depth, not by pixels, because the same weights run at any
+image size (``distribution_for``).  Attention costs ``O((HW)^2)`` per
+conditioner, hence the coarse scales only.
+
 Factor-out (``factor_out``):
 
 * ``"checkerboard"`` (default, the authors' release): the channel couplings
@@ -130,6 +140,12 @@ class RealNVP(ImageFlowModel):
       dequantization: ``"uniform"`` (section 4.1) or ``"variational"``: a learned
         ``q(u | x)`` (Flow++, ``tfnvp.VariationalDequantizer``), trained with the
         flow on the variational bound ``nll``; see ``ImageFlowModel``.
+      attention: gated self-attention in the coarse scales' conditioners
+        (module docstring); default off.
+      attention_heads: heads of each attention; must divide the feature maps
+        at every depth that has attention (``hidden_channels * 2**depth``).
+      attention_min_depth: steps at this squeeze depth or deeper get attention
+        (0 to ``num_scales - 1``, the deepest; 0: every conditioner).
 
     Example::
 
@@ -152,7 +168,8 @@ class RealNVP(ImageFlowModel):
                  recompute_gradients: bool = False, num_classes: int | None = None,
                  dequantization: str = "uniform",
                  coupling: str = "affine", mixture_components: int = 4,
-                 name: str = "real_nvp"):
+                 attention: bool = False, attention_heads: int = 4,
+                 attention_min_depth: int = 1, name: str = "real_nvp"):
         super().__init__(dtype=dtype, validate_args=validate_args, name=name)
         flow_dtype = self.flow_dtype
         # Scale i < L - 1 squeezes once (its channel couplings, then its factor-out).
@@ -177,6 +194,18 @@ class RealNVP(ImageFlowModel):
             raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}.")
         if coupling != "affine":  # Likewise: affine configs stay as they were.
             self._config.update({"coupling": coupling, "mixture_components": int(mixture_components)})
+        if attention:
+            if not 0 <= attention_min_depth <= num_scales - 1:
+                raise ValueError(f"attention_min_depth must be in [0, num_scales - 1 = "
+                                 f"{num_scales - 1}] (the deepest step's squeeze depth), got "
+                                 f"{attention_min_depth}.")
+            if num_res_blocks < 1:
+                raise ValueError("attention=True needs num_res_blocks >= 1: the attention "
+                                 "follows each residual block.")
+            # Only then, like num_classes: existing configs stay as they were.
+            self._config["attention"] = True
+            self._config["attention_heads"] = int(attention_heads)
+            self._config["attention_min_depth"] = int(attention_min_depth)
         body_policy = conditioner_dtype or flow_dtype.name
 
         def resnet(position: multiscale.Position, out_channels: int) -> ResNet:
@@ -184,7 +213,9 @@ class RealNVP(ImageFlowModel):
             return ResNet(hidden_channels * 2 ** position.depth, num_res_blocks, out_channels,
                           synchronized_batch_norm=synchronized_batch_norm,
                           batch_norm_momentum=batch_norm_momentum,
-                          skip_connections=skip_connections, dtype=body_policy,
+                          skip_connections=skip_connections,
+                          attention=attention and position.depth >= attention_min_depth,
+                          attention_heads=attention_heads, dtype=body_policy,
                           name=f"resnet_{position.index}")
 
         coupling = CouplingStep(resnet, flow_dtype, batch_norm=batch_norm,

@@ -106,6 +106,11 @@ flags.DEFINE_integer("steps_per_scale", None, "Glow: steps of flow per level, K 
                      "Glow paper's for --dataset).")
 flags.DEFINE_integer("hidden_channels", None, "Feature maps of the finest scale's conditioners "
                      "(Glow: of every coupling network; default: the --model's paper's).")
+flags.DEFINE_boolean("attention", False, "Real NVP: Flow++'s gated multi-head self-attention "
+                     "after every residual block of the coarse scales' conditioners (squeeze "
+                     "depth >= 1; tfnvp.RealNVP(attention=True)). eval/export use the run's.")
+flags.DEFINE_integer("attention_heads", 4, "Real NVP with --attention: heads of each attention; "
+                     "must divide --hidden_channels * 2.")
 flags.DEFINE_integer("eval_every", 1000, "Evaluate (held-out bits/dim and a sample grid) every N steps.")
 flags.DEFINE_integer("checkpoint_every", 1000, "Checkpoint every N steps (and at the end).")
 flags.DEFINE_integer("summary_every", 100, "TensorBoard training summaries every N steps.")
@@ -157,6 +162,7 @@ for _name in ("train_steps", "num_scales", "hidden_channels", "max_eval_examples
 flags.register_validator("channels", lambda v: v is None or 1 <= v <= 4,
                          message="must be 1, 2, 3 or 4 (leave it unset to infer it).")
 flags.register_validator("num_res_blocks", lambda v: v is None or v >= 0, message="must be >= 0.")
+flags.register_validator("attention_heads", lambda v: v >= 1, message="must be >= 1.")
 flags.register_validator("num_sample_images", lambda v: v >= 0, message="must be >= 0.")
 flags.register_validator("learning_rate", lambda v: v > 0, message="must be > 0.")
 flags.register_validator("l2", lambda v: v >= 0, message="must be >= 0.")
@@ -270,7 +276,8 @@ def train_config():
         running_average_batch_norm=FLAGS.running_average_batch_norm,
         keep_checkpoints=FLAGS.keep_checkpoints, conditional=FLAGS.conditional,
         dequantization=FLAGS.dequantization,
-        coupling=FLAGS.coupling, mixture_components=FLAGS.mixture_components)
+        coupling=FLAGS.coupling, mixture_components=FLAGS.mixture_components,
+        attention=FLAGS.attention, attention_heads=FLAGS.attention_heads)
 
 
 def _run_data_config():

@@ -117,6 +117,8 @@ class TrainConfig:
     dequantization: str = "uniform"  # A name of tfnvp.image_flow.DEQUANTIZATIONS.
     coupling: str = "affine"  # Real NVP only: a tfnvp.coupling_step.COUPLINGS entry.
     mixture_components: int = 4  # Real NVP with coupling="logistic_mixture".
+    attention: bool = False  # Real NVP only: gated self-attention at the coarse scales.
+    attention_heads: int = 4
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
@@ -131,6 +133,9 @@ class TrainConfig:
         if self.coupling != "affine" and self.model != "realnvp":
             raise ValueError(f"coupling={self.coupling!r} is a Real NVP option; "
                              f"model={self.model!r} has its own coupling.")
+        if self.attention and self.model != "realnvp":
+            raise ValueError(f"attention is a Real NVP option (--model=realnvp), not a "
+                             f"--model={self.model} one.")
 
 
 def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool = False,
@@ -150,7 +155,8 @@ def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool 
         running_average_batch_norm=config.running_average_batch_norm,
         conditioner_dtype=MIXED_PRECISION[config.mixed_precision], num_classes=num_classes,
         dequantization=config.dequantization,
-        coupling=config.coupling, mixture_components=config.mixture_components)
+        coupling=config.coupling, mixture_components=config.mixture_components,
+        attention=config.attention, attention_heads=config.attention_heads)
 
 
 def run_config(model: tfnvp.ImageFlowModel, data_config: data.DataConfig,

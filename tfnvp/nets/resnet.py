@@ -8,6 +8,13 @@ The s and t functions of a coupling layer are one deep convolutional ResNet
     s = sum_{i=0..num_blocks} conv1x1_i(h_i)      # skip connections (default)
     out = conv3x3(relu(bn(s)))          # 2 * out_channels features, zero gain
 
+With ``attention=True`` each residual block is followed by gated multi-head
+self-attention over the positions (Flow++, Ho et al. 2019, section 3.3;
+``tfnvp.nets.attention.GatedAttention``: residual, gated, layer-normalized),
+``h_i = attention_i(block_i(h_{i-1}))``: the convolutions see a neighbourhood,
+the attention the whole (coarse) image.  The residual blocks, their
+batch-norm folding in evaluation mode and the output head are unchanged.
+
 Section 4.1 uses "residual networks in the coupling layers with
 skip-connections"; as in the authors' release, every stage of the network,
 the input convolution's output and each residual block's, reaches the output
@@ -30,6 +37,7 @@ import keras
 import tensorflow as tf
 
 from tfnvp import running_average
+from tfnvp.nets.attention import GatedAttention
 from tfnvp.nets.tracking import track_layers
 from tfnvp.nets.weight_norm import WeightNormConv2D
 
@@ -204,26 +212,38 @@ class ResNet(keras.layers.Layer):
       batch_norm_momentum: decay of the batch norms' running statistics.
       skip_connections: sum 1x1 projections of every stage into the output
         head (see the module docstring); False: only the residual connections.
+      attention: gated self-attention after every residual block (module
+        docstring); needs ``num_blocks >= 1``.
+      attention_heads: heads of each attention; must divide ``hidden_channels``.
     """
 
     def __init__(self, hidden_channels: int, num_blocks: int, out_channels: int,
                  synchronized_batch_norm: bool = False, batch_norm_momentum: float = 0.99,
-                 skip_connections: bool = True, **kwargs):
+                 skip_connections: bool = True, attention: bool = False,
+                 attention_heads: int = 4, **kwargs):
         super().__init__(**kwargs)
         if hidden_channels < 1 or num_blocks < 0 or out_channels < 1:
             raise ValueError("ResNet needs hidden_channels >= 1, num_blocks >= 0 and "
                              f"out_channels >= 1, got {hidden_channels}, {num_blocks}, {out_channels}.")
+        if attention and num_blocks < 1:
+            raise ValueError("ResNet(attention=True) needs num_blocks >= 1: the attention "
+                             "follows each residual block.")
         self.hidden_channels = int(hidden_channels)
         self.num_blocks = int(num_blocks)
         self.out_channels = int(out_channels)
         self.synchronized_batch_norm = bool(synchronized_batch_norm)
         self.batch_norm_momentum = float(batch_norm_momentum)
         self.skip_connections = bool(skip_connections)
+        self.attention = bool(attention)
+        self.attention_heads = int(attention_heads)
         policy = self.dtype_policy
         self.conv_in = WeightNormConv2D(hidden_channels, dtype=policy)
         self.blocks = track_layers(self, "block", [
             _ResidualBlock(hidden_channels, synchronized_batch_norm, momentum=batch_norm_momentum,
                            dtype=policy, name=f"block_{i}") for i in range(num_blocks)])
+        self.attentions = track_layers(self, "attention", [
+            GatedAttention(hidden_channels, attention_heads, dtype=policy, name=f"attention_{i}")
+            for i in range(num_blocks)] if attention else [])
         # skip_i projects h_i (i = 0: the input convolution's output).
         self.skips = track_layers(self, "skip", [
             WeightNormConv2D(hidden_channels, kernel_size=1, dtype=policy, name=f"skip_{i}")
@@ -234,8 +254,9 @@ class ResNet(keras.layers.Layer):
 
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         stages = [self.conv_in(x)]
-        for block in self.blocks:
-            stages.append(block(stages[-1], training=training))
+        for i, block in enumerate(self.blocks):
+            h = block(stages[-1], training=training)
+            stages.append(self.attentions[i](h) if self.attentions else h)
         head = (tf.add_n([skip(h) for skip, h in zip(self.skips, stages)]) if self.skips
                 else stages[-1])
         return self.conv_out(tf.nn.relu(self.norm_out(head, training=training)))
@@ -245,4 +266,5 @@ class ResNet(keras.layers.Layer):
                 "num_blocks": self.num_blocks, "out_channels": self.out_channels,
                 "batch_norm_momentum": self.batch_norm_momentum,
                 "synchronized_batch_norm": self.synchronized_batch_norm,
-                "skip_connections": self.skip_connections}
+                "skip_connections": self.skip_connections, "attention": self.attention,
+                "attention_heads": self.attention_heads}
