@@ -33,6 +33,15 @@ and a small model (2 scales, 2 residual blocks, 32 feature maps):
 * scaling of the small model's training step with image size (16, 32, 64;
   batch 64) and batch size (16, 64, 256; 32x32), float32, XLA off.
 
+``--only=public`` times the paths users take instead of the benchmark's
+wrappers (``PATHS``; float32, XLA off): training through the trainer's step,
+``model.compile`` + ``train_on_batch``, and a user ``tf.function`` taking
+gradients of ``-mean(model.distribution.log_prob(x))``; ``model.log_prob``,
+``model.bits_per_dim`` and ``model.sample`` called eagerly; and
+``model.distribution.log_prob`` / ``.sample`` in a user ``tf.function``.  Each
+row reports its first call in a fresh process (time to first result) and how
+often it traced; the targets of issue 14 are checked against the reference.
+
 Every configuration runs in its own subprocess (``--child``), so its peak RSS
 (``ru_maxrss`` of the child) is its own and nothing is shared between
 configurations.  Each child uses 2 intra-op threads and 1 inter-op thread
@@ -64,6 +73,13 @@ MODELS = {
     "small": dict(image_shape=[32, 32, 3], num_scales=2, num_res_blocks=2, hidden_channels=32),
 }
 BATCH = {"train": 64, "log_prob": 256, "sample": 64}
+# The paths users take (``--only=public``), float32, XLA off; the default rows
+# above time the trainer's step and ``bench/compiled.py``'s wrappers.
+PATHS = {
+    "train": ("trainer", "keras", "user_loop"),
+    "log_prob": ("eager", "bits_per_dim", "distribution"),
+    "sample": ("eager", "distribution"),
+}
 
 # Issue 6: the PyTorch port of the paper's CIFAR-10 model on this kind of
 # machine (2 cores), float32.  19.6 M parameters, 12.9 GFLOP forward / image.
@@ -73,6 +89,10 @@ TARGETS = {  # multiple of the float32 reference images/s
     ("float32", "train"): 1.2, ("float32", "log_prob"): 2.0, ("float32", "sample"): 1.4,
     ("bfloat16", "train"): 3.0, ("bfloat16", "log_prob"): 5.0, ("bfloat16", "sample"): 4.0,
 }
+# Issue 14: every public path, float32, as a multiple of the reference.
+PUBLIC_TARGETS = {"train": 1.5, "log_prob": 3.0, "sample": 2.0}
+TARGET_FIRST_CALL_S = {"train": 15.0, "sample": 5.0}
+TARGET_RSS_X_REFERENCE = {False: 1.0, True: 0.5}  # by recompute_gradients
 TARGET_TRAIN_CONV_FRACTION = 0.85
 TARGET_RSS_GIB = 3.3
 TARGET_PIPELINE_FACTOR = 20.0
@@ -167,6 +187,51 @@ def _train_fn(job: dict, model, batch: int):
                                 jit_compile=job["xla"]), "bench.compiled.compiled_train_step")
 
 
+def _public_fn(job: dict, model, batch: int):
+    """``(fn, args, description)`` of the public path ``job["path"]`` (see ``PATHS``)."""
+    import keras
+    import tensorflow as tf
+
+    shape = (batch,) + tuple(model.image_shape)
+    pixels = tf.random.stateless_uniform(shape, [1, 2], 0.0, 255.999)
+    kind, path = job["kind"], job["path"]
+    seeds = iter(range(1, 1_000_000))
+    if (kind, path) == ("log_prob", "eager"):
+        return model.log_prob, (pixels,), "model.log_prob(x), eager"
+    if (kind, path) == ("log_prob", "bits_per_dim"):
+        images = tf.cast(pixels, tf.uint8)
+        return (lambda x: model.bits_per_dim(x, seed=[next(seeds), 0]), (images,),
+                "model.bits_per_dim(uint8 images, seed=...), eager")
+    if (kind, path) == ("log_prob", "distribution"):
+        return (tf.function(lambda x: model.distribution.log_prob(x)), (pixels,),
+                "tf.function(lambda x: model.distribution.log_prob(x))")
+    if (kind, path) == ("sample", "eager"):
+        return (lambda n: model.sample(n, seed=[next(seeds), 0]), (batch,),
+                "model.sample(n, seed=...), eager")
+    if (kind, path) == ("sample", "distribution"):
+        return (tf.function(lambda: model.distribution.sample(batch)), (),
+                "tf.function(lambda: model.distribution.sample(n))")
+    if (kind, path) == ("train", "user_loop"):
+        optimizer = keras.optimizers.Adam(1e-3)
+        variables = model.trainable_variables
+        optimizer.build(variables)
+
+        @tf.function
+        def user_step(x):
+            with tf.GradientTape() as tape:
+                loss = -tf.reduce_mean(model.distribution.log_prob(x))
+            optimizer.apply(tape.gradient(loss, variables), variables)
+            return loss
+
+        return (user_step, (pixels,), "user tf.function: tape, "
+                "-mean(model.distribution.log_prob(x)), Adam")
+    if (kind, path) == ("train", "keras"):
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        return (lambda x: model.train_on_batch(x, return_dict=True), (pixels,),
+                "model.compile(Adam); model.train_on_batch(x)")
+    raise ValueError(f"no public path {path!r} for {kind}")
+
+
 def child_workload(job: dict) -> dict:
     tf = _setup_tf(job["threads"])
     from bench import compiled
@@ -178,7 +243,9 @@ def child_workload(job: dict) -> dict:
     shape = (batch,) + tuple(model.image_shape)
     kind = job["kind"]
     impl = None
-    if kind == "train":
+    if job.get("path", "compiled") not in ("compiled", "trainer"):
+        fn, args, impl = _public_fn(job, model, batch)
+    elif kind == "train":
         fn, impl = _train_fn(job, model, batch)
         args = (tf.random.stateless_uniform(shape, [1, 2], 0.0, 255.999),)
     elif kind == "log_prob":
@@ -195,8 +262,11 @@ def child_workload(job: dict) -> dict:
                                     job["min_seconds"])
     step = statistics.median(times)
     cpu_step = statistics.median(cpu)
-    traces = fn.experimental_get_tracing_count() if hasattr(
-        fn, "experimental_get_tracing_count") else None
+    if hasattr(fn, "experimental_get_tracing_count"):
+        traces = fn.experimental_get_tracing_count()
+    else:  # An eager model method: the functions the model compiled for it.
+        traces = sum(f.experimental_get_tracing_count()
+                     for fs in model.compiled_functions().values() for f in fs)
     # CPU time per step / intra-op threads: what the step would take with the
     # cores to itself (a noise-robust estimate when other processes compete).
     return dict(images_per_sec=batch / step, step_s=step, step_times_s=times,
@@ -367,7 +437,8 @@ def describe(job: dict) -> str:
     if kind in ("train", "log_prob", "sample"):
         extra = " recompute" if job.get("recompute") else ""
         image = "" if not job.get("image") else f" {job['image'][0]}x{job['image'][1]}"
-        return (f"{job['model']} {kind} b{job['batch']}{image} {job['dtype']} "
+        path = f" [{job['path']}]" if job.get("path") else ""
+        return (f"{job['model']} {kind}{path} b{job['batch']}{image} {job['dtype']} "
                 f"xla={'on' if job['xla'] else 'off'}{extra}")
     if kind == "pipeline":
         return f"pipeline cache={job['cache']}"
@@ -394,7 +465,7 @@ def summary(result: dict) -> str:
 
 def plan(args) -> list[dict]:
     only = set(args.only.split(",")) if args.only else {
-        "hw", "info", "train", "log_prob", "sample", "memory", "pipeline", "scaling"}
+        "hw", "info", "train", "log_prob", "sample", "public", "memory", "pipeline", "scaling"}
     models = args.models.split(",")
     dtypes = args.dtypes.split(",")
     xlas = [{"off": False, "on": True}[x] for x in args.xla.split(",")]
@@ -423,6 +494,12 @@ def plan(args) -> list[dict]:
                 for xla in xlas:
                     jobs.append(dict(base, kind=kind, model=model, dtype=dtype, xla=xla,
                                      batch=BATCH[kind], **steps(model, kind)))
+    if "public" in only:
+        for model in models:
+            for kind, paths in PATHS.items():
+                for path in paths:
+                    jobs.append(dict(base, kind=kind, model=model, dtype="float32", xla=False,
+                                     path=path, batch=BATCH[kind], **steps(model, kind)))
     if "memory" in only:
         for model in models:
             for dtype in dtypes:
@@ -466,7 +543,8 @@ def analyse(results: list[dict]) -> dict:
         row = dict(model=job["model"], workload=job["kind"], batch=job["batch"],
                    image=job.get("image") or (info.get(job["model"], {}).get("image_shape")),
                    dtype=job["dtype"], xla=job["xla"], recompute=bool(job.get("recompute")),
-                   scaling=bool(job.get("scaling")), images_per_sec=r["images_per_sec"],
+                   scaling=bool(job.get("scaling")), path=job.get("path"),
+                   traces=r.get("traces"), images_per_sec=r["images_per_sec"],
                    step_s=r["step_s"], first_call_s=r["first_call_s"], compile_s=r["compile_s"],
                    peak_rss_gib=r["peak_rss_gib"], implementation=r.get("implementation"),
                    cpu_utilization=r["cpu_s"] / r["step_s"] / job["threads"][0] if "cpu_s" in r else None,
@@ -491,10 +569,32 @@ def analyse(results: list[dict]) -> dict:
 def targets(analysis: dict, results: list[dict]) -> list[dict]:
     rows = [r for r in analysis["rows"] if r["model"] == "paper" and not r["scaling"]]
     out = []
+    for r in rows:
+        if not r["path"]:
+            continue
+        goal = PUBLIC_TARGETS[r["workload"]] * REFERENCE[r["workload"]]
+        out.append(dict(target=f"{r['workload']} via {r['implementation']} >= "
+                               f"{PUBLIC_TARGETS[r['workload']]:g}x ref ({goal:.1f} img/s)",
+                        measured=f"{r['images_per_sec']:.2f} img/s", met=r["images_per_sec"] >= goal))
+        first_goal = TARGET_FIRST_CALL_S.get(r["workload"])
+        if first_goal is not None and r["path"] in ("trainer", "eager"):
+            out.append(dict(target=f"first {r['workload']} ({r['implementation']}) <= "
+                                   f"{first_goal:g} s", measured=f"{r['first_call_s']:.1f} s",
+                            met=r["first_call_s"] <= first_goal))
+    for recompute, factor in TARGET_RSS_X_REFERENCE.items():
+        cands = [r for r in rows if r["workload"] == "train" and r["dtype"] == "float32"
+                 and r["recompute"] == recompute and r["batch"] == 64]
+        if cands:
+            rss = min(r["peak_rss_gib"] for r in cands)
+            goal = factor * REFERENCE["train_rss_gib"]
+            out.append(dict(target=f"float32 training peak RSS, recompute "
+                                   f"{'on' if recompute else 'off'}, <= {factor:g}x ref "
+                                   f"({goal:.2f} GiB)", measured=f"{rss:.2f} GiB",
+                            met=rss <= goal))
 
     def best(dtype, workload, recompute=False):
         cands = [r for r in rows if r["dtype"] == dtype and r["workload"] == workload
-                 and r["recompute"] == recompute]
+                 and r["recompute"] == recompute and not r["path"]]
         return max(cands, key=lambda r: r["images_per_sec"]) if cands else None
 
     for (dtype, workload), factor in TARGETS.items():
@@ -552,7 +652,7 @@ def markdown(analysis: dict, results: list[dict], target_rows: list[dict], meta:
         lines.append(f"| reference (PyTorch) | {REFERENCE['params'] / 1e6:.1f} M | "
                      f"{REFERENCE['gflop']:.1f} | |")
         lines.append("")
-    main_rows = [r for r in analysis["rows"] if not r["scaling"]]
+    main_rows = [r for r in analysis["rows"] if not r["scaling"] and not r["path"]]
     if main_rows:
         lines += ["| model | workload | batch | dtype | XLA | recompute | img/s | x ref | GFLOP/s | "
                   "% conv peak | % matmul peak | first call s | peak RSS GiB | CPU util |",
@@ -575,6 +675,23 @@ def markdown(analysis: dict, results: list[dict], target_rows: list[dict], meta:
                       "best measured peak above; training counts 3x forward conv FLOPs (also with "
                       "recompute, which executes 4x). CPU util: CPU time per step / (wall time x 2 "
                       "threads); ~50% means the child effectively had one core.", ""]
+    public = [r for r in analysis["rows"] if r["path"]]
+    if public:
+        lines += ["Public paths (what users call), float32, XLA off:", "",
+                  "| model | workload | path | batch | img/s | x ref | target x ref | "
+                  "first call s | traces | peak RSS GiB | CPU util |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(public, key=lambda r: (r["model"] != "paper", r["model"],
+                                               list(PATHS).index(r["workload"]))):
+            lines.append(
+                f"| {r['model']} | {r['workload']} | {r['implementation']} | {r['batch']} | "
+                f"{r['images_per_sec']:.2f} | {_fmt(r.get('x_reference'))} | "
+                f"{PUBLIC_TARGETS[r['workload']]:g} | {r['first_call_s']:.1f} | "
+                f"{_fmt(r['traces'], 'd')} | {r['peak_rss_gib']:.2f} | "
+                f"{_fmt(r.get('cpu_utilization') and 100 * r['cpu_utilization'], '.0f')}% |")
+        lines += ["", "First call: the first call's wall time (tracing, graph optimization and "
+                      "one step) in a fresh process; traces: how often the function(s) were "
+                      "traced over the whole measurement (1 = no retracing).", ""]
     pipes = [r for r in results if r["job"]["kind"] == "pipeline"]
     if pipes:
         lines += ["| input pipeline (image_folder JPEG, batch 64, flip + dequantize) | img/s | "
@@ -617,7 +734,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="small model only, fewer steps (a harness check, ~5 min)")
     parser.add_argument("--only", default="",
-                        help="comma list of: hw,info,train,log_prob,sample,memory,pipeline,scaling")
+                        help="comma list of: hw,info,train,log_prob,sample,public,memory,"
+                             "pipeline,scaling")
     parser.add_argument("--models", default=None, help="comma list of: paper,small")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--xla", default="off,on", help="off,on | off | on")
