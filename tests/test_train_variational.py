@@ -59,3 +59,19 @@ def test_variational_run_trains_evaluates_and_exports_the_models_bound(tmp_path)
                                rtol=1e-5)
     other = loaded.bits_per_dim(images[:16], tf.constant([3, 4])).numpy()
     assert np.abs(other - exported).max() > 1e-4
+
+
+def test_flowpp_cifar_flagfile_has_the_three_flowpp_components(tmp_path):
+    train.FLAGS.unparse_flags()
+    train.FLAGS(train.resolve_flagfiles(["train.py", "--flagfile=flowpp_cifar.flags",
+                                         f"--output_dir={tmp_path}"]))
+    config = train.train_config()
+    assert (train.FLAGS.dataset, train.FLAGS.batch_size) == ("cifar10", 64)
+    train.FLAGS.unparse_flags()
+    assert config.model == "realnvp"
+    assert (config.dequantization, config.coupling, config.attention) == (
+        "variational", "logistic_mixture", True)
+    # The Flow++ release's CIFAR-10 sizes: 96 filters, 10 blocks, 32 components, 4 heads.
+    assert (config.hidden_channels, config.num_res_blocks, config.mixture_components,
+            config.attention_heads) == (96, 10, 32, 4)
+    assert config.learning_rate == 1e-3
