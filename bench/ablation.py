@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Ablation of Real NVP's architecture options on MNIST at equal steps (issue 9).
+"""Ablation of Real NVP's options on MNIST or CIFAR-10 JPEGs at equal steps (issues 9, 11).
 
     python bench/ablation.py                                   # every configuration
     python bench/ablation.py --configs=baseline,no_skip --steps=1500
+    python bench/ablation.py --dataset=cifar10_jpeg --configs=baseline,flowpp --name=x
     python bench/ablation.py --table                           # print the saved results
 
 Each named configuration is a set of ``tfnvp.RealNVP`` constructor options
@@ -18,6 +19,12 @@ on top of a small shared model (28x28x1, 3 scales, ``--num_res_blocks``,
   variational  dequantization="variational" (issue 11: Flow++'s learned
                q(u | x), trained jointly; its evaluation bits/dim is the
                variational bound; its parameter count includes q's)
+  logistic_mixture  coupling="logistic_mixture", K = 3 (Flow++'s CDF coupling)
+  flowpp       all of Flow++'s components: variational dequantization,
+               logistic-mixture couplings, gated attention at the coarse scales
+
+The issue 11 configurations reduce the feature maps so that the parameter
+count stays within 10% of the baseline's.
 
 Training: the same for all (``--steps`` Adam steps, lr ``--learning_rate``,
 batch ``--batch_size`` of dequantized training images in a seeded order, the
@@ -27,7 +34,7 @@ seed), run eagerly-compiled with ``tf.function``.
 
 Evaluation, in evaluation mode (running batch-norm statistics, the user's
 path: ``RealNVP.bits_per_dim(training=False)``) on the first ``--eval_examples``
-MNIST test images with fixed dequantization noise: the mean bits/dim and its
+MNIST test images (CIFAR-10 JPEGs: a fixed random subset) with fixed dequantization noise: the mean bits/dim and its
 standard error over images.  Running statistics lag the weights during
 training; so that the comparison measures the architectures and not that lag,
 the models use ``batch_norm_momentum=0.9`` and, after training, the running
@@ -56,15 +63,23 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(REPO, "bench", "results")
-DEFAULT_DATA_DIR = "/work/shared/data/mnist"
 
 CONFIGS: dict[str, dict] = {
     "baseline": {},
     "no_skip": dict(skip_connections=False),
     "asymmetric": dict(logit_map="asymmetric"),
     "channel": dict(factor_out="channel"),
-    "variational": dict(dequantization="variational"),
+    # Issue 11 (Flow++'s components), each at about the baseline's parameter count
+    # (+-10%, the feature maps reduced to pay for the extra weights; at the defaults on
+    # MNIST: 226,713 baseline, 211,548 variational, 234,746 logistic_mixture, 233,982 flowpp).
+    "variational": dict(dequantization="variational", hidden_channels=7),
+    "logistic_mixture": dict(coupling="logistic_mixture", mixture_components=3,
+                             hidden_channels=6),
+    "flowpp": dict(dequantization="variational", coupling="logistic_mixture",
+                   mixture_components=3, attention=True, attention_heads=2, hidden_channels=5),
 }
+DATASETS = {"mnist": ("mnist_idx", "/work/shared/data/mnist"),
+            "cifar10_jpeg": ("image_folder", "/work/shared/data/cifar10_jpeg")}
 
 
 def _parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -78,7 +93,9 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hidden_channels", type=int, default=8)
     parser.add_argument("--eval_examples", type=int, default=2000)
     parser.add_argument("--recalibration_batches", type=int, default=50)
-    parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR)
+    parser.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
+    parser.add_argument("--data_dir", default=None, help="default: the dataset's folder in "
+                        "/work/shared/data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default="ablation_mnist", help="results file name")
@@ -93,17 +110,24 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _load_mnist(data_dir: str):
-    """(train, test) uint8 [N, 28, 28, 1] through the trainers' IDX reader."""
+def _load(dataset: str, data_dir: str | None):
+    """(train, test) uint8 ``[N, H, W, C]`` through the trainers' readers, the test images
+    in a fixed random order (the JPEG folder's files are sorted by class)."""
+    import numpy as np
+
     from trainers import datasets
 
-    source = datasets.get_source("mnist_idx", data_dir)
+    kind, default_dir = DATASETS[dataset]
+    source = datasets.get_source(kind, data_dir or default_dir)
 
     def images(training: bool):
         split = source.split(training, seed=0)  # records in file order
         return next(split.decode(split.records).batch(1 << 20).as_numpy_iterator())
 
-    return images(True), images(False)
+    test = images(False)
+    if dataset != "mnist":  # MNIST keeps its first test images (the issue 9 results).
+        test = test[np.random.default_rng(12345).permutation(len(test))]
+    return images(True), test
 
 
 def run_child(args: argparse.Namespace) -> dict:
@@ -118,12 +142,13 @@ def run_child(args: argparse.Namespace) -> dict:
     import tfnvp
 
     name = args.child
-    train, test = _load_mnist(args.data_dir)
+    train, test = _load(args.dataset, args.data_dir)
     test = test[:args.eval_examples]
     keras.utils.set_random_seed(args.seed)
-    model = tfnvp.RealNVP(train.shape[1:], num_scales=3, num_res_blocks=args.num_res_blocks,
-                          hidden_channels=args.hidden_channels, batch_norm_momentum=0.9,
-                          validate_args=False, **CONFIGS[name])
+    options = dict(num_res_blocks=args.num_res_blocks, hidden_channels=args.hidden_channels)
+    options.update(CONFIGS[name])
+    model = tfnvp.RealNVP(train.shape[1:], num_scales=3, batch_norm_momentum=0.9,
+                          validate_args=False, **options)
     params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
     optimizer = keras.optimizers.Adam(args.learning_rate)
     variables = model.trainable_variables
@@ -176,12 +201,17 @@ def run_child(args: argparse.Namespace) -> dict:
                            for k in range(0, len(test), 250)])
     if not np.all(np.isfinite(bits)):
         raise RuntimeError(f"{name}: non-finite evaluation bits/dim")
+    # 36 samples at temperature 1 (evaluation mode), one grid per configuration.
+    samples = model.sample(36, seed=[args.seed, 36]).numpy()
+    picture = tfnvp.grid.save_png(tfnvp.grid.image_grid(samples, rows=6),
+                                  os.path.join(RESULTS_DIR, f"{args.name}_{name}_samples.png"),
+                                  scale=3)
     return dict(config=name, options=CONFIGS[name], params=params, steps=args.steps,
                 batch_size=args.batch_size, train_seconds=round(train_seconds, 1),
                 train_bits_per_dim_last100=float(np.mean(train_bits[-100:])),
                 eval_bits_per_dim=float(bits.mean()),
                 eval_std_err=float(bits.std(ddof=1) / math.sqrt(len(bits))),
-                eval_examples=int(len(bits)))
+                eval_examples=int(len(bits)), samples=os.path.relpath(picture, REPO))
 
 
 def _results_path(name: str) -> str:
