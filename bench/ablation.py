@@ -151,9 +151,8 @@ def run_child(args: argparse.Namespace) -> dict:
     train, test = _load(args.dataset, args.data_dir)
     test = test[:args.eval_examples]
     keras.utils.set_random_seed(args.seed)
-    options = dict(num_res_blocks=args.num_res_blocks, hidden_channels=args.hidden_channels,
-                   **CONFIGS[name])
-    options.update(DATASET_OVERRIDES.get(args.dataset, {}).get(name, {}))
+    options = {"num_res_blocks": args.num_res_blocks, "hidden_channels": args.hidden_channels,
+               **CONFIGS[name], **DATASET_OVERRIDES.get(args.dataset, {}).get(name, {})}
     model = tfnvp.RealNVP(train.shape[1:], num_scales=3, batch_norm_momentum=0.9,
                           validate_args=False, **options)
     params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
@@ -213,7 +212,8 @@ def run_child(args: argparse.Namespace) -> dict:
     picture = tfnvp.grid.save_png(tfnvp.grid.image_grid(samples, rows=6),
                                   os.path.join(RESULTS_DIR, f"{args.name}_{name}_samples.png"),
                                   scale=3)
-    return dict(config=name, dataset=args.dataset, options=options, params=params, steps=args.steps,
+    return dict(config=name, dataset=args.dataset, options=options, params=params,
+                steps=args.steps,
                 batch_size=args.batch_size, train_seconds=round(train_seconds, 1),
                 train_bits_per_dim_last100=float(np.mean(train_bits[-100:])),
                 eval_bits_per_dim=float(bits.mean()),
