@@ -170,8 +170,11 @@ def test_flagfile_parses_and_builds_pipeline_and_model(path, tmp_path):
     config = train.train_config()
     data_config = train.data_config(flags.dataset, flags.data_dir)
     paper = train._paper_config_name(flags.dataset)
+    # Flow++'s components (flowpp_cifar.flags: tests/test_train_variational.py).
+    flowpp = (config.dequantization, config.coupling, config.attention) != (
+        "uniform", "affine", False)
     # Real NVP's paper settings (glow_cifar.flags: tests/test_train_glow.py).
-    if paper and flags.model == "realnvp":  # The paper's architecture and training (4.1).
+    if paper and flags.model == "realnvp" and not flowpp:  # The paper's model and training (4.1).
         for key in ("num_scales", "num_res_blocks", "hidden_channels"):
             assert getattr(config, key) == tfnvp.PAPER_CONFIGS[paper][key]
         assert (data_config.batch_size, config.learning_rate, config.l2) == (64, 1e-3, 5e-5)
@@ -195,12 +198,14 @@ def test_flagfile_parses_and_builds_pipeline_and_model(path, tmp_path):
     assert 0.0 <= float(tf.reduce_min(batch)) and float(tf.reduce_max(batch)) < 256.0
     # The real model for cifar and the small offline runs; a narrow one of the same
     # shape and scales for the big paper models (only their build time differs).
-    if paper and (flags.dataset != "cifar10" or flags.model == "glow"):
-        config = dataclasses.replace(config, num_res_blocks=config.num_res_blocks and 0,
+    if paper and (flags.dataset != "cifar10" or flags.model == "glow" or flowpp):
+        config = dataclasses.replace(config, num_res_blocks=config.num_res_blocks and int(
+                                         config.attention),  # attention follows a block
                                      steps_per_scale=config.steps_per_scale and 1,
-                                     hidden_channels=4)
+                                     hidden_channels=4, mixture_components=2)
     key = (config.model, tuple(shape), config.num_scales, config.num_res_blocks,
-           config.steps_per_scale, config.hidden_channels)
+           config.steps_per_scale, config.hidden_channels, config.dequantization,
+           config.coupling, config.attention)
     if key not in _MODELS:
         built = training.build_model(config, shape)
         _MODELS[key] = built, tf.function(built.log_prob, reduce_retracing=True)
