@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import scipy.special
 import scipy.stats
+import keras
 import tensorflow as tf
 
 import tfnvp
@@ -194,6 +195,40 @@ def test_model_gradients_config_and_checkpoint_round_trip(model, tmp_path):
     for a, b in zip(model.weights, restored.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     np.testing.assert_allclose(restored.log_prob(x).numpy(), model.log_prob(x).numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("coupling", ["affine", "logistic_mixture"])
+def test_samples_stay_finite_with_perturbed_weights(coupling):
+    """Regression: without the cap on s_k every sample of this model was NaN.
+
+    Latent -> data, a coupling's tails have slope ``exp(max_k s_k - a)``; an
+    uncapped ``s_k`` fed large values to the next conditioner, which emitted a
+    larger ``s_k`` (values reached 1e37, then NaN).  The cap makes the mixture
+    coupling as robust as the affine one, checked here side by side.  The
+    noise accumulates: the second round is the harder case (conditioner
+    outputs near 1e15, where the Newton step's slope underflows and the
+    bisection's midpoint is kept).
+    """
+    model = tfnvp.RealNVP((8, 8, 3), num_scales=2, num_res_blocks=1, hidden_channels=4,
+                          coupling=coupling, mixture_components=2)
+    for seed in range(2):
+        perturb_weights(model.conditioners + model.statistics, scale=1.0, seed=10 + seed)
+        samples = model.sample(128, seed=(1, seed)).numpy()
+        assert np.isfinite(samples).all(), (
+            f"{coupling}: {int((~np.isfinite(samples)).reshape(128, -1).any(1).sum())} of 128 "
+            "samples are not finite")
+
+
+def test_component_log_scales_are_capped_smoothly():
+    """s_k = max(2 - softplus(2 - raw), -7): the floor, the soft middle, the cap."""
+    conditioner = LogisticMixtureParameters(keras.layers.Identity(), channels=1, components=1)
+    raw_s = np.array([-50.0, -3.0, 0.0, 3.0, 50.0])
+    features = np.zeros((5, 5), np.float32)  # per entry: raw a, b, logit, mean, s
+    features[:, 4] = raw_s
+    log_scales = conditioner(tf.constant(features))[-1].numpy()[:, 0, 0]
+    expected = np.maximum(2.0 - np.logaddexp(0.0, 2.0 - raw_s), -7.0)
+    np.testing.assert_allclose(log_scales, expected, rtol=1e-6)
+    assert log_scales[0] == -7.0 and 1.99 < log_scales[-1] <= 2.0
 
 
 def test_affine_default_config_unchanged():

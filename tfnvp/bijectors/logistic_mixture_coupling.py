@@ -9,7 +9,7 @@ elementwise as ::
 
 with ``a, b, pi, mu, s`` (``K`` components) computed by the conditioner from
 the unchanged entries (``tfnvp.nets.LogisticMixtureParameters``: ``a =
-scale * tanh(raw)``, ``s_k >= -7``).  ``F`` is strictly increasing from 0 to
+scale * tanh(raw)``, ``-7 <= s_k < 2``).  ``F`` is strictly increasing from 0 to
 1, so the map is a bijection of the real line.  Its exact log-det, with
 ``u_k = (x - mu_k) exp(-s_k)`` and ``c = F(x)``::
 
@@ -33,7 +33,9 @@ so the loop traces once): the bracket shrinks to ``(max_k q_k - min_k q_k) *
 follows; it polishes the root (quadratic convergence) and, as ``x = x0 -
 (G(x0) - t) / G'(x0)`` with ``x0`` held constant, carries the exact
 implicit-function gradient ``dx = (dt - dG) / G'``, so ``forward`` is
-differentiable (numerical Jacobians, reverse-KL training).
+differentiable (numerical Jacobians, reverse-KL training).  Where the slope
+underflows (inputs near 1e14 in float32) the step would be ``0 * inf``; the
+midpoint is kept there.
 
 Tolerance: after the bisection ``|x0 - root| <= (max_k q_k - min_k q_k) *
 2**-steps``; after the Newton step round trips ``inverse(forward(y))`` and
@@ -118,7 +120,12 @@ def mixture_logit_cdf_inverse(target: tf.Tensor, log_weights: tf.Tensor, means: 
     # The function's relaxed signature loses the static shape; restore it.
     x0 = tf.stop_gradient(tf.ensure_shape(x0, target.shape))
     logit, log_slope = _log_slope(x0, log_weights, means, log_scales)
-    return x0 - (logit - target) * tf.exp(-log_slope)
+    # Far out (|x0| ~ 1e14 in float32) the slope can underflow: exp(-log_slope) = inf
+    # and 0 * inf = NaN.  There the bisection's midpoint is kept (the inner wheres keep
+    # the step's gradient finite as well).
+    usable = tf.math.is_finite(logit) & tf.math.is_finite(tf.exp(-log_slope))
+    step = (tf.where(usable, logit, target) - target) * tf.exp(-tf.where(usable, log_slope, 0.0))
+    return x0 - tf.where(usable, step, tf.zeros_like(step))
 
 
 class LogisticMixtureCoupling(MaskedCoupling):

@@ -8,12 +8,23 @@ channel of the coupled tensor::
     b        = raw_b                            its shift
     log pi_k = log_softmax(raw_logits)_k        mixture weights, k = 1..K
     mu_k     = raw_mu_k + offset_k              component locations
-    s_k      = max(raw_s_k, -7)                 component log-scales
+    s_k      = max(2 - softplus(2 - raw_s_k), -7)   component log-scales, in [-7, 2)
 
 ``scale`` (per channel, initially 1) bounds ``a`` as ``ShiftAndLogScale``
 bounds its log-scale (Flow++'s release scales ``tanh`` the same way);
 ``s_k >= -7`` is the release's floor on the component log-scales (the
-components stay wider than ``exp(-7)``).  ``offset_k`` is a learned
+components stay wider than ``exp(-7)``).
+
+``s_k < 2`` (a smooth cap, ours; the release has none) keeps sampling
+finite.  In the latent -> data direction the coupling's tails are linear
+with slope ``exp(max_k s_k - a)``, so an uncapped ``s_k`` lets a large input
+become a larger one whose conditioner then emits a larger ``s_k``: with
+moderately perturbed weights (``tests/test_logistic_mixture_coupling.py``)
+every sample of a two-scale model overflowed to NaN, and trained CIFAR-10
+models drew NaN blocks.  With the cap the amplification per coupling is at
+most ``exp(2 + |a|)``, as bounded as the affine coupling's; components
+``e**2`` times wider than the (batch-normalized) data add nothing to the
+density.  ``offset_k`` is a learned
 per-channel location, initially ``K`` values evenly spaced in ``[-1, 1]``:
 the body's last layer starts at zero, and with equal initial locations the
 ``K`` components would receive identical gradients and never separate.  With
@@ -32,10 +43,12 @@ import tensorflow as tf
 
 from tfnvp.nets.shift_and_log_scale import BodyConfig, body_features
 
-__all__ = ["LogisticMixtureParameters", "MIN_COMPONENT_LOG_SCALE"]
+__all__ = ["LogisticMixtureParameters", "MIN_COMPONENT_LOG_SCALE", "MAX_COMPONENT_LOG_SCALE"]
 
 #: Floor of the component log-scales ``s_k`` (Flow++'s release).
 MIN_COMPONENT_LOG_SCALE = -7.0
+#: Smooth cap of the component log-scales (keeps sampling finite; module docstring).
+MAX_COMPONENT_LOG_SCALE = 2.0
 
 
 @keras.saving.register_keras_serializable(package="tfnvp")
@@ -87,6 +100,8 @@ class LogisticMixtureParameters(BodyConfig, keras.layers.Layer):
         raw_a, shift, logits, means, log_scales = tf.split(
             raw, [1, 1, self.components, self.components, self.components], axis=-1)
         log_scale = tf.convert_to_tensor(self.scale) * tf.tanh(raw_a[..., 0])
+        cap = tf.cast(MAX_COMPONENT_LOG_SCALE, raw.dtype)
+        log_scales = cap - tf.nn.softplus(cap - log_scales)
         return (log_scale, shift[..., 0], tf.nn.log_softmax(logits, axis=-1),
                 means + tf.convert_to_tensor(self.offsets),
                 tf.maximum(log_scales, tf.cast(MIN_COMPONENT_LOG_SCALE, raw.dtype)))
