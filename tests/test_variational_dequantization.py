@@ -47,24 +47,32 @@ def test_log_q_is_the_change_of_variables_of_the_seeded_noise():
     deq = _dequantizer()
     images = _images((3, 4, 4, 2))
     x, log_q = deq.dequantize(images, seed=(5, 6))
-    eps = tf.random.stateless_normal(images.shape, seed=(5, 6), dtype=tf.float64)
+    x_again, log_q_again = deq.dequantize(images, seed=(5, 6))
+    np.testing.assert_array_equal(x_again.numpy(), x.numpy())  # A pure function of the seed.
     context = deq.context(images)
-    u = deq.bijector.forward(eps, context=context).numpy()
-    np.testing.assert_allclose(x.numpy(), images + u, rtol=0, atol=1e-12)
+    # A fresh tensor: TFP's cache would answer forward(eps) with the constant it came from.
+    eps = tf.identity(deq.bijector.inverse(tf.constant(x.numpy() - images), context=context))
     log_det = numerical_log_det(lambda t: deq.bijector.forward(t, context=context), eps)
-    expected = scipy.stats.norm.logpdf(eps.numpy()).reshape(3, -1).sum(1) - log_det
+    expected = scipy.stats.logistic.logpdf(eps.numpy()).reshape(3, -1).sum(1) - log_det
     np.testing.assert_allclose(log_q.numpy(), expected, atol=1e-6)
 
 
-def test_fresh_dequantizer_is_logistic_normal_known_answer():
-    # Zero-initialized couplings are the identity: u = sigmoid(eps), whose density is
-    # q(u) = N(logit u) / (u (1 - u)), for any image.
+def test_fresh_dequantizer_is_exactly_uniform_dequantization():
+    # Zero-gain coupling outputs are identity couplings: u = sigmoid(eps) with eps
+    # ~ Logistic(0, 1) is U(0, 1), log q = 0, and with the same seed u is
+    # tfnvp.dequantize's noise: the variational model starts as the uniform one.
     deq = tfnvp.VariationalDequantizer(1, dtype="float64")
-    images = _images((4, 4, 4, 1))
+    images = _images((16, 8, 8, 1))
     x, log_q = deq.dequantize(images, seed=(3, 4))
-    u = x.numpy() - images
-    expected = (scipy.stats.norm.logpdf(scipy.special.logit(u)) - np.log(u * (1.0 - u)))
-    np.testing.assert_allclose(log_q.numpy(), expected.reshape(4, -1).sum(1), rtol=1e-10)
+    np.testing.assert_allclose(log_q.numpy(), 0.0, atol=1e-10)
+    np.testing.assert_allclose(x.numpy(), tfnvp.dequantize(images, seed=(3, 4),
+                                                           dtype=tf.float64).numpy(), atol=1e-12)
+    model = _model("variational")
+    perturb_weights(model.conditioners + model.statistics, scale=0.2)
+    images = _images((5, 4, 4, 1))
+    log_p = model.log_prob(tfnvp.dequantize(images, seed=(7, 11), dtype=tf.float64))
+    np.testing.assert_allclose(model.bits_per_dim(images, seed=(7, 11)).numpy(),
+                               tfnvp.bits_per_dim_from_log_prob(log_p, 16).numpy(), rtol=1e-10)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

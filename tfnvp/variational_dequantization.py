@@ -11,10 +11,22 @@ distribution ``q(u | x)`` on ``[0, 1)^D`` the bound is
 and ``q`` jointly on it tightens it.  ``q`` is a conditional flow, data
 direction ``eps -> u``::
 
-    eps ~ N(0, I)  (the image's shape)
+    eps ~ Logistic(0, 1)^D  (the image's shape)
     g = coupling_{n-1}( ... coupling_0(eps; c) ... ; c)      affine couplings (Real NVP eq. 8)
     u = sigmoid(g)                                            into (0, 1)
-    log q(u | x) = log N(eps; 0, I) - log|det du/deps|
+    log q(u | x) = log Logistic(eps; 0, 1) - log|det du/deps|
+
+The base is the standard logistic, not Flow++'s ``N(0, I)``: ``sigmoid``
+maps ``Logistic(0, 1)`` exactly onto ``U(0, 1)``, so a new dequantizer
+(zero-gain coupling outputs: identity couplings) *is* uniform dequantization,
+``log q = 0``, and a variational model starts from the uniform model's bound
+and can only tighten it.  (A normal base starts at the logit-normal, whose
+entropy, -0.193 nats per dimension, loosens the bound by 0.28 bits/dim
+before ``q`` has learned anything: at short training budgets that showed up
+as a worse bound than uniform dequantization's on CIFAR-10.)
+Sampling draws ``v ~ U(0, 1)`` and sets ``eps = logit(v)`` (``tfd.Logistic``),
+so with the same ``seed`` a new dequantizer's ``u`` equals
+``tfnvp.dequantize``'s noise up to rounding.
 
 with checkerboard masks of alternating parity, every coupling's conditioner
 reading the masked input concatenated with the context feature map ``c =
@@ -38,7 +50,6 @@ bin, so the bound is exact up to that rounding (an error of order ``2**-16 *
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import keras
@@ -53,6 +64,7 @@ from tfnvp.nets.tracking import track_layers
 from tfnvp.nets.weight_norm import WeightNormConv2D
 
 tfb = tfp.bijectors
+tfd = tfp.distributions
 
 __all__ = ["ConvNet", "Sigmoid", "VariationalDequantizer", "dequantization_flow"]
 
@@ -154,8 +166,9 @@ class VariationalDequantizer(keras.layers.Layer):
     ``dequantize(images, seed, training, context) -> (x, log_q)``: ``x =
     images + u`` with ``u ~ q(u | images)`` and ``log_q = log q(u | images)``
     per image, like ``tfnvp.UniformDequantizer``.  With a ``seed`` (shape
-    ``[2]``) ``eps`` is ``tf.random.stateless_normal``'s, a pure function of
-    the seed and the weights.  ``context`` (a model's class labels) is accepted
+    ``[2]``) ``eps`` is a stateless draw, so ``u`` is a pure function of the
+    seed and the weights.  A new dequantizer is exactly uniform dequantization
+    (module docstring).  ``context`` (a model's class labels) is accepted
     and ignored: ``q`` conditions on the image.  No normalization layers, so
     ``training`` changes nothing; the gains of its weight-normalized
     convolutions are among a model's ``regularized_weights`` (the L2 term).
@@ -219,18 +232,15 @@ class VariationalDequantizer(keras.layers.Layer):
         shape = tf.shape(images)
         # The conditioners' convolutions take one batch axis.
         flat = tf.reshape(images, tf.concat([[-1], shape[-3:]], 0))
-        if seed is None:
-            eps = tf.random.normal(tf.shape(flat), dtype=dtype)
-        else:
-            eps = tf.random.stateless_normal(tf.shape(flat), seed=seed, dtype=dtype)
+        base = tfd.Logistic(tf.zeros([], dtype), tf.ones([], dtype))
+        eps = base.sample(tf.shape(flat), seed=seed)
         kwargs = dict(training=training, context=self.context(flat, training=training))
         u = self._bijector.forward(eps, **kwargs)
         log_det = self._bijector.forward_log_det_jacobian(eps, event_ndims=3, **kwargs)
-        log_normal = -0.5 * tf.reduce_sum(tf.square(eps), axis=[-3, -2, -1]) - tf.constant(
-            0.5 * math.log(2.0 * math.pi), dtype) * tf.cast(tf.reduce_prod(shape[-3:]), dtype)
+        log_base = tf.reduce_sum(base.log_prob(eps), axis=[-3, -2, -1])
         pixels = tf.cast(flat, dtype)
         x = tf.minimum(pixels + u, tf.math.nextafter(pixels + 1.0, pixels))
-        return (tf.reshape(x, shape), tf.reshape(log_normal - log_det, shape[:-3]))
+        return (tf.reshape(x, shape), tf.reshape(log_base - log_det, shape[:-3]))
 
     def call(self, images: tf.Tensor, seed=None, training: bool = False, context=None):
         return self.dequantize(images, seed=seed, training=training, context=context)
