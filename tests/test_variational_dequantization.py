@@ -63,7 +63,7 @@ def test_fresh_dequantizer_is_exactly_uniform_dequantization():
     # tfnvp.dequantize's noise: the variational model starts as the uniform one.
     deq = tfnvp.VariationalDequantizer(1, dtype="float64")
     images = _images((16, 8, 8, 1))
-    x, log_q = deq.dequantize(images, seed=(3, 4))
+    x, log_q = deq.dequantize(images, seed=tf.constant([3, 4], tf.int64))  # The trainer's seeds.
     np.testing.assert_allclose(log_q.numpy(), 0.0, atol=1e-10)
     np.testing.assert_allclose(x.numpy(), tfnvp.dequantize(images, seed=(3, 4),
                                                            dtype=tf.float64).numpy(), atol=1e-12)

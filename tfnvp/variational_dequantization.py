@@ -24,7 +24,7 @@ and can only tighten it.  (A normal base starts at the logit-normal, whose
 entropy, -0.193 nats per dimension, loosens the bound by 0.28 bits/dim
 before ``q`` has learned anything: at short training budgets that showed up
 as a worse bound than uniform dequantization's on CIFAR-10.)
-Sampling draws ``v ~ U(0, 1)`` and sets ``eps = logit(v)`` (``tfd.Logistic``),
+Sampling draws ``v ~ U(0, 1)`` and sets ``eps = logit(v)`` (``tfd.Logistic``'s sampler),
 so with the same ``seed`` a new dequantizer's ``u`` equals
 ``tfnvp.dequantize``'s noise up to rounding.
 
@@ -53,6 +53,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -232,8 +233,15 @@ class VariationalDequantizer(keras.layers.Layer):
         shape = tf.shape(images)
         # The conditioners' convolutions take one batch axis.
         flat = tf.reshape(images, tf.concat([[-1], shape[-3:]], 0))
+        # eps = logit(v), v ~ U(tiny, 1): tfd.Logistic's sampler, drawn here because
+        # TFP's takes only int32 seeds (the trainer's are int64).
+        tiny = float(np.finfo(dtype.as_numpy_dtype).tiny)
+        if seed is None:
+            v = tf.random.uniform(tf.shape(flat), minval=tiny, dtype=dtype)
+        else:
+            v = tf.random.stateless_uniform(tf.shape(flat), seed=seed, minval=tiny, dtype=dtype)
+        eps = tf.math.log(v) - tf.math.log1p(-v)
         base = tfd.Logistic(tf.zeros([], dtype), tf.ones([], dtype))
-        eps = base.sample(tf.shape(flat), seed=seed)
         kwargs = dict(training=training, context=self.context(flat, training=training))
         u = self._bijector.forward(eps, **kwargs)
         log_det = self._bijector.forward_log_det_jacobian(eps, event_ndims=3, **kwargs)
