@@ -153,11 +153,21 @@ def test_variational_model_trains_and_owns_its_dequantizer(tmp_path):
 
 def test_glow_takes_a_variational_dequantizer():
     model = tfnvp.Glow((4, 4, 2), num_scales=1, steps_per_scale=1, hidden_channels=4,
-                       dequantization="variational")
+                       dequantization="variational", dequantizer_channels=6)
     assert isinstance(model.dequantizer, tfnvp.VariationalDequantizer)
+    assert (model.dequantizer.hidden_channels, model.dequantizer.context_channels) == (6, 3)
+    assert model.get_config()["dequantizer_channels"] == 6
     assert tfnvp.Glow.from_config(model.get_config()).get_config() == model.get_config()
     bpd = model.bits_per_dim(_images((2, 4, 4, 2)), seed=(1, 1), num_samples=2).numpy()
     assert bpd.shape == (2,) and np.all(np.isfinite(bpd))
+
+
+def test_dequantizer_channels_default_and_bad_value():
+    model = _model("variational")
+    assert (model.dequantizer.hidden_channels, model.dequantizer.context_channels) == (32, 16)
+    assert "dequantizer_channels" not in model.get_config()  # Defaults stay unrecorded.
+    with pytest.raises(ValueError, match="dequantizer_channels"):
+        _model("variational", dequantizer_channels=1)
 
 
 def test_dequantization_flow_order():

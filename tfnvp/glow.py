@@ -49,7 +49,7 @@ import tensorflow as tf
 
 from tfnvp import multiscale
 from tfnvp.glow_step import GlowStep
-from tfnvp.image_flow import ImageFlowModel
+from tfnvp.image_flow import DEQUANTIZER_CHANNELS, ImageFlowModel
 from tfnvp.multiscale import Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp
 
 __all__ = ["Glow", "GLOW_PAPER_CONFIGS", "glow_scales", "glow_latent_scale_index"]
@@ -78,7 +78,7 @@ class Glow(ImageFlowModel):
         ``"mixed_bfloat16"``); defaults to ``dtype``.
       validate_args: check pixel values in the user-facing methods.
       num_classes: ``K`` makes the model class-conditional (see ``RealNVP``).
-      dequantization: ``"uniform"`` or ``"variational"`` (see ``RealNVP``).
+      dequantization, dequantizer_channels: the dequantizer (see ``RealNVP``).
 
     Example::
 
@@ -95,7 +95,9 @@ class Glow(ImageFlowModel):
                  logit_map: str = "symmetric", dtype: tf.DType | str = tf.float32,
                  conditioner_dtype: str | None = None, validate_args: bool = True,
                  num_classes: int | None = None,
-                 dequantization: str = "uniform", name: str = "glow"):
+                 dequantization: str = "uniform",
+                 dequantizer_channels: int = DEQUANTIZER_CHANNELS,
+                 name: str = "glow"):
         super().__init__(dtype=dtype, validate_args=validate_args, name=name)
         image_shape = self._set_image_shape(image_shape, num_scales, num_scales, logit_map)
         if steps_per_scale < 1:
@@ -113,7 +115,7 @@ class Glow(ImageFlowModel):
                         context_channels=int(num_classes or 0))
         self._create_steps(glow_scales(num_scales, steps_per_scale, step), image_shape[-1],
                            event_ndims=3)
-        self._finish_image_flow(num_classes, dequantization)
+        self._finish_image_flow(num_classes, dequantization, dequantizer_channels)
 
     @property
     def actnorms(self) -> list:

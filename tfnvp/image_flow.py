@@ -39,12 +39,15 @@ from tfnvp.variational_dequantization import VariationalDequantizer
 
 tfd = tfp.distributions
 
-__all__ = ["DEQUANTIZATIONS", "ImageFlowModel", "LOGIT_MAPS"]
+__all__ = ["DEQUANTIZATIONS", "DEQUANTIZER_CHANNELS", "ImageFlowModel", "LOGIT_MAPS"]
 
 LOGIT_MAPS = ("symmetric", "asymmetric")
 #: The image models' dequantizers (``dequantization=``): section 4.1's uniform noise, or
 #: Flow++'s learned ``q(u | x)`` (``tfnvp.variational_dequantization``).
 DEQUANTIZATIONS = ("uniform", "variational")
+#: Default width of a variational dequantizer's networks (``VariationalDequantizer``'s
+#: ``hidden_channels``; its context map has half as many features).
+DEQUANTIZER_CHANNELS = 32
 
 
 class ImageFlowModel(FlowModel):
@@ -75,23 +78,30 @@ class ImageFlowModel(FlowModel):
         self._squeezes = int(squeezes)
         return image_shape
 
-    def _finish_image_flow(self, num_classes: int | None,
-                           dequantization: str = "uniform") -> None:
+    def _finish_image_flow(self, num_classes: int | None, dequantization: str = "uniform",
+                           dequantizer_channels: int = DEQUANTIZER_CHANNELS) -> None:
         """The dequantizer, class conditioning, and every weight built (evaluation mode).
 
         ``dequantization`` (``DEQUANTIZATIONS``): ``"uniform"`` (section 4.1,
         ``UniformDequantizer``) or ``"variational"`` (Flow++,
         ``VariationalDequantizer``, whose weights the model owns and trains
-        through ``nll``).  Any other value than the default is recorded in
-        ``self._config`` (so that configurations without it stay as they were).
+        through ``nll``; ``dequantizer_channels`` wide, its context map half
+        as wide).  Values other than the defaults are recorded in
+        ``self._config`` (so that configurations without them stay as they were).
         """
         if dequantization not in DEQUANTIZATIONS:
             raise ValueError(f"dequantization must be one of {DEQUANTIZATIONS}, "
                              f"got {dequantization!r}.")
+        if int(dequantizer_channels) < 2:
+            raise ValueError(f"dequantizer_channels must be at least 2, got {dequantizer_channels!r}.")
         if dequantization == "variational":
             self._config["dequantization"] = dequantization
+            if dequantizer_channels != DEQUANTIZER_CHANNELS:
+                self._config["dequantizer_channels"] = int(dequantizer_channels)
             self.dequantizer = VariationalDequantizer(
-                self.image_shape[-1], dtype=self.flow_dtype.name, name="dequantizer")
+                self.image_shape[-1], hidden_channels=int(dequantizer_channels),
+                context_channels=int(dequantizer_channels) // 2, dtype=self.flow_dtype.name,
+                name="dequantizer")
         else:
             self.dequantizer = UniformDequantizer(dtype=self.flow_dtype.name, name="dequantizer")
         self._make_class_conditional(num_classes)

@@ -65,7 +65,7 @@ import tensorflow as tf
 
 from tfnvp import multiscale
 from tfnvp.coupling_step import COUPLINGS, CouplingStep
-from tfnvp.image_flow import LOGIT_MAPS, ImageFlowModel
+from tfnvp.image_flow import DEQUANTIZER_CHANNELS, LOGIT_MAPS, ImageFlowModel
 from tfnvp.multiscale import Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp
 from tfnvp.nets.resnet import ResNet
 
@@ -140,6 +140,8 @@ class RealNVP(ImageFlowModel):
       dequantization: ``"uniform"`` (section 4.1) or ``"variational"``: a learned
         ``q(u | x)`` (Flow++, ``tfnvp.VariationalDequantizer``), trained with the
         flow on the variational bound ``nll``; see ``ImageFlowModel``.
+      dequantizer_channels: width of the variational dequantizer's networks
+        (its context map: half); ignored by ``"uniform"``.
       attention: gated self-attention in the coarse scales' conditioners
         (module docstring); default off.
       attention_heads: heads of each attention; must divide the feature maps
@@ -167,6 +169,7 @@ class RealNVP(ImageFlowModel):
                  conditioner_dtype: str | None = None, validate_args: bool = True,
                  recompute_gradients: bool = False, num_classes: int | None = None,
                  dequantization: str = "uniform",
+                 dequantizer_channels: int = DEQUANTIZER_CHANNELS,
                  coupling: str = "affine", mixture_components: int = 4,
                  attention: bool = False, attention_heads: int = 4,
                  attention_min_depth: int = 1, name: str = "real_nvp"):
@@ -227,7 +230,7 @@ class RealNVP(ImageFlowModel):
         # the flow at any size (extrapolation, appendix C).
         self._create_steps(real_nvp_scales(num_scales, factor_out, coupling), image_shape[-1],
                            event_ndims=3)
-        self._finish_image_flow(num_classes, dequantization)
+        self._finish_image_flow(num_classes, dequantization, dequantizer_channels)
 
 
 def real_nvp_scales(num_scales: int, factor_out: str = "checkerboard",
