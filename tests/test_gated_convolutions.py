@@ -225,3 +225,23 @@ def test_trainer_builds_the_model_and_refuses_glow():
         with pytest.raises(ValueError, match="Real NVP option"):
             dataclasses.replace(config, model="glow", steps_per_scale=1, num_res_blocks=None,
                                 **option)
+
+
+def test_every_replica_draws_its_own_mask():
+    """Keras' Dropout under MirroredStrategy drops example i of every replica alike."""
+    devices = tf.config.list_logical_devices("CPU")
+    assert len(devices) == 2  # tests/conftest.py
+    strategy = tf.distribute.MirroredStrategy(devices)
+    with strategy.scope():
+        block = resnet_lib._ResidualBlock(4, False, dropout=0.5)
+        block(tf.zeros((1, 4, 4, 4)))
+
+    @tf.function
+    def masks():
+        return strategy.run(lambda: block.drop(tf.ones((2, 4, 4, 4)), training=True))
+
+    first = [t.numpy() for t in strategy.experimental_local_results(masks())]
+    assert all(set(np.unique(m)) == {0.0, 2.0} for m in first)
+    assert not np.array_equal(first[0], first[1])
+    second = [t.numpy() for t in strategy.experimental_local_results(masks())]
+    assert not np.array_equal(first[0], second[0])  # A new mask every step.

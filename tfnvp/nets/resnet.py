@@ -27,9 +27,10 @@ gated linear unit (Dauphin et al., 2017)::
     a, g = split(conv3x3(dropout(u)), 2)      # 2C features -> C and C
     block(h) = h + a * sigmoid(g)
 
-With ``dropout=p > 0`` the hidden activations ``u`` go through
+With ``dropout=p > 0`` the hidden activations ``u`` go through a
 ``keras.layers.Dropout(p)`` (inverted dropout: kept entries scaled by
-``1 / (1 - p)``) before the last convolution, in training mode only.
+``1 / (1 - p)``; every replica of a ``tf.distribute`` strategy draws its own
+mask, ``_ReplicaDropout``) before the last convolution, in training mode only.
 Evaluation (``log_prob``, sampling, export) is deterministic, without
 dropout, and so is batch-norm recalibration (``training=RECALIBRATE``): it
 measures the statistics of the evaluation-mode network.  Real NVP's batch
@@ -184,6 +185,29 @@ class BatchNormalization(keras.layers.BatchNormalization):
         return tf.cast(y, self.compute_dtype)
 
 
+class _ReplicaDropout(keras.layers.Dropout):
+    """``keras.layers.Dropout`` whose mask also depends on the replica.
+
+    Under ``tf.distribute`` the layer's seed generator is a mirrored variable,
+    so Keras' dropout would draw the same mask on every replica (example ``i``
+    of each replica's batch dropped alike).  Here replica ``r`` draws with the
+    seed ``(s + r, n)`` instead of ``(s, n)``: independent masks across the
+    global batch.  The same inverted dropout otherwise (``noise_shape`` unused).
+    """
+
+    def call(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
+        if not (training and self.rate > 0):
+            return inputs
+        seed = self.seed_generator.next()
+        context = tf.distribute.get_replica_context()
+        if context is not None:
+            replica = tf.cast(context.replica_id_in_sync_group, seed.dtype)
+            seed = seed + tf.stack([replica, tf.zeros_like(replica)])
+        # int32 seeds (as Keras' own dropout): XLA's stateless random ops need them.
+        seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+        return tf.nn.experimental.stateless_dropout(inputs, rate=self.rate, seed=seed)
+
+
 @keras.saving.register_keras_serializable(package="tfnvp")
 class _ResidualBlock(keras.layers.Layer):
     """``h + conv(relu(bn(conv(relu(bn(h))))))``; gated (Flow++ section 3.3):
@@ -204,7 +228,7 @@ class _ResidualBlock(keras.layers.Layer):
         self.norm_out = BatchNormalization(momentum=momentum, synchronized=synchronized,
                                            dtype=self.dtype_policy)
         # Only with dropout > 0: its seed generator is a (checkpointed) variable.
-        self.drop = (keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.drop = (_ReplicaDropout(self.dropout, dtype=self.dtype_policy, name="dropout")
                      if self.dropout else None)
         self.conv_out = WeightNormConv2D(2 * channels if self.gated else channels,
                                          dtype=self.dtype_policy)
