@@ -130,12 +130,15 @@ def _model(**kwargs) -> tfnvp.RealNVP:
                                                gated_convolutions=True, dropout=0.3), **kwargs})
 
 
-@pytest.fixture(scope="module")
-def model64() -> tfnvp.RealNVP:
-    """Float64, perturbed weights (a new flow is the identity)."""
-    model = _model(dtype="float64")
+def _perturbed(model: tfnvp.RealNVP) -> tfnvp.RealNVP:
+    """Weights away from the identity initialization (a new flow is the identity)."""
     perturb_weights(model.conditioners + model.statistics, scale=0.2)
     return model
+
+
+@pytest.fixture(scope="module")
+def model64() -> tfnvp.RealNVP:
+    return _perturbed(_model(dtype="float64"))
 
 
 def test_whole_flow_exact_against_numerical_jacobian(model64):
@@ -166,8 +169,7 @@ def test_model_dropout_in_training_only_and_evaluation_folds(model64, monkeypatc
 
 
 def test_gradients_config_and_checkpoint_round_trip(tmp_path):
-    model = _model(num_scales=1)
-    perturb_weights(model.conditioners + model.statistics, scale=0.2)
+    model = _perturbed(_model(num_scales=1))
     x = tf.random.uniform((8, 4, 4, 2), 0.0, 256.0, seed=6)
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(model.nll(x, training=True))
