@@ -205,7 +205,7 @@ def test_flagfile_parses_and_builds_pipeline_and_model(path, tmp_path):
                                      hidden_channels=4, mixture_components=2)
     key = (config.model, tuple(shape), config.num_scales, config.num_res_blocks,
            config.steps_per_scale, config.hidden_channels, config.dequantization,
-           config.coupling, config.attention)
+           config.coupling, config.attention, config.gated_convolutions, config.dropout)
     if key not in _MODELS:
         built = training.build_model(config, shape)
         _MODELS[key] = built, tf.function(built.log_prob, reduce_retracing=True)

@@ -74,4 +74,6 @@ def test_flowpp_cifar_flagfile_has_the_three_flowpp_components(tmp_path):
     # The Flow++ release's CIFAR-10 sizes: 96 filters, 10 blocks, 32 components, 4 heads.
     assert (config.hidden_channels, config.num_res_blocks, config.mixture_components,
             config.attention_heads) == (96, 10, 32, 4)
+    # Flow++'s gated residual blocks with dropout 0.2 in the conditioners.
+    assert (config.gated_convolutions, config.dropout) == (True, 0.2)
     assert config.learning_rate == 1e-3

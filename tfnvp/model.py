@@ -29,6 +29,15 @@ The rule is by depth, not by pixels, because the same weights run at any
 image size (``distribution_for``).  Attention costs ``O((HW)^2)`` per
 conditioner, hence the coarse scales only.
 
+Gated convolutions and dropout (``gated_convolutions=True``, ``dropout=p``;
+off by default): Flow++'s residual blocks (Ho et al. 2019, section 3.3 and
+appendix) in every conditioner, ``h + a * sigmoid(g)`` with ``(a, g)`` the
+block's last convolution's ``2C`` features, and dropout (Flow++: 0.2 on
+CIFAR-10) on the blocks' hidden activations in training mode only
+(``tfnvp.nets.ResNet``).  Evaluation (``log_prob``, sampling, export) is
+deterministic.  Dropout cannot be combined with ``recompute_gradients``
+(the recomputed pass would draw another mask; a ValueError).
+
 Factor-out (``factor_out``):
 
 * ``"checkerboard"`` (default, the authors' release): the channel couplings
@@ -148,6 +157,11 @@ class RealNVP(ImageFlowModel):
         at every depth that has attention (``hidden_channels * 2**depth``).
       attention_min_depth: steps at this squeeze depth or deeper get attention
         (0 to ``num_scales - 1``, the deepest; 0: every conditioner).
+      gated_convolutions: Flow++'s gated residual blocks in every conditioner,
+        ``h + a * sigmoid(g)`` (module docstring; section 3.3); default off.
+      dropout: dropout rate in ``[0, 1)`` in every conditioner's residual
+        blocks, training mode only (Flow++: 0.2 on CIFAR-10); needs
+        ``recompute_gradients=False``.
 
     Example::
 
@@ -172,7 +186,8 @@ class RealNVP(ImageFlowModel):
                  dequantizer_channels: int = DEQUANTIZER_CHANNELS,
                  coupling: str = "affine", mixture_components: int = 4,
                  attention: bool = False, attention_heads: int = 4,
-                 attention_min_depth: int = 1, name: str = "real_nvp"):
+                 attention_min_depth: int = 1, gated_convolutions: bool = False,
+                 dropout: float = 0.0, name: str = "real_nvp"):
         super().__init__(dtype=dtype, validate_args=validate_args, name=name)
         flow_dtype = self.flow_dtype
         # Scale i < L - 1 squeezes once (its channel couplings, then its factor-out).
@@ -209,6 +224,11 @@ class RealNVP(ImageFlowModel):
             self._config["attention"] = True
             self._config["attention_heads"] = int(attention_heads)
             self._config["attention_min_depth"] = int(attention_min_depth)
+        # Likewise recorded only when set.
+        if gated_convolutions:
+            self._config["gated_convolutions"] = True
+        if dropout:
+            self._config["dropout"] = float(dropout)
         body_policy = conditioner_dtype or flow_dtype.name
 
         def resnet(position: multiscale.Position, out_channels: int) -> ResNet:
@@ -218,8 +238,8 @@ class RealNVP(ImageFlowModel):
                           batch_norm_momentum=batch_norm_momentum,
                           skip_connections=skip_connections,
                           attention=attention and position.depth >= attention_min_depth,
-                          attention_heads=attention_heads, dtype=body_policy,
-                          name=f"resnet_{position.index}")
+                          attention_heads=attention_heads, gated=gated_convolutions,
+                          dropout=dropout, dtype=body_policy, name=f"resnet_{position.index}")
 
         coupling = CouplingStep(resnet, flow_dtype, batch_norm=batch_norm,
                                 batch_norm_momentum=batch_norm_momentum,

@@ -111,6 +111,11 @@ flags.DEFINE_boolean("attention", False, "Real NVP: Flow++'s gated multi-head se
                      "depth >= 1; tfnvp.RealNVP(attention=True)). eval/export use the run's.")
 flags.DEFINE_integer("attention_heads", 4, "Real NVP with --attention: heads of each attention; "
                      "must divide --hidden_channels * 2.")
+flags.DEFINE_boolean("gated_convolutions", False, "Real NVP: Flow++'s gated residual blocks in "
+                     "every conditioner, h + a * sigmoid(g) (tfnvp.RealNVP(gated_convolutions="
+                     "True)). eval/export use the run's.")
+flags.DEFINE_float("dropout", 0.0, "Real NVP: dropout rate in [0, 1) on the hidden activations "
+                   "of the conditioners' residual blocks, in training only (Flow++: 0.2).")
 flags.DEFINE_integer("eval_every", 1000, "Evaluate (held-out bits/dim and a sample grid) every N steps.")
 flags.DEFINE_integer("checkpoint_every", 1000, "Checkpoint every N steps (and at the end).")
 flags.DEFINE_integer("summary_every", 100, "TensorBoard training summaries every N steps.")
@@ -163,6 +168,7 @@ flags.register_validator("channels", lambda v: v is None or 1 <= v <= 4,
                          message="must be 1, 2, 3 or 4 (leave it unset to infer it).")
 flags.register_validator("num_res_blocks", lambda v: v is None or v >= 0, message="must be >= 0.")
 flags.register_validator("attention_heads", lambda v: v >= 1, message="must be >= 1.")
+flags.register_validator("dropout", lambda v: 0.0 <= v < 1.0, message="must be in [0, 1).")
 flags.register_validator("num_sample_images", lambda v: v >= 0, message="must be >= 0.")
 flags.register_validator("learning_rate", lambda v: v > 0, message="must be > 0.")
 flags.register_validator("l2", lambda v: v >= 0, message="must be >= 0.")
@@ -277,7 +283,8 @@ def train_config():
         keep_checkpoints=FLAGS.keep_checkpoints, conditional=FLAGS.conditional,
         dequantization=FLAGS.dequantization,
         coupling=FLAGS.coupling, mixture_components=FLAGS.mixture_components,
-        attention=FLAGS.attention, attention_heads=FLAGS.attention_heads)
+        attention=FLAGS.attention, attention_heads=FLAGS.attention_heads,
+        gated_convolutions=FLAGS.gated_convolutions, dropout=FLAGS.dropout)
 
 
 def _run_data_config():

@@ -119,6 +119,8 @@ class TrainConfig:
     mixture_components: int = 4  # Real NVP with coupling="logistic_mixture".
     attention: bool = False  # Real NVP only: gated self-attention at the coarse scales.
     attention_heads: int = 4
+    gated_convolutions: bool = False  # Real NVP only: Flow++'s gated residual blocks.
+    dropout: float = 0.0  # Real NVP only: in the conditioners' residual blocks.
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
@@ -133,9 +135,10 @@ class TrainConfig:
         if self.coupling != "affine" and self.model != "realnvp":
             raise ValueError(f"coupling={self.coupling!r} is a Real NVP option; "
                              f"model={self.model!r} has its own coupling.")
-        if self.attention and self.model != "realnvp":
-            raise ValueError(f"attention is a Real NVP option (--model=realnvp), not a "
-                             f"--model={self.model} one.")
+        for option in ("attention", "gated_convolutions", "dropout"):
+            if getattr(self, option) and self.model != "realnvp":
+                raise ValueError(f"{option} is a Real NVP option (--model=realnvp), not a "
+                                 f"--model={self.model} one.")
 
 
 def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool = False,
@@ -156,7 +159,8 @@ def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool 
         conditioner_dtype=MIXED_PRECISION[config.mixed_precision], num_classes=num_classes,
         dequantization=config.dequantization,
         coupling=config.coupling, mixture_components=config.mixture_components,
-        attention=config.attention, attention_heads=config.attention_heads)
+        attention=config.attention, attention_heads=config.attention_heads,
+        gated_convolutions=config.gated_convolutions, dropout=config.dropout)
 
 
 def run_config(model: tfnvp.ImageFlowModel, data_config: data.DataConfig,

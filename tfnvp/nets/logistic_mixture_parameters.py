@@ -41,7 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfnvp.nets.shift_and_log_scale import BodyConfig, body_features
+from tfnvp.nets.shift_and_log_scale import BodyConfig, body_features, check_recomputable
 
 __all__ = ["LogisticMixtureParameters", "MIN_COMPONENT_LOG_SCALE", "MAX_COMPONENT_LOG_SCALE"]
 
@@ -76,6 +76,7 @@ class LogisticMixtureParameters(BodyConfig, keras.layers.Layer):
         self.channels = int(channels)
         self.components = int(components)
         self.recompute_gradients = bool(recompute_gradients)
+        check_recomputable(body, self.recompute_gradients)
         self.scale = self.add_weight(name="log_scale_factor", shape=(self.channels,),
                                      initializer="ones")
         spread = np.linspace(-1.0, 1.0, self.components) if self.components > 1 else np.zeros(1)

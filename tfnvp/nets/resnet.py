@@ -4,7 +4,9 @@ The s and t functions of a coupling layer are one deep convolutional ResNet
 (He et al., 2016) with batch normalization and weight normalization::
 
     h_0 = conv3x3(x)
-    repeat i = 1..num_blocks:  h_i = h_{i-1} + conv3x3(relu(bn(conv3x3(relu(bn(h_{i-1}))))))
+    repeat i = 1..num_blocks:  h_i = block_i(h_{i-1})
+        block(h) = h + conv3x3(relu(bn(conv3x3(relu(bn(h))))))         # default
+                 = h + a * sigmoid(g), (a, g) = split(conv3x3(...))   # gated=True
     s = sum_{i=0..num_blocks} conv1x1_i(h_i)      # skip connections (default)
     out = conv3x3(relu(bn(s)))          # 2 * out_channels features, zero gain
 
@@ -14,6 +16,29 @@ self-attention over the positions (Flow++, Ho et al. 2019, section 3.3;
 ``h_i = attention_i(block_i(h_{i-1}))``: the convolutions see a neighbourhood,
 the attention the whole (coarse) image.  The residual blocks, their
 batch-norm folding in evaluation mode and the output head are unchanged.
+
+Flow++'s gated convolutions and dropout (Ho et al. 2019, section 3.3 and
+appendix: "h + GLU(conv(nonlinearity(conv(nonlinearity(h)))))", dropout 0.2
+on CIFAR-10).  With ``gated=True`` each residual block's last convolution
+has ``2C`` output features, split into ``a`` and ``g``, and the block adds a
+gated linear unit (Dauphin et al., 2017)::
+
+    u = relu(bn(conv3x3(relu(bn(h)))))
+    a, g = split(conv3x3(dropout(u)), 2)      # 2C features -> C and C
+    block(h) = h + a * sigmoid(g)
+
+With ``dropout=p > 0`` the hidden activations ``u`` go through a
+``keras.layers.Dropout(p)`` (inverted dropout: kept entries scaled by
+``1 / (1 - p)``; every replica of a ``tf.distribute`` strategy draws its own
+mask, ``_ReplicaDropout``) before the last convolution, in training mode only.
+Evaluation (``log_prob``, sampling, export) is deterministic, without
+dropout, and so is batch-norm recalibration (``training=RECALIBRATE``): it
+measures the statistics of the evaluation-mode network.  Real NVP's batch
+norms and ReLUs are kept (Flow++'s blocks use concat-ELU and a layer norm
+after each block), so are the blocks' batch-norm folding and the zero-gain
+output head: a new coupling is still the identity, whatever the blocks
+compute.  Both options default to off, and the layers' configurations then
+have no ``gated``/``dropout`` keys.
 
 Section 4.1 uses "residual networks in the coupling layers with
 skip-connections"; as in the authors' release, every stage of the network,
@@ -49,6 +74,21 @@ _FUSED_DTYPES = (tf.float32, tf.bfloat16, tf.float16)
 # convolution before it (see `_ResidualBlock._conv_in_folded`).  Read when a
 # function is traced.
 FOLD_EVAL_BATCH_NORM = True
+
+
+def _check_dropout(rate: float) -> float:
+    """``rate`` as a float if ``0 <= rate < 1``, else a ValueError naming ``dropout``."""
+    rate = float(rate)
+    if not 0.0 <= rate < 1.0:  # Also refuses NaN.
+        raise ValueError(f"dropout must be in [0, 1) (the fraction of hidden activations "
+                         f"dropped in training), got {rate!r}.")
+    return rate
+
+
+def _flowpp_options(gated: bool, dropout: float) -> dict:
+    """The ``gated``/``dropout`` configuration entries that differ from the defaults
+    (none for a plain block: existing configurations stay as they were)."""
+    return {**({"gated": True} if gated else {}), **({"dropout": dropout} if dropout else {})}
 
 
 @keras.saving.register_keras_serializable(package="tfnvp")
@@ -145,29 +185,67 @@ class BatchNormalization(keras.layers.BatchNormalization):
         return tf.cast(y, self.compute_dtype)
 
 
+class _ReplicaDropout(keras.layers.Dropout):
+    """``keras.layers.Dropout`` whose mask also depends on the replica.
+
+    Under ``tf.distribute`` the layer's seed generator is a mirrored variable,
+    so Keras' dropout would draw the same mask on every replica (example ``i``
+    of each replica's batch dropped alike).  Here replica ``r`` draws with the
+    seed ``(s + r, n)`` instead of ``(s, n)``: independent masks across the
+    global batch.  The same inverted dropout otherwise (``noise_shape`` unused).
+    """
+
+    def call(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
+        if not (training and self.rate > 0):
+            return inputs
+        seed = self.seed_generator.next()
+        context = tf.distribute.get_replica_context()
+        if context is not None:
+            replica = tf.cast(context.replica_id_in_sync_group, seed.dtype)
+            seed = seed + tf.stack([replica, tf.zeros_like(replica)])
+        # int32 seeds (as Keras' own dropout): XLA's stateless random ops need them.
+        seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+        return tf.nn.experimental.stateless_dropout(inputs, rate=self.rate, seed=seed)
+
+
 @keras.saving.register_keras_serializable(package="tfnvp")
 class _ResidualBlock(keras.layers.Layer):
-    """``h + conv(relu(bn(conv(relu(bn(h))))))``."""
+    """``h + conv(relu(bn(conv(relu(bn(h))))))``; gated (Flow++ section 3.3):
+    ``h + a * sigmoid(g)`` with ``(a, g)`` the last convolution's ``2C`` features;
+    ``dropout`` before the last convolution in training mode (module docstring)."""
 
-    def __init__(self, channels: int, synchronized: bool, momentum: float = 0.99, **kwargs):
+    def __init__(self, channels: int, synchronized: bool, momentum: float = 0.99,
+                 gated: bool = False, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.channels = int(channels)
         self.synchronized = bool(synchronized)
         self.momentum = float(momentum)
+        self.gated = bool(gated)
+        self.dropout = _check_dropout(dropout)
         self.norm_in = BatchNormalization(momentum=momentum, synchronized=synchronized,
                                           dtype=self.dtype_policy)
         self.conv_in = WeightNormConv2D(channels, dtype=self.dtype_policy)
         self.norm_out = BatchNormalization(momentum=momentum, synchronized=synchronized,
                                            dtype=self.dtype_policy)
-        self.conv_out = WeightNormConv2D(channels, dtype=self.dtype_policy)
+        # Only with dropout > 0: its seed generator is a (checkpointed) variable.
+        self.drop = (_ReplicaDropout(self.dropout, dtype=self.dtype_policy, name="dropout")
+                     if self.dropout else None)
+        self.conv_out = WeightNormConv2D(2 * channels if self.gated else channels,
+                                         dtype=self.dtype_policy)
 
-    def call(self, h: tf.Tensor, training: bool = False) -> tf.Tensor:
+    def call(self, h: tf.Tensor, training: running_average.Training = False) -> tf.Tensor:
         x = tf.nn.relu(self.norm_in(h, training=training))
         if FOLD_EVAL_BATCH_NORM and self._foldable(x, training):
             out = self._conv_in_folded(x)
         else:
             out = self.norm_out(self.conv_in(x), training=training)
-        out = self.conv_out(tf.nn.relu(out))
+        out = tf.nn.relu(out)
+        if self.drop is not None and training and not running_average.is_cumulative(training):
+            out = self.drop(out, training=True)
+        out = self.conv_out(out)
+        if self.gated:
+            a, g = tf.split(out, 2, axis=-1)
+            out = a * tf.sigmoid(g)
         return h + out
 
     def _foldable(self, x: tf.Tensor, training) -> bool:
@@ -196,7 +274,8 @@ class _ResidualBlock(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "channels": self.channels,
-                "synchronized": self.synchronized, "momentum": self.momentum}
+                "synchronized": self.synchronized, "momentum": self.momentum,
+                **_flowpp_options(self.gated, self.dropout)}
 
 
 @keras.saving.register_keras_serializable(package="tfnvp")
@@ -215,12 +294,17 @@ class ResNet(keras.layers.Layer):
       attention: gated self-attention after every residual block (module
         docstring); needs ``num_blocks >= 1``.
       attention_heads: heads of each attention; must divide ``hidden_channels``.
+      gated: Flow++'s gated residual blocks, ``h + a * sigmoid(g)`` (module
+        docstring; Ho et al. 2019, section 3.3).
+      dropout: dropout rate in ``[0, 1)`` on each residual block's hidden
+        activations before its last convolution, in training mode only.
     """
 
     def __init__(self, hidden_channels: int, num_blocks: int, out_channels: int,
                  synchronized_batch_norm: bool = False, batch_norm_momentum: float = 0.99,
                  skip_connections: bool = True, attention: bool = False,
-                 attention_heads: int = 4, **kwargs):
+                 attention_heads: int = 4, gated: bool = False, dropout: float = 0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         if hidden_channels < 1 or num_blocks < 0 or out_channels < 1:
             raise ValueError("ResNet needs hidden_channels >= 1, num_blocks >= 0 and "
@@ -236,11 +320,14 @@ class ResNet(keras.layers.Layer):
         self.skip_connections = bool(skip_connections)
         self.attention = bool(attention)
         self.attention_heads = int(attention_heads)
+        self.gated = bool(gated)
+        self.dropout = _check_dropout(dropout)
         policy = self.dtype_policy
         self.conv_in = WeightNormConv2D(hidden_channels, dtype=policy)
         self.blocks = track_layers(self, "block", [
             _ResidualBlock(hidden_channels, synchronized_batch_norm, momentum=batch_norm_momentum,
-                           dtype=policy, name=f"block_{i}") for i in range(num_blocks)])
+                           gated=gated, dropout=self.dropout, dtype=policy, name=f"block_{i}")
+            for i in range(num_blocks)])
         self.attentions = track_layers(self, "attention", [
             GatedAttention(hidden_channels, attention_heads, dtype=policy, name=f"attention_{i}")
             for i in range(num_blocks)] if attention else [])
@@ -252,7 +339,7 @@ class ResNet(keras.layers.Layer):
                                            synchronized=synchronized_batch_norm, dtype=policy)
         self.conv_out = WeightNormConv2D(out_channels, gain_initializer="zeros", dtype=policy)
 
-    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+    def call(self, x: tf.Tensor, training: running_average.Training = False) -> tf.Tensor:
         stages = [self.conv_in(x)]
         for i, block in enumerate(self.blocks):
             h = block(stages[-1], training=training)
@@ -267,4 +354,5 @@ class ResNet(keras.layers.Layer):
                 "batch_norm_momentum": self.batch_norm_momentum,
                 "synchronized_batch_norm": self.synchronized_batch_norm,
                 "skip_connections": self.skip_connections, "attention": self.attention,
-                "attention_heads": self.attention_heads}
+                "attention_heads": self.attention_heads,
+                **_flowpp_options(self.gated, self.dropout)}

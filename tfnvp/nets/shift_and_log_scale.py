@@ -25,7 +25,11 @@ activations are not kept for the backward pass; only its input is, and the
 body is run a second time, on that input, when its gradient is needed
 (``recompute``, the ``tf.recompute_grad`` scheme).  That trades one extra
 forward pass of each conditioner (about +1/3 of a training step's FLOPs)
-for activation memory of one conditioner instead of all of them.
+for activation memory of one conditioner instead of all of them.  The
+recomputation must reproduce the forward pass exactly, so a body with dropout
+(``ResNet(dropout=p > 0)``, Flow++'s conditioners) is refused: its second pass
+would draw another dropout mask and the gradients would be those of a
+different network (``check_recomputable``).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ import keras
 import tensorflow as tf
 from tensorflow.python.eager import record  # tf.recompute_grad's own tape control.
 
-__all__ = ["BodyConfig", "ShiftAndLogScale", "body_features", "concat_context", "recompute"]
+__all__ = ["BodyConfig", "ShiftAndLogScale", "body_features", "check_recomputable",
+           "concat_context", "recompute"]
 
 
 def concat_context(x: tf.Tensor, context: tf.Tensor) -> tf.Tensor:
@@ -120,6 +125,24 @@ def recompute(fn: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor,
     return forward(x)
 
 
+def check_recomputable(body: keras.layers.Layer, recompute_gradients: bool) -> None:
+    """Refuses ``recompute_gradients=True`` for a body with dropout (a ValueError).
+
+    ``recompute`` runs the body a second time in the backward pass; a
+    ``keras.layers.Dropout`` in it would draw a second mask there, and the
+    gradients returned would not be those of the forward pass's network.
+    """
+    if not recompute_gradients:
+        return
+    rates = [sub.rate for sub in body._flatten_layers(include_self=True, recursive=True)
+             if isinstance(sub, keras.layers.Dropout) and sub.rate > 0]
+    if rates:
+        raise ValueError(f"recompute_gradients=True cannot be combined with dropout in the "
+                         f"conditioner (dropout={rates[0]}): the backward pass recomputes the "
+                         f"network with a different dropout mask, so the gradients would be "
+                         f"wrong. Use dropout=0 or recompute_gradients=False.")
+
+
 class BodyConfig:
     """Keras (de)serialization of a layer whose first constructor argument is a ``body``
     layer: ``get_config`` adds it serialized, ``from_config`` rebuilds it first."""
@@ -155,7 +178,8 @@ class ShiftAndLogScale(BodyConfig, keras.layers.Layer):
         starts at zero (then ``shift = log_scale = 0``: an identity coupling).
       channels: the size of the coupled tensor's last axis.
       recompute_gradients: recompute the body's activations in the backward
-        pass instead of storing them (see the module docstring).
+        pass instead of storing them (see the module docstring); a ValueError
+        for a body with dropout.
     """
 
     def __init__(self, body: keras.layers.Layer, channels: int,
@@ -164,6 +188,7 @@ class ShiftAndLogScale(BodyConfig, keras.layers.Layer):
         self.body = body
         self.channels = int(channels)
         self.recompute_gradients = bool(recompute_gradients)
+        check_recomputable(body, self.recompute_gradients)
         self.scale = self.add_weight(name="log_scale_factor", shape=(self.channels,),
                                      initializer="ones")
 
