@@ -17,7 +17,8 @@ import tensorflow as tf
 import tfnvp
 from trainers import data, run_dir, train
 
-VARIATIONAL = ["--flagfile=digits.flags", "--dequantization=variational", "--num_scales=1",
+VARIATIONAL = ["--flagfile=digits.flags", "--dequantization=variational",
+               "--dequantizer_channels=6", "--num_scales=1",
                "--num_res_blocks=1", "--hidden_channels=8", "--batch_size=32",
                "--eval_batch_size=300", "--train_steps=20", "--eval_every=20",
                "--checkpoint_every=20", "--log_every=10", "--summary_every=20",
@@ -32,6 +33,7 @@ def test_variational_run_trains_evaluates_and_exports_the_models_bound(tmp_path)
     assert config["input"]["dequantize"] is False  # The pipeline yields uint8 images.
     model = run_dir.restore_model(str(run), conditioner_dtype=None)
     assert isinstance(model.dequantizer, tfnvp.VariationalDequantizer)
+    assert model.dequantizer.hidden_channels == 6  # --dequantizer_channels, restored.
     # Trained: the couplings of q left the identity (their output gains start at zero).
     gains = [c.body.conv_out.gain.numpy() for c in model.dequantizer.conditioners]
     assert all(np.abs(g).max() > 0 for g in gains)
@@ -76,4 +78,5 @@ def test_flowpp_cifar_flagfile_has_the_three_flowpp_components(tmp_path):
             config.attention_heads) == (96, 10, 32, 4)
     # Flow++'s gated residual blocks with dropout 0.2 in the conditioners.
     assert (config.gated_convolutions, config.dropout) == (True, 0.2)
+    assert config.dequantizer_channels == 32
     assert config.learning_rate == 1e-3

@@ -92,6 +92,9 @@ flags.DEFINE_enum("dequantization", "uniform", ["uniform", "variational"],
                   "a learned q(u | x) (Flow++, tfnvp.VariationalDequantizer) trained with the "
                   "model on the variational bound, the pipeline feeding uint8 images. "
                   "eval/export use the run's.")
+flags.DEFINE_integer("dequantizer_channels", 32, "With --dequantization=variational: the width "
+                     "of the dequantizer's networks (its context map half as wide; "
+                     "tfnvp.RealNVP(dequantizer_channels=)).", lower_bound=2)
 flags.DEFINE_enum("coupling", "affine", ["affine", "logistic_mixture"], "Real NVP: the coupling "
                   "of every step: affine (the paper's) or logistic_mixture (Flow++'s "
                   "logistic-mixture CDF coupling; sampling inverts it by bisection). eval/export "
@@ -281,7 +284,7 @@ def train_config():
         recalibration_batches=FLAGS.recalibration_batches,
         running_average_batch_norm=FLAGS.running_average_batch_norm,
         keep_checkpoints=FLAGS.keep_checkpoints, conditional=FLAGS.conditional,
-        dequantization=FLAGS.dequantization,
+        dequantization=FLAGS.dequantization, dequantizer_channels=FLAGS.dequantizer_channels,
         coupling=FLAGS.coupling, mixture_components=FLAGS.mixture_components,
         attention=FLAGS.attention, attention_heads=FLAGS.attention_heads,
         gated_convolutions=FLAGS.gated_convolutions, dropout=FLAGS.dropout)

@@ -115,6 +115,7 @@ class TrainConfig:
     steps_per_scale: int | None = None  # Glow only.
     conditional: bool = False  # Class-conditional on the dataset's labels.
     dequantization: str = "uniform"  # A name of tfnvp.image_flow.DEQUANTIZATIONS.
+    dequantizer_channels: int = tfnvp.image_flow.DEQUANTIZER_CHANNELS  # Variational only.
     coupling: str = "affine"  # Real NVP only: a tfnvp.coupling_step.COUPLINGS entry.
     mixture_components: int = 4  # Real NVP with coupling="logistic_mixture".
     attention: bool = False  # Real NVP only: gated self-attention at the coarse scales.
@@ -150,14 +151,15 @@ def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool 
                           steps_per_scale=config.steps_per_scale,
                           hidden_channels=config.hidden_channels,
                           conditioner_dtype=MIXED_PRECISION[config.mixed_precision],
-                          num_classes=num_classes, dequantization=config.dequantization)
+                          num_classes=num_classes, dequantization=config.dequantization,
+                          dequantizer_channels=config.dequantizer_channels)
     return tfnvp.RealNVP(
         image_shape, num_scales=config.num_scales, num_res_blocks=config.num_res_blocks,
         hidden_channels=config.hidden_channels,
         synchronized_batch_norm=synchronized_batch_norm,
         running_average_batch_norm=config.running_average_batch_norm,
         conditioner_dtype=MIXED_PRECISION[config.mixed_precision], num_classes=num_classes,
-        dequantization=config.dequantization,
+        dequantization=config.dequantization, dequantizer_channels=config.dequantizer_channels,
         coupling=config.coupling, mixture_components=config.mixture_components,
         attention=config.attention, attention_heads=config.attention_heads,
         gated_convolutions=config.gated_convolutions, dropout=config.dropout)
