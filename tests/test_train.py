@@ -50,6 +50,23 @@ def _tiny_steps(strategy, model, batches: tf.data.Dataset):
     return steps, iterator, optimizer
 
 
+def test_warmup_ramps_the_learning_rate_linearly_then_holds_it():
+    optimizer = steps_lib.make_optimizer(1e-2, warmup_steps=4)
+    weight = tf.Variable([1.0, -2.0])
+    rates, values = [], []
+    for _ in range(6):
+        rates.append(float(optimizer.learning_rate))  # The rate of the next update t.
+        optimizer.apply_gradients([(tf.constant([1.0, 1.0]), weight)])
+        values.append(weight.numpy().copy())
+    np.testing.assert_allclose(rates, [1e-2 * min(1.0, t / 4) for t in range(6)], rtol=1e-6)
+    np.testing.assert_array_equal(values[0], [1.0, -2.0])  # Update 0 has rate 0.
+    # Adam's first steps move by about the rate: the ramp reaches the weights.
+    np.testing.assert_allclose(values[1] - values[0], [-2.5e-3, -2.5e-3], rtol=1e-3)
+    assert float(steps_lib.make_optimizer(1e-2).learning_rate) == pytest.approx(1e-2)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        steps_lib.make_optimizer(1e-2, warmup_steps=-1)
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     """A tiny 4-step run with checkpoints at steps 2 and 4."""

@@ -79,4 +79,4 @@ def test_flowpp_cifar_flagfile_has_the_three_flowpp_components(tmp_path):
     # Flow++'s gated residual blocks with dropout 0.2 in the conditioners.
     assert (config.gated_convolutions, config.dropout) == (True, 0.2)
     assert config.dequantizer_channels == 32
-    assert config.learning_rate == 1e-3
+    assert (config.learning_rate, config.warmup_steps) == (1e-3, 200)

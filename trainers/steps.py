@@ -65,8 +65,21 @@ def pre_reduced(optimizer_class: type) -> type:
     return PreReduced
 
 
-def make_optimizer(learning_rate: float, mixed_precision: str = "none") -> keras.optimizers.Optimizer:
-    """Adam (Keras defaults but ``learning_rate``), loss-scaled for float16."""
+def make_optimizer(learning_rate: float, mixed_precision: str = "none",
+                   warmup_steps: int = 0) -> keras.optimizers.Optimizer:
+    """Adam (Keras defaults but ``learning_rate``), loss-scaled for float16.
+
+    ``warmup_steps > 0``: the learning rate of update ``t`` (0-based, the
+    optimizer's ``iterations``, checkpointed, so a resumed run continues the
+    ramp) is ``learning_rate * min(1, t / warmup_steps)``, Flow++'s linear
+    warm-up (``keras.optimizers.schedules.CosineDecay`` with ``alpha=1``: no decay).
+    """
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+    if warmup_steps:
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=1, alpha=1.0, warmup_target=learning_rate,
+            warmup_steps=warmup_steps)
     optimizer = pre_reduced(keras.optimizers.Adam)(learning_rate=learning_rate)
     if mixed_precision == "float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

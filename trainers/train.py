@@ -78,6 +78,9 @@ flags.DEFINE_integer("train_steps", None, "Total training steps (required for --
 flags.DEFINE_integer("batch_size", 64, "GLOBAL batch size, split evenly across replicas.")
 flags.DEFINE_integer("eval_batch_size", 256, "Evaluation batch size.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (other Adam settings: Keras defaults).")
+flags.DEFINE_integer("warmup_steps", 0, "Linear learning-rate warm-up: update t uses "
+                     "learning_rate * min(1, t / warmup_steps) (Flow++: 200); 0: none.",
+                     lower_bound=0)
 flags.DEFINE_float("l2", 5e-5, "L2 penalty coefficient on the conditioners' kernels (= their "
                    "weight-norm scales; paper: 5e-5), added to the loss.")
 flags.DEFINE_float("clip_grad_norm", None, "Clip the global gradient norm to this (unset: no clipping).")
@@ -275,7 +278,7 @@ def train_config():
 
     return training.TrainConfig(
         output_dir=FLAGS.output_dir, train_steps=FLAGS.train_steps, **model_flags(FLAGS.dataset),
-        learning_rate=FLAGS.learning_rate, l2=FLAGS.l2, clip_grad_norm=FLAGS.clip_grad_norm,
+        learning_rate=FLAGS.learning_rate, warmup_steps=FLAGS.warmup_steps, l2=FLAGS.l2, clip_grad_norm=FLAGS.clip_grad_norm,
         mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile, seed=FLAGS.seed,
         eval_every=FLAGS.eval_every, checkpoint_every=FLAGS.checkpoint_every,
         summary_every=FLAGS.summary_every, log_every=FLAGS.log_every,

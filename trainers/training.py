@@ -96,6 +96,7 @@ class TrainConfig:
     num_res_blocks: int | None  # Real NVP only.
     hidden_channels: int
     learning_rate: float = 1e-3
+    warmup_steps: int = 0  # Linear learning-rate warm-up (steps_lib.make_optimizer).
     l2: float = 5e-5
     clip_grad_norm: float | None = None
     mixed_precision: str = "none"
@@ -354,7 +355,8 @@ def train(config: TrainConfig, data_config: data.DataConfig,
         run_dir.check_config(config.output_dir, cfg)
 
     with strategy.scope():
-        optimizer = steps_lib.make_optimizer(config.learning_rate, config.mixed_precision)
+        optimizer = steps_lib.make_optimizer(config.learning_rate, config.mixed_precision,
+                                             config.warmup_steps)
         optimizer.build(model.trainable_variables)
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     recalibrated = tf.Variable(0, dtype=tf.int64, trainable=False, name="recalibrated")
