@@ -1,0 +1,69 @@
+"""Adam whose per-variable update is one fused kernel.
+
+Keras 3's ``Adam.update_step`` builds about 36 graph operations per variable
+(casts, the bias-correction powers recomputed for every variable, the moment
+updates and the parameter update, each a separate op).  The paper's CIFAR-10
+model has about 1,160 trainable variables, so the optimizer alone put 41,760 of
+the training step's 68,349 nodes in the graph, and tracing and optimizing that
+graph dominated the time to the first training step.
+
+``FusedAdam`` computes the step's shared scalars once and updates each variable
+with TensorFlow's ``ResourceApplyAdam`` kernel, which implements exactly Keras'
+formula (Kingma & Ba, 2015, Algorithm 1 with the bias correction folded into the
+step size, as Keras does)::
+
+    alpha_t = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)
+    m <- m + (g - m) * (1 - beta_1)
+    v <- v + (g^2 - v) * (1 - beta_2)
+    theta <- theta - alpha_t * m / (sqrt(v) + epsilon)
+
+with ``t = iterations + 1``.  Slots, configuration, serialization and
+checkpoints are those of ``keras.optimizers.Adam``: a checkpoint written with
+one restores into the other.  ``amsgrad`` falls back to Keras' update.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+__all__ = ["FusedAdam"]
+
+
+class FusedAdam(keras.optimizers.Adam):
+    """``keras.optimizers.Adam`` with one ``ResourceApplyAdam`` op per variable."""
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        if self.amsgrad:
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        variables = [v.value if isinstance(v, keras.Variable) else v
+                     for v in trainable_variables]
+        grads_and_vars = self._all_reduce_sum_gradients(list(zip(grads, variables)))
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            self._fused_update, self._distribution_strategy, grads_and_vars, learning_rate)
+
+    def _fused_update(self, distribution, grads_and_vars, learning_rate) -> None:
+        step = tf.cast(self.iterations + 1, tf.float32)
+        scalars = {}  # Per variable dtype: (lr, beta_1^t, beta_2^t, beta_1, beta_2, epsilon).
+
+        def scalars_for(dtype: tf.DType) -> tuple:
+            if dtype not in scalars:
+                scalars[dtype] = tuple(tf.cast(s, dtype) for s in (
+                    learning_rate, tf.pow(tf.cast(self.beta_1, tf.float32), step),
+                    tf.pow(tf.cast(self.beta_2, tf.float32), step),
+                    self.beta_1, self.beta_2, self.epsilon))
+            return scalars[dtype]
+
+        for grad, var in grads_and_vars:
+            distribution.extended.update(
+                var, self._apply_one, args=(grad, scalars_for(var.dtype.base_dtype)),
+                group=False)
+
+    def _apply_one(self, variable, gradient, scalars):
+        lr, beta_1_power, beta_2_power, beta_1, beta_2, epsilon = scalars
+        index = self._get_variable_index(variable)
+        return tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=self._momentums[index].value.handle,
+            v=self._velocities[index].value.handle, beta1_power=beta_1_power,
+            beta2_power=beta_2_power, lr=lr, beta1=beta_1, beta2=beta_2, epsilon=epsilon,
+            grad=tf.cast(gradient, variable.dtype))
