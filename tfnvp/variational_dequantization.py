@@ -135,6 +135,13 @@ class ConvNet(keras.layers.Layer):
                                          gain_initializer="zeros" if zero_output else "ones",
                                          dtype=policy)
 
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        """Creates every weight from the input shape, without tracing ``call``."""
+        self.conv_in.build(input_shape)
+        hidden = tuple(input_shape[:-1]) + (self.hidden_channels,)
+        self.conv_hidden.build(hidden)
+        self.conv_out.build(hidden)
+
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         h = tf.nn.relu(self.conv_in(x))
         return self.conv_out(tf.nn.relu(self.conv_hidden(h)))

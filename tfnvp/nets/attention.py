@@ -91,6 +91,12 @@ class GatedAttention(keras.layers.Layer):
         # Statistics in the variable dtype (float32 under a mixed policy).
         self.norm = keras.layers.LayerNormalization(dtype=policy.variable_dtype, name="norm")
 
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        """Creates every weight from the input shape, without tracing ``call``."""
+        shape = tuple(input_shape[:-1]) + (self.channels,)
+        for layer in (self.qkv, self.gate, self.norm):
+            layer.build(shape)
+
     def call(self, x: tf.Tensor) -> tf.Tensor:
         x = tf.convert_to_tensor(x)
         if x.shape[-1] != self.channels:

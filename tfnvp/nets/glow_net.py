@@ -93,6 +93,16 @@ class GlowNet(keras.layers.Layer):
             raise ValueError(f"context must have {self.context_channels} features, got shape "
                              f"{context.shape}.")
 
+    def build(self, x_shape: tuple[int | None, ...],
+              context_shape: tuple[int | None, ...] | None = None) -> None:
+        """Creates every weight from the input shapes, without tracing ``call``."""
+        self.conv_in.build(x_shape)
+        hidden = tuple(x_shape[:-1]) + (self.hidden_channels,)
+        self.conv_hidden.build(hidden)
+        self.conv_out.build(hidden)
+        if self.context_bias is not None and context_shape is not None:
+            self.context_bias.build(context_shape)
+
     def call(self, x: tf.Tensor, training: bool = False,
              context: tf.Tensor | None = None) -> tf.Tensor:
         self._check_context(context)
@@ -139,6 +149,12 @@ class GlowAffineHead(BodyConfig, keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "channels": self.channels, "parity": self.parity}
+
+    def build(self, x_shape: tuple[int | None, ...],
+              context_shape: tuple[int | None, ...] | None = None) -> None:
+        """Builds ``body`` on the kept half (and the context), without tracing ``call``."""
+        kept = tuple(x_shape[:-1]) + (self.channels // 2,)
+        self.body.build(kept, *([] if context_shape is None else [context_shape]))
 
     def call(self, x: tf.Tensor, training: bool = False,
              context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:

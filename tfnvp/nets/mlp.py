@@ -57,6 +57,13 @@ class MLP(keras.layers.Layer):
                                       bias_initializer="zeros", dtype=self.dtype_policy,
                                       name="out")
 
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        """Creates every weight from the input shape, without tracing ``call``."""
+        shape = tuple(input_shape)
+        for layer in [*self.hidden, self.out]:
+            layer.build(shape)
+            shape = shape[:-1] + (layer.units,)
+
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         h = x
         for layer in self.hidden:

@@ -233,6 +233,13 @@ class _ResidualBlock(keras.layers.Layer):
         self.conv_out = WeightNormConv2D(2 * channels if self.gated else channels,
                                          dtype=self.dtype_policy)
 
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        """Creates every weight from the input shape (``[..., channels]``): Keras
+        would otherwise trace ``call`` once more, symbolically, to find them."""
+        hidden = tuple(input_shape[:-1]) + (self.channels,)
+        for layer in (self.norm_in, self.conv_in, self.norm_out, self.conv_out):
+            layer.build(hidden)
+
     def call(self, h: tf.Tensor, training: running_average.Training = False) -> tf.Tensor:
         x = tf.nn.relu(self.norm_in(h, training=training))
         if FOLD_EVAL_BATCH_NORM and self._foldable(x, training):
@@ -338,6 +345,15 @@ class ResNet(keras.layers.Layer):
         self.norm_out = BatchNormalization(momentum=batch_norm_momentum,
                                            synchronized=synchronized_batch_norm, dtype=policy)
         self.conv_out = WeightNormConv2D(out_channels, gain_initializer="zeros", dtype=policy)
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        """Creates every weight from the input shape (``[..., C_in]``) without
+        tracing ``call`` (what Keras does for a layer without ``build``, once per
+        level of nesting)."""
+        self.conv_in.build(input_shape)
+        hidden = tuple(input_shape[:-1]) + (self.hidden_channels,)
+        for layer in [*self.blocks, *self.attentions, *self.skips, self.norm_out, self.conv_out]:
+            layer.build(hidden)
 
     def call(self, x: tf.Tensor, training: running_average.Training = False) -> tf.Tensor:
         stages = [self.conv_in(x)]

@@ -155,6 +155,13 @@ class BodyConfig:
         config = dict(config)
         return cls(body=keras.saving.deserialize_keras_object(config.pop("body")), **config)
 
+    def build(self, x_shape: tuple[int | None, ...],
+              context_shape: tuple[int | None, ...] | None = None) -> None:
+        """Builds ``body`` on what ``body_features`` hands it, ``x`` with the
+        context's ``K`` features appended, without tracing ``call``."""
+        extra = 0 if context_shape is None else context_shape[-1]
+        self.body.build(tuple(x_shape[:-1]) + (x_shape[-1] + extra,))
+
 
 def body_features(head: keras.layers.Layer, x: tf.Tensor, training: bool,
                   context: tf.Tensor | None) -> tf.Tensor:
