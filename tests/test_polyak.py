@@ -30,8 +30,20 @@ def _run(*args: str) -> int:
     return train.run(["train.py", *args])
 
 
+_MODELS: dict = {}  # One model per run directory, restored from each checkpoint in turn.
+
+
 def _weights(run: Path, step: int, averaged: bool) -> list[np.ndarray]:
-    model = tfnvp.load_run(run, step, averaged=averaged)
+    """The trainable weights of checkpoint ``step``: raw, or its Polyak averages as
+    ``tfnvp.load_run`` gives them (``restore_polyak_averages``)."""
+    if run not in _MODELS:
+        _MODELS[run] = tfnvp.runs.build_model(tfnvp.runs.read_config(str(run)))
+    model = _MODELS[run]
+    path = str(run / "checkpoints" / f"ckpt-{step}")
+    status = tf.train.Checkpoint(model=model).restore(path)
+    status.expect_partial().assert_existing_objects_matched()
+    if averaged:
+        assert tfnvp.runs.restore_polyak_averages(model, path) == DECAY
     return [v.numpy() for v in model.trainable_variables]
 
 
@@ -112,7 +124,7 @@ def test_periodic_evaluation_and_sample_grid_use_the_averaged_weights(runs):
     assert abs(bits[True] - bits[False]) > 1e-5
 
 
-def test_eval_and_export_use_the_averaged_weights(runs, tmp_path):
+def test_eval_and_export_use_the_averaged_weights(runs):
     run = runs["averaged"]
     assert _run(f"--output_dir={run}", "--mode=eval") == 0
     report = json.loads((run / "eval.json").read_text())

@@ -1,4 +1,4 @@
-"""Polyak averaging of the weights (Flow++, Glow): evaluation with exponential moving averages.
+"""Polyak averaging of the weights (Flow++): evaluation with exponential moving averages.
 
 With ``--polyak_decay=d > 0`` the optimizer (Keras' ``use_ema``,
 ``steps.make_optimizer``) keeps, for every trainable weight ``w``, the average
@@ -7,8 +7,9 @@ With ``--polyak_decay=d > 0`` the optimizer (Keras' ``use_ema``,
 
 ``w_t`` being the weights after the ``t``-th applied update (Keras starts the
 average at the first update's weights; a skipped, non-finite step applies no
-update and leaves the averages alone).  Flow++ and Glow's releases evaluate
-such averages (``d = 0.999``).  Training goes on from the raw weights ``w``;
+update and leaves the averages alone).  Flow++'s release evaluates such
+averages (``d = 0.999``; Glow's keeps them, ``d = 1 - 1/782``, but evaluates
+its raw weights).  Training goes on from the raw weights ``w``;
 everything evaluation-mode (held-out bits/dim, sample grids, the batch-norm
 recalibration that precedes them, ``--mode=eval``/``export``, ``tfnvp.load_run``)
 uses ``a``: ``AveragedWeights`` swaps them in on every replica and back.

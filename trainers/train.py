@@ -85,7 +85,7 @@ flags.DEFINE_integer("warmup_steps", 0, "Linear learning-rate warm-up: update t 
                      "learning_rate * min(1, t / warmup_steps) (Flow++: 200); 0: none.",
                      lower_bound=0)
 flags.DEFINE_float("polyak_decay", 0.0, "Polyak averaging: exponential moving averages of the "
-                   "weights with this decay (Flow++, Glow: 0.999), checkpointed; evaluations, "
+                   "weights with this decay (Flow++: 0.999), checkpointed; evaluations, "
                    "sample grids, their batch-norm recalibration, eval and export use the "
                    "averages, training the raw weights. 0: off. A run cannot turn it on or off "
                    "when resuming.")
