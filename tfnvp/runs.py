@@ -19,6 +19,13 @@ intact checkpoints).  A candidate is used when it restores completely: its
 ``.index`` and ``.data`` files exist and every variable of the live objects is
 restored (``restore_error``).  Damaged newer checkpoints are skipped with their
 reason; if none restores, ``CheckpointError`` says why for each.
+
+Polyak averaging (Flow++, Glow; the trainer's ``--polyak_decay``): a run
+trained with it checkpoints the exponential moving averages of
+``model.trainable_variables`` under ``POLYAK_KEY`` (a ``PolyakAverages``, in
+``trainable_variables`` order) and their decay under ``POLYAK_DECAY_KEY``.
+``load_run`` gives the averaged weights of such a checkpoint
+(``restore_polyak_averages``): what the run evaluated, sampled and exported.
 """
 
 from __future__ import annotations
@@ -36,9 +43,11 @@ from tfnvp.image_flow import ImageFlowModel
 from tfnvp.model import RealNVP
 
 __all__ = ["ARCHITECTURES", "ARCHITECTURE_KEY", "CHECKPOINT_DIR", "CONFIG_FILE",
-           "CheckpointError", "LEGACY_MODEL_DEFAULTS", "Skipped", "build_model", "candidates",
-           "checkpoint_dir", "checkpoint_step", "first_line", "load_run", "read_config",
-           "restore_error", "restore_newest_intact", "split_architecture"]
+           "CheckpointError", "LEGACY_MODEL_DEFAULTS", "POLYAK_DECAY_KEY", "POLYAK_KEY",
+           "PolyakAverages", "Skipped", "build_model", "candidates", "checkpoint_dir",
+           "checkpoint_polyak_decay", "checkpoint_step", "describe_weights", "first_line",
+           "load_run", "read_config", "restore_error", "restore_newest_intact",
+           "restore_polyak_averages", "split_architecture"]
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -57,6 +66,10 @@ LEGACY_MODEL_DEFAULTS = dict(skip_connections=False, logit_map="asymmetric",
 # is Real NVP: configs written before other architectures existed stay equal.
 ARCHITECTURES: dict[str, type[ImageFlowModel]] = {"realnvp": RealNVP, "glow": Glow}
 ARCHITECTURE_KEY = "architecture"
+
+# The checkpoint's Polyak averages of the weights and their decay (absent: none).
+POLYAK_KEY = "polyak_averages"
+POLYAK_DECAY_KEY = "polyak_decay"
 
 _logger = logging.getLogger(__name__)
 
@@ -193,6 +206,52 @@ def restore_newest_intact(checkpoint: tf.train.Checkpoint, directory: str,
     return None, skipped
 
 
+# ---------------------------------------------------------- Polyak averages
+class PolyakAverages(tf.Module):
+    """The checkpoint node of a model's Polyak averages: ``averages[i]`` is the
+    exponential moving average of ``model.trainable_variables[i]``."""
+
+    def __init__(self, averages):
+        super().__init__(name=POLYAK_KEY)
+        self.averages = list(averages)
+
+
+def checkpoint_polyak_decay(path: str) -> float:
+    """The decay of the Polyak averages a checkpoint holds (0.0: it holds none)."""
+    reader = tf.train.load_checkpoint(path)
+    key = f"{POLYAK_DECAY_KEY}/.ATTRIBUTES/VARIABLE_VALUE"
+    return float(reader.get_tensor(key)) if reader.has_tensor(key) else 0.0
+
+
+def describe_weights(polyak_decay: float) -> str:
+    """Which weights an evaluation uses, for logs and reports."""
+    if polyak_decay > 0:
+        return f"Polyak-averaged weights (decay {polyak_decay:g})"
+    return "training weights"
+
+
+def restore_polyak_averages(model: ImageFlowModel, path: str) -> float:
+    """Sets ``model``'s trainable weights to the Polyak averages of checkpoint ``path``.
+
+    Returns their decay; 0.0 (``model`` unchanged) when the checkpoint holds
+    none.  Raises ``CheckpointError`` when it records averages that do not
+    restore into ``model``.
+    """
+    decay = checkpoint_polyak_decay(path)
+    if not decay:
+        return 0.0
+    variables = model.trainable_variables
+    averages = PolyakAverages([tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)
+                               for v in variables])
+    reason = restore_error(tf.train.Checkpoint(**{POLYAK_KEY: averages}), path, partial=True)
+    if reason is not None:
+        raise CheckpointError(f"Checkpoint {path!r} records Polyak averaging (decay {decay:g}) "
+                              f"but its averages do not restore ({reason}).")
+    for variable, average in zip(variables, averages.averages):
+        variable.assign(average)
+    return decay
+
+
 # ------------------------------------------------------------------- load_run
 def _checkpoint_path(run_dir: str, checkpoint: str | int) -> str:
     """A checkpoint given as a step, a name (``"ckpt-1000"``) or a path prefix."""
@@ -206,7 +265,8 @@ def _checkpoint_path(run_dir: str, checkpoint: str | int) -> str:
     return checkpoint
 
 
-def load_run(run_dir: str | os.PathLike, checkpoint: str | int | None = None) -> ImageFlowModel:
+def load_run(run_dir: str | os.PathLike, checkpoint: str | int | None = None,
+             averaged: bool = True) -> ImageFlowModel:
     """The trained model of a run directory, ready for evaluation.
 
     Rebuilds the run's model (``RealNVP`` or ``Glow``) from ``config.json``
@@ -214,7 +274,11 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | int | None = None) ->
     initializations, from the newest checkpoint that restores completely
     (damaged newer ones are skipped with a logged warning), or from
     ``checkpoint``: a step (``1000``), a name (``"ckpt-1000"``) or a path
-    prefix (``"RUN/checkpoints/ckpt-1000"``).  The model's methods default to
+    prefix (``"RUN/checkpoints/ckpt-1000"``).  A run trained with Polyak
+    averaging (``config.json``'s ``training.polyak_decay``; the checkpoint
+    records it) gives its averaged weights, the ones its evaluations, samples
+    and exports used; ``averaged=False`` gives the raw training weights
+    instead.  The model's methods default to
     evaluation mode (running statistics): ``model.log_prob(x)``,
     ``model.bits_per_dim(images)``, ``model.sample(16)``.
 
@@ -237,7 +301,7 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | int | None = None) ->
         if path is None:
             raise FileNotFoundError(f"No checkpoint in {checkpoint_dir(run_dir)!r}: the run has "
                                     "not saved one yet.")
-        return model
+        return _with_weights(model, path, averaged)
     path = _checkpoint_path(run_dir, checkpoint)
     if not tf.io.gfile.exists(path + ".index"):
         raise FileNotFoundError(f"No checkpoint {checkpoint!r} in {run_dir!r} (expected "
@@ -247,4 +311,12 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | int | None = None) ->
     if reason is not None:
         raise CheckpointError(f"Checkpoint {path!r} does not restore ({reason}); leave "
                               "checkpoint unset to use the newest intact one.")
+    return _with_weights(model, path, averaged)
+
+
+def _with_weights(model: ImageFlowModel, path: str, averaged: bool) -> ImageFlowModel:
+    """``model`` restored from ``path``, with its Polyak averages if ``averaged``."""
+    weights = (describe_weights(restore_polyak_averages(model, path)) if averaged
+               else "the raw training weights (averaged=False)")
+    _logger.info("Loaded %s: %s.", path, weights)
     return model

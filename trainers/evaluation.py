@@ -22,6 +22,11 @@ result; the checkpoint records it (``recalibration_batches``, 0 = running
 averages), and ``--mode=eval`` / ``--mode=export`` of a checkpoint that was not
 recalibrated recalibrate it first (unless ``--recalibration_batches=0``).
 
+Which weights: a run trained with Polyak averaging (``--polyak_decay``) is
+evaluated, sampled and recalibrated with its averaged weights
+(``trainers/polyak.py``); eval and export of its checkpoints too
+(``run_dir.restore_run``).
+
 Class-conditional models (``num_classes``) are evaluated on ``-log p(x | y)``
 with the held-out labels, recalibrated with the training labels, and their
 sample grids have one row per class (row ``k``: samples of class ``k``).
@@ -46,7 +51,8 @@ from trainers import run_dir
 
 __all__ = ["EvalResult", "Evaluator", "Sampler", "sample_grid_path", "evaluate_run",
            "for_model", "class_rows",
-           "RECALIBRATION_KEY", "describe_statistics", "checkpoint_recalibration",
+           "RECALIBRATION_KEY", "describe_statistics", "describe_weights",
+           "checkpoint_recalibration",
            "recalibration_dataset", "recalibrate", "prepare_statistics"]
 
 # The checkpoint variable saying how many batches the model's batch-norm
@@ -174,6 +180,12 @@ def describe_statistics(model: tfnvp.flow_model.FlowModel, recalibration_batches
     return "running averages (debiased)"
 
 
+def describe_weights(checkpoint_path: str) -> str:
+    """Which weights eval/export of a checkpoint use (``run_dir.restore_run``'s): its
+    Polyak averages if it holds them."""
+    return tfnvp.runs.describe_weights(tfnvp.runs.checkpoint_polyak_decay(checkpoint_path))
+
+
 def checkpoint_recalibration(checkpoint_path: str) -> int:
     """Batches the checkpoint's statistics were recalibrated over (0: none)."""
     reader = tf.train.load_checkpoint(checkpoint_path)
@@ -256,10 +268,11 @@ def evaluate_run(output_dir: str, data_config: data.DataConfig, checkpoint: str 
     batches = prepare_statistics(model, checkpoint, output_dir, data_config,
                                  recalibration_batches)
     statistics = describe_statistics(model, batches)
+    weights = describe_weights(checkpoint)
     data_config = dataclasses.replace(for_model(data_config, model), max_eval_examples=None)
     expected = data.num_eval_examples(data_config)
-    logging.info("Evaluating %s (step %d; batch-norm statistics: %s) on %d held-out %s "
-                 "examples.", checkpoint, step, statistics, expected, data_config.dataset)
+    logging.info("Evaluating %s (step %d; %s; batch-norm statistics: %s) on %d held-out %s "
+                 "examples.", checkpoint, step, weights, statistics, expected, data_config.dataset)
     result = Evaluator(model, data_config.eval_seed).evaluate(data.make_eval_dataset(data_config))
     if result.num_examples != expected:
         raise RuntimeError(f"Evaluated {result.num_examples} examples, expected {expected}.")
@@ -267,7 +280,7 @@ def evaluate_run(output_dir: str, data_config: data.DataConfig, checkpoint: str 
                   num_examples=result.num_examples, step=step, checkpoint=checkpoint,
                   dataset=data_config.dataset, eval_seed=data_config.eval_seed,
                   seconds=round(result.seconds, 3), batch_norm_statistics=statistics,
-                  recalibration_batches=batches)
+                  recalibration_batches=batches, weights=weights)
     path = os.path.join(output_dir, EVAL_FILE)
     run_dir.write_json_atomic(path, report)
     logging.info("Step %d: %s; wrote %s", step, result.summary(), path)

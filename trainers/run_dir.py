@@ -3,7 +3,8 @@
 ::
 
     RUN/config.json        model and data configuration (written once, atomically)
-    RUN/checkpoints/       tf.train.CheckpointManager: Checkpoint(model=, optimizer=, step=, rng=)
+    RUN/checkpoints/       tf.train.CheckpointManager: Checkpoint(model=, optimizer=, step=, rng=,
+                           recalibration_batches=[, polyak_averages=, polyak_decay=])
     RUN/samples/           PNG grids of samples, one per evaluation (step_XXXXXXXX.png)
     RUN/tensorboard/       TensorBoard summaries (train/, eval/)
     RUN/eval.json          result of --mode=eval
@@ -27,7 +28,8 @@ import tensorflow as tf
 import tfnvp
 # The format's reading half is the library's (tfnvp.load_run): one definition.
 from tfnvp.runs import (ARCHITECTURE_KEY, ARCHITECTURES, CHECKPOINT_DIR, CONFIG_FILE,
-                        LEGACY_MODEL_DEFAULTS, build_model, checkpoint_dir, read_config)
+                        LEGACY_MODEL_DEFAULTS, build_model, checkpoint_dir, read_config,
+                        restore_polyak_averages)
 from tfnvp.runs import split_architecture as _split_architecture
 
 __all__ = ["CONFIG_FILE", "CHECKPOINT_DIR", "LEGACY_MODEL_DEFAULTS", "ARCHITECTURES",
@@ -139,14 +141,16 @@ def model_checkpoint_object(model: tfnvp.ImageFlowModel) -> tfnvp.ImageFlowModel
     return model
 
 
-def restore_run(output_dir: str, checkpoint_path: str | None = None,
+def restore_run(output_dir: str, checkpoint_path: str | None = None, averaged: bool = True,
                 **overrides) -> tuple[tfnvp.ImageFlowModel, str]:
     """The model of a run and the checkpoint its weights come from.
 
     ``checkpoint_path`` (e.g. ``--checkpoint``) must exist and restore; without
     it, the newest checkpoint whose model weights all restore is used, skipping
     damaged newer ones with a logged reason (``checkpoints.restore_newest_intact``,
-    as a resumed training run does).
+    as a resumed training run does).  The weights are the checkpoint's Polyak
+    averages if it holds them (``tfnvp.runs.restore_polyak_averages``) and
+    ``averaged``, else the raw training weights.
     """
     from trainers import checkpoints  # Late: checkpoints needs nothing of this module.
 
@@ -158,20 +162,24 @@ def restore_run(output_dir: str, checkpoint_path: str | None = None,
         if path is None:
             raise FileNotFoundError(f"No checkpoint in {checkpoint_dir(output_dir)!r}: train "
                                     "first (--mode=train).")
-        return model, path
-    if not tf.io.gfile.exists(checkpoint_path + ".index"):
-        raise FileNotFoundError(
-            f"--checkpoint={checkpoint_path!r}: no such checkpoint (expected "
-            f"{checkpoint_path}.index, e.g. {checkpoint_dir(output_dir)}/ckpt-1000).")
-    reason = checkpoints.restore_error(checkpoint, checkpoint_path, partial=True)
-    if reason is not None:
-        raise checkpoints.CheckpointError(
-            f"--checkpoint={checkpoint_path!r} does not restore ({reason}); leave --checkpoint "
-            "unset to use the newest intact checkpoint.")
+        checkpoint_path = path
+    else:
+        if not tf.io.gfile.exists(checkpoint_path + ".index"):
+            raise FileNotFoundError(
+                f"--checkpoint={checkpoint_path!r}: no such checkpoint (expected "
+                f"{checkpoint_path}.index, e.g. {checkpoint_dir(output_dir)}/ckpt-1000).")
+        reason = checkpoints.restore_error(checkpoint, checkpoint_path, partial=True)
+        if reason is not None:
+            raise checkpoints.CheckpointError(
+                f"--checkpoint={checkpoint_path!r} does not restore ({reason}); leave "
+                "--checkpoint unset to use the newest intact checkpoint.")
+    if averaged:
+        restore_polyak_averages(model, checkpoint_path)
     return model, checkpoint_path
 
 
-def restore_model(output_dir: str, checkpoint_path: str | None = None,
+def restore_model(output_dir: str, checkpoint_path: str | None = None, averaged: bool = True,
                   **overrides) -> tfnvp.ImageFlowModel:
-    """The model of a run with the weights of its newest intact (or the given) checkpoint."""
-    return restore_run(output_dir, checkpoint_path, **overrides)[0]
+    """The model of a run with the weights of its newest intact (or the given) checkpoint
+    (its Polyak averages if it holds them and ``averaged``)."""
+    return restore_run(output_dir, checkpoint_path, averaged, **overrides)[0]

@@ -12,8 +12,10 @@ One training step, for a global batch of ``B`` images split across ``R`` replica
    that gradient-norm clipping and the finiteness check see the global
    gradient and take the same decision on every replica;
 3. if the loss and every gradient are finite, the clipped gradients are applied
-   by an optimizer that does not all-reduce them again (``pre_reduced``);
-   otherwise nothing is applied, the batch-norm running statistics that the
+   by an optimizer that does not all-reduce them again (``pre_reduced``), which
+   also updates the Polyak averages of the weights if it keeps them
+   (``make_optimizer(polyak_decay=)``); otherwise nothing is applied (the
+   averages do not move either), the batch-norm running statistics that the
    forward pass updated are put back, and the step reports ``applied=False``.
    That decision is a ``tf.cond`` in cross-replica context: Keras optimizers
    call ``merge_call``, which a ``cond`` branch in replica context may not.
@@ -67,7 +69,7 @@ def pre_reduced(optimizer_class: type) -> type:
 
 
 def make_optimizer(learning_rate: float, mixed_precision: str = "none",
-                   warmup_steps: int = 0) -> keras.optimizers.Optimizer:
+                   warmup_steps: int = 0, polyak_decay: float = 0.0) -> keras.optimizers.Optimizer:
     """Adam (Keras defaults but ``learning_rate``; ``FusedAdam``: one fused kernel
     per variable), loss-scaled for float16.
 
@@ -75,14 +77,22 @@ def make_optimizer(learning_rate: float, mixed_precision: str = "none",
     optimizer's ``iterations``, checkpointed, so a resumed run continues the
     ramp) is ``learning_rate * min(1, t / warmup_steps)``, Flow++'s linear
     warm-up (``keras.optimizers.schedules.CosineDecay`` with ``alpha=1``: no decay).
+
+    ``polyak_decay > 0``: the optimizer also keeps Polyak averages of the
+    weights (Keras' ``use_ema``, ``ema_momentum=polyak_decay``), updated by
+    every applied update and only by those (``trainers/polyak.py``).
     """
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+    if not 0.0 <= polyak_decay < 1.0:
+        raise ValueError(f"polyak_decay must be in [0, 1) (0: no Polyak averaging), "
+                         f"got {polyak_decay}.")
     if warmup_steps:
         learning_rate = keras.optimizers.schedules.CosineDecay(
             0.0, decay_steps=1, alpha=1.0, warmup_target=learning_rate,
             warmup_steps=warmup_steps)
-    optimizer = pre_reduced(FusedAdam)(learning_rate=learning_rate)
+    optimizer = pre_reduced(FusedAdam)(
+        learning_rate=learning_rate, use_ema=polyak_decay > 0, ema_momentum=polyak_decay)
     if mixed_precision == "float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer

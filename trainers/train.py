@@ -35,6 +35,9 @@ Batch-norm statistics: training keeps debiased running averages; before every
 evaluation, sample grid and the final checkpoint they are recalibrated over
 --recalibration_batches training batches and checkpointed.  eval and export use
 the checkpoint's statistics, recalibrating a checkpoint that was not.
+
+Polyak averaging (--polyak_decay, trainers/polyak.py): evaluations, sample grids,
+their recalibration, eval and export use the averaged weights; training the raw ones.
 """
 
 from __future__ import annotations
@@ -81,6 +84,11 @@ flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (other Adam settin
 flags.DEFINE_integer("warmup_steps", 0, "Linear learning-rate warm-up: update t uses "
                      "learning_rate * min(1, t / warmup_steps) (Flow++: 200); 0: none.",
                      lower_bound=0)
+flags.DEFINE_float("polyak_decay", 0.0, "Polyak averaging: exponential moving averages of the "
+                   "weights with this decay (Flow++: 0.999), checkpointed; evaluations, "
+                   "sample grids, their batch-norm recalibration, eval and export use the "
+                   "averages, training the raw weights. 0: off. A run cannot turn it on or off "
+                   "when resuming.")
 flags.DEFINE_float("l2", 5e-5, "L2 penalty coefficient on the conditioners' kernels (= their "
                    "weight-norm scales; paper: 5e-5), added to the loss.")
 flags.DEFINE_float("clip_grad_norm", None, "Clip the global gradient norm to this (unset: no clipping).")
@@ -175,6 +183,8 @@ flags.register_validator("channels", lambda v: v is None or 1 <= v <= 4,
 flags.register_validator("num_res_blocks", lambda v: v is None or v >= 0, message="must be >= 0.")
 flags.register_validator("attention_heads", lambda v: v >= 1, message="must be >= 1.")
 flags.register_validator("dropout", lambda v: 0.0 <= v < 1.0, message="must be in [0, 1).")
+flags.register_validator("polyak_decay", lambda v: 0.0 <= v < 1.0,
+                         message="must be in [0, 1) (0: no Polyak averaging; Flow++: 0.999).")
 flags.register_validator("num_sample_images", lambda v: v >= 0, message="must be >= 0.")
 flags.register_validator("learning_rate", lambda v: v > 0, message="must be > 0.")
 flags.register_validator("l2", lambda v: v >= 0, message="must be >= 0.")
@@ -278,7 +288,8 @@ def train_config():
 
     return training.TrainConfig(
         output_dir=FLAGS.output_dir, train_steps=FLAGS.train_steps, **model_flags(FLAGS.dataset),
-        learning_rate=FLAGS.learning_rate, warmup_steps=FLAGS.warmup_steps, l2=FLAGS.l2, clip_grad_norm=FLAGS.clip_grad_norm,
+        learning_rate=FLAGS.learning_rate, warmup_steps=FLAGS.warmup_steps,
+        polyak_decay=FLAGS.polyak_decay, l2=FLAGS.l2, clip_grad_norm=FLAGS.clip_grad_norm,
         mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile, seed=FLAGS.seed,
         eval_every=FLAGS.eval_every, checkpoint_every=FLAGS.checkpoint_every,
         summary_every=FLAGS.summary_every, log_every=FLAGS.log_every,
@@ -368,9 +379,11 @@ def execute(flagfile: str | None = None) -> dict:
                         "(if any) is untouched and the partial one was removed; free space and "
                         "run the same command again.") from error
     statistics = evaluation.describe_statistics(model, batches)
-    logging.info("Exported %s (batch-norm statistics: %s) to %s", checkpoint, statistics, path)
+    weights = evaluation.describe_weights(checkpoint)
+    logging.info("Exported %s (%s; batch-norm statistics: %s) to %s", checkpoint, weights,
+                 statistics, path)
     return dict(saved_model=path, version=version, checkpoint=checkpoint,
-                batch_norm_statistics=statistics)
+                batch_norm_statistics=statistics, weights=weights)
 
 
 def _user_error_types() -> tuple[type, ...]:

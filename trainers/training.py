@@ -33,6 +33,12 @@ summaries and evaluations.
   Training goes on from the recalibrated values (they are the better
   estimate; the counter weighs them as that many updates), which in the
   default mode only evaluation uses; so does a resumed run.
+* **Polyak averaging** (``polyak_decay > 0``, ``trainers/polyak.py``): the
+  optimizer keeps exponential moving averages of the weights, checkpointed
+  (a resumed run continues them); the recalibration and the evaluation
+  swap them in and the raw weights back, so the recalibrated statistics (and
+  the checkpoint's) belong to the averaged weights. ``polyak_decay`` can
+  change between restarts, but not from or to 0.
 * **What the user sees** every ``log_every`` steps: step/total, loss in nats,
   training bits/dim, gradient norm, images/s and ETA; TensorBoard summaries in
   ``RUN/tensorboard/{train,eval}``; at every evaluation the held-out bits/dim
@@ -69,6 +75,7 @@ from trainers import checkpoints as checkpoints_lib
 from trainers import data
 from trainers import divergence
 from trainers import evaluation
+from trainers import polyak
 from trainers import preemption
 from trainers import run_dir
 from trainers import steps as steps_lib
@@ -97,6 +104,7 @@ class TrainConfig:
     hidden_channels: int
     learning_rate: float = 1e-3
     warmup_steps: int = 0  # Linear learning-rate warm-up (steps_lib.make_optimizer).
+    polyak_decay: float = 0.0  # Polyak averaging of the weights (trainers/polyak.py); 0: off.
     l2: float = 5e-5
     clip_grad_norm: float | None = None
     mixed_precision: str = "none"
@@ -125,6 +133,9 @@ class TrainConfig:
     dropout: float = 0.0  # Real NVP only: in the conditioners' residual blocks.
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.polyak_decay < 1.0:
+            raise ValueError(f"polyak_decay must be in [0, 1) (0: no Polyak averaging), "
+                             f"got {self.polyak_decay}.")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {sorted(MIXED_PRECISION)}, "
                              f"got {self.mixed_precision!r}.")
@@ -197,6 +208,21 @@ def weights_fingerprint(model: keras.Model) -> str:
         digest.update(f"{value.dtype}{value.shape}".encode())
         digest.update(value.tobytes())
     return digest.hexdigest()[:16]
+
+
+def _check_polyak(output_dir: str, polyak_decay: float) -> None:
+    """Refuses to turn Polyak averaging on or off in an existing run (its checkpoints
+    hold the averages, or none): the decay itself may change."""
+    if not os.path.exists(os.path.join(output_dir, run_dir.CONFIG_FILE)):
+        return
+    stored = float(run_dir.read_config(output_dir).get("training", {}).get("polyak_decay", 0.0))
+    if (stored > 0) != (polyak_decay > 0):
+        raise run_dir.ConfigMismatchError(
+            f"{output_dir!r} holds a run trained with --polyak_decay={stored:g} "
+            f"({'with' if stored > 0 else 'without'} Polyak averaging); --polyak_decay="
+            f"{polyak_decay:g} cannot turn it {'off' if stored > 0 else 'on'} when resuming. "
+            f"Pass --polyak_decay={stored:g} (any value {'in (0, 1)' if stored > 0 else 'of 0'} "
+            "works), or use another --output_dir; the run was left untouched.")
 
 
 def _nonfinite(variables) -> list[str]:
@@ -349,6 +375,7 @@ def train(config: TrainConfig, data_config: data.DataConfig,
                             num_classes=num_classes)
     data_config = evaluation.for_model(data_config, model)  # uint8 for a learned dequantizer.
     cfg = run_config(model, data_config, config)
+    _check_polyak(config.output_dir, config.polyak_decay)
     if chief:
         run_dir.write_or_check_config(config.output_dir, cfg)
     else:  # Only the chief writes config.json; the others check it if it is there.
@@ -356,22 +383,30 @@ def train(config: TrainConfig, data_config: data.DataConfig,
 
     with strategy.scope():
         optimizer = steps_lib.make_optimizer(config.learning_rate, config.mixed_precision,
-                                             config.warmup_steps)
+                                             config.warmup_steps, config.polyak_decay)
         optimizer.build(model.trainable_variables)
+    averaged_weights = polyak.AveragedWeights(model.trainable_variables, optimizer, strategy,
+                                              config.polyak_decay)
+    averaged_weights.initialize()  # A resumed run restores its averages.
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     recalibrated = tf.Variable(0, dtype=tf.int64, trainable=False, name="recalibrated")
+    decay_var = tf.Variable(config.polyak_decay, dtype=tf.float64, trainable=False,
+                            name="polyak_decay")
     rng = tf.random.Generator.from_seed(config.seed)
 
     checkpoint = tf.train.Checkpoint(model=run_dir.model_checkpoint_object(model),
                                      optimizer=optimizer, step=step_var, rng=rng,
-                                     **{evaluation.RECALIBRATION_KEY: recalibrated})
+                                     **{evaluation.RECALIBRATION_KEY: recalibrated},
+                                     **polyak.checkpoint_objects(optimizer, decay_var))
     checkpointer = _Checkpointer(config.output_dir, checkpoint, chief, task,
                                  keep=config.keep_checkpoints)
     restored = checkpointer.restore_latest()
+    decay_var.assign(config.polyak_decay)  # Checkpoints record the decay in use from here on.
     start_step = int(step_var.numpy())
     if restored:
-        logging.info("Restored %s: resuming at step %d (weights %s).", restored, start_step,
-                     weights_fingerprint(model))
+        logging.info("Restored %s: resuming at step %d (weights %s%s).", restored, start_step,
+                     weights_fingerprint(model),
+                     ", and their Polyak averages" if averaged_weights.averages else "")
     else:
         logging.info("New run in %s (%d parameters, weights %s).", config.output_dir,
                      sum(int(np.prod(v.shape)) for v in model.trainable_variables),
@@ -432,14 +467,14 @@ def train(config: TrainConfig, data_config: data.DataConfig,
         periodic = [
             # Every worker recalibrates (the same fixed batches), so the replicas stay identical.
             (evaluation_due and config.recalibration_batches > 0,
-             lambda: recalibrated.assign(recalibrate())),
+             lambda: recalibrated.assign(recalibrate(averaged_weights))),
             (outputs is not None and (step % config.summary_every == 0 or last),
              lambda: outputs.train_summaries(
                  step, stats, steps.diagnose(batch),
                  optimizer)),
             (checkpoint_due and guard.checkpoint_allowed, save),  # Postponed while skipping.
-            (evaluating,
-             lambda: result.update(eval=outputs.evaluate(step, int(recalibrated.numpy())))),
+            (evaluating, lambda: result.update(eval=outputs.evaluate(
+                step, int(recalibrated.numpy()), averaged_weights))),
         ]
         if step % config.log_every == 0 or last:
             timed_steps, timed_seconds = timed_steps + progress.timed_steps, timed_seconds + progress.seconds
@@ -485,13 +520,15 @@ class _Recalibration:
             config, data_config, model, strategy)
         self._dataset: tf.data.Dataset | None = None  # Built once: its cache is reused.
 
-    def __call__(self) -> int:
-        """Returns the number of batches used."""
+    def __call__(self, averaged_weights: polyak.AveragedWeights) -> int:
+        """Recalibrates the statistics of the weights evaluations use (the Polyak averages,
+        if any); returns the number of batches used."""
         if self._dataset is None:
             self._dataset = evaluation.recalibration_dataset(
                 self.data_config, self.config.recalibration_batches, self.config.seed)
-        return evaluation.recalibrate(self.model, self._dataset,
-                                      self.config.recalibration_batches, self.strategy)
+        with averaged_weights():
+            return evaluation.recalibrate(self.model, self._dataset,
+                                          self.config.recalibration_batches, self.strategy)
 
 
 class _Outputs:
@@ -519,22 +556,27 @@ class _Outputs:
         values.update({f"eval_mode/{k}": v for k, v in diagnostics.items()})
         self.scalars("train", step, values)
 
-    def evaluate(self, step: int, recalibration_batches: int) -> dict:
-        """Held-out bits/dim and samples with the current statistics, as described by
-        ``recalibration_batches`` (0: the running averages)."""
+    def evaluate(self, step: int, recalibration_batches: int,
+                 averaged_weights: polyak.AveragedWeights) -> dict:
+        """Held-out bits/dim and samples of ``averaged_weights`` with the current statistics,
+        as described by ``recalibration_batches`` (0: the running averages)."""
         if self._eval_dataset is None:
             self._eval_dataset = data.make_eval_dataset(self.data_config)
-        result = self.evaluator.evaluate(self._eval_dataset)
+        with averaged_weights():
+            result = self.evaluator.evaluate(self._eval_dataset)
+            picture = path = None
+            if self.sampler is not None:
+                path, picture = self.sampler.save_grid(
+                    evaluation.sample_grid_path(self.config.output_dir, step))
         statistics = evaluation.describe_statistics(self.model, recalibration_batches)
-        logging.info("Evaluation at step %d (batch-norm statistics: %s): %s.", step, statistics,
-                     result.summary())
+        logging.info("Evaluation at step %d (%s; batch-norm statistics: %s): %s.", step,
+                     averaged_weights.description, statistics, result.summary())
         self.scalars("eval", step, dict(bits_per_dim=result.bits_per_dim,
                                         bits_per_dim_std_error=result.std_error,
                                         batch_norm_recalibration_batches=recalibration_batches))
-        report = dict(dataclasses.asdict(result), batch_norm_statistics=statistics)
-        if self.sampler is not None:
-            path, picture = self.sampler.save_grid(
-                evaluation.sample_grid_path(self.config.output_dir, step))
+        report = dict(dataclasses.asdict(result), batch_norm_statistics=statistics,
+                      weights=averaged_weights.description)
+        if path is not None:
             self.writers["eval"].image(step, f"samples_t{self.config.temperature:g}", picture)
             logging.info("Samples (temperature %g): %s", self.config.temperature, path)
             report["samples"] = path
