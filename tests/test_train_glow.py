@@ -71,6 +71,7 @@ def test_glow_cifar_flagfile_is_the_glow_papers_model(tmp_path):
     assert (config.num_scales, config.steps_per_scale, config.hidden_channels) == (
         paper["num_scales"], paper["steps_per_scale"], paper["hidden_channels"]) == (3, 32, 512)
     assert (config.learning_rate, config.l2, config.clip_grad_norm) == (1e-3, 0.0, None)
+    assert config.warmup_steps == 7813  # The release: 10 epochs of 50,000 images at batch 64.
     # Without the flags, --model=glow takes the Glow paper's configuration for CIFAR-10.
     train.FLAGS.unparse_flags()
     train.FLAGS(["train.py", "--dataset=cifar10", "--model=glow", "--train_steps=1",
