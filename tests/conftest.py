@@ -1,4 +1,4 @@
-"""Shared pytest setup: quiet TensorFlow logs, deterministic seeds per test, the parallel schedule."""
+"""Shared pytest setup: quiet TensorFlow logs, deterministic seeds per test, parallel runs."""
 
 import io
 import logging
