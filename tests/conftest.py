@@ -1,4 +1,4 @@
-"""Shared pytest setup: quiet TensorFlow logs, deterministic seeds per test."""
+"""Shared pytest setup: quiet TensorFlow logs, deterministic seeds per test, parallel runs."""
 
 import io
 import logging
@@ -31,3 +31,43 @@ def absl_log():
     logger.addHandler(handler)
     yield stream.getvalue
     logger.removeHandler(handler)
+
+
+# ------------------------------------------------------------------ parallel runs
+# setup.cfg runs the suite on one worker process per core (pytest-xdist, `-n auto`), a whole
+# file per worker (module-scoped runs are trained once). Two files share one process-wide run
+# (tests/digits_runs.py) and go to the same worker; the slowest files (as measured: trainer
+# runs, subprocesses, numerical Jacobians of whole flows) are handed out first, so that no
+# worker is left with a long file at the end. The order affects the wall time only, never
+# what a test checks.
+SAME_WORKER = {"tests/test_conditional.py": "tests/test_training.py"}
+SLOWEST_FIRST = (
+    "test_train.py", "test_recovery.py", "test_model.py", "test_logistic_mixture_coupling.py",
+    "test_training.py", "test_conditional.py", "test_export.py", "test_attention.py",
+    "test_keras.py", "test_train_conditional.py", "test_load_run.py", "test_tfds_download.py",
+    "test_distributed.py", "test_packaging.py", "test_recalibration.py",
+    "test_train_variational.py", "test_train_glow.py", "test_readme.py", "test_visualize.py",
+    "test_examples.py", "test_conformance.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # Stable: files stay whole.
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):
+        """--dist=loadfile in collection order, with SAME_WORKER's files as one unit."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return SAME_WORKER.get(scope, scope)
+
+    config.option.loadscopereorder = False  # Collection order (above), not the test count.
+    return Scheduling(config, log)
