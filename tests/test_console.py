@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import pytest
 import tensorflow as tf
@@ -41,13 +42,27 @@ def test_everything_passed_on_when_the_block_fails(capfd):
     assert capfd.readouterr().err.encode() == b"".join(BANNER + REPEAT)
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time (pytest swaps it per test)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 @pytest.fixture
 def logging_state():
     logger = logging.getLogger("tensorflow")
     handler = absl_logging.get_absl_handler()
     state = (list(logger.handlers), logger.propagate, list(handler.filters),
-             absl_logging.get_verbosity())
+             absl_logging.get_verbosity(), handler.python_handler.stream)
+    # The handler keeps the stream of its creation, which may be an earlier test's captured
+    # stderr (a trainer test in the same worker process): write to this test's instead.
+    handler.python_handler.stream = _CurrentStderr()
     yield logger
+    handler.python_handler.stream = state[4]
     logger.handlers[:] = state[0]
     logger.propagate = state[1]
     handler.filters[:] = state[2]
