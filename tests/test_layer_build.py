@@ -45,11 +45,14 @@ CASES = {
 }
 
 
+# Layers whose call takes ``training=`` and ``context=``: build(x_shape, context_shape=None).
+_CONDITIONED = (ShiftAndLogScale, LogisticMixtureParameters, GlowNet, GlowAffineHead)
+
+
 def _call(layer, shapes):
     tensors = [tf.random.stateless_normal(s, [1, len(s)]) for s in shapes]
     kwargs = {"context": tensors[1]} if len(tensors) > 1 else {}
-    if isinstance(layer, (ShiftAndLogScale, LogisticMixtureParameters, GlowNet, GlowAffineHead,
-                          ResNet)):
+    if isinstance(layer, (*_CONDITIONED, ResNet)):
         kwargs["training"] = True
     return layer(tensors[0], **kwargs)
 
@@ -62,8 +65,7 @@ def test_build_from_shapes_creates_every_weight_a_call_uses(name):
 
     built = make()
     names = ["x_shape", "context_shape"][:len(shapes)]
-    if len(shapes) == 1 and not isinstance(built, (ShiftAndLogScale, LogisticMixtureParameters,
-                                                   GlowNet, GlowAffineHead)):
+    if len(shapes) == 1 and not isinstance(built, _CONDITIONED):
         built.build(shapes[0])
     else:
         built.build(**dict(zip(names, shapes)))
