@@ -4,6 +4,7 @@
     python bench/throughput.py                 # full run (~30 min on 2 cores)
     python bench/throughput.py --quick         # small model only, few steps (~5 min)
     python bench/throughput.py --only=hw,train --models=paper --dtypes=bfloat16 --xla=off
+    python bench/throughput.py --only=hw,reference,public --models=paper  # vs PyTorch (issue 14)
 
 Measures, for the paper's CIFAR-10 model (``RealNVP.from_paper("cifar10")``)
 and a small model (2 scales, 2 residual blocks, 32 feature maps):
@@ -41,6 +42,15 @@ gradients of ``-mean(model.distribution.log_prob(x))``; ``model.log_prob``,
 ``model.distribution.log_prob`` / ``.sample`` in a user ``tf.function``.  Each
 row reports its first call in a fresh process (time to first result) and how
 often it traced; the targets of issue 14 are checked against the reference.
+
+``--only=reference`` times the PyTorch reference (``bench/torch_reference.py``,
+an implementation of the port issue 6 measured, 19.6 M parameters; needs the
+``bench`` extra, else it is reported as skipped) in the same run: training step
+(Adam, batch 64), evaluation-mode log_prob (batch 256) and sampling (batch 64),
+plus its parameter and conv FLOP counts.  The "x ref" ratios and the targets
+then divide by these figures; "x ref (scaled)" keeps issue 6's figures scaled
+by this host's float32 conv peak.  The issue 14 comparison is
+``--only=hw,reference,public --models=paper``.
 
 Every configuration runs in its own subprocess (``--child``), so its peak RSS
 (``ru_maxrss`` of the child) is its own and nothing is shared between
@@ -152,23 +162,36 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _time_calls(fn, args, warmup: int, min_steps: int, max_steps: int, min_seconds: float):
-    """(first-call seconds, wall seconds and CPU seconds of each timed call)."""
+def _time_calls(fn, args, job: dict, sync=_sync) -> dict:
+    """Times ``fn(*args)`` (``job``'s warm-up and step counts): images/s, first call, CPU use.
+
+    ``sync`` waits for a call's result (TensorFlow's are asynchronous; PyTorch's
+    CPU calls return finished results).
+    """
     start = time.perf_counter()
-    _sync(fn(*args))
+    sync(fn(*args))
     first = time.perf_counter() - start
-    for _ in range(warmup):
-        _sync(fn(*args))
+    for _ in range(job["warmup"]):
+        sync(fn(*args))
     times: list[float] = []
     cpu: list[float] = []
     begin = time.perf_counter()
-    while len(times) < max_steps and (len(times) < min_steps
-                                       or time.perf_counter() - begin < min_seconds):
+    while len(times) < job["max_steps"] and (len(times) < job["min_steps"]
+                                              or time.perf_counter() - begin < job["min_seconds"]):
         start, cpu_start = time.perf_counter(), _cpu_seconds()
-        _sync(fn(*args))
+        sync(fn(*args))
         times.append(time.perf_counter() - start)
         cpu.append(_cpu_seconds() - cpu_start)
-    return first, times, cpu
+    step = statistics.median(times)
+    cpu_step = statistics.median(cpu)
+    batch, threads = job["batch"], job["threads"][0]
+    # CPU time per step / intra-op threads: what the step would take with the
+    # cores to itself (a noise-robust estimate when other processes compete).
+    return dict(images_per_sec=batch / step, step_s=step, step_times_s=times,
+                cpu_s=cpu_step, cpu_times_s=cpu,
+                images_per_sec_cpu_estimate=batch / (cpu_step / threads),
+                cpu_utilization=cpu_step / step / threads,
+                first_call_s=first, compile_s=max(first - step, 0.0))
 
 
 def _train_fn(job: dict, model, batch: int):
@@ -263,23 +286,14 @@ def child_workload(job: dict) -> dict:
         impl = "bench.compiled.compiled_sample"
     else:
         raise ValueError(kind)
-    first, times, cpu = _time_calls(fn, args, job["warmup"], job["min_steps"], job["max_steps"],
-                                    job["min_seconds"])
-    step = statistics.median(times)
-    cpu_step = statistics.median(cpu)
+    timing = _time_calls(fn, args, job)
     if hasattr(fn, "experimental_get_tracing_count"):
         traces = fn.experimental_get_tracing_count()
     else:  # An eager model method: the functions the model compiled for it.
         traces = sum(f.experimental_get_tracing_count()
                      for fs in model.compiled_functions().values() for f in fs)
-    # CPU time per step / intra-op threads: what the step would take with the
-    # cores to itself (a noise-robust estimate when other processes compete).
-    return dict(images_per_sec=batch / step, step_s=step, step_times_s=times,
-                cpu_s=cpu_step, cpu_times_s=cpu,
-                images_per_sec_cpu_estimate=batch / (cpu_step / job["threads"][0]),
-                cpu_utilization=cpu_step / step / job["threads"][0],
-                first_call_s=first, compile_s=max(first - step, 0.0), build_s=build,
-                peak_rss_gib=_peak_rss_gib(), implementation=impl, traces=traces)
+    return dict(timing, build_s=build, peak_rss_gib=_peak_rss_gib(), implementation=impl,
+                traces=traces)
 
 
 def child_info(job: dict) -> dict:
@@ -369,6 +383,36 @@ def child_pipeline(job: dict) -> dict:
                 shape=list(batch.shape), dtype=batch.dtype.name)
 
 
+def child_reference(job: dict) -> dict:
+    """The PyTorch reference (``bench/torch_reference.py``): one workload, or its size."""
+    try:
+        import torch
+
+        from bench import torch_reference
+    except ImportError as e:
+        return dict(skipped=f"PyTorch is not importable ({e}); install the bench extra "
+                            "(pip install -e '.[bench]') to measure the reference in the same run")
+    torch.set_num_threads(job["threads"][0])
+    torch.set_num_interop_threads(job["threads"][1])
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    model = torch_reference.RealNVP()
+    build = time.perf_counter() - start
+    workload, batch = job["workload"], job.get("batch")
+    if workload == "info":
+        return torch_reference.count(model)
+    if workload == "train":
+        fn, args = torch_reference.train_step_fn(model), (torch.rand(batch, 3, 32, 32),)
+    elif workload == "log_prob":
+        fn, args = torch_reference.log_prob_fn(model), (torch.rand(batch, 3, 32, 32),)
+    else:
+        fn, args = torch_reference.sample_fn(model), (batch,)
+    timing = _time_calls(fn, args, job, sync=lambda result: None)
+    return dict(timing, build_s=build, peak_rss_gib=_peak_rss_gib(),
+                implementation=f"bench.torch_reference.{fn.__qualname__.split('.')[0]}",
+                torch=torch.__version__)
+
+
 def run_child(job: dict) -> dict:
     sys.path.insert(0, REPO)
     kind = job["kind"]
@@ -380,6 +424,8 @@ def run_child(job: dict) -> dict:
         return child_hw(job)
     if kind == "pipeline":
         return child_pipeline(job)
+    if kind == "reference":
+        return child_reference(job)
     raise ValueError(f"unknown job kind {kind!r}")
 
 
@@ -447,12 +493,17 @@ def describe(job: dict) -> str:
                 f"xla={'on' if job['xla'] else 'off'}{extra}")
     if kind == "pipeline":
         return f"pipeline cache={job['cache']}"
+    if kind == "reference":
+        batch = f" b{job['batch']}" if "batch" in job else ""
+        return f"PyTorch reference {job['workload']}{batch}"
     return f"{kind} {job.get('model', '')}".strip()
 
 
 def summary(result: dict) -> str:
     if "error" in result:
         return "ERROR " + result["error"].splitlines()[-1][:200]
+    if "skipped" in result:
+        return "skipped: " + result["skipped"]
     if "images_per_sec" in result:
         s = f"{result['images_per_sec']:.2f} img/s"
         if "peak_rss_gib" in result:
@@ -464,13 +515,14 @@ def summary(result: dict) -> str:
         return ", ".join(f"{k} {v / 1e9:.0f}" for k, v in result["flops_per_sec"].items()) + " GFLOP/s"
     if "params" in result:
         return (f"{result['params'] / 1e6:.2f} M params, "
-                f"{result['conv_flops_per_image'] / 1e9:.2f} GFLOP/img (conv)")
+                f"{result['conv_flops_per_image'] / 1e9:.2f} GFLOP/img (conv, forward)")
     return str(result)[:200]
 
 
 def plan(args) -> list[dict]:
     only = set(args.only.split(",")) if args.only else {
-        "hw", "info", "train", "log_prob", "sample", "public", "memory", "pipeline", "scaling"}
+        "hw", "info", "reference", "train", "log_prob", "sample", "public", "memory", "pipeline",
+        "scaling"}
     models = args.models.split(",")
     dtypes = args.dtypes.split(",")
     xlas = [{"off": False, "on": True}[x] for x in args.xla.split(",")]
@@ -491,6 +543,10 @@ def plan(args) -> list[dict]:
         jobs.append(dict(base, kind="hw", reps=5 if quick else 10))
     if "info" in only:
         jobs += [dict(base, kind="info", model=m) for m in models]
+    if "reference" in only and "paper" in models:  # First calls trace nothing: no warm-up.
+        jobs.append(dict(base, kind="reference", workload="info"))
+        jobs += [dict(base, kind="reference", workload=kind, batch=BATCH[kind],
+                      **dict(steps("paper", kind), warmup=0)) for kind in BATCH]
     for kind in ("train", "log_prob", "sample"):
         if kind not in only:
             continue
@@ -533,6 +589,29 @@ def _best_peak(hw: dict, dtype: str, op: str) -> float | None:
     return max(values) if values else None
 
 
+def _reference(results: list[dict], host_speed: float) -> dict:
+    """The reference images/s the "x ref" ratios divide by, per workload.
+
+    The PyTorch reference measured in this run (``--only=reference``) where it
+    was; otherwise issue 6's figures scaled by this host's conv peak / the
+    reference host's (``host_speed``), an approximation: backward kernels need
+    not scale like the forward 3x3 conv.
+    """
+    scaled = {k: REFERENCE[k] * host_speed for k in BATCH}
+    runs = {r["job"]["workload"]: r for r in results if r["job"]["kind"] == "reference"}
+    timed = {k: r for k, r in runs.items() if k in BATCH and "images_per_sec" in r}
+    train = timed.get("train")
+    return dict(
+        images_per_sec={k: timed[k]["images_per_sec"] if k in timed else scaled[k] for k in BATCH},
+        source={k: "same run" if k in timed else "scaled" for k in BATCH},
+        scaled_images_per_sec=scaled,
+        train_rss_gib=train["peak_rss_gib"] if train else REFERENCE["train_rss_gib"],
+        train_rss_source="same run" if train else "issue 6",
+        info=runs["info"] if "params" in runs.get("info", {}) else None,
+        runs=timed,
+        skipped=next((r["skipped"] for r in runs.values() if "skipped" in r), None))
+
+
 def analyse(results: list[dict]) -> dict:
     hw: dict[str, float] = {}
     for r in results:
@@ -542,6 +621,7 @@ def analyse(results: list[dict]) -> dict:
     info = {r["job"]["model"]: r for r in results if r["job"]["kind"] == "info" and "params" in r}
     conv32_here = _best_peak(hw, "float32", "conv3x3")
     host_speed = conv32_here / REFERENCE_HOST_F32_CONV_FLOPS if conv32_here else 1.0
+    reference = _reference(results, host_speed)
     rows = []
     for r in results:
         job = r["job"]
@@ -568,22 +648,26 @@ def analyse(results: list[dict]) -> dict:
             row["matmul_peak_fraction"] = flops / matmul if matmul else None
             row["f32_conv_peak_fraction"] = flops / conv32 if conv32 else None
         if job["model"] == "paper" and not job.get("image"):
-            row["x_reference"] = r["images_per_sec"] / (REFERENCE[job["kind"]] * host_speed)
+            row["x_reference"] = r["images_per_sec"] / reference["images_per_sec"][job["kind"]]
+            row["x_reference_scaled"] = (r["images_per_sec"]
+                                         / reference["scaled_images_per_sec"][job["kind"]])
         rows.append(row)
-    return dict(hardware_flops_per_sec=hw, models=info, rows=rows, host_speed=host_speed)
+    return dict(hardware_flops_per_sec=hw, models=info, rows=rows, host_speed=host_speed,
+                reference=reference)
 
 
 def targets(analysis: dict, results: list[dict]) -> list[dict]:
     rows = [r for r in analysis["rows"] if r["model"] == "paper" and not r["scaling"]]
-    reference = {k: v * analysis["host_speed"] for k, v in REFERENCE.items()
-                 if k in ("train", "log_prob", "sample")}
+    reference = analysis["reference"]["images_per_sec"]
+    source = analysis["reference"]["source"]
     out = []
     for r in rows:
         if not r["path"]:
             continue
         goal = PUBLIC_TARGETS[r["workload"]] * reference[r["workload"]]
         out.append(dict(target=f"{r['workload']} via {r['implementation']} >= "
-                               f"{PUBLIC_TARGETS[r['workload']]:g}x ref ({goal:.1f} img/s)",
+                               f"{PUBLIC_TARGETS[r['workload']]:g}x ref ({goal:.1f} img/s, "
+                               f"ref {source[r['workload']]})",
                         measured=f"{r['images_per_sec']:.2f} img/s", met=r["images_per_sec"] >= goal))
         first_goal = TARGET_FIRST_CALL_S.get(r["workload"])
         if first_goal is not None and r["path"] in ("trainer", "eager"):
@@ -595,10 +679,11 @@ def targets(analysis: dict, results: list[dict]) -> list[dict]:
                  and r["recompute"] == recompute and r["batch"] == 64]
         if cands:
             rss = min(r["peak_rss_gib"] for r in cands)
-            goal = factor * REFERENCE["train_rss_gib"]
+            goal = factor * analysis["reference"]["train_rss_gib"]
             out.append(dict(target=f"float32 training peak RSS, recompute "
                                    f"{'on' if recompute else 'off'}, <= {factor:g}x ref "
-                                   f"({goal:.2f} GiB)", measured=f"{rss:.2f} GiB",
+                                   f"({goal:.2f} GiB, ref {analysis['reference']['train_rss_source']})",
+                            measured=f"{rss:.2f} GiB",
                             met=rss <= goal))
 
     def best(dtype, workload, recompute=False):
@@ -611,7 +696,8 @@ def targets(analysis: dict, results: list[dict]) -> list[dict]:
         if r is None:
             continue
         goal = factor * reference[workload]
-        out.append(dict(target=f"{dtype} {workload} >= {factor:g}x ref ({goal:.1f} img/s)",
+        out.append(dict(target=f"{dtype} {workload} >= {factor:g}x ref ({goal:.1f} img/s, "
+                               f"ref {source[workload]})",
                         measured=f"{r['images_per_sec']:.2f} img/s (XLA {'on' if r['xla'] else 'off'})",
                         met=r["images_per_sec"] >= goal))
     r = best("float32", "train")
@@ -640,6 +726,36 @@ def _fmt(v, spec=".2f", none="-"):
     return none if v is None else format(v, spec)
 
 
+def _x_ref_note(analysis: dict) -> str:
+    ref = analysis["reference"]
+    same = [k for k, v in ref["source"].items() if v == "same run"]
+    scaled = (f"x ref (scaled): over issue 6's reference figures scaled to this host (float32 conv "
+              f"peak here / on the reference's host = {analysis['host_speed']:.2f}; 1.00 without a "
+              "hardware measurement in the run).")
+    if not same:
+        return "x ref: no reference measured in this run, the same as x ref (scaled). " + scaled
+    missing = [k for k in ref["source"] if k not in same]
+    return (f"x ref: over the PyTorch reference (bench/torch_reference.py) measured in this run "
+            f"({', '.join(same)}{'; scaled for ' + ', '.join(missing) if missing else ''}). "
+            + scaled)
+
+
+def _reference_lines(ref: dict) -> list[str]:
+    """The PyTorch reference's own rows, or why it was not measured."""
+    if ref["skipped"]:
+        return [f"PyTorch reference: skipped ({ref['skipped']}).", ""]
+    if not ref["runs"]:
+        return []
+    lines = ["PyTorch reference (bench/torch_reference.py, float32, 2 threads, same run):", "",
+             "| workload | batch | img/s | issue 6 figure scaled to this host | first call s | "
+             "peak RSS GiB | CPU util |", "|---|---|---|---|---|---|---|"]
+    for kind, r in ref["runs"].items():
+        lines.append(f"| {kind} | {r['job']['batch']} | {r['images_per_sec']:.2f} | "
+                     f"{ref['scaled_images_per_sec'][kind]:.2f} | {r['first_call_s']:.1f} | "
+                     f"{r['peak_rss_gib']:.2f} | {100 * r['cpu_utilization']:.0f}% |")
+    return lines + [""]
+
+
 def markdown(analysis: dict, results: list[dict], target_rows: list[dict], meta: dict) -> str:
     lines = []
     hw = analysis["hardware_flops_per_sec"]
@@ -650,7 +766,8 @@ def markdown(analysis: dict, results: list[dict], target_rows: list[dict], meta:
             vals = [hw.get(f"{d}/{op}/{x}") for d in ("float32", "bfloat16") for x in ("noxla", "xla")]
             lines.append(f"| {op} | " + " | ".join(_fmt(v and v / 1e9, ".0f") for v in vals) + " |")
         lines.append("")
-    if analysis["models"]:
+    ref_info = analysis["reference"]["info"]
+    if analysis["models"] or ref_info:
         lines += ["| model | params | conv GFLOP/img (fwd) | profiler GFLOP/img (all ops) |",
                   "|---|---|---|---|"]
         for name, m in analysis["models"].items():
@@ -658,14 +775,19 @@ def markdown(analysis: dict, results: list[dict], target_rows: list[dict], meta:
             prof = f"{prof / 1e9:.2f}" if isinstance(prof, int) else "-"
             lines.append(f"| {name} | {m['params'] / 1e6:.2f} M | "
                          f"{m['conv_flops_per_image'] / 1e9:.2f} | {prof} |")
-        lines.append(f"| reference (PyTorch) | {REFERENCE['params'] / 1e6:.1f} M | "
+        lines.append(f"| reference (PyTorch, issue 6) | {REFERENCE['params'] / 1e6:.1f} M | "
                      f"{REFERENCE['gflop']:.1f} | |")
+        if ref_info:
+            lines.append(f"| reference (bench/torch_reference.py, this run) | "
+                         f"{ref_info['params'] / 1e6:.2f} M | "
+                         f"{ref_info['conv_flops_per_image'] / 1e9:.2f} | |")
         lines.append("")
+    lines += _reference_lines(analysis["reference"])
     main_rows = [r for r in analysis["rows"] if not r["scaling"] and not r["path"]]
     if main_rows:
-        lines += ["| model | workload | batch | dtype | XLA | recompute | img/s | x ref | GFLOP/s | "
-                  "% conv peak | % matmul peak | first call s | peak RSS GiB | CPU util |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| model | workload | batch | dtype | XLA | recompute | img/s | x ref | x ref (scaled) | "
+                  "GFLOP/s | % conv peak | % matmul peak | first call s | peak RSS GiB | CPU util |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         order = {"train": 0, "log_prob": 1, "sample": 2}
         for r in sorted(main_rows, key=lambda r: (r["model"] != "paper", r["model"], order[r["workload"]],
                                                    r["recompute"], r["dtype"], r["xla"])):
@@ -673,14 +795,12 @@ def markdown(analysis: dict, results: list[dict], target_rows: list[dict], meta:
                 f"| {r['model']} | {r['workload']} | {r['batch']} | {r['dtype']} | "
                 f"{'on' if r['xla'] else 'off'} | {'on' if r['recompute'] else 'off'} | "
                 f"{r['images_per_sec']:.2f} | {_fmt(r.get('x_reference'))} | "
-                f"{_fmt(r.get('gflop_per_sec'), '.0f')} | "
+                f"{_fmt(r.get('x_reference_scaled'))} | {_fmt(r.get('gflop_per_sec'), '.0f')} | "
                 f"{_fmt(r.get('conv_peak_fraction') and 100 * r['conv_peak_fraction'], '.0f')} | "
                 f"{_fmt(r.get('matmul_peak_fraction') and 100 * r['matmul_peak_fraction'], '.0f')} | "
                 f"{r['first_call_s']:.1f} | {r['peak_rss_gib']:.2f} | "
                 f"{_fmt(r.get('cpu_utilization') and 100 * r['cpu_utilization'], '.0f')}% |")
-        lines += ["", f"x ref: images/s over the reference's scaled to this host (float32 conv "
-                      f"peak here / on the reference's host = {analysis['host_speed']:.2f}; 1.00 "
-                      "without a hardware measurement in the run).",
+        lines += ["", _x_ref_note(analysis),
                   f"Reference (PyTorch, f32, paper model, its host): train {REFERENCE['train']} img/s "
                       f"(peak RSS {REFERENCE['train_rss_gib']} GiB), log_prob {REFERENCE['log_prob']}, "
                       f"sample {REFERENCE['sample']}. % conv/matmul peak: of the same dtype's "
@@ -690,19 +810,19 @@ def markdown(analysis: dict, results: list[dict], target_rows: list[dict], meta:
     public = [r for r in analysis["rows"] if r["path"]]
     if public:
         lines += ["Public paths (what users call), float32, XLA off:", "",
-                  "| model | workload | path | batch | img/s | x ref | target x ref | "
+                  "| model | workload | path | batch | img/s | x ref | x ref (scaled) | target x ref | "
                   "first call s | traces | peak RSS GiB | CPU util |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(public, key=lambda r: (r["model"] != "paper", r["model"],
                                                list(PATHS).index(r["workload"]))):
             lines.append(
                 f"| {r['model']} | {r['workload']} | {r['implementation']} | {r['batch']} | "
                 f"{r['images_per_sec']:.2f} | {_fmt(r.get('x_reference'))} | "
+                f"{_fmt(r.get('x_reference_scaled'))} | "
                 f"{PUBLIC_TARGETS[r['workload']]:g} | {r['first_call_s']:.1f} | "
                 f"{_fmt(r['traces'], 'd')} | {r['peak_rss_gib']:.2f} | "
                 f"{_fmt(r.get('cpu_utilization') and 100 * r['cpu_utilization'], '.0f')}% |")
-        lines += ["", f"x ref: over the reference scaled to this host (x {analysis['host_speed']:.2f}, "
-                      "see below). First call: the first call's wall time (tracing, graph optimization and "
+        lines += ["", _x_ref_note(analysis) + " First call: the first call's wall time (tracing, graph optimization and "
                       "one step) in a fresh process; traces: how often the function(s) were "
                       "traced over the whole measurement (1 = no retracing).", ""]
     pipes = [r for r in results if r["job"]["kind"] == "pipeline"]
@@ -747,8 +867,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="small model only, fewer steps (a harness check, ~5 min)")
     parser.add_argument("--only", default="",
-                        help="comma list of: hw,info,train,log_prob,sample,public,memory,"
-                             "pipeline,scaling")
+                        help="comma list of: hw,info,reference,train,log_prob,sample,public,"
+                             "memory,pipeline,scaling")
     parser.add_argument("--models", default=None, help="comma list of: paper,small")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--xla", default="off,on", help="off,on | off | on")
