@@ -33,7 +33,7 @@ levels, K = 32, 512 channels):
   RealNVP model the same ``[0, 256)`` data with the same dequantizer and
   their bits/dim compare directly;
 * Flow++'s conditioner components (Ho et al. 2019, section 3.3), off by
-  default as in ``RealNVP`` and from the same layers (``tfnvp.nets.GlowNet``):
+  default as in ``RealNVP`` and from the same layers (``tfnvp.nets.glow_net.GlowNet``):
   ``attention=True`` adds gated multi-head self-attention to the coupling
   networks of the steps at squeeze depth ``>= attention_min_depth`` (every
   level squeezes first, so level ``i``'s steps are at depth ``i + 1``; the
