@@ -1,8 +1,8 @@
 """Flow++'s conditioner options in Glow (attention, gated convolutions, dropout; Ho et al.
 2019, section 3.3): GlowNet's hidden layer against its formula, dropout in training mode
-only, a float64 Glow exact against the numerical Jacobian (evaluation mode, and training mode
-for the sampled dropout mask), gradients, checkpoint and config round trips, bad arguments,
-the trainer's options."""
+only, a float64 Glow's log-det exact against the numerical Jacobian in training mode for the
+sampled dropout mask (evaluation mode: tests/test_glow.py's whole-flow check), gradients,
+checkpoint and config round trips, bad arguments, the trainer's options."""
 
 import dataclasses
 import json
@@ -18,7 +18,7 @@ from tfnvp import running_average
 from tfnvp.nets.glow_net import GlowNet
 from trainers import run_dir, training
 
-from bijector_checks import assert_exact_bijector, numerical_log_det, perturb_weights
+from bijector_checks import numerical_log_det, perturb_weights
 
 SHAPE = (8, 8, 1)
 OPTIONS = dict(attention=True, attention_heads=2, gated_convolutions=True, dropout=0.3)
@@ -109,18 +109,6 @@ def test_every_coupling_network_has_the_options(model64):
     assert [c.body.gated_attention is not None for c in last_only.conditioners] == [False, True]
 
 
-def test_whole_flow_exact_in_evaluation_mode(model64):
-    x = _pixels(2)
-    z = model64.bijector.inverse(x)
-    logit_only = tfnvp.bijectors.LogitPreprocess().inverse(tf.identity(x))
-    assert np.abs(z.numpy() - logit_only.numpy()).max() > 0.1
-    errors = assert_exact_bijector(model64.bijector, tf.identity(z), event_ndims=3,
-                                   graph_mode=False)
-    print(f"Glow with attention, gated convolutions and dropout: worst errors {errors}")
-    np.testing.assert_allclose(model64.decode(model64.encode(tf.identity(x))).numpy(), x.numpy(),
-                               atol=1e-9)
-
-
 def test_training_mode_log_det_is_exact_for_the_sampled_mask(model64):
     """Each training call draws its own masks; the log-det computed with a call's result
     (the fused pass, through TFP's cache) is that call's numerical log|det J|."""
@@ -151,16 +139,13 @@ def test_training_mode_log_det_is_exact_for_the_sampled_mask(model64):
 def test_gradients_checkpoint_and_config_round_trip(tmp_path):
     model = _model(dtype="float32")
     x = _pixels(8, dtype=tf.float32)
-    optimizer = keras.optimizers.Adam(1e-2)
-
-    def gradients():
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(model.nll(x, training=True))
-        return tape.gradient(loss, model.trainable_variables)
-
-    # The zero-initialized output layers block the others' gradients until one update.
-    optimizer.apply_gradients(zip(gradients(), model.trainable_variables))
-    missing = [v.path for v, g in zip(model.trainable_variables, gradients())
+    model.log_prob(x, training=True)  # Initializes the actnorms.
+    # Away from the zero-initialized output layers, which block the others' gradients.
+    perturb_weights(model.conditioners, scale=0.05)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(model.nll(x, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    missing = [v.path for v, g in zip(model.trainable_variables, grads)
                if g is None or not np.any(g.numpy())]
     assert not missing, f"weights without gradient: {missing}"
     assert any("attention" in v.path for v in model.trainable_variables)
@@ -169,18 +154,15 @@ def test_gradients_checkpoint_and_config_round_trip(tmp_path):
     assert {k: config[k] for k in OPTIONS} == OPTIONS and config["attention_min_depth"] == 1
     plain = tfnvp.Glow(SHAPE, num_scales=2, steps_per_scale=1, hidden_channels=4).get_config()
     assert not {*OPTIONS, "attention_min_depth"} & set(plain)
-    expected = model.log_prob(x).numpy()
+    # A run's stored config (config.json, export metadata: JSON) builds the same model,
+    # and the checkpoint restores every weight into it.
+    restored = tfnvp.runs.build_model({"model": json.loads(json.dumps(run_dir.model_config(model)))})
+    assert type(restored) is tfnvp.Glow and restored.get_config() == config
+    assert training.weights_fingerprint(restored) != training.weights_fingerprint(model)
     path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
-    restored = tfnvp.Glow.from_config(config)
-    assert restored.get_config() == config
     tf.train.Checkpoint(model=restored).read(path).assert_existing_objects_matched()
-    assert len(restored.weights) == len(model.weights)
-    for saved, loaded in zip(model.weights, restored.weights):
-        np.testing.assert_array_equal(loaded.numpy(), saved.numpy(), err_msg=saved.path)
-    np.testing.assert_array_equal(restored.log_prob(x).numpy(), expected)
-    # A run's stored config (config.json, export metadata) builds the same model.
-    stored = tfnvp.runs.build_model({"model": json.loads(json.dumps(run_dir.model_config(model)))})
-    assert type(stored) is tfnvp.Glow and stored.get_config() == config
+    assert training.weights_fingerprint(restored) == training.weights_fingerprint(model)
+    np.testing.assert_array_equal(restored.log_prob(x).numpy(), model.log_prob(x).numpy())
 
 
 # -------------------------------------------------------------- bad arguments
