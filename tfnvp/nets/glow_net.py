@@ -28,7 +28,9 @@ layer becomes::
 mask per replica; evaluation is deterministic), ``attention`` is a
 ``tfnvp.nets.GatedAttention`` over the positions (``attention_heads`` heads;
 residual, gated, layer-normalized).  The output convolution still starts at
-zero: a new coupling is the same map whatever the options.
+zero: a new coupling is the same map whatever the options.  With dropout,
+the hidden actnorm initializes from its first training batch as dropped
+(inverted dropout keeps the activations' mean).
 
 ``GlowAffineHead`` turns the network into a conditioner for
 ``tfnvp.bijectors.AffineCoupling`` computing Glow's sigmoid-scaled affine
