@@ -259,12 +259,14 @@ def test_mixed_precision_model_is_finite():
 
 
 # ----------------------------------------------------------------- the trainer
-def test_trainer_builds_the_attention_model_and_refuses_glow():
+def test_trainer_builds_the_attention_model():
     config = training.TrainConfig(output_dir="unused", train_steps=1, num_scales=2,
                                   num_res_blocks=1, hidden_channels=4, attention=True,
                                   attention_heads=2)
     model = training.build_model(config, (4, 4, 1))
     assert model.get_config()["attention_heads"] == 2
     assert sum(bool(c.body.attentions) for c in model.conditioners) == 7
-    with pytest.raises(ValueError, match="Real NVP option"):
-        dataclasses.replace(config, model="glow", steps_per_scale=1, num_res_blocks=None)
+    # Glow takes it too (tests/test_glow_flowpp.py): every level is at squeeze depth >= 1.
+    glow = training.build_model(dataclasses.replace(config, model="glow", steps_per_scale=1,
+                                                    num_res_blocks=None), (4, 4, 1))
+    assert all(c.body.gated_attention is not None for c in glow.conditioners)

@@ -216,17 +216,16 @@ def test_dropout_with_recompute_gradients_is_refused():
 
 
 # ----------------------------------------------------------------- the trainer
-def test_trainer_builds_the_model_and_refuses_glow():
+def test_trainer_builds_the_model():
     config = training.TrainConfig(output_dir="unused", train_steps=1, num_scales=1,
                                   num_res_blocks=1, hidden_channels=4, gated_convolutions=True,
                                   dropout=0.2)
     model = training.build_model(config, (4, 4, 1))
     assert (model.get_config()["gated_convolutions"], model.get_config()["dropout"]) == (True, 0.2)
-    for option in ({"gated_convolutions": True, "dropout": 0.0},
-                   {"gated_convolutions": False, "dropout": 0.2}):
-        with pytest.raises(ValueError, match="Real NVP option"):
-            dataclasses.replace(config, model="glow", steps_per_scale=1, num_res_blocks=None,
-                                **option)
+    # Glow takes them too (tests/test_glow_flowpp.py).
+    glow = training.build_model(dataclasses.replace(config, model="glow", steps_per_scale=1,
+                                                    num_res_blocks=None), (4, 4, 1))
+    assert all(c.body.gated and c.body.drop.rate == 0.2 for c in glow.conditioners)
 
 
 def test_every_replica_draws_its_own_mask():

@@ -41,19 +41,23 @@ def _perturb(model: tfnvp.Glow, first_step: int = 0, seed: int = 0) -> None:
     perturb_weights(model.conditioners[first_step:], scale=0.05, seed=seed)
 
 
-@pytest.mark.parametrize("image_shape,num_scales,graph_mode", [
-    ((8, 8, 1), 2, True),
-    ((4, 4, 3), 1, False),
+@pytest.mark.parametrize("image_shape,num_scales,graph_mode,options", [
+    ((8, 8, 1), 2, True, {}),
+    ((4, 4, 3), 1, False, {}),
+    # Flow++'s conditioner options (tests/test_glow_flowpp.py); evaluation mode: no dropout.
+    ((8, 8, 1), 2, False, dict(steps_per_scale=1, attention=True, attention_heads=2,
+                               gated_convolutions=True, dropout=0.3)),
 ])
-def test_whole_flow_exact_against_numerical_jacobian(image_shape, num_scales, graph_mode):
-    model = _initialized_and_perturbed(image_shape=image_shape, num_scales=num_scales)
+def test_whole_flow_exact_against_numerical_jacobian(image_shape, num_scales, graph_mode,
+                                                     options):
+    model = _initialized_and_perturbed(image_shape=image_shape, num_scales=num_scales, **options)
     x = _pixels(2, image_shape)
     z = model.bijector.inverse(x)
     logit_only = tfnvp.bijectors.LogitPreprocess().inverse(tf.identity(x))
     assert np.abs(z.numpy() - logit_only.numpy()).max() > 0.1
     errors = assert_exact_bijector(model.bijector, tf.identity(z), event_ndims=3,
                                    graph_mode=graph_mode)
-    print(f"Glow {image_shape} x {num_scales} levels: worst errors {errors}")
+    print(f"Glow {image_shape} x {num_scales} levels {options}: worst errors {errors}")
     # The model's own methods: encode/decode round trip from fresh tensors.
     np.testing.assert_allclose(model.decode(model.encode(x)).numpy(), x.numpy(), atol=1e-9)
 

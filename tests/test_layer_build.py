@@ -35,8 +35,13 @@ CASES = {
         [_X, _CONTEXT]),
     "glow_net_context": (lambda: GlowNet(4, hidden_channels=3, context_channels=2),
                          [_X, _CONTEXT]),
+    "glow_net_flowpp": (lambda: GlowNet(4, hidden_channels=4, attention=True,
+                                        attention_heads=2, gated=True, dropout=0.1), [_X]),
     "glow_head": (lambda: GlowAffineHead(GlowNet(4, hidden_channels=3), channels=4),
                   [(2, 4, 4, 4)]),
+    "glow_head_flowpp_context": (lambda: GlowAffineHead(
+        GlowNet(4, hidden_channels=4, context_channels=2, attention=True, attention_heads=2,
+                gated=True, dropout=0.1), channels=4), [(2, 4, 4, 4), _CONTEXT]),
     "glow_head_context": (lambda: GlowAffineHead(GlowNet(4, hidden_channels=3, context_channels=2),
                                                  channels=4), [(2, 4, 4, 4), _CONTEXT]),
     "mlp": (lambda: MLP(5, 2, 3), [(2, 7)]),

@@ -137,7 +137,11 @@ def test_eval_and_export_use_the_averaged_weights(runs):
         evaluation.Evaluator(model).evaluate(dataset).bits_per_dim, rel=1e-6)
 
     assert _run(f"--output_dir={run}", "--mode=export") == 0
+    # The export's metadata names its weights, in the words of the log and eval.json.
+    metadata = json.loads((run / "saved_model" / "4" / "assets" / "tfnvp_export.json").read_text())
+    assert metadata["weights"] == report["weights"]
     loaded = tf.saved_model.load(str(run / "saved_model" / "4"))
+    assert json.loads(Path(loaded.metadata.asset_path.numpy().decode()).read_text()) == metadata
     x = tf.random.stateless_uniform([8, 8, 8, 1], [1, 2], 0.0, 256.0)
     exported = loaded.log_prob(x).numpy()
     np.testing.assert_allclose(exported, model.log_prob(tf.identity(x)).numpy(), rtol=1e-5)

@@ -457,14 +457,14 @@ def test_eval_export_and_visualize_use_the_newest_intact_checkpoint(three_steps,
 
     exported = {}
 
-    def fake_export(model, target):  # The real export is tests/test_export.py's.
-        exported.update(weights=training.weights_fingerprint(model))
+    def fake_export(model, target, weights):  # The real export is tests/test_export.py's.
+        exported.update(weights=training.weights_fingerprint(model), description=weights)
         return target
 
     monkeypatch.setattr(export, "export_saved_model", fake_export)
     assert train.run(["train.py", f"--output_dir={run}", "--mode=export",
                       "--recalibration_batches=0"]) == 0
-    assert exported["weights"] == expected
+    assert exported["weights"] == expected and exported["description"] == "training weights"
     assert len(skipped.findall(absl_log())) == 2
 
     out = tmp_path / "samples.png"

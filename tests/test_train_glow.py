@@ -1,5 +1,6 @@
-"""trainers/train.py with --model=glow: a tiny digits run trains, evaluates and exports, and
-its run directory restores as a Glow model; glow_cifar.flags is the Glow paper's model."""
+"""trainers/train.py with --model=glow: a tiny digits run (with Flow++'s attention, gated
+convolutions and dropout in its coupling networks) trains, evaluates and exports, and its run
+directory restores as a Glow model; glow_cifar.flags is the Glow paper's model."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ TINY_GLOW = ["--dataset=digits", "--model=glow", "--num_scales=2", "--steps_per_
              "--hidden_channels=8", "--batch_size=16", "--eval_batch_size=300",
              "--num_sample_images=4", "--log_every=1", "--summary_every=2", "--eval_every=1000",
              "--checkpoint_every=2", "--learning_rate=1e-3"]
+# Flow++'s conditioner options (plain Glow runs: tests/test_load_run.py).
+FLOWPP = ["--attention", "--attention_heads=2", "--gated_convolutions", "--dropout=0.2"]
 
 
 def _run(*args: str) -> int:
@@ -26,15 +29,21 @@ def _run(*args: str) -> int:
 
 def test_glow_digits_run_trains_evaluates_and_exports(tmp_path):
     run = tmp_path / "glow"
-    assert _run(*TINY_GLOW, f"--output_dir={run}", "--train_steps=3") == 0
+    assert _run(*TINY_GLOW, *FLOWPP, f"--output_dir={run}", "--train_steps=3") == 0
     stored = json.loads((run / "config.json").read_text())["model"]
     assert stored[run_dir.ARCHITECTURE_KEY] == "glow"
     assert (stored["num_scales"], stored["steps_per_scale"], stored["hidden_channels"]) == (2, 1, 8)
+    flowpp = {"attention": True, "attention_heads": 2, "attention_min_depth": 1,
+              "gated_convolutions": True, "dropout": 0.2}
+    assert {k: stored[k] for k in flowpp} == flowpp
 
     # The run restores as a Glow, its actnorms initialized from data (checkpointed).
     model = run_dir.restore_model(str(run))
     assert isinstance(model, tfnvp.Glow)
     assert all(float(a.initialized.numpy()) == 1.0 for a in model.actnorms)
+    assert all(c.body.gated_attention is not None and c.body.gated and c.body.drop.rate == 0.2
+               for c in model.conditioners)
+    assert tfnvp.load_run(run).get_config() == model.get_config()
     assert evaluation.checkpoint_step(tf.train.latest_checkpoint(str(run / "checkpoints"))) == 3
 
     assert _run(f"--output_dir={run}", "--mode=eval") == 0
@@ -51,6 +60,8 @@ def test_glow_digits_run_trains_evaluates_and_exports(tmp_path):
     exported = run / "saved_model" / "3"
     adapter = visualize.SavedModelAdapter(str(exported))
     assert adapter.metadata["model_config"][run_dir.ARCHITECTURE_KEY] == "glow"
+    assert {k: adapter.metadata["model_config"][k] for k in flowpp} == flowpp
+    assert adapter.metadata["weights"] == report["weights"] == "training weights"
     np.testing.assert_array_equal(adapter.latent_scale_index(), model.latent_scale_index())
     x = tf.random.uniform((2, 8, 8, 1), 0.0, 256.0, seed=1)
     loaded = tf.saved_model.load(str(exported))

@@ -32,6 +32,15 @@ levels, K = 32, 512 channels):
   ``logit_map``) rather than the paper's ``x / 256 - 1/2``, so Glow and
   RealNVP model the same ``[0, 256)`` data with the same dequantizer and
   their bits/dim compare directly;
+* Flow++'s conditioner components (Ho et al. 2019, section 3.3), off by
+  default as in ``RealNVP`` and from the same layers (``tfnvp.nets.glow_net.GlowNet``):
+  ``attention=True`` adds gated multi-head self-attention to the coupling
+  networks of the steps at squeeze depth ``>= attention_min_depth`` (every
+  level squeezes first, so level ``i``'s steps are at depth ``i + 1``; the
+  default 1, every level, is Real NVP's rule: tensors of at most ``H/2 x
+  W/2``); ``gated_convolutions=True`` makes every network's hidden layer
+  Flow++'s gated convolution; ``dropout=p`` drops hidden activations in
+  training mode only (evaluation, sampling and export are deterministic);
 * there is no batch normalization: evaluation and training mode compute the
   same function once the actnorms are initialized (``recalibrate`` has
   nothing to recompute).  The actnorms initialize from the first
@@ -79,6 +88,13 @@ class Glow(ImageFlowModel):
       validate_args: check pixel values in the user-facing methods.
       num_classes: ``K`` makes the model class-conditional (see ``RealNVP``).
       dequantization, dequantizer_channels: the dequantizer (see ``RealNVP``).
+      attention: gated self-attention in the coupling networks of the steps at
+        squeeze depth ``>= attention_min_depth`` (module docstring); default off.
+      attention_heads: heads of each attention; must divide ``hidden_channels``.
+      attention_min_depth: 1 (every level) to ``num_scales`` (the last level).
+      gated_convolutions: Flow++'s gated hidden layer in every coupling network.
+      dropout: dropout rate in ``[0, 1)`` in every coupling network, training
+        mode only.
 
     Example::
 
@@ -97,7 +113,9 @@ class Glow(ImageFlowModel):
                  num_classes: int | None = None,
                  dequantization: str = "uniform",
                  dequantizer_channels: int = DEQUANTIZER_CHANNELS,
-                 name: str = "glow"):
+                 attention: bool = False, attention_heads: int = 4,
+                 attention_min_depth: int = 1, gated_convolutions: bool = False,
+                 dropout: float = 0.0, name: str = "glow"):
         super().__init__(dtype=dtype, validate_args=validate_args, name=name)
         image_shape = self._set_image_shape(image_shape, num_scales, num_scales, logit_map)
         if steps_per_scale < 1:
@@ -111,8 +129,14 @@ class Glow(ImageFlowModel):
             conditioner_dtype=conditioner_dtype, validate_args=bool(validate_args))
         if num_classes is not None:
             self._config["num_classes"] = int(num_classes)
+        # Level i's steps are at squeeze depth i + 1.
+        self._set_flowpp_options(attention, attention_heads, attention_min_depth,
+                                 range(1, num_scales + 1), gated_convolutions, dropout)
         step = GlowStep(hidden_channels, self.flow_dtype, conditioner_dtype=conditioner_dtype,
-                        context_channels=int(num_classes or 0))
+                        context_channels=int(num_classes or 0),
+                        attention_min_depth=attention_min_depth if attention else None,
+                        attention_heads=attention_heads, gated=gated_convolutions,
+                        dropout=dropout)
         self._create_steps(glow_scales(num_scales, steps_per_scale, step), image_shape[-1],
                            event_ndims=3)
         self._finish_image_flow(num_classes, dequantization, dequantizer_channels)

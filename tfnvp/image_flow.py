@@ -16,7 +16,9 @@ importance-weighted bound for ``num_samples > 1``), ``sample`` and
 
 Subclasses call ``_set_image_shape`` first and ``_finish_image_flow`` last in
 ``__init__``, after ``_create_steps``, and keep their constructor arguments
-in ``self._config`` (``get_config``; it must hold ``alpha`` and ``logit_map``).
+in ``self._config`` (``get_config``; it must hold ``alpha`` and ``logit_map``);
+``_set_flowpp_options`` checks and records Flow++'s conditioner options
+(attention, gated convolutions, dropout), which both models take.
 """
 
 from __future__ import annotations
@@ -77,6 +79,28 @@ class ImageFlowModel(FlowModel):
         self.num_scales = int(num_scales)
         self._squeezes = int(squeezes)
         return image_shape
+
+    def _set_flowpp_options(self, attention: bool, attention_heads: int,
+                            attention_min_depth: int, depths: range,
+                            gated_convolutions: bool, dropout: float) -> None:
+        """Checks Flow++'s conditioner options and records those that are set.
+
+        ``depths`` are the squeeze depths of the model's steps: attention goes
+        to the steps at depth ``>= attention_min_depth``, which must be one of
+        them.  Each option enters ``self._config`` only when set, so that
+        configurations written before they existed stay as they were.
+        """
+        if attention:
+            if attention_min_depth not in depths:
+                raise ValueError(f"attention_min_depth must be in [{depths[0]}, {depths[-1]}] "
+                                 f"(the squeeze depths of the model's steps), got "
+                                 f"{attention_min_depth}.")
+            self._config.update({"attention": True, "attention_heads": int(attention_heads),
+                                 "attention_min_depth": int(attention_min_depth)})
+        if gated_convolutions:
+            self._config["gated_convolutions"] = True
+        if dropout:
+            self._config["dropout"] = float(dropout)
 
     def _finish_image_flow(self, num_classes: int | None, dequantization: str = "uniform",
                            dequantizer_channels: int = DEQUANTIZER_CHANNELS) -> None:

@@ -212,23 +212,13 @@ class RealNVP(ImageFlowModel):
             raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}.")
         if coupling != "affine":  # Likewise: affine configs stay as they were.
             self._config.update({"coupling": coupling, "mixture_components": int(mixture_components)})
-        if attention:
-            if not 0 <= attention_min_depth <= num_scales - 1:
-                raise ValueError(f"attention_min_depth must be in [0, num_scales - 1 = "
-                                 f"{num_scales - 1}] (the deepest step's squeeze depth), got "
-                                 f"{attention_min_depth}.")
-            if num_res_blocks < 1:
-                raise ValueError("attention=True needs num_res_blocks >= 1: the attention "
-                                 "follows each residual block.")
-            # Only then, like num_classes: existing configs stay as they were.
-            self._config["attention"] = True
-            self._config["attention_heads"] = int(attention_heads)
-            self._config["attention_min_depth"] = int(attention_min_depth)
-        # Likewise recorded only when set.
-        if gated_convolutions:
-            self._config["gated_convolutions"] = True
-        if dropout:
-            self._config["dropout"] = float(dropout)
+        if attention and num_res_blocks < 1:
+            raise ValueError("attention=True needs num_res_blocks >= 1: the attention "
+                             "follows each residual block.")
+        # Steps at squeeze depths 0 (the first scale's checkerboard couplings) to
+        # num_scales - 1 (the last scale's).
+        self._set_flowpp_options(attention, attention_heads, attention_min_depth,
+                                 range(num_scales), gated_convolutions, dropout)
         body_policy = conditioner_dtype or flow_dtype.name
 
         def resnet(position: multiscale.Position, out_channels: int) -> ResNet:

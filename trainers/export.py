@@ -36,7 +36,10 @@ for ``log_prob``/``bits_per_dim`` and ``"samples"``, ``"z"``, ``"x"`` for
 ``sample``, ``encode``, ``decode``.  ``serving_default`` is ``log_prob``.
 ``loaded.metadata.asset_path`` (also ``EXPORT_DIR/assets/tfnvp_export.json``)
 holds the image shape, the model's ``get_config()``, ``num_classes`` (null for
-an unconditional model) and the versions used.
+an unconditional model), ``weights`` (which weights were exported, in the
+words of the trainer's log and ``eval.json``: ``"Polyak-averaged weights
+(decay D)"`` or ``"training weights"``, ``tfnvp.runs.describe_weights``; null
+when the caller did not say) and the versions used.
 
 Usage::
 
@@ -244,10 +247,12 @@ def _is_replaceable(path: str) -> bool:
     return not entries or any(e in entries for e in ("saved_model.pb", "saved_model.pbtxt"))
 
 
-def export_saved_model(model: tfnvp.RealNVP, export_dir: str) -> str:
+def export_saved_model(model: tfnvp.RealNVP, export_dir: str, weights: str | None = None) -> str:
     """Writes ``model`` as a SavedModel to ``export_dir``; returns its absolute path.
 
-    See the module docstring for the exported functions.  The SavedModel and
+    See the module docstring for the exported functions; ``weights`` says
+    which weights ``model`` holds (``tfnvp.runs.describe_weights``), for the
+    metadata.  The SavedModel and
     its metadata are written to a temporary directory next to ``export_dir``
     (same filesystem), then moved into place by renames: an existing export
     is moved aside only once the new one is complete, restored if the final
@@ -268,7 +273,7 @@ def export_saved_model(model: tfnvp.RealNVP, export_dir: str) -> str:
         staged = os.path.join(work, "saved_model")
         metadata_path = os.path.join(work, METADATA_FILE)
         with open(metadata_path, "w") as f:
-            json.dump(_metadata(model), f, indent=2, sort_keys=True)
+            json.dump(_metadata(model, weights), f, indent=2, sort_keys=True)
             f.write("\n")
         module = _ExportModule(model, metadata_path)
         with _validating(model):
@@ -295,13 +300,14 @@ def export_saved_model(model: tfnvp.RealNVP, export_dir: str) -> str:
     return export_dir
 
 
-def _metadata(model: tfnvp.RealNVP) -> dict:
+def _metadata(model: tfnvp.RealNVP, weights: str | None) -> dict:
     return {
         "format": "tfnvp.saved_model/1",
         "image_shape": list(model.image_shape),
         "flow_dtype": model.flow_dtype.name,
         "model_config": json.loads(json.dumps(run_dir.model_config(model))),
         "num_classes": model.num_classes,
+        "weights": weights,
         "signatures": list(SIGNATURE_NAMES),
         "io_dtype": "float32",
         "value_checks": True,
@@ -310,7 +316,8 @@ def _metadata(model: tfnvp.RealNVP) -> dict:
     }
 
 
-def export_version(model: tfnvp.RealNVP, base_dir: str, version: int) -> str:
+def export_version(model: tfnvp.RealNVP, base_dir: str, version: int,
+                   weights: str | None = None) -> str:
     """Writes ``model`` to ``base_dir/<version>/``, TensorFlow Serving's layout; returns the path.
 
     TensorFlow Serving (``--model_base_path=base_dir``) serves the highest
@@ -318,11 +325,12 @@ def export_version(model: tfnvp.RealNVP, base_dir: str, version: int) -> str:
     version directory is written by ``export_saved_model``: in a temporary
     directory ``base_dir/.<version>.tmp-*`` (not an integer name, so never
     served) renamed into place when complete; exporting an existing version
-    again replaces it the same way.  Other versions are left alone.
+    again replaces it the same way.  Other versions are left alone.  ``weights``
+    as in ``export_saved_model``.
     """
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise ValueError(f"An export version is a non-negative integer, got {version!r}.")
-    return export_saved_model(model, os.path.join(base_dir, str(version)))
+    return export_saved_model(model, os.path.join(base_dir, str(version)), weights)
 
 
 def latest_version(base_dir: str) -> str | None:

@@ -120,16 +120,19 @@ flags.DEFINE_integer("steps_per_scale", None, "Glow: steps of flow per level, K 
                      "Glow paper's for --dataset).")
 flags.DEFINE_integer("hidden_channels", None, "Feature maps of the finest scale's conditioners "
                      "(Glow: of every coupling network; default: the --model's paper's).")
-flags.DEFINE_boolean("attention", False, "Real NVP: Flow++'s gated multi-head self-attention "
-                     "after every residual block of the coarse scales' conditioners (squeeze "
-                     "depth >= 1; tfnvp.RealNVP(attention=True)). eval/export use the run's.")
-flags.DEFINE_integer("attention_heads", 4, "Real NVP with --attention: heads of each attention; "
-                     "must divide --hidden_channels * 2.")
-flags.DEFINE_boolean("gated_convolutions", False, "Real NVP: Flow++'s gated residual blocks in "
-                     "every conditioner, h + a * sigmoid(g) (tfnvp.RealNVP(gated_convolutions="
-                     "True)). eval/export use the run's.")
-flags.DEFINE_float("dropout", 0.0, "Real NVP: dropout rate in [0, 1) on the hidden activations "
-                   "of the conditioners' residual blocks, in training only (Flow++: 0.2).")
+flags.DEFINE_boolean("attention", False, "Flow++'s gated multi-head self-attention in the "
+                     "conditioners at squeeze depth >= 1 (Real NVP: after every residual block "
+                     "of the coarse scales'; Glow: in every coupling network; "
+                     "tfnvp.RealNVP/Glow(attention=True)). eval/export use the run's.")
+flags.DEFINE_integer("attention_heads", 4, "With --attention: heads of each attention; must "
+                     "divide --hidden_channels * 2 (Real NVP) or --hidden_channels (Glow).")
+flags.DEFINE_boolean("gated_convolutions", False, "Flow++'s gated convolutions in every "
+                     "conditioner (Real NVP: residual blocks h + a * sigmoid(g); Glow: the "
+                     "hidden layer; tfnvp.RealNVP/Glow(gated_convolutions=True)). eval/export "
+                     "use the run's.")
+flags.DEFINE_float("dropout", 0.0, "Dropout rate in [0, 1) on the conditioners' hidden "
+                   "activations (Real NVP: in the residual blocks; Glow: before the hidden "
+                   "convolution), in training only (Flow++: 0.2).")
 flags.DEFINE_integer("eval_every", 1000, "Evaluate (held-out bits/dim and a sample grid) every N steps.")
 flags.DEFINE_integer("checkpoint_every", 1000, "Checkpoint every N steps (and at the end).")
 flags.DEFINE_integer("summary_every", 100, "TensorBoard training summaries every N steps.")
@@ -370,8 +373,9 @@ def execute(flagfile: str | None = None) -> dict:
     if version is None:
         version = evaluation.checkpoint_step(checkpoint)
     target = os.path.join(FLAGS.output_dir, "saved_model", str(version))
+    weights = evaluation.describe_weights(checkpoint)
     try:
-        path = export.export_version(model, os.path.dirname(target), version)
+        path = export.export_version(model, os.path.dirname(target), version, weights)
     except (OSError, tf.errors.OpError) as error:
         if not checkpoints.is_disk_full(error):
             raise
@@ -379,7 +383,6 @@ def execute(flagfile: str | None = None) -> dict:
                         "(if any) is untouched and the partial one was removed; free space and "
                         "run the same command again.") from error
     statistics = evaluation.describe_statistics(model, batches)
-    weights = evaluation.describe_weights(checkpoint)
     logging.info("Exported %s (%s; batch-norm statistics: %s) to %s", checkpoint, weights,
                  statistics, path)
     return dict(saved_model=path, version=version, checkpoint=checkpoint,

@@ -127,10 +127,10 @@ class TrainConfig:
     dequantizer_channels: int = tfnvp.image_flow.DEQUANTIZER_CHANNELS  # Variational only.
     coupling: str = "affine"  # Real NVP only: a tfnvp.coupling_step.COUPLINGS entry.
     mixture_components: int = 4  # Real NVP with coupling="logistic_mixture".
-    attention: bool = False  # Real NVP only: gated self-attention at the coarse scales.
+    attention: bool = False  # Gated self-attention in the conditioners at squeeze depth >= 1.
     attention_heads: int = 4
-    gated_convolutions: bool = False  # Real NVP only: Flow++'s gated residual blocks.
-    dropout: float = 0.0  # Real NVP only: in the conditioners' residual blocks.
+    gated_convolutions: bool = False  # Flow++'s gated convolutions in every conditioner.
+    dropout: float = 0.0  # In every conditioner, training mode only.
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.polyak_decay < 1.0:
@@ -146,25 +146,24 @@ class TrainConfig:
             raise ValueError(f"model must be one of {sorted(run_dir.ARCHITECTURES)}, "
                              f"got {self.model!r}.")
         if self.coupling != "affine" and self.model != "realnvp":
-            raise ValueError(f"coupling={self.coupling!r} is a Real NVP option; "
-                             f"model={self.model!r} has its own coupling.")
-        for option in ("attention", "gated_convolutions", "dropout"):
-            if getattr(self, option) and self.model != "realnvp":
-                raise ValueError(f"{option} is a Real NVP option (--model=realnvp), not a "
-                                 f"--model={self.model} one.")
+            raise ValueError(f"--coupling={self.coupling} is a Real NVP option (--model=realnvp): "
+                             f"--model={self.model} has its own affine coupling.")
 
 
 def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool = False,
                 num_classes: int | None = None) -> tfnvp.ImageFlowModel:
     """The ``config.model`` architecture (Glow has no batch norm to synchronize),
     class-conditional with ``num_classes``."""
+    flowpp_options = dict(attention=config.attention, attention_heads=config.attention_heads,
+                          gated_convolutions=config.gated_convolutions, dropout=config.dropout)
     if config.model == "glow":
         return tfnvp.Glow(image_shape, num_scales=config.num_scales,
                           steps_per_scale=config.steps_per_scale,
                           hidden_channels=config.hidden_channels,
                           conditioner_dtype=MIXED_PRECISION[config.mixed_precision],
                           num_classes=num_classes, dequantization=config.dequantization,
-                          dequantizer_channels=config.dequantizer_channels)
+                          dequantizer_channels=config.dequantizer_channels,
+                          **flowpp_options)
     return tfnvp.RealNVP(
         image_shape, num_scales=config.num_scales, num_res_blocks=config.num_res_blocks,
         hidden_channels=config.hidden_channels,
@@ -173,8 +172,7 @@ def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool 
         conditioner_dtype=MIXED_PRECISION[config.mixed_precision], num_classes=num_classes,
         dequantization=config.dequantization, dequantizer_channels=config.dequantizer_channels,
         coupling=config.coupling, mixture_components=config.mixture_components,
-        attention=config.attention, attention_heads=config.attention_heads,
-        gated_convolutions=config.gated_convolutions, dropout=config.dropout)
+        **flowpp_options)
 
 
 def run_config(model: tfnvp.ImageFlowModel, data_config: data.DataConfig,

@@ -39,6 +39,7 @@ import math
 import keras
 import tensorflow as tf
 
+from tfnvp.nets.gating import gated_linear_unit
 from tfnvp.nets.weight_norm import WeightNormConv2D
 
 __all__ = ["GatedAttention", "sinusoidal_position_encoding"]
@@ -115,8 +116,7 @@ class GatedAttention(keras.layers.Layer):
         attended = tf.einsum("bhnm,bmhd->bnhd", tf.cast(weights, value.dtype), value)
         attended = tf.reshape(attended, shape)
         attended.set_shape(x.shape)
-        linear, gate = tf.split(self.gate(attended), 2, axis=-1)
-        out = x + linear * tf.sigmoid(gate)
+        out = x + gated_linear_unit(self.gate(attended))
         return tf.cast(self.norm(tf.cast(out, wide)), x.dtype)
 
     def get_config(self) -> dict:

@@ -14,6 +14,24 @@ are ``tfnvp.bijectors.ActNormParameters`` layers: data-dependent
 initialization on the first training call, checkpointed.  Left out: the
 release's "edge bias" extra input channel that marks zero padding.
 
+Flow++'s conditioner components (Ho et al. 2019, section 3.3; all off by
+default, as in ``tfnvp.nets.ResNet``, from the same layers).  The hidden
+layer becomes::
+
+    u = dropout(h)                                      dropout=p: training mode only
+    h = relu(actnorm(conv1x1(u, hidden)))               default
+    h = h + GLU(actnorm(conv1x1(u, 2 * hidden)))        gated=True: Flow++'s gated
+                                                        convolution, GLU(a, g) = a * sigmoid(g)
+    h = attention(h)                                    attention=True
+
+``dropout`` and ``GLU`` are ``tfnvp.nets.gating``'s (inverted dropout, a
+mask per replica; evaluation is deterministic), ``attention`` is a
+``tfnvp.nets.GatedAttention`` over the positions (``attention_heads`` heads;
+residual, gated, layer-normalized).  The output convolution still starts at
+zero: a new coupling is the same map whatever the options.  With dropout,
+the hidden actnorm initializes from its first training batch as dropped
+(inverted dropout keeps the activations' mean).
+
 ``GlowAffineHead`` turns the network into a conditioner for
 ``tfnvp.bijectors.AffineCoupling`` computing Glow's sigmoid-scaled affine
 coupling (see ``tfnvp.bijectors.glow_coupling``): of the channel-masked
@@ -29,6 +47,9 @@ import keras
 import tensorflow as tf
 
 from tfnvp.bijectors.actnorm import ActNormParameters
+from tfnvp.nets.attention import GatedAttention
+from tfnvp.nets.gating import (ReplicaDropout, check_dropout, dropped, flowpp_options,
+                               gated_linear_unit)
 from tfnvp.nets.shift_and_log_scale import BodyConfig
 
 __all__ = ["GlowAffineHead", "GlowNet"]
@@ -48,11 +69,17 @@ class GlowNet(keras.layers.Layer):
       context_channels: size of the per-example conditioning vector
         (``context``, e.g. one-hot labels); 0 for an unconditional net.  It
         enters as a learned per-channel bias after the first actnorm.
+      attention: gated self-attention after the hidden layer (module docstring).
+      attention_heads: heads of the attention; must divide ``hidden_channels``.
+      gated: Flow++'s gated hidden layer ``h + GLU(actnorm(conv1x1(h)))``.
+      dropout: dropout rate in ``[0, 1)`` on the hidden activations before the
+        hidden convolution, in training mode only.
       **kwargs: forwarded to ``keras.layers.Layer`` (``dtype``, ``name``).
     """
 
     def __init__(self, out_channels: int, hidden_channels: int = 512,
-                 context_channels: int = 0, **kwargs):
+                 context_channels: int = 0, attention: bool = False, attention_heads: int = 4,
+                 gated: bool = False, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if out_channels < 1 or hidden_channels < 1 or context_channels < 0:
             raise ValueError("GlowNet needs positive out_channels and hidden_channels and a "
@@ -61,14 +88,25 @@ class GlowNet(keras.layers.Layer):
         self.out_channels = int(out_channels)
         self.hidden_channels = int(hidden_channels)
         self.context_channels = int(context_channels)
+        self.attention = bool(attention)
+        self.attention_heads = int(attention_heads)
+        self.gated = bool(gated)
+        self.dropout = check_dropout(dropout)
         dtype = self.dtype_policy
         normal = keras.initializers.RandomNormal(stddev=0.05)
         self.conv_in = keras.layers.Conv2D(self.hidden_channels, 3, padding="same", use_bias=False,
                                            kernel_initializer=normal, dtype=dtype)
         self.norm_in = ActNormParameters(self.hidden_channels, dtype=dtype)
-        self.conv_hidden = keras.layers.Conv2D(self.hidden_channels, 1, use_bias=False,
+        # Only with dropout > 0: its seed generator is a (checkpointed) variable.
+        self.drop = (ReplicaDropout(self.dropout, dtype=dtype, name="dropout")
+                     if self.dropout else None)
+        hidden_out = 2 * self.hidden_channels if self.gated else self.hidden_channels
+        self.conv_hidden = keras.layers.Conv2D(hidden_out, 1, use_bias=False,
                                                kernel_initializer=normal, dtype=dtype)
-        self.norm_hidden = ActNormParameters(self.hidden_channels, dtype=dtype)
+        self.norm_hidden = ActNormParameters(hidden_out, dtype=dtype)
+        self.gated_attention = (GatedAttention(self.hidden_channels, self.attention_heads,
+                                               dtype=dtype, name="attention")
+                                if self.attention else None)
         self.conv_out = keras.layers.Conv2D(self.out_channels, 3, padding="same",
                                             kernel_initializer="zeros", dtype=dtype)
         self.out_logs = self.add_weight(name="out_logs", shape=(self.out_channels,),
@@ -79,7 +117,10 @@ class GlowNet(keras.layers.Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "out_channels": self.out_channels,
                 "hidden_channels": self.hidden_channels,
-                "context_channels": self.context_channels}
+                "context_channels": self.context_channels,
+                **({"attention": True, "attention_heads": self.attention_heads}
+                   if self.attention else {}),
+                **flowpp_options(self.gated, self.dropout)}
 
     def _check_context(self, context: tf.Tensor | None) -> None:
         if context is None and self.context_bias is not None:
@@ -99,6 +140,8 @@ class GlowNet(keras.layers.Layer):
         self.conv_in.build(x_shape)
         hidden = tuple(x_shape[:-1]) + (self.hidden_channels,)
         self.conv_hidden.build(hidden)
+        if self.gated_attention is not None:
+            self.gated_attention.build(hidden)
         self.conv_out.build(hidden)
         if self.context_bias is not None and context_shape is not None:
             self.context_bias.build(context_shape)
@@ -110,7 +153,10 @@ class GlowNet(keras.layers.Layer):
         if context is not None:
             h = h + self.context_bias(context)[:, None, None, :]
         h = tf.nn.relu(h)
-        h = tf.nn.relu(self.norm_hidden(self.conv_hidden(h), training=training))
+        u = self.norm_hidden(self.conv_hidden(dropped(self.drop, h, training)), training=training)
+        h = h + gated_linear_unit(u) if self.gated else tf.nn.relu(u)
+        if self.gated_attention is not None:
+            h = self.gated_attention(h)
         scale = tf.exp(_LOGSCALE_FACTOR * tf.cast(self.out_logs, h.dtype))
         return self.conv_out(h) * scale
 

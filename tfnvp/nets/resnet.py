@@ -30,7 +30,7 @@ gated linear unit (Dauphin et al., 2017)::
 With ``dropout=p > 0`` the hidden activations ``u`` go through a
 ``keras.layers.Dropout(p)`` (inverted dropout: kept entries scaled by
 ``1 / (1 - p)``; every replica of a ``tf.distribute`` strategy draws its own
-mask, ``_ReplicaDropout``) before the last convolution, in training mode only.
+mask, ``tfnvp.nets.gating.ReplicaDropout``) before the last convolution, in training mode only.
 Evaluation (``log_prob``, sampling, export) is deterministic, without
 dropout, and so is batch-norm recalibration (``training=RECALIBRATE``): it
 measures the statistics of the evaluation-mode network.  Real NVP's batch
@@ -63,6 +63,8 @@ import tensorflow as tf
 
 from tfnvp import running_average
 from tfnvp.nets.attention import GatedAttention
+from tfnvp.nets.gating import (ReplicaDropout, check_dropout, dropped, flowpp_options,
+                               gated_linear_unit)
 from tfnvp.nets.tracking import track_layers
 from tfnvp.nets.weight_norm import WeightNormConv2D
 
@@ -74,21 +76,6 @@ _FUSED_DTYPES = (tf.float32, tf.bfloat16, tf.float16)
 # convolution before it (see `_ResidualBlock._conv_in_folded`).  Read when a
 # function is traced.
 FOLD_EVAL_BATCH_NORM = True
-
-
-def _check_dropout(rate: float) -> float:
-    """``rate`` as a float if ``0 <= rate < 1``, else a ValueError naming ``dropout``."""
-    rate = float(rate)
-    if not 0.0 <= rate < 1.0:  # Also refuses NaN.
-        raise ValueError(f"dropout must be in [0, 1) (the fraction of hidden activations "
-                         f"dropped in training), got {rate!r}.")
-    return rate
-
-
-def _flowpp_options(gated: bool, dropout: float) -> dict:
-    """The ``gated``/``dropout`` configuration entries that differ from the defaults
-    (none for a plain block: existing configurations stay as they were)."""
-    return {**({"gated": True} if gated else {}), **({"dropout": dropout} if dropout else {})}
 
 
 @keras.saving.register_keras_serializable(package="tfnvp")
@@ -185,29 +172,6 @@ class BatchNormalization(keras.layers.BatchNormalization):
         return tf.cast(y, self.compute_dtype)
 
 
-class _ReplicaDropout(keras.layers.Dropout):
-    """``keras.layers.Dropout`` whose mask also depends on the replica.
-
-    Under ``tf.distribute`` the layer's seed generator is a mirrored variable,
-    so Keras' dropout would draw the same mask on every replica (example ``i``
-    of each replica's batch dropped alike).  Here replica ``r`` draws with the
-    seed ``(s + r, n)`` instead of ``(s, n)``: independent masks across the
-    global batch.  The same inverted dropout otherwise (``noise_shape`` unused).
-    """
-
-    def call(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
-        if not (training and self.rate > 0):
-            return inputs
-        seed = self.seed_generator.next()
-        context = tf.distribute.get_replica_context()
-        if context is not None:
-            replica = tf.cast(context.replica_id_in_sync_group, seed.dtype)
-            seed = seed + tf.stack([replica, tf.zeros_like(replica)])
-        # int32 seeds (as Keras' own dropout): XLA's stateless random ops need them.
-        seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
-        return tf.nn.experimental.stateless_dropout(inputs, rate=self.rate, seed=seed)
-
-
 @keras.saving.register_keras_serializable(package="tfnvp")
 class _ResidualBlock(keras.layers.Layer):
     """``h + conv(relu(bn(conv(relu(bn(h))))))``; gated (Flow++ section 3.3):
@@ -221,14 +185,14 @@ class _ResidualBlock(keras.layers.Layer):
         self.synchronized = bool(synchronized)
         self.momentum = float(momentum)
         self.gated = bool(gated)
-        self.dropout = _check_dropout(dropout)
+        self.dropout = check_dropout(dropout)
         self.norm_in = BatchNormalization(momentum=momentum, synchronized=synchronized,
                                           dtype=self.dtype_policy)
         self.conv_in = WeightNormConv2D(channels, dtype=self.dtype_policy)
         self.norm_out = BatchNormalization(momentum=momentum, synchronized=synchronized,
                                            dtype=self.dtype_policy)
         # Only with dropout > 0: its seed generator is a (checkpointed) variable.
-        self.drop = (_ReplicaDropout(self.dropout, dtype=self.dtype_policy, name="dropout")
+        self.drop = (ReplicaDropout(self.dropout, dtype=self.dtype_policy, name="dropout")
                      if self.dropout else None)
         self.conv_out = WeightNormConv2D(2 * channels if self.gated else channels,
                                          dtype=self.dtype_policy)
@@ -247,12 +211,9 @@ class _ResidualBlock(keras.layers.Layer):
         else:
             out = self.norm_out(self.conv_in(x), training=training)
         out = tf.nn.relu(out)
-        if self.drop is not None and training and not running_average.is_cumulative(training):
-            out = self.drop(out, training=True)
-        out = self.conv_out(out)
+        out = self.conv_out(dropped(self.drop, out, training))
         if self.gated:
-            a, g = tf.split(out, 2, axis=-1)
-            out = a * tf.sigmoid(g)
+            out = gated_linear_unit(out)
         return h + out
 
     def _foldable(self, x: tf.Tensor, training) -> bool:
@@ -282,7 +243,7 @@ class _ResidualBlock(keras.layers.Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "channels": self.channels,
                 "synchronized": self.synchronized, "momentum": self.momentum,
-                **_flowpp_options(self.gated, self.dropout)}
+                **flowpp_options(self.gated, self.dropout)}
 
 
 @keras.saving.register_keras_serializable(package="tfnvp")
@@ -328,7 +289,7 @@ class ResNet(keras.layers.Layer):
         self.attention = bool(attention)
         self.attention_heads = int(attention_heads)
         self.gated = bool(gated)
-        self.dropout = _check_dropout(dropout)
+        self.dropout = check_dropout(dropout)
         policy = self.dtype_policy
         self.conv_in = WeightNormConv2D(hidden_channels, dtype=policy)
         self.blocks = track_layers(self, "block", [
@@ -371,4 +332,4 @@ class ResNet(keras.layers.Layer):
                 "synchronized_batch_norm": self.synchronized_batch_norm,
                 "skip_connections": self.skip_connections, "attention": self.attention,
                 "attention_heads": self.attention_heads,
-                **_flowpp_options(self.gated, self.dropout)}
+                **flowpp_options(self.gated, self.dropout)}
