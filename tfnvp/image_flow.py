@@ -167,6 +167,21 @@ class ImageFlowModel(FlowModel):
     def _check_uint8_images(self, images) -> tf.Tensor:
         return validation.check_uint8_images(images, self.image_shape[-1], self._squeezes)
 
+    def dequantize(self, images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
+                   training: bool = False,
+                   labels: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """``(x, log_q)``: uint8 ``images`` dequantized by ``self.dequantizer``.
+
+        ``x = images + u`` with ``u ~ q(u | images)`` (``q(u | images, labels)``
+        for a class-conditional model with a variational dequantizer; uniform
+        noise and ``log_q = 0`` for section 4.1's dequantizer), from the
+        stateless ``seed`` if given; ``log_q`` per image.  ``nll`` and
+        ``bits_per_dim`` dequantize exactly so.
+        """
+        images = self._check_uint8_images(images)
+        labels = self._checked_labels(self._event_of(images), self._batch_of(images), labels)
+        return self._dequantize(images, seed, training, labels)
+
     def _dequantize(self, x, seed, training: Training | None,
                     labels: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor | float]:
         """uint8 images go through ``self.dequantizer`` (a class-conditional model's
