@@ -174,8 +174,8 @@ def run(dataset: str = "moons", steps: int = 3000, batch_size: int = 512,
     """Trains on ``dataset``, writes the PNG ``out`` and returns the figures.
 
     Returns a dict with ``out``, ``test_nll`` (nats, held-out), ``train_loss``
-    (last step), ``true_entropy`` (``None`` without a known density) and
-    ``seconds`` (training time).
+    (last step), ``true_entropy`` (``None`` without a known density),
+    ``seconds`` (training time) and ``model`` (the trained flow).
     """
     if dataset not in DATASETS:
         raise ValueError(f"Unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}.")
@@ -223,7 +223,7 @@ def run(dataset: str = "moons", steps: int = 3000, batch_size: int = 512,
     if verbose:
         print(f"wrote {out}")
     return dict(out=out, test_nll=test_nll, train_loss=train_loss, true_entropy=true_entropy,
-                seconds=seconds)
+                seconds=seconds, model=model)
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
