@@ -25,6 +25,11 @@ on top of a small shared model (28x28x1, 3 scales, ``--num_res_blocks``,
   logistic_mixture_k2  the same with K = 2 and wider feature maps
   flowpp       all of Flow++'s components: variational dequantization,
                logistic-mixture couplings, gated attention at the coarse scales
+  glow         tfnvp.Glow instead (CIFAR-10 only: 3 levels need sides divisible
+               by 8): actnorm, 1x1 convolutions, affine couplings, K = 6 steps
+               per level, 36 feature maps (309,672 parameters)
+  glow_variational  the same with variational dequantization (dequantizer
+               width 16, 35 feature maps: 314,570)
 
 The issue 11 configurations reduce the feature maps so that the parameter
 count stays within 10% of the baseline's.
@@ -86,6 +91,10 @@ CONFIGS: dict[str, dict] = {
                                 hidden_channels=6),
     "flowpp": dict(dequantization="variational", coupling="logistic_mixture",
                    mixture_components=3, attention=True, attention_heads=2, hidden_channels=5),
+    # Glow (model="glow"; tfnvp.Glow's own options), at the CIFAR-10 baseline's 313,291.
+    "glow": dict(model="glow", steps_per_scale=6, hidden_channels=36),
+    "glow_variational": dict(model="glow", steps_per_scale=6, hidden_channels=35,
+                             dequantization="variational", dequantizer_channels=16),
 }
 # The same +-10% on CIFAR-10's 3 channels (baseline 313,291: variational 294,908,
 # logistic_mixture 309,894, flowpp 297,061): the mixture heads output 3K + 2 maps per channel.
@@ -161,10 +170,15 @@ def run_child(args: argparse.Namespace) -> dict:
     train, test = _load(args.dataset, args.data_dir)
     test = test[:args.eval_examples]
     keras.utils.set_random_seed(args.seed)
-    options = {"num_res_blocks": args.num_res_blocks, "hidden_channels": args.hidden_channels,
-               **CONFIGS[name], **DATASET_OVERRIDES.get(args.dataset, {}).get(name, {})}
-    model = tfnvp.RealNVP(train.shape[1:], num_scales=3, batch_norm_momentum=0.9,
-                          validate_args=False, **options)
+    options = {**CONFIGS[name], **DATASET_OVERRIDES.get(args.dataset, {}).get(name, {})}
+    if options.get("model") == "glow":
+        model = tfnvp.Glow(train.shape[1:], num_scales=3, validate_args=False,
+                           **{k: v for k, v in options.items() if k != "model"})
+    else:
+        options = {"num_res_blocks": args.num_res_blocks,
+                   "hidden_channels": args.hidden_channels, **options}
+        model = tfnvp.RealNVP(train.shape[1:], num_scales=3, batch_norm_momentum=0.9,
+                              validate_args=False, **options)
     params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
     optimizer = keras.optimizers.Adam(args.learning_rate)
     variables = model.trainable_variables
@@ -210,7 +224,7 @@ def run_child(args: argparse.Namespace) -> dict:
                   f"bits/dim (last 50) {np.mean(train_bits[-50:]):.4f}", file=sys.stderr,
                   flush=True)
     train_seconds = time.perf_counter() - start
-    for k in range(args.recalibration_batches):
+    for k in range(args.recalibration_batches if model.batch_norm_layers() else 0):  # Glow: none.
         statistics_pass(next_batch(), tf.constant([args.seed + 1, k], tf.int64))
     bits = np.concatenate([eval_bits(tf.constant(test[k:k + 250]),
                                      tf.constant([12345, k], tf.int64)).numpy()

@@ -31,9 +31,9 @@ def _perturb(variables, rng: np.random.Generator, scale: float = 0.5) -> None:
         v.assign(v + scale * rng.standard_normal(v.shape))
 
 
-def _perturbed_model(batch_norm: bool, seed: int = 0) -> DenseRealNVP:
+def _perturbed_model(batch_norm: bool, seed: int = 0, coupling: str = "affine") -> DenseRealNVP:
     model = DenseRealNVP(DIM, hidden_dim=16, depth=2, num_couplings=4, batch_norm=batch_norm,
-                         seed=seed, dtype=tf.float64)
+                         seed=seed, dtype=tf.float64, coupling=coupling, mixture_components=3)
     rng = np.random.default_rng(seed + 100)
     _perturb(model.trainable_variables, rng)
     for stats in model.statistics:
@@ -93,9 +93,10 @@ def test_single_coupling_jacobian_and_inverse(parity: int) -> None:
     assert np.all(np.abs(y.numpy()[:, ~kept] - x.numpy()[:, ~kept]) > 0)
 
 
-@pytest.mark.parametrize("batch_norm", [False, True])
-def test_flow_jacobian_inverse_and_density(batch_norm: bool) -> None:
-    model = _perturbed_model(batch_norm)
+@pytest.mark.parametrize("batch_norm,coupling", [(False, "affine"), (True, "affine"),
+                                                 (True, "logistic_mixture")])
+def test_flow_jacobian_inverse_and_density(batch_norm: bool, coupling: str) -> None:
+    model = _perturbed_model(batch_norm, coupling=coupling)
     rng = np.random.default_rng(3)
     z = tf.constant(rng.standard_normal((8, DIM)))
     x = tf.constant(2.0 * rng.standard_normal((8, DIM)))
@@ -116,12 +117,15 @@ def test_identity_at_initialization() -> None:
     np.testing.assert_allclose(model.log_prob(x), expected, atol=1e-12)
 
 
-@pytest.mark.parametrize("batch_norm", [False, True])
-def test_every_weight_gets_a_gradient(batch_norm: bool) -> None:
-    model = _perturbed_model(batch_norm, seed=1)
+@pytest.mark.parametrize("batch_norm,coupling", [(False, "affine"), (True, "affine"),
+                                                 (False, "logistic_mixture")])
+def test_every_weight_gets_a_gradient(batch_norm: bool, coupling: str) -> None:
+    model = _perturbed_model(batch_norm, seed=1, coupling=coupling)
     depth, couplings = 2, 4
-    # log-scale factor + (depth hidden + 1 output) Dense kernels and biases.
-    assert len(model.trainable_variables) == couplings * (1 + 2 * (depth + 1))
+    # log-scale factor (+ the mixture's location offsets) + (depth hidden + 1 output)
+    # Dense kernels and biases.
+    head = 1 if coupling == "affine" else 2
+    assert len(model.trainable_variables) == couplings * (head + 2 * (depth + 1))
     x = tf.constant(np.random.default_rng(0).standard_normal((64, DIM)))
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(model.nll(x, training=True))
@@ -130,6 +134,21 @@ def test_every_weight_gets_a_gradient(batch_norm: bool) -> None:
         assert g is not None, f"no gradient for {v.path}"
         assert np.all(np.isfinite(g)), v.path
         assert np.max(np.abs(g)) > 0, f"zero gradient for {v.path}"
+
+
+def test_logistic_mixture_coupling_config_and_clear_errors() -> None:
+    model = DenseRealNVP(3, hidden_dim=8, depth=1, num_couplings=2, dtype=tf.float64,
+                         coupling="logistic_mixture", mixture_components=5)
+    config = model.get_config()
+    assert (config["coupling"], config["mixture_components"]) == ("logistic_mixture", 5)
+    # (3K + 2) parameters per coordinate from each MLP.
+    assert model.conditioners[0].body.out_dim == (3 * 5 + 2) * 3
+    assert DenseRealNVP.from_config(config).get_config() == config
+    assert "coupling" not in DenseRealNVP(3).get_config()  # Affine configs are unchanged.
+    with pytest.raises(ValueError, match="coupling must be one of"):
+        DenseRealNVP(3, coupling="spline")
+    with pytest.raises(ValueError, match="mixture_components"):
+        DenseRealNVP(3, coupling="logistic_mixture", mixture_components=0)
 
 
 def test_mask_config_and_alternation() -> None:

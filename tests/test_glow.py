@@ -7,6 +7,7 @@ import tensorflow as tf
 from sklearn.datasets import load_digits
 
 import tfnvp
+from tfnvp.nets.glow_net import MIN_LOG_SCALE, GlowAffineHead
 
 from bijector_checks import assert_exact_bijector, perturb_weights
 
@@ -122,6 +123,42 @@ def test_sample_log_prob_and_modes():
     images = tf.cast(x, tf.uint8)
     bits = model.bits_per_dim(images, seed=EVAL_SEED).numpy()
     assert bits.shape == (4,) and np.all(np.isfinite(bits))
+
+
+class _FixedOutput(keras.layers.Layer):
+    """A coupling body that outputs ``[t, h]`` interleaved (Glow's channel order) whatever
+    it is given: the head's arithmetic on chosen pre-scales."""
+
+    def __init__(self, t: np.ndarray, h: np.ndarray, **kwargs):
+        super().__init__(**kwargs)
+        self.raw = np.stack([t, h], axis=-1).reshape(*t.shape[:-1], -1)
+
+    def call(self, kept, training=False, context=None):
+        return tf.constant(self.raw, kept.dtype)
+
+
+def test_coupling_scale_floor_keeps_sampling_finite():
+    # h + 2 from -300 (Glow's sigmoid would be 1e-131, sampling's 1/s overflows) to 5.
+    h = np.linspace(-302.0, 3.0, 2 * 3 * 4).reshape(1, 2, 3, 4)
+    t = np.random.default_rng(0).normal(size=h.shape)
+    head = GlowAffineHead(_FixedOutput(t, h, dtype="float64"), channels=8, parity=0,
+                          dtype="float64")
+    shift, log_scale = head(tf.zeros((1, 2, 3, 8), tf.float64))
+    floor = MIN_LOG_SCALE
+    s = np.maximum(1.0 / (1.0 + np.exp(-(h + 2.0))), np.exp(floor))
+    np.testing.assert_allclose(log_scale.numpy()[..., 4:], np.log(s), rtol=1e-12)
+    np.testing.assert_allclose(shift.numpy()[..., 4:], t * s, rtol=1e-12)
+    np.testing.assert_array_equal(log_scale.numpy()[..., :4], 0.0)  # The kept half.
+    assert log_scale.numpy().min() == floor
+    # Latent -> data divides by s: finite (at most e^7 times larger) and exactly invertible.
+    coupling = tfnvp.bijectors.glow_coupling(head)
+    y = tf.constant(np.random.default_rng(1).normal(size=(1, 2, 3, 8)) * 5.0)
+    x = coupling.forward(y).numpy()
+    assert np.all(np.isfinite(x)) and np.abs(x).max() < 5.0 * 10 * np.exp(-floor)
+    np.testing.assert_allclose(coupling.inverse(tf.constant(x)).numpy(), y.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        coupling.forward_log_det_jacobian(tf.identity(y), event_ndims=3).numpy(),
+        -log_scale.numpy().sum(), rtol=1e-12)
 
 
 def test_new_model_log_det_known_answer():

@@ -25,7 +25,9 @@ CONDITIONAL = ["--flagfile=digits.flags", "--conditional", "--num_scales=1",
                "--num_res_blocks=1", "--hidden_channels=8", "--batch_size=32",
                "--eval_batch_size=300", "--train_steps=20", "--eval_every=20",
                "--checkpoint_every=20", "--log_every=10", "--summary_every=20",
-               "--num_sample_images=20", "--recalibration_batches=1"]
+               "--num_sample_images=20", "--recalibration_batches=1",
+               # q(u | x, y): the labels reach the learned dequantizer too.
+               "--dequantization=variational", "--dequantizer_channels=6"]
 DIGIT_GRID = 8 + 1  # One 8x8 digit plus the grid's 1-pixel padding.
 
 
@@ -53,9 +55,9 @@ def conditional_model(conditional_run):
     return model
 
 
-def _eval_batch(count: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def _eval_batch(count: int = 16, dequantize: bool = True) -> tuple[np.ndarray, np.ndarray]:
     config = data.DataConfig("digits", eval_batch_size=count, max_eval_examples=count,
-                             labels=True)
+                             labels=True, dequantize=dequantize)
     x, labels = next(iter(data.make_eval_dataset(config)))
     return x.numpy(), labels.numpy()
 
@@ -78,10 +80,15 @@ def test_conditional_eval_and_export_agree_with_the_model(conditional_run, condi
     assert report["num_examples"] == 297 and math.isfinite(report["bits_per_dim"])
 
     model = conditional_model
-    # --mode=eval is -log p(x | y) over the held-out split with its labels.
-    x, labels = _eval_batch(297)
-    nll = -model.log_prob(x, training=False, labels=labels).numpy()
-    assert report["bits_per_dim"] == pytest.approx(nll.mean() / (64 * math.log(2)), rel=1e-5)
+    assert model.dequantizer.num_classes == 10
+    # --mode=eval is the bound on -log P(x | y) over the held-out split with its labels:
+    # model.bits_per_dim of the uint8 images, seed (eval_seed, batch index).
+    images, labels = _eval_batch(297, dequantize=False)
+    config = data.DataConfig("digits", labels=True)
+    bits = model.bits_per_dim(images, seed=tf.constant([config.eval_seed, 0], tf.int64),
+                              labels=labels).numpy()
+    assert report["bits_per_dim"] == pytest.approx(bits.mean(), rel=1e-5)
+    x = _eval_batch(297)[0]
 
     assert _run(f"--output_dir={conditional_run}", "--mode=export", "--export_version=1") == 0
     loaded = tf.saved_model.load(str(conditional_run / "saved_model" / "1"))
@@ -93,6 +100,14 @@ def test_conditional_eval_and_export_agree_with_the_model(conditional_run, condi
     np.testing.assert_allclose(served["log_prob"].numpy(), expected, rtol=1e-5, atol=1e-3)
     other = (labels + 1) % 10  # The labels matter.
     assert np.abs(loaded.log_prob(x, other).numpy() - expected).max() > 1e-3
+    # The export's bits_per_dim dequantizes with q(u | x, y), as the model does.
+    seed = tf.constant([1, 2])
+    served_bits = loaded.bits_per_dim(images[:16], seed, labels).numpy()
+    np.testing.assert_allclose(
+        served_bits, model.bits_per_dim(images[:16], seed=seed, labels=labels).numpy(), rtol=1e-5)
+    _, log_q = model.dequantize(images[:16], seed=seed, labels=labels)
+    _, log_q_other = model.dequantize(images[:16], seed=seed, labels=other)
+    assert np.abs(log_q.numpy() - log_q_other.numpy()).max() > 1e-4
     samples = loaded.signatures["sample"](num_samples=tf.constant(3), temperature=tf.constant(0.7),
                                           seed=tf.constant([1, 2]),
                                           labels=tf.constant([0, 5, 9]))["samples"]

@@ -9,12 +9,16 @@ from PIL import Image
 from trainers import train_toy
 
 
-@pytest.mark.parametrize("dataset", ["moons", "gmm1d"])
-def test_run_writes_png(tmp_path, dataset: str) -> None:
+@pytest.mark.parametrize("dataset,coupling", [("moons", "logistic_mixture"),
+                                              ("gmm1d", "affine")])
+def test_run_writes_png(tmp_path, dataset: str, coupling: str) -> None:
     out = tmp_path / "figures" / f"{dataset}.png"
     result = train_toy.run(dataset=dataset, steps=3, batch_size=64, hidden_dim=8, depth=1,
                            num_couplings=2, num_train=256, num_test=256, num_bins=8,
-                           out=str(out), grid_size=30, verbose=False)
+                           out=str(out), grid_size=30, verbose=False, coupling=coupling,
+                           mixture_components=2)
+    if dataset == "moons":  # The 2-D flow is built with the coupling asked for.
+        assert result["model"].get_config()["coupling"] == coupling
     assert result["out"] == str(out)
     assert np.isfinite(result["test_nll"]) and np.isfinite(result["train_loss"])
     assert (result["true_entropy"] is not None) == (dataset == "gmm1d")

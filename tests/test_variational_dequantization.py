@@ -16,12 +16,18 @@ from tfnvp.variational_dequantization import dequantization_flow
 from bijector_checks import assert_exact_bijector, numerical_log_det, perturb_weights
 
 
-def _dequantizer(channels=2, dtype="float64", scale=0.3) -> tfnvp.VariationalDequantizer:
+def _dequantizer(channels=2, dtype="float64", scale=0.3,
+                 num_classes=None) -> tfnvp.VariationalDequantizer:
     deq = tfnvp.VariationalDequantizer(channels, num_couplings=3, hidden_channels=6,
-                                       context_channels=3, dtype=dtype)
-    deq.dequantize(np.zeros((1, 4, 4, channels), np.uint8), seed=(0, 0))  # Builds the weights.
+                                       context_channels=3, num_classes=num_classes, dtype=dtype)
+    deq.dequantize(np.zeros((1, 4, 4, channels), np.uint8), seed=(0, 0),  # Builds the weights.
+                   context=None if num_classes is None else _one_hot([0], num_classes, dtype))
     perturb_weights([deq], scale=scale)
     return deq
+
+
+def _one_hot(labels, num_classes=3, dtype="float64") -> tf.Tensor:
+    return tf.one_hot(labels, num_classes, dtype=dtype)
 
 
 def _images(shape, seed=0) -> np.ndarray:
@@ -43,18 +49,49 @@ def test_dequantizer_flow_is_exact_given_the_context():
     assert u.min() > 0.0 and u.max() < 1.0
 
 
-def test_log_q_is_the_change_of_variables_of_the_seeded_noise():
-    deq = _dequantizer()
+@pytest.mark.parametrize("num_classes", [None, 3])
+def test_log_q_is_the_change_of_variables_of_the_seeded_noise(num_classes):
+    deq = _dequantizer(num_classes=num_classes)
     images = _images((3, 4, 4, 2))
-    x, log_q = deq.dequantize(images, seed=(5, 6))
-    x_again, log_q_again = deq.dequantize(images, seed=(5, 6))
+    labels = None if num_classes is None else _one_hot([2, 0, 1])
+    x, log_q = deq.dequantize(images, seed=(5, 6), context=labels)
+    x_again, log_q_again = deq.dequantize(images, seed=(5, 6), context=labels)
     np.testing.assert_array_equal(x_again.numpy(), x.numpy())  # A pure function of the seed.
-    context = deq.context(images)
+    context = deq.context(images, labels=labels)
     # A fresh tensor: TFP's cache would answer forward(eps) with the constant it came from.
     eps = tf.identity(deq.bijector.inverse(tf.constant(x.numpy() - images), context=context))
     log_det = numerical_log_det(lambda t: deq.bijector.forward(t, context=context), eps)
     expected = scipy.stats.logistic.logpdf(eps.numpy()).reshape(3, -1).sum(1) - log_det
     np.testing.assert_allclose(log_q.numpy(), expected, atol=1e-6)
+
+
+def test_class_conditional_dequantizer_is_exact_and_sees_the_labels():
+    deq = _dequantizer(num_classes=3)
+    images = _images((3, 4, 4, 2))
+    context = deq.context(images, labels=_one_hot([2, 0, 1]))
+    eps = tf.random.stateless_normal((3, 4, 4, 2), seed=(1, 2), dtype=tf.float64)
+    worst = assert_exact_bijector(deq.bijector, eps, event_ndims=3, context=context)
+    assert worst["log_det_vs_numerical"] < 1e-6
+    # Same images, same seed, other labels: another u and another log q.
+    x, log_q = deq.dequantize(images, seed=(5, 6), context=_one_hot([2, 0, 1]))
+    x_other, log_q_other = deq.dequantize(images, seed=(5, 6), context=_one_hot([0, 1, 2]))
+    assert np.abs(x.numpy() - x_other.numpy()).max() > 1e-3
+    assert np.abs(log_q.numpy() - log_q_other.numpy()).min() > 1e-6
+    # Batch shapes beyond one axis: the labels follow the images' batch axes.
+    images_2d, labels_2d = _images((2, 3, 4, 4, 2)), _one_hot([[2, 0, 1], [1, 1, 0]])
+    x_2d, log_q_2d = deq.dequantize(images_2d, seed=(5, 6), context=labels_2d)
+    flat_x, flat_log_q = deq.dequantize(images_2d.reshape(6, 4, 4, 2), seed=(5, 6),
+                                        context=tf.reshape(labels_2d, [6, 3]))
+    np.testing.assert_allclose(x_2d.numpy().reshape(6, 4, 4, 2), flat_x.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(log_q_2d.numpy().reshape(6), flat_log_q.numpy(), rtol=1e-12)
+    with pytest.raises(ValueError, match="class-conditional"):
+        deq.dequantize(images, seed=(5, 6))
+    with pytest.raises(ValueError, match=r"one-hot labels of shape \[batch\.\.\., 3\]"):
+        deq.dequantize(images, seed=(5, 6), context=_one_hot([2, 0, 1], num_classes=4))
+    with pytest.raises(ValueError, match="unconditional"):
+        _dequantizer().dequantize(images, seed=(5, 6), context=_one_hot([2, 0, 1]))
+    with pytest.raises(ValueError, match="num_classes"):
+        tfnvp.VariationalDequantizer(2, num_classes=0)
 
 
 def test_fresh_dequantizer_is_exactly_uniform_dequantization():
@@ -125,28 +162,42 @@ def test_importance_weighted_bound_is_log_mean_exp_of_single_samples(dequantizat
 
 
 def test_variational_model_trains_and_owns_its_dequantizer(tmp_path):
-    model = _model("variational", dtype="float32")
+    # Class-conditional: q(u | x, y) also owns the class features E.
+    model = _model("variational", dtype="float32", num_classes=3)
     deq = model.dequantizer
     assert isinstance(deq, tfnvp.VariationalDequantizer)
+    assert deq.num_classes == 3 and deq.class_context.built
     owned = {id(v) for v in model.trainable_variables}
     assert deq.trainable_variables and all(id(v) in owned for v in deq.trainable_variables)
     perturb_weights([deq], scale=0.3)
-    images = _images((6, 4, 4, 1))
+    images, labels = _images((6, 4, 4, 1)), tf.constant([0, 1, 2, 0, 1, 2])
     with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(model.nll(images, training=True, seed=(1, 2)))
+        loss = tf.reduce_mean(model.nll(images, training=True, seed=(1, 2), labels=labels))
     grads = tape.gradient(loss, deq.trainable_variables)
     missing = [v.path for v, g in zip(deq.trainable_variables, grads)
                if g is None or not np.any(g.numpy())]
     assert not missing, missing
+    # The bound uses q(u | x, y): the model's log q is the dequantizer's for these labels.
+    nll = model.nll(images, seed=(4, 5), labels=labels).numpy()
+    x, log_q = deq.dequantize(images, seed=(4, 5), context=_one_hot(labels, dtype="float32"))
+    np.testing.assert_allclose(nll, log_q.numpy() - model.log_prob(x, labels=labels).numpy(),
+                               rtol=1e-5, atol=1e-4)
+    _, log_q_other = deq.dequantize(images, seed=(4, 5),
+                                    context=_one_hot((labels + 1) % 3, dtype="float32"))
+    assert np.abs(log_q.numpy() - log_q_other.numpy()).min() > 1e-5
     # The configuration declares it; a checkpoint restores it into a fresh model.
     config = model.get_config()
     assert config["dequantization"] == "variational"
     clone = tfnvp.RealNVP.from_config(config)
     assert isinstance(clone.dequantizer, tfnvp.VariationalDequantizer)
     path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
-    tf.train.Checkpoint(model=clone).restore(path).assert_existing_objects_matched()
-    np.testing.assert_array_equal(clone.bits_per_dim(images, seed=(4, 5)).numpy(),
-                                  model.bits_per_dim(images, seed=(4, 5)).numpy())
+    tf.train.Checkpoint(model=clone).restore(path).assert_consumed()
+    np.testing.assert_array_equal(clone.bits_per_dim(images, seed=(4, 5), labels=labels).numpy(),
+                                  model.bits_per_dim(images, seed=(4, 5), labels=labels).numpy())
+    # Recalibration dequantizes with the labels, and asks for them.
+    with pytest.raises(ValueError, match="pass labels="):
+        model.recalibrate([images], num_batches=1)
+    assert model.recalibrate([(images, labels)], num_batches=1) == 1
     with pytest.raises(ValueError, match="dequantization"):
         _model("logistic")
 

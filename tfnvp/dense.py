@@ -76,7 +76,7 @@ def check_vectors(x, dtype: tf.DType, dim: int, validate_args: bool,
 
 @keras.saving.register_keras_serializable(package="tfnvp")
 class DenseRealNVP(FlowModel):
-    """Real NVP density on ``R^dim`` with MLP affine couplings.
+    """Real NVP density on ``R^dim`` with MLP couplings (affine, or Flow++'s logistic mixture).
 
     Args:
       dim: number of coordinates (>= 2).
@@ -89,6 +89,10 @@ class DenseRealNVP(FlowModel):
       mask: explicit 0/1 mask of length ``dim`` (overrides ``seed``; both
         halves must be non-empty).  ``get_config`` stores the mask in use.
       activation: hidden activation of the MLPs.
+      coupling: ``"affine"`` (Real NVP eqs. 6-9) or ``"logistic_mixture"``: Flow++'s
+        logistic-mixture CDF coupling (``tfnvp.bijectors.LogisticMixtureCoupling``,
+        ``tfnvp.coupling_step``) with ``mixture_components`` components per coordinate.
+      mixture_components: ``K`` of the logistic-mixture coupling.
       dtype: float32 or float64, for every variable and the flow arithmetic.
       validate_args: check for NaN/Inf in the user-facing methods; static
         shape and dtype checks always run.
@@ -105,6 +109,7 @@ class DenseRealNVP(FlowModel):
                  batch_norm: bool = False, batch_norm_momentum: float = 0.99, seed: int = 0,
                  mask: Sequence[int] | None = None, activation: str = "tanh",
                  dtype: tf.DType | str = tf.float32, validate_args: bool = True,
+                 coupling: str = "affine", mixture_components: int = 4,
                  name: str = "dense_real_nvp"):
         super().__init__(dtype=dtype, validate_args=validate_args, name=name)
         flow_dtype = self.flow_dtype
@@ -133,6 +138,8 @@ class DenseRealNVP(FlowModel):
             batch_norm_momentum=float(batch_norm_momentum), seed=int(seed),
             mask=[int(m) for m in mask_array], activation=activation, dtype=flow_dtype.name,
             validate_args=bool(validate_args))
+        if coupling != "affine":  # Affine configurations stay as they were.
+            self._config.update({"coupling": coupling, "mixture_components": int(mixture_components)})
         self.dim = dim
         self.event_shape = (dim,)
         self.mask = mask_array
@@ -141,10 +148,11 @@ class DenseRealNVP(FlowModel):
             return MLP(hidden_dim, depth, out_channels, activation=activation,
                        dtype=flow_dtype.name, name=f"mlp_{position.index}")
 
-        coupling = CouplingStep(mlp, flow_dtype, batch_norm=batch_norm,
-                                batch_norm_momentum=batch_norm_momentum)
+        step = CouplingStep(mlp, flow_dtype, batch_norm=batch_norm,
+                            batch_norm_momentum=batch_norm_momentum, coupling=coupling,
+                            mixture_components=mixture_components)
         # One scale, no squeezes: couplings with alternating parities.
-        scale = Scale(tuple(Step(coupling, mask=mask_array, parity=index % 2)
+        scale = Scale(tuple(Step(step, mask=mask_array, parity=index % 2)
                             for index in range(num_couplings)))
         self._create_steps((scale,), dim, event_ndims=1)
         # Build every weight now (evaluation mode: no statistics are updated).

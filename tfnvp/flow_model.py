@@ -298,7 +298,7 @@ class FlowModel(keras.Model):
 
     def _nll(self, x: tf.Tensor, labels: tf.Tensor | None, seed: tf.Tensor | None,
              training: Training) -> tf.Tensor:
-        x, log_q = self._dequantize(x, seed, training)
+        x, log_q = self._dequantize(x, seed, training, labels)
         return log_q - self._log_prob(x, labels, training)
 
     @staticmethod
@@ -314,8 +314,10 @@ class FlowModel(keras.Model):
         """``nll``'s input checks: ``(checked inputs, seed)`` (see ``_dequantize``)."""
         return self._check_inputs(x), seed
 
-    def _dequantize(self, x, seed, training: Training | None) -> tuple[tf.Tensor, tf.Tensor | float]:
-        """``(continuous inputs, log q)``; continuous data pass unchanged with ``log q = 0``."""
+    def _dequantize(self, x, seed, training: Training | None,
+                    labels: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor | float]:
+        """``(continuous inputs, log q)`` (of the class ``labels``, checked, for a
+        class-conditional model); continuous data pass unchanged with ``log q = 0``."""
         return x, 0.0
 
     # ------------------------------------------------------------ conditioning
@@ -511,15 +513,17 @@ class FlowModel(keras.Model):
             raise ValueError(f"num_batches must be >= 1, got {num_batches!r}.")
         if self._untracked.recalibration_step is None:
             self._untracked.recalibration_step = tf.function(
-                lambda x, labels=None: self.log_prob(self._dequantize(x, None, False)[0],
+                lambda x, labels=None: self.log_prob(self._dequantize(x, None, False, labels)[0],
                                                      training=RECALIBRATE, labels=labels),
                 reduce_retracing=True)
         used = 0
         for batch in dataset:
             x, labels = tuple(batch) if isinstance(batch, (tuple, list)) else (batch, None)
             if used == 0:
+                x = tf.convert_to_tensor(x)
+                self._checked_labels(self._event_of(x), self._batch_of(x), labels)
                 if not all(layer.built for layer in self.batch_norm_layers()):
-                    self.log_prob(self._dequantize(tf.convert_to_tensor(x), None, False)[0],
+                    self.log_prob(self._dequantize(x, None, False, labels)[0],
                                   labels=labels)  # Builds the conditioners.
                 for layer in self.batch_norm_layers():
                     layer.num_updates.assign(0.0)

@@ -41,6 +41,10 @@ levels, K = 32, 512 channels):
   W/2``); ``gated_convolutions=True`` makes every network's hidden layer
   Flow++'s gated convolution; ``dropout=p`` drops hidden activations in
   training mode only (evaluation, sampling and export are deterministic);
+* the coupling's scale ``s = sigmoid(h + 2)`` is floored at ``e^-7``
+  (``tfnvp.nets.glow_net.MIN_LOG_SCALE``): sampling divides by ``s``, and
+  without a floor a trained model drew about 1% non-finite samples at
+  temperature 1;
 * there is no batch normalization: evaluation and training mode compute the
   same function once the actnorms are initialized (``recalibrate`` has
   nothing to recompute).  The actnorms initialize from the first

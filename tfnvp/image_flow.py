@@ -34,6 +34,7 @@ from tfnvp import multiscale, validation
 from tfnvp.bijectors.chain import FusedChain
 from tfnvp.bijectors.logit import LogitPreprocess
 from tfnvp.checked_distribution import EventCheckedDistribution
+from tfnvp.conditional import one_hot_context
 from tfnvp.dequantization import UniformDequantizer, bits_per_dim_from_log_prob
 from tfnvp.flow_model import Flow, FlowModel
 from tfnvp.running_average import Training
@@ -124,16 +125,16 @@ class ImageFlowModel(FlowModel):
                 self._config["dequantizer_channels"] = int(dequantizer_channels)
             self.dequantizer = VariationalDequantizer(
                 self.image_shape[-1], hidden_channels=int(dequantizer_channels),
-                context_channels=int(dequantizer_channels) // 2, dtype=self.flow_dtype.name,
-                name="dequantizer")
+                context_channels=int(dequantizer_channels) // 2, num_classes=num_classes,
+                dtype=self.flow_dtype.name, name="dequantizer")
         else:
             self.dequantizer = UniformDequantizer(dtype=self.flow_dtype.name, name="dequantizer")
         self._make_class_conditional(num_classes)
         # Evaluation mode: no statistic is updated, no actnorm initialized.
-        self.dequantizer.dequantize(tf.zeros((1,) + self.image_shape, tf.uint8), seed=[0, 0])
+        labels = None if num_classes is None else tf.zeros([1], tf.int32)
+        self._dequantize(tf.zeros((1,) + self.image_shape, tf.uint8), [0, 0], False, labels)
         self._build_weights(
-            tf.fill((1,) + self.image_shape, tf.constant(128.0, self.flow_dtype)),
-            labels=None if num_classes is None else tf.zeros([1], tf.int32))
+            tf.fill((1,) + self.image_shape, tf.constant(128.0, self.flow_dtype)), labels=labels)
 
     @classmethod
     def from_paper(cls, name: str, **overrides) -> "ImageFlowModel":
@@ -190,12 +191,30 @@ class ImageFlowModel(FlowModel):
     def _check_uint8_images(self, images) -> tf.Tensor:
         return validation.check_uint8_images(images, self.image_shape[-1], self._squeezes)
 
-    def _dequantize(self, x, seed,
-                    training: Training | None) -> tuple[tf.Tensor, tf.Tensor | float]:
-        """uint8 images go through ``self.dequantizer``; float pixels are already dequantized."""
+    def dequantize(self, images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
+                   training: bool = False,
+                   labels: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """``(x, log_q)``: uint8 ``images`` dequantized by ``self.dequantizer``.
+
+        ``x = images + u`` with ``u ~ q(u | images)`` (``q(u | images, labels)``
+        for a class-conditional model with a variational dequantizer; uniform
+        noise and ``log_q = 0`` for section 4.1's dequantizer), from the
+        stateless ``seed`` if given; ``log_q`` per image.  ``nll`` and
+        ``bits_per_dim`` dequantize exactly so.
+        """
+        images = self._check_uint8_images(images)
+        labels = self._checked_labels(self._event_of(images), self._batch_of(images), labels)
+        return self._dequantize(images, seed, training, labels)
+
+    def _dequantize(self, x, seed, training: Training | None,
+                    labels: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor | float]:
+        """uint8 images go through ``self.dequantizer`` (a class-conditional model's
+        ``q(u | x, y)`` sees the labels); float pixels are already dequantized."""
         if x.dtype != tf.uint8:
             return x, 0.0
-        return self.dequantizer.dequantize(x, seed=seed, training=bool(training))
+        context = (None if labels is None or isinstance(self.dequantizer, UniformDequantizer)
+                   else one_hot_context(labels, self.num_classes, self.flow_dtype))
+        return self.dequantizer.dequantize(x, seed=seed, training=bool(training), context=context)
 
     def bits_per_dim(self, images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
                      training: Training | None = False,

@@ -147,8 +147,9 @@ class RealNVP(ImageFlowModel):
         sigma_y^2)`` per class; ``log_prob``, ``nll``, ``bits_per_dim``,
         ``encode``, ``decode`` and ``sample`` then take ``labels=``.
       dequantization: ``"uniform"`` (section 4.1) or ``"variational"``: a learned
-        ``q(u | x)`` (Flow++, ``tfnvp.VariationalDequantizer``), trained with the
-        flow on the variational bound ``nll``; see ``ImageFlowModel``.
+        ``q(u | x)`` (Flow++, ``tfnvp.VariationalDequantizer``; ``q(u | x, y)``
+        with ``num_classes``), trained with the flow on the variational bound
+        ``nll``; see ``ImageFlowModel``.
       dequantizer_channels: width of the variational dequantizer's networks
         (its context map: half); ignored by ``"uniform"``.
       attention: gated self-attention in the coarse scales' conditioners

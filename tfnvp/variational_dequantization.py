@@ -31,7 +31,12 @@ so with the same ``seed`` a new dequantizer's ``u`` equals
 with checkerboard masks of alternating parity, every coupling's conditioner
 reading the masked input concatenated with the context feature map ``c =
 h(x / 255 - 1/2)`` ([batch, H, W, context_channels], one small conv net ``h``
-shared by all couplings, as in Flow++).  ``log|det du/deps|`` is the sum of
+shared by all couplings, as in Flow++).  A class-conditional model's
+dequantizer (``num_classes=K``) is ``q(u | x, y)``: its context map adds a
+learned per-class feature vector, ``c = h(x / 255 - 1/2) + E y`` (``y`` the
+one-hot label, ``E`` a ``K x context_channels`` matrix, the same at every
+position), so the bound ``E_q[log p(x + u | y) - log q(u | x, y)]`` is that
+of the conditional model ``P(x | y)``.  ``log|det du/deps|`` is the sum of
 the couplings' log-dets and the sigmoid's, ``sum log sigmoid(g) + log
 sigmoid(-g)``.  ``dequantization_flow`` returns the ``eps -> u`` bijector
 (``FusedChain``, ``context=c`` a call argument per ``tfnvp.bijectors.base``);
@@ -176,8 +181,9 @@ class VariationalDequantizer(keras.layers.Layer):
     per image, like ``tfnvp.UniformDequantizer``.  With a ``seed`` (shape
     ``[2]``) ``eps`` is a stateless draw, so ``u`` is a pure function of the
     seed and the weights.  A new dequantizer is exactly uniform dequantization
-    (module docstring).  ``context`` (a model's class labels) is accepted
-    and ignored: ``q`` conditions on the image.  No normalization layers, so
+    (module docstring).  ``context`` is a class-conditional model's one-hot
+    labels (``[batch..., num_classes]``, ``tfnvp.conditional.one_hot_context``):
+    required with ``num_classes``, refused without.  No normalization layers, so
     ``training`` changes nothing; the gains of its weight-normalized
     convolutions are among a model's ``regularized_weights`` (the L2 term).
 
@@ -185,7 +191,9 @@ class VariationalDequantizer(keras.layers.Layer):
       channels: the images' channels ``C``.
       num_couplings: affine couplings of the flow (checkerboard, alternating).
       hidden_channels: width of the context net and of the coupling bodies.
-      context_channels: features ``K`` of the context map ``c = h(x)``.
+      context_channels: features of the context map ``c = h(x)``.
+      num_classes: classes ``K`` of a class-conditional model: ``q(u | x, y)``
+        with ``c = h(x) + E y`` (module docstring); ``None``: ``q(u | x)``.
 
     Example::
 
@@ -194,19 +202,25 @@ class VariationalDequantizer(keras.layers.Layer):
     """
 
     def __init__(self, channels: int, num_couplings: int = 4, hidden_channels: int = 32,
-                 context_channels: int = 16, **kwargs):
+                 context_channels: int = 16, num_classes: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if min(channels, num_couplings, hidden_channels, context_channels) < 1:
             raise ValueError("VariationalDequantizer needs positive channels, num_couplings, "
                              f"hidden_channels and context_channels, got {channels}, "
                              f"{num_couplings}, {hidden_channels}, {context_channels}.")
+        if num_classes is not None and int(num_classes) < 1:
+            raise ValueError(f"num_classes must be None or at least 1, got {num_classes!r}.")
         self.channels = int(channels)
         self.num_couplings = int(num_couplings)
         self.hidden_channels = int(hidden_channels)
         self.context_channels = int(context_channels)
+        self.num_classes = None if num_classes is None else int(num_classes)
         policy = self.dtype_policy
         self.context_net = ConvNet(hidden_channels, context_channels, dtype=policy,
                                    name="context_net")
+        # E: one context feature vector per class (a bias-free Dense on the one-hot label).
+        self.class_context = (None if self.num_classes is None else keras.layers.Dense(
+            context_channels, use_bias=False, dtype=policy, name="class_context"))
         self.conditioners = track_layers(self, "coupling", [
             ShiftAndLogScale(ConvNet(hidden_channels, 2 * self.channels, zero_output=True,
                                      dtype=policy), self.channels, dtype=policy,
@@ -222,12 +236,33 @@ class VariationalDequantizer(keras.layers.Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "channels": self.channels,
                 "num_couplings": self.num_couplings, "hidden_channels": self.hidden_channels,
-                "context_channels": self.context_channels}
+                "context_channels": self.context_channels, "num_classes": self.num_classes}
 
-    def context(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """``c = h(x / 255 - 1/2)`` for 8-bit images ``[batch, H, W, C]``."""
+    def context(self, images: tf.Tensor, training: bool = False,
+                labels: tf.Tensor | None = None) -> tf.Tensor:
+        """``c = h(x / 255 - 1/2)`` for 8-bit images ``[batch, H, W, C]``, plus ``E y``
+        for the one-hot ``labels`` (``[batch, num_classes]``) of a class-conditional ``q``."""
         dtype = tf.as_dtype(self.compute_dtype)
-        return self.context_net(tf.cast(images, dtype) / 255.0 - 0.5, training=training)
+        c = self.context_net(tf.cast(images, dtype) / 255.0 - 0.5, training=training)
+        if self.class_context is None:
+            return c
+        return c + self.class_context(tf.cast(labels, dtype))[:, None, None, :]
+
+    def _check_context(self, context: tf.Tensor | None) -> tf.Tensor | None:
+        """The one-hot labels, checked against ``num_classes``, with one batch axis."""
+        if self.num_classes is None:
+            if context is not None:
+                raise ValueError("This VariationalDequantizer is unconditional (num_classes="
+                                 "None): it takes no context (class labels).")
+            return None
+        if context is None:
+            raise ValueError(f"This VariationalDequantizer is class-conditional (num_classes="
+                             f"{self.num_classes}): pass context= (the one-hot labels).")
+        context = tf.convert_to_tensor(context)
+        if context.shape.rank is None or context.shape[-1] != self.num_classes:
+            raise ValueError(f"VariationalDequantizer expects one-hot labels of shape "
+                             f"[batch..., {self.num_classes}], got {context.shape}.")
+        return tf.reshape(context, [-1, self.num_classes])
 
     def dequantize(self, images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
                    training: bool = False, context: tf.Tensor | None = None
@@ -237,6 +272,7 @@ class VariationalDequantizer(keras.layers.Layer):
             raise ValueError(f"VariationalDequantizer expects images of shape [batch..., H, W, "
                              f"{self.channels}], got {images.shape}.")
         dtype = tf.as_dtype(self.compute_dtype)
+        labels = self._check_context(context)
         shape = tf.shape(images)
         # The conditioners' convolutions take one batch axis.
         flat = tf.reshape(images, tf.concat([[-1], shape[-3:]], 0))
@@ -249,7 +285,8 @@ class VariationalDequantizer(keras.layers.Layer):
             v = tf.random.stateless_uniform(tf.shape(flat), seed=seed, minval=tiny, dtype=dtype)
         eps = tf.math.log(v) - tf.math.log1p(-v)
         base = tfd.Logistic(tf.zeros([], dtype), tf.ones([], dtype))
-        kwargs = dict(training=training, context=self.context(flat, training=training))
+        kwargs = dict(training=training,
+                      context=self.context(flat, training=training, labels=labels))
         u = self._bijector.forward(eps, **kwargs)
         log_det = self._bijector.forward_log_det_jacobian(eps, event_ndims=3, **kwargs)
         log_base = tf.reduce_sum(base.log_prob(eps), axis=[-3, -2, -1])

@@ -143,9 +143,10 @@ class _ExportModule(tf.Module):
         def bits_per_dim(images, seed, labels=None):
             # RealNVP.bits_per_dim through the model's dequantizer (uniform or learned,
             # evaluation mode), with the log-density graph shared with log_prob.
-            x, log_q = model.dequantizer.dequantize(images, seed=seed)
-            return out(tfnvp.bits_per_dim_from_log_prob(
-                flow_log_prob(x, *checked(labels)) - log_q, num_dims))
+            labels = checked(labels)
+            x, log_q = model.dequantize(images, seed=seed, labels=labels[0] if labels else None)
+            return out(tfnvp.bits_per_dim_from_log_prob(flow_log_prob(x, *labels) - log_q,
+                                                        num_dims))
 
         @tf.function(autograph=False, input_signature=[scalar_int, scalar_float, seed] + labels)
         def sample(num_samples, temperature, seed, labels=None):

@@ -240,7 +240,7 @@ class TrainSteps:
         that of ``-log p(x + u)`` (without ``log q(u | x)``).
         """
         if x.dtype == tf.uint8:
-            x, _ = self.model.dequantizer.dequantize(x, seed=tf.constant([0, 0]))
+            x, _ = self.model.dequantize(x, seed=tf.constant([0, 0]), labels=labels)
             x = tf.cast(x, tf.float32)
         if labels is None:
             flow = self.model.distribution

@@ -169,12 +169,13 @@ def run(dataset: str = "moons", steps: int = 3000, batch_size: int = 512,
         learning_rate: float = 5e-3, hidden_dim: int = 64, depth: int = 2,
         num_couplings: int = 8, seed: int = 0, out: str | None = None,
         num_train: int = 20000, num_test: int = 5000, num_bins: int = 64,
-        grid_size: int = 200, verbose: bool = True) -> dict[str, Any]:
+        grid_size: int = 200, verbose: bool = True, coupling: str = "affine",
+        mixture_components: int = 4) -> dict[str, Any]:
     """Trains on ``dataset``, writes the PNG ``out`` and returns the figures.
 
     Returns a dict with ``out``, ``test_nll`` (nats, held-out), ``train_loss``
-    (last step), ``true_entropy`` (``None`` without a known density) and
-    ``seconds`` (training time).
+    (last step), ``true_entropy`` (``None`` without a known density),
+    ``seconds`` (training time) and ``model`` (the trained flow).
     """
     if dataset not in DATASETS:
         raise ValueError(f"Unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}.")
@@ -192,7 +193,8 @@ def run(dataset: str = "moons", steps: int = 3000, batch_size: int = 512,
         model = PiecewiseLinearFlow(num_bins, x_min=float(lo), x_max=float(hi))
     else:
         model = DenseRealNVP(x_train.shape[-1], hidden_dim=hidden_dim, depth=depth,
-                             num_couplings=num_couplings, seed=seed)
+                             num_couplings=num_couplings, seed=seed, coupling=coupling,
+                             mixture_components=mixture_components)
     train_loss = _train(model, x_train, steps, batch_size, learning_rate, seed)
     seconds = time.time() - start
     test_nll = float(np.mean(model.nll(x_test).numpy()))
@@ -221,7 +223,7 @@ def run(dataset: str = "moons", steps: int = 3000, batch_size: int = 512,
     if verbose:
         print(f"wrote {out}")
     return dict(out=out, test_nll=test_nll, train_loss=train_loss, true_entropy=true_entropy,
-                seconds=seconds)
+                seconds=seconds, model=model)
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -238,6 +240,12 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                          flag_values=flag_values)
     flags.DEFINE_integer("depth", 2, "Hidden layers per coupling MLP.", flag_values=flag_values)
     flags.DEFINE_integer("num_couplings", 8, "Coupling layers.", flag_values=flag_values)
+    flags.DEFINE_enum("coupling", "affine", ["affine", "logistic_mixture"],
+                      "Coupling of the 2-D flows: Real NVP's affine one or Flow++'s "
+                      "logistic-mixture CDF coupling (DenseRealNVP(coupling=)).",
+                      flag_values=flag_values)
+    flags.DEFINE_integer("mixture_components", 4, "Components K of the logistic-mixture "
+                         "coupling.", flag_values=flag_values)
     flags.DEFINE_integer("num_bins", 64, "Bins of the 1-D piecewise-linear flow (gmm1d).",
                          flag_values=flag_values)
     flags.DEFINE_integer("seed", 0, "Seed of the data, mask and initialization.",
@@ -255,7 +263,8 @@ def main(argv: list[str]) -> None:
     run(dataset=f.dataset, steps=f.steps, batch_size=f.batch_size,
         learning_rate=f.learning_rate, hidden_dim=f.hidden_dim, depth=f.depth,
         num_couplings=f.num_couplings, seed=f.seed, out=f.out, num_train=f.num_train,
-        num_test=f.num_test, num_bins=f.num_bins)
+        num_test=f.num_test, num_bins=f.num_bins, coupling=f.coupling,
+        mixture_components=f.mixture_components)
 
 
 def console_main() -> None:

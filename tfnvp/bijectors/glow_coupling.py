@@ -13,7 +13,9 @@ That is Real NVP's coupling (eq. 9, ``tfnvp.bijectors.AffineCoupling``) with
 a channel mask, ``log_scale = log sigmoid(h + 2)`` and
 ``shift = t * sigmoid(h + 2)``, since ``(x + t) s = x exp(log s) + t s``; the
 sigmoid bounds the scale in ``(0, 1)`` -- Glow's stabilization, where Real
-NVP uses ``scale * tanh``.  So a Glow coupling *is* an ``AffineCoupling``
+NVP uses ``scale * tanh``.  ``GlowAffineHead`` floors ``s`` at ``e^-7``
+(ours; the sampling direction divides by ``s``, see ``tfnvp.nets.glow_net``).
+So a Glow coupling *is* an ``AffineCoupling``
 whose conditioner is a ``tfnvp.nets.GlowAffineHead``: no second coupling
 implementation, and every property of ``AffineCoupling`` (one conditioner
 evaluation per direction, the training mode, exactness) carries over.

@@ -37,8 +37,19 @@ the hidden actnorm initializes from its first training batch as dropped
 coupling (see ``tfnvp.bijectors.glow_coupling``): of the channel-masked
 input it feeds the kept half to the body, splits the body's output into
 ``t`` (even channels) and ``h`` (odd channels, as in the release), and
-returns ``shift = t * sigmoid(h + 2)``, ``log_scale = log sigmoid(h + 2)``
-on the transformed half (zeros on the kept half).
+returns ``shift = t * s``, ``log_scale = log s`` with ``s = max(sigmoid(h + 2),
+e^-7)`` on the transformed half (zeros on the kept half).
+
+The floor ``s >= e^-7`` is ours (the release has none).  In the sampling
+direction the coupling divides by ``s``, an amplification without a bound:
+a large kept half makes the network emit a very negative ``h``, which makes
+the next values larger still.  A Glow trained on the CIFAR-10 JPEGs (the
+ablation's ``glow``, 3,000 steps) drew 18 non-finite samples among 2,048 at
+temperature 1, each an overflow of ``exp(-log s)``; with the floor none, and
+its held-out bits/dim were unchanged to five decimals (3.65285): on its data
+``log s`` never went below -6.13.  The floor is exact like the rest of the
+coupling (``log s`` is a function of the kept half; where it binds, its
+gradient is zero).
 """
 
 from __future__ import annotations
@@ -52,10 +63,12 @@ from tfnvp.nets.gating import (ReplicaDropout, check_dropout, dropped, flowpp_op
                                gated_linear_unit)
 from tfnvp.nets.shift_and_log_scale import BodyConfig
 
-__all__ = ["GlowAffineHead", "GlowNet"]
+__all__ = ["GlowAffineHead", "GlowNet", "MIN_LOG_SCALE"]
 
 _LOGSCALE_FACTOR = 3.0  # The release's `logscale_factor` of its zero-initialized convolution.
 _SCALE_OFFSET = 2.0  # sigmoid(h + 2): the coupling starts as a contraction by sigmoid(2).
+#: Floor of the coupling's ``log s`` (ours; module docstring): sampling divides by ``s``.
+MIN_LOG_SCALE = -7.0
 
 
 @keras.saving.register_keras_serializable(package="tfnvp")
@@ -167,11 +180,12 @@ class GlowAffineHead(BodyConfig, keras.layers.Layer):
 
     Math (``a`` = kept half, ``[t, h] = body(a)``; see the module docstring)::
 
-        shift     = t * sigmoid(h + 2)
-        log_scale = log sigmoid(h + 2)
+        s         = max(sigmoid(h + 2), exp(MIN_LOG_SCALE))
+        shift     = t * s
+        log_scale = log s
 
     so the coupling's ``x * exp(log_scale) + shift`` is Glow's
-    ``(x + t) * sigmoid(h + 2)``.
+    ``(x + t) * sigmoid(h + 2)`` wherever ``sigmoid(h + 2) >= e^-7``.
 
     Args:
       body: a layer mapping ``[..., H, W, C/2]`` (and ``training=``,
@@ -208,8 +222,9 @@ class GlowAffineHead(BodyConfig, keras.layers.Layer):
         kept = x[..., :half] if self.parity == 0 else x[..., half:]
         raw = tf.cast(self.body(kept, training=training, context=context), self.variable_dtype)
         shift, pre_scale = raw[..., 0::2], raw[..., 1::2] + _SCALE_OFFSET
-        log_scale = tf.math.log_sigmoid(pre_scale)
-        shift = shift * tf.sigmoid(pre_scale)
+        floor = tf.constant(MIN_LOG_SCALE, pre_scale.dtype)
+        log_scale = tf.maximum(tf.math.log_sigmoid(pre_scale), floor)
+        shift = shift * tf.maximum(tf.sigmoid(pre_scale), tf.exp(floor))
         zeros = tf.zeros_like(shift)
         if self.parity == 0:
             return tf.concat([zeros, shift], -1), tf.concat([zeros, log_scale], -1)
