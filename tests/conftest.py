@@ -35,12 +35,13 @@ def absl_log():
 
 # ------------------------------------------------------------------ parallel runs
 # setup.cfg runs the suite on one worker process per core (pytest-xdist, `-n auto`), a whole
-# file per worker (module-scoped runs are trained once). Two files share one process-wide run
-# (tests/digits_runs.py) and go to the same worker; the slowest files (as measured: trainer
+# file per worker (module-scoped runs are trained once). Three files share one process-wide
+# run (tests/digits_runs.py) and go to the same worker; the slowest files (as measured: trainer
 # runs, subprocesses, numerical Jacobians of whole flows) are handed out first, so that no
 # worker is left with a long file at the end. The order affects the wall time only, never
 # what a test checks.
-SAME_WORKER = {"tests/test_conditional.py": "tests/test_training.py"}
+SAME_WORKER = {"tests/test_conditional.py": "tests/test_training.py",
+               "tests/test_recalibration.py": "tests/test_training.py"}
 SLOWEST_FIRST = (
     "test_train.py", "test_recovery.py", "test_model.py", "test_logistic_mixture_coupling.py",
     "test_training.py", "test_conditional.py", "test_export.py", "test_attention.py",

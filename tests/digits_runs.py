@@ -1,8 +1,9 @@
 """Short training runs on scikit-learn's 8x8 digits, shared by the quality tests.
 
-One unconditional run serves tests/test_training.py (held-out bits/dim at steps 0 and 300)
+One unconditional run serves tests/test_training.py (held-out bits/dim at steps 0 and 150)
 and tests/test_conditional.py (at step 100, against a class-conditional run of the same
-seed, data order and steps): a run is trained once per process, on demand, and its
+seed, data order and steps), and tests/test_recalibration.py starts from a copy of it at
+step 100: a run is trained once per process, on demand, and its
 held-out bits/dim (evaluation mode, fixed dequantization noise) are recorded as it passes
 each of ``EVALUATED_STEPS``.
 """
@@ -19,7 +20,7 @@ from sklearn.datasets import load_digits
 import tfnvp
 
 EVAL_SEED = (0, 1)
-EVALUATED_STEPS = (0, 100, 300)
+EVALUATED_STEPS = (0, 100, 150)
 BATCH = 64
 
 
@@ -41,13 +42,15 @@ class DigitsRun:
     def __init__(self, num_classes: int | None):
         keras.utils.set_random_seed(0)
         self.conditional = num_classes is not None
-        self.model = tfnvp.RealNVP((8, 8, 1), num_scales=2, num_res_blocks=1,
-                                   hidden_channels=16, batch_norm_momentum=0.9,
-                                   validate_args=False, num_classes=num_classes)
+        self._config = dict(image_shape=(8, 8, 1), num_scales=2, num_res_blocks=1,
+                            hidden_channels=16, batch_norm_momentum=0.9, validate_args=False,
+                            num_classes=num_classes)
+        self.model = tfnvp.RealNVP(**self._config)
         self._optimizer = keras.optimizers.Adam(3e-3)
         self._rng = np.random.default_rng(0)
         self.steps = 0
         self._bits = {0: self._held_out_bits_per_dim()}
+        self._weights = {0: self.model.get_weights()}
 
     @tf.function(input_signature=[tf.TensorSpec([BATCH, 8, 8, 1], tf.uint8),
                                   tf.TensorSpec([BATCH], tf.int64)])
@@ -75,7 +78,16 @@ class DigitsRun:
             self.steps += 1
             if self.steps in EVALUATED_STEPS:
                 self._bits[self.steps] = self._held_out_bits_per_dim()
+                self._weights[self.steps] = self.model.get_weights()
         return self._bits[step]
+
+    def model_at(self, step: int) -> tfnvp.RealNVP:
+        """A new model holding the run's weights and statistics after ``step`` steps (one of
+        ``EVALUATED_STEPS``), for tests that change them: the run's own model trains on."""
+        self.held_out_bits_per_dim(step)
+        model = tfnvp.RealNVP(**self._config)
+        model.set_weights(self._weights[step])
+        return model
 
 
 @functools.cache

@@ -23,7 +23,7 @@ TRAIN = [sys.executable, str(REPO / "trainers" / "train.py")]
 # A tiny model on the bundled digits: one scale, no residual blocks, 8 feature maps.
 TINY = ["--flagfile=digits.flags", "--num_scales=1", "--num_res_blocks=0", "--hidden_channels=8",
         "--batch_size=16", "--eval_batch_size=300", "--num_sample_images=0", "--log_every=1",
-        "--summary_every=1000", "--eval_every=100000"]
+        "--summary_every=1000", "--eval_every=100000", "--recalibration_batches=1"]
 TIMEOUT = 600  # A hung collective must fail the test, not the CI job.
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import digits_runs
 import tfnvp
 from tfnvp import running_average
 from tfnvp.bijectors import BatchNormStatistics
@@ -76,23 +77,14 @@ def test_counters_are_model_state_restored_with_the_statistics():
 
 
 # ------------------------------------------------------------------ recalibrate
-def _trained_model(steps: int = 12) -> tuple[tfnvp.RealNVP, tf.data.Dataset]:
-    """A short (eager: cheaper than tracing) run: the conditioners' output gains
-    leave zero, so every batch norm, bijector or conditioner, matters."""
-    model = tfnvp.RealNVP((8, 8, 1), num_scales=2, num_res_blocks=1, hidden_channels=8)
-    batches = data.make_train_dataset(data.DataConfig("digits", batch_size=64, seed=3))
-    optimizer = tf.keras.optimizers.Adam(3e-3)
-    for x in batches.take(steps):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(model.nll(x, training=True))
-        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
-                                      model.trainable_variables))
-    return model, batches
-
-
 @pytest.fixture(scope="module")
-def trained():
-    return _trained_model()
+def trained() -> tuple[tfnvp.RealNVP, tf.data.Dataset]:
+    """A copy of tests/digits_runs.py's RealNVP (2 scales) after 100 steps on the digits
+    (shared with tests/test_training.py and tests/test_conditional.py): the conditioners'
+    output gains have left zero, so every batch norm, bijector or conditioner, matters."""
+    model = digits_runs.digits_run().model_at(100)
+    assert all(np.abs(c.body.conv_out.gain.numpy()).max() > 0 for c in model.conditioners)
+    return model, data.make_train_dataset(data.DataConfig("digits", batch_size=64, seed=3))
 
 
 def test_recalibrating_on_one_batch_reproduces_its_batch_statistics(trained):

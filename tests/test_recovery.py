@@ -31,7 +31,8 @@ from trainers import checkpoints, data, divergence, evaluation, preemption, run_
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--flagfile=digits.flags", "--num_scales=1", "--num_res_blocks=0", "--hidden_channels=8",
         "--batch_size=16", "--eval_batch_size=300", "--num_sample_images=0", "--log_every=1",
-        "--summary_every=1000", "--eval_every=1000", "--checkpoint_every=2"]
+        "--summary_every=1000", "--eval_every=1000", "--checkpoint_every=2",
+        "--recalibration_batches=1"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
        "PYTHONPATH": str(REPO)}
 
@@ -380,7 +381,9 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
 
 
 def test_real_full_disk_during_checkpointing(three_steps, tmp_path, capfd):
-    """A real ENOSPC: checkpoints/ on a tmpfs that holds the existing checkpoints only."""
+    """A real ENOSPC: checkpoints/ on a tmpfs that holds the existing checkpoints only.
+    (That the run then goes on once there is space again:
+    test_failed_save_cleans_up_and_keeps_the_previous_checkpoint.)"""
     run = tmp_path / "run"
     shutil.copytree(three_steps, run)
     saved = run.parent / "saved_checkpoints"
@@ -399,10 +402,6 @@ def test_real_full_disk_during_checkpointing(three_steps, tmp_path, capfd):
         assert "Could not write the checkpoint of step 4" in err and "disk is full" in err, err
         assert "Traceback" not in err
         assert _ckpt_files(run) == before and _latest_step(run) == 3
-        subprocess.run(["mount", "-o", f"remount,size={size * 4}", str(run / "checkpoints")],
-                       check=True)
-        assert _run(f"--output_dir={run}", "--train_steps=4") == 0
-        assert _latest_step(run) == 4
     finally:
         subprocess.run(["umount", "-l", str(run / "checkpoints")], check=False)
 

@@ -28,7 +28,8 @@ FLAGFILES = sorted((REPO / "trainers").glob("*.flags"))
 # (tests/conftest.py configures 2 logical CPUs), so batches are even.
 TINY = ["--flagfile=digits.flags", "--num_scales=1", "--num_res_blocks=0", "--hidden_channels=8",
         "--batch_size=16", "--eval_batch_size=300", "--num_sample_images=4", "--log_every=1",
-        "--summary_every=2", "--eval_every=1000", "--checkpoint_every=2"]
+        "--summary_every=2", "--eval_every=1000", "--checkpoint_every=2",
+        "--recalibration_batches=1"]
 PAPER_FLIPS = {"cifar10", "celeba", "lsun_bedroom", "lsun_tower", "lsun_church"}
 
 

@@ -12,7 +12,7 @@ import digits_runs
 import tfnvp
 
 ALPHA = 0.05
-STEPS = 300
+STEPS = 150
 EVAL_SEED = digits_runs.EVAL_SEED
 
 
