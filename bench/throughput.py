@@ -42,6 +42,8 @@ gradients of ``-mean(model.distribution.log_prob(x))``; ``model.log_prob``,
 ``model.distribution.log_prob`` / ``.sample`` in a user ``tf.function``.  Each
 row reports its first call in a fresh process (time to first result) and how
 often it traced; the targets of issue 14 are checked against the reference.
+``--workloads=log_prob,sample`` restricts the reference's and the public
+paths' rows to those workloads.
 
 ``--only=reference`` times the PyTorch reference (``bench/torch_reference.py``,
 an implementation of the port issue 6 measured, 19.6 M parameters; needs the
@@ -524,6 +526,8 @@ def plan(args) -> list[dict]:
         "hw", "info", "reference", "train", "log_prob", "sample", "public", "memory", "pipeline",
         "scaling"}
     models = args.models.split(",")
+    # The workloads the reference and the public paths are timed on (default: all).
+    workloads = [w for w in BATCH if w in args.workloads.split(",")]
     dtypes = args.dtypes.split(",")
     xlas = [{"off": False, "on": True}[x] for x in args.xla.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
@@ -546,7 +550,7 @@ def plan(args) -> list[dict]:
     if "reference" in only and "paper" in models:  # First calls trace nothing: no warm-up.
         jobs.append(dict(base, kind="reference", workload="info"))
         jobs += [dict(base, kind="reference", workload=kind, batch=BATCH[kind],
-                      **dict(steps("paper", kind), warmup=0)) for kind in BATCH]
+                      **dict(steps("paper", kind), warmup=0)) for kind in workloads]
     for kind in ("train", "log_prob", "sample"):
         if kind not in only:
             continue
@@ -557,8 +561,8 @@ def plan(args) -> list[dict]:
                                      batch=BATCH[kind], **steps(model, kind)))
     if "public" in only:
         for model in models:
-            for kind, paths in PATHS.items():
-                for path in paths:
+            for kind in workloads:
+                for path in PATHS[kind]:
                     jobs.append(dict(base, kind=kind, model=model, dtype="float32", xla=False,
                                      path=path, batch=BATCH[kind], **steps(model, kind)))
     if "memory" in only:
@@ -870,6 +874,9 @@ def main(argv=None) -> int:
                         help="comma list of: hw,info,reference,train,log_prob,sample,public,"
                              "memory,pipeline,scaling")
     parser.add_argument("--models", default=None, help="comma list of: paper,small")
+    parser.add_argument("--workloads", default=",".join(BATCH),
+                        help="the reference's and the public paths' workloads: comma list of "
+                             "train,log_prob,sample")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--xla", default="off,on", help="off,on | off | on")
     parser.add_argument("--threads", default="2,1", help="intra-op,inter-op threads")

@@ -4,6 +4,7 @@ The reference model's exactness and size need PyTorch (the ``bench`` extra) and
 are skipped without it; the reporting paths need only the standard library.
 """
 
+import argparse
 import sys
 
 import numpy as np
@@ -91,3 +92,18 @@ def test_reference_model_has_the_size_of_issue_6s():
     info = torch_reference.count(torch_reference.RealNVP())
     assert info["params"] == pytest.approx(throughput.REFERENCE["params"], rel=0.15)
     assert info["conv_flops_per_image"] == pytest.approx(throughput.REFERENCE["gflop"] * 1e9, rel=0.15)
+
+
+def test_workloads_select_the_reference_and_public_jobs():
+    args = argparse.Namespace(only="reference,public", models="paper", dtypes="float32",
+                              xla="off", threads="2,1", quick=True, own_step=False,
+                              workloads="sample,log_prob")
+    jobs = throughput.plan(args)
+    reference = [j["workload"] for j in jobs if j["kind"] == "reference"]
+    public = [(j["kind"], j["path"]) for j in jobs if "path" in j]
+    assert reference == ["info", "log_prob", "sample"]
+    assert public == [("log_prob", p) for p in throughput.PATHS["log_prob"]] + [
+        ("sample", p) for p in throughput.PATHS["sample"]]
+    args.workloads = ",".join(throughput.BATCH)
+    assert sum(1 for j in throughput.plan(args) if "path" in j) == sum(
+        len(p) for p in throughput.PATHS.values())
