@@ -212,7 +212,7 @@ class ImageFlowModel(FlowModel):
         ``q(u | x, y)`` sees the labels); float pixels are already dequantized."""
         if x.dtype != tf.uint8:
             return x, 0.0
-        context = (None if labels is None or isinstance(self.dequantizer, UniformDequantizer)
+        context = (None if labels is None
                    else one_hot_context(labels, self.num_classes, self.flow_dtype))
         return self.dequantizer.dequantize(x, seed=seed, training=bool(training), context=context)
 
