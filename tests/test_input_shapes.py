@@ -109,3 +109,40 @@ def test_exported_signatures_handle_empty_batches_and_reject_wrong_shapes(image_
     assert serving(x=x[:0])["log_prob"].shape == (0,)
     with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)):
         serving(x=x[0])
+
+
+@pytest.mark.parametrize("where", ["eager", "tf.function"])
+def test_an_int_seed_means_that_int_and_zero_in_every_seeded_method(where, image_model):
+    """Keras' convention: ``seed=s`` is the stateless seed ``[s, 0]``, not a traceback from
+    inside a random op (``model.sample(64, seed=1)`` used to fail with "Shape must be rank 1")."""
+    images = tf.cast(_batch(image_model, 3), tf.uint8)
+    methods = {
+        "sample": lambda seed: image_model.sample(2, seed=seed),
+        "bits_per_dim": lambda seed: image_model.bits_per_dim(images, seed=seed),
+        "dequantize": lambda seed: image_model.dequantize(images, seed=seed)[0],
+    }
+    for name, method in methods.items():
+        run = method if where == "eager" else (lambda m: lambda seed: tf.function(m)(seed))(method)
+        np.testing.assert_array_equal(run(7).numpy(), run([7, 0]).numpy(), err_msg=name)
+        np.testing.assert_array_equal(run(np.int64(7)).numpy(), run([7, 0]).numpy(),
+                                      err_msg=name)
+        assert not np.array_equal(run(7).numpy(), run([7, 1]).numpy()), name
+
+
+@pytest.mark.parametrize("seed, error, words", [
+    ([1, 2, 3], ValueError, "shape [3]"),
+    ([[1, 2]], ValueError, "shape [1, 2]"),
+    ([1.0, 2.0], TypeError, "dtype float32"),
+    (True, TypeError, "got True"),
+    ("abc", TypeError, "dtype string"),
+])
+def test_bad_seeds_are_rejected_naming_the_problem(seed, error, words, image_model):
+    images = tf.cast(_batch(image_model, 2), tf.uint8)
+    for call in (lambda: image_model.sample(2, seed=seed),
+                 lambda: image_model.bits_per_dim(images, seed=seed),
+                 lambda: image_model.dequantize(images, seed=seed),
+                 lambda: tfnvp.DenseRealNVP(dim=4, hidden_dim=8, depth=1,
+                                            num_couplings=2).sample(2, seed=seed)):
+        with pytest.raises(error, match="seed") as raised:
+            call()
+        assert words in str(raised.value)

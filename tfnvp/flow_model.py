@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfnvp import multiscale
+from tfnvp import multiscale, validation
 from tfnvp.bijectors.batch_norm import BatchNormStatistics
 from tfnvp.conditional import ClassConditionalPrior, check_labels, one_hot_context
 from tfnvp.dequantization import bits_per_dim_from_log_prob
@@ -306,9 +306,10 @@ class FlowModel(keras.Model):
         """``seed`` as a tensor, or (if ``None``) a stateless seed drawn now from
         TensorFlow's global generator (``tf.random.set_seed``): a compiled call
         then draws its noise from it, statelessly, without retracing."""
+        seed = validation.check_seed(seed)
         if seed is None:
             return tf.random.uniform([2], maxval=tf.int32.max, dtype=tf.int32)
-        return tf.convert_to_tensor(seed)
+        return seed
 
     def _check_nll_inputs(self, x, seed) -> tuple[tf.Tensor, tf.Tensor | None]:
         """``nll``'s input checks: ``(checked inputs, seed)`` (see ``_dequantize``)."""
@@ -434,7 +435,8 @@ class FlowModel(keras.Model):
 
         Class-conditional models take ``labels`` (``[num_samples]``) and draw
         ``z = mu_y + temperature * sigma_y * eps``.  ``seed`` is a stateless
-        seed (a pair of ints or a shape-[2] tensor); without one, an eager
+        seed (an int ``s``, meaning ``[s, 0]``, a pair of ints or a shape-[2]
+        tensor); without one, an eager
         call draws one from TensorFlow's global generator (so
         ``tf.random.set_seed`` makes it repeatable).  Values lie in
         ``data_support`` (see ``decode``).
@@ -450,6 +452,7 @@ class FlowModel(keras.Model):
                 raise ValueError(f"num_samples must be non-negative, got {num_samples}.")
         labels = self._checked_labels(
             event, tf.TensorShape([tf.get_static_value(num_samples)]), labels)
+        seed = validation.check_seed(seed)
         if not tf.inside_function():
             # Tensors, so that a new count, temperature or seed does not retrace.
             num_samples = tf.convert_to_tensor(num_samples, tf.int32)

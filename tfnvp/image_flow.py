@@ -186,7 +186,7 @@ class ImageFlowModel(FlowModel):
         if x.dtype != tf.uint8:
             return self._check_inputs(x), seed
         images = self._check_uint8_images(x)
-        return images, seed if tf.inside_function() else self._eager_seed(seed)
+        return images, validation.check_seed(seed) if tf.inside_function() else self._eager_seed(seed)
 
     def _check_uint8_images(self, images) -> tf.Tensor:
         return validation.check_uint8_images(images, self.image_shape[-1], self._squeezes)
@@ -204,7 +204,7 @@ class ImageFlowModel(FlowModel):
         """
         images = self._check_uint8_images(images)
         labels = self._checked_labels(self._event_of(images), self._batch_of(images), labels)
-        return self._dequantize(images, seed, training, labels)
+        return self._dequantize(images, validation.check_seed(seed), training, labels)
 
     def _dequantize(self, x, seed, training: Training | None,
                     labels: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor | float]:

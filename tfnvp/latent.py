@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfnvp import grid as grid_lib
+from tfnvp import validation
 
 __all__ = [
     "LatentModel", "TemperatureSamples", "Manifold", "Compression", "Extrapolation",
@@ -65,12 +66,9 @@ class LatentModel(Protocol):
 
 # ---------------------------------------------------------------------- helpers
 def _seed(seed: Seed, stream: int = 0) -> tf.Tensor:
-    """A stateless seed ``[2]``; ``stream`` separates independent uses of one seed."""
-    if isinstance(seed, (int, np.integer)):
-        return tf.constant([int(seed), stream], tf.int64)
-    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
-    if seed.shape != (2,):
-        raise ValueError(f"seed must be an int or a pair of ints, got shape {seed.shape}.")
+    """A stateless seed ``[2]`` (see ``validation.check_seed``); ``stream`` separates
+    independent uses of one seed."""
+    seed = tf.cast(validation.check_seed(seed), tf.int64)
     return seed + tf.constant([0, stream], tf.int64) if stream else seed
 
 

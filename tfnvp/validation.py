@@ -8,9 +8,11 @@ training step.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
-__all__ = ["check_image_shape", "check_images", "check_latents", "check_uint8_images"]
+__all__ = ["check_image_shape", "check_images", "check_latents", "check_seed",
+           "check_uint8_images"]
 
 
 def check_image_shape(shape: tuple[int, ...], channels: int, squeezes: int) -> None:
@@ -82,3 +84,33 @@ def check_uint8_images(images, channels: int | None = None, squeezes: int = 0) -
     if channels is not None:
         _check_event(images, "images", channels, squeezes)
     return images
+
+
+def check_seed(seed) -> tf.Tensor | None:
+    """A stateless seed: ``None``, or an integer tensor of shape ``[2]``.
+
+    Accepts what ``tf.random.stateless_*`` accept (a pair of ints, a shape-[2]
+    integer tensor) and, as Keras' random ops do, a single int ``s``, which
+    means ``[s, 0]``.  Anything else raises ``ValueError``/``TypeError`` naming
+    the problem instead of failing deep inside a random op.
+    """
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)):
+        raise TypeError(f"seed must be an int, a pair of ints or an integer tensor of shape [2], "
+                        f"got {seed!r}.")
+    if isinstance(seed, (int, np.integer)):
+        seed = [int(seed), 0]
+    try:
+        seed = tf.convert_to_tensor(seed)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"seed must be an int, a pair of ints or an integer tensor of shape [2], "
+                        f"got {seed!r}.") from error
+    if not seed.dtype.is_integer:
+        raise TypeError(f"seed must be integers (a stateless seed), got dtype {seed.dtype.name}.")
+    if seed.shape.rank == 0:
+        return tf.stack([seed, tf.zeros_like(seed)])
+    if not seed.shape.is_compatible_with([2]):
+        raise ValueError(f"seed must be an int or a pair of ints (shape [2]), got shape "
+                         f"{seed.shape.as_list()}.")
+    return seed
