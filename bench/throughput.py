@@ -418,17 +418,17 @@ def child_reference(job: dict) -> dict:
 def run_child(job: dict) -> dict:
     sys.path.insert(0, REPO)
     kind = job["kind"]
-    if kind in ("train", "log_prob", "sample"):
-        return child_workload(job)
-    if kind == "info":
-        return child_info(job)
-    if kind == "hw":
-        return child_hw(job)
-    if kind == "pipeline":
-        return child_pipeline(job)
-    if kind == "reference":
-        return child_reference(job)
-    raise ValueError(f"unknown job kind {kind!r}")
+    children = dict(info=child_info, hw=child_hw, pipeline=child_pipeline,
+                    reference=child_reference, train=child_workload, log_prob=child_workload,
+                    sample=child_workload)
+    if kind not in children:
+        raise ValueError(f"unknown job kind {kind!r}")
+    result = children[kind](job)
+    if kind != "reference":
+        from tensorflow.python.util import _pywrap_util_port
+
+        result["onednn"] = bool(_pywrap_util_port.IsMklEnabled())
+    return result
 
 
 # ===================================================================== parent
@@ -461,15 +461,23 @@ def launch_with_retry(job: dict, timeout: float, log, retries: int) -> dict:
     return result
 
 
+def child_env(job: dict) -> dict[str, str]:
+    """The child's environment: ours, quieter, with the repository importable and
+    ``TF_ENABLE_ONEDNN_OPTS`` per ``job["onednn"]`` (TensorFlow reads it once, at load)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO + os.pathsep
+               + os.environ.get("PYTHONPATH", ""))
+    if job.get("onednn", "default") != "default":
+        env["TF_ENABLE_ONEDNN_OPTS"] = {"on": "1", "off": "0"}[job["onednn"]]
+    return env
+
+
 def launch(job: dict, timeout: float, log) -> dict:
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(job)]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO + os.pathsep
-               + os.environ.get("PYTHONPATH", ""))
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                              env=env)
+                              env=child_env(job))
         lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
         if proc.returncode or not lines:
             tail = "\n".join((proc.stderr or "").strip().splitlines()[-12:])
@@ -533,7 +541,7 @@ def plan(args) -> list[dict]:
     threads = [int(t) for t in args.threads.split(",")]
     quick = args.quick
     jobs: list[dict] = []
-    base = dict(threads=threads, own_step=args.own_step)
+    base = dict(threads=threads, own_step=args.own_step, onednn=args.onednn)
 
     def steps(model: str, kind: str) -> dict:
         if model == "paper":
@@ -639,7 +647,8 @@ def analyse(results: list[dict]) -> dict:
                    step_s=r["step_s"], first_call_s=r["first_call_s"], compile_s=r["compile_s"],
                    peak_rss_gib=r["peak_rss_gib"], implementation=r.get("implementation"),
                    cpu_utilization=r["cpu_s"] / r["step_s"] / job["threads"][0] if "cpu_s" in r else None,
-                   load_before=r["load_before"], load_after=r["load_after"])
+                   load_before=r["load_before"], load_after=r["load_after"],
+                   onednn=r.get("onednn"))
         model_info = info.get(job["model"])
         if model_info and not job.get("image"):
             factor = 3.0 if job["kind"] == "train" else 1.0
@@ -651,6 +660,9 @@ def analyse(results: list[dict]) -> dict:
             row["conv_peak_fraction"] = flops / conv if conv else None
             row["matmul_peak_fraction"] = flops / matmul if matmul else None
             row["f32_conv_peak_fraction"] = flops / conv32 if conv32 else None
+            # The images/s this host could reach if every conv FLOP ran at the conv peak.
+            row["conv_ceiling_images_per_sec"] = (
+                conv / (model_info["conv_flops_per_image"] * factor) if conv else None)
         if job["model"] == "paper" and not job.get("image"):
             row["x_reference"] = r["images_per_sec"] / reference["images_per_sec"][job["kind"]]
             row["x_reference_scaled"] = (r["images_per_sec"]
@@ -669,9 +681,12 @@ def targets(analysis: dict, results: list[dict]) -> list[dict]:
         if not r["path"]:
             continue
         goal = PUBLIC_TARGETS[r["workload"]] * reference[r["workload"]]
+        ceiling = r.get("conv_ceiling_images_per_sec")
+        beyond = (f"; above this host's conv-peak ceiling of {ceiling:.1f} img/s"
+                  if ceiling and goal > ceiling else "")
         out.append(dict(target=f"{r['workload']} via {r['implementation']} >= "
                                f"{PUBLIC_TARGETS[r['workload']]:g}x ref ({goal:.1f} img/s, "
-                               f"ref {source[r['workload']]})",
+                               f"ref {source[r['workload']]}{beyond})",
                         measured=f"{r['images_per_sec']:.2f} img/s", met=r["images_per_sec"] >= goal))
         first_goal = TARGET_FIRST_CALL_S.get(r["workload"])
         if first_goal is not None and r["path"] in ("trainer", "eager"):
@@ -815,18 +830,22 @@ def markdown(analysis: dict, results: list[dict], target_rows: list[dict], meta:
     if public:
         lines += ["Public paths (what users call), float32, XLA off:", "",
                   "| model | workload | path | batch | img/s | x ref | x ref (scaled) | target x ref | "
-                  "first call s | traces | peak RSS GiB | CPU util |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "conv-peak ceiling img/s | first call s | traces | peak RSS GiB | CPU util |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(public, key=lambda r: (r["model"] != "paper", r["model"],
                                                list(PATHS).index(r["workload"]))):
             lines.append(
                 f"| {r['model']} | {r['workload']} | {r['implementation']} | {r['batch']} | "
                 f"{r['images_per_sec']:.2f} | {_fmt(r.get('x_reference'))} | "
                 f"{_fmt(r.get('x_reference_scaled'))} | "
-                f"{PUBLIC_TARGETS[r['workload']]:g} | {r['first_call_s']:.1f} | "
+                f"{PUBLIC_TARGETS[r['workload']]:g} | "
+                f"{_fmt(r.get('conv_ceiling_images_per_sec'), '.1f')} | {r['first_call_s']:.1f} | "
                 f"{_fmt(r['traces'], 'd')} | {r['peak_rss_gib']:.2f} | "
                 f"{_fmt(r.get('cpu_utilization') and 100 * r['cpu_utilization'], '.0f')}% |")
-        lines += ["", _x_ref_note(analysis) + " First call: the first call's wall time (tracing, graph optimization and "
+        lines += ["", _x_ref_note(analysis) + " Conv-peak ceiling: this host's float32 3x3-conv "
+                      "peak / the model's conv FLOPs per image (x3 for training), the images/s no "
+                      "path can exceed without fewer FLOPs or faster convolutions."
+                      " First call: the first call's wall time (tracing, graph optimization and "
                       "one step) in a fresh process; traces: how often the function(s) were "
                       "traced over the whole measurement (1 = no retracing).", ""]
     pipes = [r for r in results if r["job"]["kind"] == "pipeline"]
@@ -859,6 +878,11 @@ def markdown(analysis: dict, results: list[dict], target_rows: list[dict], meta:
     errors = [r for r in results if "error" in r]
     for r in errors:
         lines.append(f"ERROR {describe(r['job'])}: {r['error'].splitlines()[-1][:300]}")
+    onednn = sorted({str(r.get("onednn")) for r in results
+                     if r["job"]["kind"] not in ("reference",) and "error" not in r})
+    lines.append(f"TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS, --onednn="
+                 f"{results[0]['job'].get('onednn', 'default') if results else '?'}): "
+                 f"{', '.join({'True': 'on', 'False': 'off'}.get(o, o) for o in onednn)}.")
     lines.append(f"Load average during the run: {meta['load_min']:.1f}-{meta['load_max']:.1f} "
                  f"(1-min, sampled before/after each configuration).")
     return "\n".join(lines)
@@ -881,6 +905,10 @@ def main(argv=None) -> int:
     parser.add_argument("--xla", default="off,on", help="off,on | off | on")
     parser.add_argument("--threads", default="2,1", help="intra-op,inter-op threads")
     parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR)
+    parser.add_argument("--onednn", default="on", choices=("on", "off", "default"),
+                        help="TF_ENABLE_ONEDNN_OPTS of the TensorFlow children: on (what "
+                             "trainers/train.py sets), off, or default (inherited; TensorFlow's "
+                             "own default depends on the CPU: off on an AVX2-only one)")
     parser.add_argument("--own_step", action="store_true",
                         help="time bench.compiled's train step instead of trainers.steps'")
     parser.add_argument("--name", default=None, help="results file name (default: date-time)")

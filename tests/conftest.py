@@ -47,7 +47,8 @@ SLOWEST_FIRST = (
     "test_training.py", "test_conditional.py", "test_export.py", "test_attention.py",
     "test_keras.py", "test_polyak.py", "test_train_conditional.py", "test_load_run.py", "test_tfds_download.py",
     "test_distributed.py", "test_packaging.py", "test_recalibration.py",
-    "test_train_variational.py", "test_train_glow.py", "test_readme.py", "test_visualize.py",
+    "test_train_variational.py", "test_train_glow.py", "test_readme.py", "test_onednn.py",
+    "test_visualize.py",
     "test_examples.py", "test_conformance.py",
 )
 

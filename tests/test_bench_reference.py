@@ -97,13 +97,43 @@ def test_reference_model_has_the_size_of_issue_6s():
 def test_workloads_select_the_reference_and_public_jobs():
     args = argparse.Namespace(only="reference,public", models="paper", dtypes="float32",
                               xla="off", threads="2,1", quick=True, own_step=False,
-                              workloads="sample,log_prob")
+                              workloads="sample,log_prob", onednn="on")
     jobs = throughput.plan(args)
     reference = [j["workload"] for j in jobs if j["kind"] == "reference"]
     public = [(j["kind"], j["path"]) for j in jobs if "path" in j]
     assert reference == ["info", "log_prob", "sample"]
     assert public == [("log_prob", p) for p in throughput.PATHS["log_prob"]] + [
         ("sample", p) for p in throughput.PATHS["sample"]]
+    assert {j["onednn"] for j in jobs} == {"on"}
     args.workloads = ",".join(throughput.BATCH)
     assert sum(1 for j in throughput.plan(args) if "path" in j) == sum(
         len(p) for p in throughput.PATHS.values())
+
+
+@pytest.mark.parametrize("onednn, value", [("on", "1"), ("off", "0"), ("default", "inherited")])
+def test_children_get_the_requested_onednn_setting(onednn, value, monkeypatch):
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "inherited")
+    env = throughput.child_env(dict(REF_JOB, onednn=onednn))
+    assert env["TF_ENABLE_ONEDNN_OPTS"] == value
+    assert env["PYTHONPATH"].split(":")[0] == throughput.REPO
+
+
+def test_targets_above_the_conv_peak_ceiling_say_so():
+    """Ceiling = conv peak / conv FLOPs per image (x3 to train): 100 GFLOP/s over 12.5 GFLOP
+    is 8 images/s to evaluate; a 3 x 4 = 12 images/s target lies above it, 3 x 2 = 6 below."""
+    hw = dict(job=dict(kind="hw", threads=[2, 1]),
+              flops_per_sec={"float32/conv3x3_64_32x32_b64/noxla": 100e9}, load_before=0.0,
+              load_after=0.0)
+    info = dict(job=dict(kind="info", model="paper", threads=[2, 1]), params=1,
+                conv_flops_per_image=12.5e9, profiler_float_ops_per_image=12.6e9, num_convs=1,
+                image_shape=[32, 32, 3], load_before=0.0,
+                load_after=0.0)
+    for reference, above in ((4.0, True), (2.0, False)):
+        results = [hw, info, _timed("log_prob", reference), _public_row("log_prob", 5.0)]
+        analysis = throughput.analyse(results)
+        row = [r for r in analysis["rows"] if r["path"]][0]
+        assert row["conv_ceiling_images_per_sec"] == pytest.approx(8.0)
+        (target,) = [t for t in throughput.targets(analysis, results) if "log_prob" in t["target"]]
+        assert ("above this host's conv-peak ceiling of 8.0 img/s" in target["target"]) == above
+        report = throughput.markdown(analysis, results, [], dict(load_min=0.0, load_max=0.0))
+        assert "| 3 | 8.0 |" in report  # Target x ref, then the ceiling column.
