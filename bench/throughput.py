@@ -88,7 +88,10 @@ BATCH = {"train": 64, "log_prob": 256, "sample": 64}
 # The paths users take (``--only=public``), float32, XLA off; the default rows
 # above time the trainer's step and ``bench/compiled.py``'s wrappers.
 PATHS = {
-    "train": ("trainer", "keras", "user_loop"),
+    # user_loop: issue 14's loop, -mean(model.distribution.log_prob(x)), which runs in evaluation
+    # mode (running batch-norm statistics, folded); user_loop_training: the same loop with batch
+    # statistics, as examples/digits_log_prob.py trains.
+    "train": ("trainer", "keras", "user_loop", "user_loop_training"),
     "log_prob": ("eager", "bits_per_dim", "distribution"),
     "sample": ("eager", "distribution"),
 }
@@ -241,20 +244,22 @@ def _public_fn(job: dict, model, batch: int):
     if (kind, path) == ("sample", "distribution"):
         return (tf.function(lambda: model.distribution.sample(batch)), (),
                 "tf.function(lambda: model.distribution.sample(n))")
-    if (kind, path) == ("train", "user_loop"):
+    if kind == "train" and path in ("user_loop", "user_loop_training"):
         optimizer = keras.optimizers.Adam(1e-3)
         variables = model.trainable_variables
         optimizer.build(variables)
+        kwargs = dict(bijector_kwargs=dict(training=True)) if path == "user_loop_training" else {}
 
         @tf.function
         def user_step(x):
             with tf.GradientTape() as tape:
-                loss = -tf.reduce_mean(model.distribution.log_prob(x))
+                loss = -tf.reduce_mean(model.distribution.log_prob(x, **kwargs))
             optimizer.apply(tape.gradient(loss, variables), variables)
             return loss
 
-        return (user_step, (pixels,), "user tf.function: tape, "
-                "-mean(model.distribution.log_prob(x)), Adam")
+        call = ("log_prob(x, bijector_kwargs=dict(training=True))" if kwargs else "log_prob(x)")
+        return (user_step, (pixels,), f"user tf.function: tape, -mean(model.distribution.{call}), "
+                "Adam")
     if (kind, path) == ("train", "keras"):
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
         return (lambda x: model.train_on_batch(x, return_dict=True), (pixels,),
@@ -570,7 +575,7 @@ def plan(args) -> list[dict]:
     if "public" in only:
         for model in models:
             for kind in workloads:
-                for path in PATHS[kind]:
+                for path in [p for p in PATHS[kind] if not args.paths or p in args.paths.split(",")]:
                     jobs.append(dict(base, kind=kind, model=model, dtype="float32", xla=False,
                                      path=path, batch=BATCH[kind], **steps(model, kind)))
     if "memory" in only:
@@ -901,6 +906,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workloads", default=",".join(BATCH),
                         help="the reference's and the public paths' workloads: comma list of "
                              "train,log_prob,sample")
+    parser.add_argument("--paths", default="",
+                        help="the public paths to time (default: all): comma list of "
+                             + ",".join(sorted({p for ps in PATHS.values() for p in ps})))
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--xla", default="off,on", help="off,on | off | on")
     parser.add_argument("--threads", default="2,1", help="intra-op,inter-op threads")

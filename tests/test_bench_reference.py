@@ -97,7 +97,7 @@ def test_reference_model_has_the_size_of_issue_6s():
 def test_workloads_select_the_reference_and_public_jobs():
     args = argparse.Namespace(only="reference,public", models="paper", dtypes="float32",
                               xla="off", threads="2,1", quick=True, own_step=False,
-                              workloads="sample,log_prob", onednn="on")
+                              workloads="sample,log_prob", onednn="on", paths="")
     jobs = throughput.plan(args)
     reference = [j["workload"] for j in jobs if j["kind"] == "reference"]
     public = [(j["kind"], j["path"]) for j in jobs if "path" in j]
@@ -105,6 +105,10 @@ def test_workloads_select_the_reference_and_public_jobs():
     assert public == [("log_prob", p) for p in throughput.PATHS["log_prob"]] + [
         ("sample", p) for p in throughput.PATHS["sample"]]
     assert {j["onednn"] for j in jobs} == {"on"}
+    args.paths = "eager,user_loop_training"
+    assert [(j["kind"], j["path"]) for j in throughput.plan(args) if "path" in j] == [
+        ("log_prob", "eager"), ("sample", "eager")]
+    args.paths = ""
     args.workloads = ",".join(throughput.BATCH)
     assert sum(1 for j in throughput.plan(args) if "path" in j) == sum(
         len(p) for p in throughput.PATHS.values())
