@@ -698,17 +698,19 @@ def targets(analysis: dict, results: list[dict]) -> list[dict]:
             out.append(dict(target=f"first {r['workload']} ({r['implementation']}) <= "
                                    f"{first_goal:g} s", measured=f"{r['first_call_s']:.1f} s",
                             met=r["first_call_s"] <= first_goal))
-    for recompute, factor in TARGET_RSS_X_REFERENCE.items():
-        cands = [r for r in rows if r["workload"] == "train" and r["dtype"] == "float32"
-                 and r["recompute"] == recompute and r["batch"] == 64]
-        if cands:
-            rss = min(r["peak_rss_gib"] for r in cands)
-            goal = factor * analysis["reference"]["train_rss_gib"]
-            out.append(dict(target=f"float32 training peak RSS, recompute "
-                                   f"{'on' if recompute else 'off'}, <= {factor:g}x ref "
-                                   f"({goal:.2f} GiB, ref {analysis['reference']['train_rss_source']})",
-                            measured=f"{rss:.2f} GiB",
-                            met=rss <= goal))
+    # Every training path's own peak (not the lowest of them): each public path by default, and
+    # the recompute_gradients rows.
+    for r in rows:
+        if r["workload"] != "train" or r["dtype"] != "float32" or r["batch"] != 64:
+            continue
+        if not (r["path"] or r["recompute"]):
+            continue
+        factor = TARGET_RSS_X_REFERENCE[r["recompute"]]
+        goal = factor * analysis["reference"]["train_rss_gib"]
+        out.append(dict(target=f"float32 training peak RSS via {r['implementation']}, recompute "
+                               f"{'on' if r['recompute'] else 'off'}, <= {factor:g}x ref "
+                               f"({goal:.2f} GiB, ref {analysis['reference']['train_rss_source']})",
+                        measured=f"{r['peak_rss_gib']:.2f} GiB", met=r["peak_rss_gib"] <= goal))
 
     def best(dtype, workload, recompute=False):
         cands = [r for r in rows if r["dtype"] == dtype and r["workload"] == workload

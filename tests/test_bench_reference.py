@@ -141,3 +141,21 @@ def test_targets_above_the_conv_peak_ceiling_say_so():
         assert ("above this host's conv-peak ceiling of 8.0 img/s" in target["target"]) == above
         report = throughput.markdown(analysis, results, [], dict(load_min=0.0, load_max=0.0))
         assert "| 3 | 8.0 |" in report  # Target x ref, then the ceiling column.
+
+
+def test_every_training_path_is_held_to_the_memory_target_on_its_own():
+    """The reference peaks at 6.0 GiB: a path at 5.0 meets ``<= 1x``, one at 7.0 does not, and
+    the lower one does not speak for the other."""
+    reference = dict(_timed("train", 3.0), peak_rss_gib=6.0)
+    results = [reference]
+    for path, rss in (("trainer", 7.0), ("user_loop", 5.0)):
+        row = _public_row("train", 4.0)
+        row["job"] = dict(row["job"], path=path)
+        results.append(dict(row, peak_rss_gib=rss, implementation=path))
+    recompute = _public_row("train", 3.0)
+    recompute["job"] = dict(recompute["job"], path=None, recompute=True)
+    results.append(dict(recompute, peak_rss_gib=2.9, implementation="TrainSteps"))
+    analysis = throughput.analyse(results)
+    memory = {t["target"].split(" via ")[1].split(",")[0]: t["met"]
+              for t in throughput.targets(analysis, results) if "training peak RSS" in t["target"]}
+    assert memory == {"trainer": False, "user_loop": True, "TrainSteps": True}  # 2.9 <= 0.5 x 6
