@@ -49,9 +49,9 @@ import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # Keep TensorFlow's C++ start-up chatter out.
 # TensorFlow's oneDNN CPU kernels.  TensorFlow turns them on by default only on some CPUs (not
-# on AVX2-only ones), and there its Eigen convolutions run the paper model's log_prob and
-# sampling ~15% slower (README, "Performance").  Read once, when TensorFlow loads: set
-# TF_ENABLE_ONEDNN_OPTS=0 to keep Eigen's.  No effect on GPUs.
+# on AVX2-only ones); where it does not, its Eigen kernels train the paper model and run its
+# log_prob ~1.4x slower and sample ~1.1x slower (README, "Performance").  Read once, when
+# TensorFlow loads: set TF_ENABLE_ONEDNN_OPTS=0 to keep Eigen's.  No effect on GPUs.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 _TRAINERS_DIR = os.path.dirname(os.path.abspath(__file__))
