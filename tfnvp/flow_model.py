@@ -452,8 +452,9 @@ class FlowModel(keras.Model):
                 raise ValueError(f"num_samples must be non-negative, got {num_samples}.")
         labels = self._checked_labels(
             event, tf.TensorShape([tf.get_static_value(num_samples)]), labels)
-        seed = validation.check_seed(seed)
-        if not tf.inside_function():
+        if tf.inside_function():
+            seed = validation.check_seed(seed)
+        else:
             # Tensors, so that a new count, temperature or seed does not retrace.
             num_samples = tf.convert_to_tensor(num_samples, tf.int32)
             temperature = tf.cast(temperature, self.flow_dtype)
