@@ -225,3 +225,59 @@ def test_eval_batch_norm_folding_matches_unfolded(monkeypatch):
         per_body = 1 + 2 * 1  # final + 2 per block (1 block per body here)
         assert len(norms) == len(model.conditioners) * per_body - (blocks if fold else 0)
     np.testing.assert_allclose(results[True], results[False], rtol=1e-5)
+
+
+@pytest.mark.parametrize("options", [
+    {}, dict(gated_convolutions=True), dict(dropout=0.2), dict(recompute_gradients=True)],
+    ids=["plain", "gated", "dropout", "recompute_gradients"])
+def test_lean_backward_gradients_equal_autodiff(monkeypatch, options):
+    """``normalized_conv``'s recomputing gradient (the default) against plain autodiff,
+    float64: the same loss, gradients and moving averages; its backward pass
+    recomputes each unit's batch norm, and only in training mode."""
+    from tfnvp.nets import resnet
+
+    models = {}
+    for lean in (False, True):
+        keras.utils.set_random_seed(1)  # The same dropout seeds in both models.
+        models[lean] = tfnvp.RealNVP(SHAPE, num_scales=2, num_res_blocks=2, hidden_channels=8,
+                                     validate_args=False, dtype="float64", **options)
+    _perturb(models[False])
+    _copy_weights(models[False], models[True])
+    x = tf.cast(_images(6), tf.float64)
+    calls = []
+    original = BatchNormalization.call
+
+    def counted(self, inputs, training=None, mask=None):
+        calls[-1] += 1
+        return original(self, inputs, training=training, mask=mask)
+
+    monkeypatch.setattr(BatchNormalization, "call", counted)
+    results = {}
+    for lean, model in models.items():
+        monkeypatch.setattr(resnet, "LEAN_BACKWARD", lean)
+
+        @tf.function
+        def run(x, model=model):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(model.nll(x, training=True, seed=[1, 2]))
+            return loss, tape.gradient(loss, model.trainable_variables)
+
+        calls.append(0)
+        results[lean] = run(x)
+    (loss0, grads0), (loss1, grads1) = results[False], results[True]
+    np.testing.assert_allclose(loss1, loss0, rtol=1e-13)
+    for g0, g1, v in zip(grads0, grads1, models[False].trainable_variables):
+        assert g0 is not None and g1 is not None, v.path
+        np.testing.assert_allclose(g1, g0, rtol=1e-10, atol=1e-12 * float(np.max(np.abs(g0))),
+                                   err_msg=v.path)
+    for v0, v1 in zip(models[False].non_trainable_variables, models[True].non_trainable_variables):
+        np.testing.assert_allclose(v1.numpy(), v0.numpy(), rtol=1e-13, err_msg=v0.path)
+    # Batch-norm calls while tracing, per conditioner body: 2 per residual block and one
+    # before the head, again in the backward pass with recompute_gradients; the lean
+    # backward pass recomputes those of every unit without active dropout (with dropout,
+    # the second unit of each block keeps autodiff's gradient).
+    bodies = len(models[True].conditioners)
+    per_body = 2 * 2 + 1
+    forward = per_body * (2 if options.get("recompute_gradients") else 1)
+    recomputed = per_body - (2 if options.get("dropout") else 0)
+    assert calls == [bodies * forward, bodies * (forward + recomputed)]

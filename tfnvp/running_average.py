@@ -53,17 +53,33 @@ from typing import Literal, Union
 import keras
 import tensorflow as tf
 
-__all__ = ["RECALIBRATE", "Training", "is_cumulative", "add_counter", "update"]
+__all__ = ["RECALIBRATE", "RECOMPUTE", "Training", "is_cumulative", "is_recomputation",
+           "recomputation", "add_counter", "update"]
 
 RECALIBRATE = "recalibrate"
 """The ``training`` value of ``FlowModel.recalibrate``: cumulative updates."""
 
-Training = Union[bool, Literal["recalibrate"]]
+RECOMPUTE = "recompute"
+"""The ``training`` value of a training-mode forward pass recomputed for its gradient
+(``tfnvp.nets.recompute``): batch statistics, and no update (the forward pass made it)."""
+
+Training = Union[bool, Literal["recalibrate", "recompute"]]
 
 
 def is_cumulative(training: Training) -> bool:
     """Whether ``training`` asks for cumulative updates (``RECALIBRATE``)."""
     return isinstance(training, str) and training == RECALIBRATE
+
+
+def is_recomputation(training: Training) -> bool:
+    """Whether ``training`` is a recomputed forward pass (``RECOMPUTE``): no updates."""
+    return isinstance(training, str) and training == RECOMPUTE
+
+
+def recomputation(training: Training) -> Training:
+    """The mode that recomputes a forward pass made in mode ``training``: ``RECOMPUTE``
+    for a training mode (the same batch statistics, no second update), else ``training``."""
+    return RECOMPUTE if training else training
 
 
 def add_counter(layer: keras.layers.Layer) -> keras.Variable:
@@ -90,8 +106,6 @@ def update(mean: keras.Variable, variance: keras.Variable, counter: keras.Variab
     dtype = batch_mean.dtype
     old_mean = tf.cast(tf.convert_to_tensor(mean), dtype)
     old_variance = tf.cast(tf.convert_to_tensor(variance), dtype)
-    if momentum == 1.0 and not cumulative:
-        return old_mean, old_variance
     count = tf.convert_to_tensor(counter) + 1.0
     n = tf.cast(count, dtype)
     delta = batch_mean - old_mean

@@ -65,10 +65,11 @@ from tfnvp import running_average
 from tfnvp.nets.attention import GatedAttention
 from tfnvp.nets.gating import (ReplicaDropout, check_dropout, dropped, flowpp_options,
                                gated_linear_unit)
+from tfnvp.nets.recompute import recompute
 from tfnvp.nets.tracking import track_layers
 from tfnvp.nets.weight_norm import WeightNormConv2D
 
-__all__ = ["ResNet", "BatchNormalization"]
+__all__ = ["ResNet", "BatchNormalization", "normalized_conv"]
 
 _FUSED_DTYPES = (tf.float32, tf.bfloat16, tf.float16)
 
@@ -76,6 +77,11 @@ _FUSED_DTYPES = (tf.float32, tf.bfloat16, tf.float16)
 # convolution before it (see `_ResidualBlock._conv_in_folded`).  Read when a
 # function is traced.
 FOLD_EVAL_BATCH_NORM = True
+
+# Training mode: each conv(relu(bn(x))) unit keeps only x for its gradient and
+# recomputes relu(bn(x)) in the backward pass (see `normalized_conv`).  Read
+# when a function is traced.
+LEAN_BACKWARD = True
 
 
 @keras.saving.register_keras_serializable(package="tfnvp")
@@ -100,8 +106,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
     or statistics synchronized across more than one replica.  ``renorm`` is
     not supported.
 
-    ``momentum = 1.0`` (set temporarily by ``recompute_gradients``' second
-    forward pass) leaves the moving averages and the counter untouched.
+    ``training=tfnvp.running_average.RECOMPUTE`` (a forward pass recomputed
+    for its gradient, ``tfnvp.nets.recompute``) normalizes with the batch's
+    statistics and leaves the moving averages and the counter untouched.
     """
 
     def build(self, input_shape):
@@ -146,9 +153,10 @@ class BatchNormalization(keras.layers.BatchNormalization):
             inputs = tf.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
             mean, variance = self._moments(inputs, mask)
         cumulative = running_average.is_cumulative(training)
-        new_mean, new_variance = running_average.update(
-            self.moving_mean, self.moving_variance, self.num_updates, mean, variance,
-            self.momentum, cumulative=cumulative)
+        if not running_average.is_recomputation(training):
+            new_mean, new_variance = running_average.update(
+                self.moving_mean, self.moving_variance, self.num_updates, mean, variance,
+                self.momentum, cumulative=cumulative)
         if cumulative:
             mean, variance = new_mean, new_variance
             if fused:
@@ -170,6 +178,32 @@ class BatchNormalization(keras.layers.BatchNormalization):
             epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
             is_training=False)
         return tf.cast(y, self.compute_dtype)
+
+
+def normalized_conv(norm: BatchNormalization, conv: keras.layers.Layer, x: tf.Tensor,
+                    training: running_average.Training,
+                    drop: ReplicaDropout | None = None) -> tf.Tensor:
+    """``conv(dropout(relu(norm(x))))``, a pre-activation unit of the ResNet.
+
+    Memory: autodiff would keep both ``x`` (for the batch norm's gradient)
+    and ``relu(norm(x))`` (for the ReLU's and the convolution's).  In
+    training mode (``LEAN_BACKWARD``) the unit keeps ``x`` only and its
+    backward pass recomputes ``relu(norm(x))`` from it, with the same batch
+    statistics and without a second moving-average update
+    (``tfnvp.nets.recompute.recompute``): two tensors fewer per residual
+    block, for element-wise work (no convolution) in the backward pass; the
+    gradients are the same.  Not with active dropout (a recomputation would
+    draw another mask) nor in evaluation mode or when recalibrating (no
+    gradients are needed there).
+    """
+
+    def unit(inputs: tf.Tensor, mode: running_average.Training) -> tf.Tensor:
+        return conv(dropped(drop, tf.nn.relu(norm(inputs, training=mode)), mode))
+
+    if (LEAN_BACKWARD and training and not running_average.is_cumulative(training)
+            and drop is None):
+        return recompute(unit, x, training)
+    return unit(x, training)
 
 
 @keras.saving.register_keras_serializable(package="tfnvp")
@@ -205,22 +239,21 @@ class _ResidualBlock(keras.layers.Layer):
             layer.build(hidden)
 
     def call(self, h: tf.Tensor, training: running_average.Training = False) -> tf.Tensor:
-        x = tf.nn.relu(self.norm_in(h, training=training))
-        if FOLD_EVAL_BATCH_NORM and self._foldable(x, training):
-            out = self._conv_in_folded(x)
+        if FOLD_EVAL_BATCH_NORM and self._foldable(h, training):
+            hidden = self._conv_in_folded(tf.nn.relu(self.norm_in(h, training=training)))
+            out = self.conv_out(tf.nn.relu(hidden))
         else:
-            out = self.norm_out(self.conv_in(x), training=training)
-        out = tf.nn.relu(out)
-        out = self.conv_out(dropped(self.drop, out, training))
+            hidden = normalized_conv(self.norm_in, self.conv_in, h, training)
+            out = normalized_conv(self.norm_out, self.conv_out, hidden, training, self.drop)
         if self.gated:
             out = gated_linear_unit(out)
         return h + out
 
-    def _foldable(self, x: tf.Tensor, training) -> bool:
-        """Whether ``norm_out`` uses its moving averages on ``conv_in(x)`` here."""
+    def _foldable(self, h: tf.Tensor, training) -> bool:
+        """Whether ``norm_out`` uses its moving averages on ``conv_in(relu(norm_in(h)))`` here."""
         norm = self.norm_out
         return (self.conv_in.built and norm.built and not (training and norm.trainable)
-                and norm._fused(x, None))
+                and norm._fused(h, None))
 
     def _conv_in_folded(self, x: tf.Tensor) -> tf.Tensor:
         """``norm_out(conv_in(x))`` in evaluation mode as one convolution.
@@ -323,7 +356,7 @@ class ResNet(keras.layers.Layer):
             stages.append(self.attentions[i](h) if self.attentions else h)
         head = (tf.add_n([skip(h) for skip, h in zip(self.skips, stages)]) if self.skips
                 else stages[-1])
-        return self.conv_out(tf.nn.relu(self.norm_out(head, training=training)))
+        return normalized_conv(self.norm_out, self.conv_out, head, training)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "hidden_channels": self.hidden_channels,

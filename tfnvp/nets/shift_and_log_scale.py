@@ -23,7 +23,7 @@ full precision and the flow stays exactly invertible.
 Memory-saving backprop: with ``recompute_gradients=True`` the body's
 activations are not kept for the backward pass; only its input is, and the
 body is run a second time, on that input, when its gradient is needed
-(``recompute``, the ``tf.recompute_grad`` scheme).  That trades one extra
+(``tfnvp.nets.recompute``, the ``tf.recompute_grad`` scheme).  That trades one extra
 forward pass of each conditioner (about +1/3 of a training step's FLOPs)
 for activation memory of one conditioner instead of all of them.  The
 recomputation must reproduce the forward pass exactly, so a body with dropout
@@ -34,15 +34,12 @@ different network (``check_recomputable``).
 
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterator
-
 import keras
 import tensorflow as tf
-from tensorflow.python.eager import record  # tf.recompute_grad's own tape control.
 
-__all__ = ["BodyConfig", "ShiftAndLogScale", "body_features", "check_recomputable",
-           "concat_context", "recompute"]
+from tfnvp.nets.recompute import check_recomputable, recompute
+
+__all__ = ["BodyConfig", "ShiftAndLogScale", "body_features", "concat_context"]
 
 
 def concat_context(x: tf.Tensor, context: tf.Tensor) -> tf.Tensor:
@@ -62,85 +59,6 @@ def concat_context(x: tf.Tensor, context: tf.Tensor) -> tf.Tensor:
                          [-1] + [1] * (x.shape.rank - 2) + [context.shape[-1]])
     context = tf.zeros_like(x[..., :1]) + context  # Broadcast over the positions.
     return tf.concat([x, context], axis=-1)
-
-
-@contextlib.contextmanager
-def _frozen_statistics(layer: keras.layers.Layer) -> Iterator[None]:
-    """Batch-norm layers in ``layer`` leave their moving averages unchanged.
-
-    The recomputation repeats the training-mode forward pass, whose batch
-    normalizations would update their moving averages a second time.  With
-    ``momentum = 1`` the update ``m * 1 + batch * 0`` is the identity (and
-    ``tfnvp.nets.resnet.BatchNormalization`` skips it altogether); the batch
-    statistics used for normalizing, hence the gradients, are unchanged.
-    """
-    norms = [sub for sub in layer._flatten_layers(include_self=True, recursive=True)
-             if isinstance(sub, keras.layers.BatchNormalization)]
-    saved = [norm.momentum for norm in norms]
-    for norm in norms:
-        norm.momentum = 1.0
-    try:
-        yield
-    finally:
-        for norm, momentum in zip(norms, saved):
-            norm.momentum = momentum
-
-
-def recompute(fn: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor,
-              layer: keras.layers.Layer) -> tf.Tensor:
-    """``fn(x)`` whose gradient recomputes ``fn`` instead of storing its activations.
-
-    ``fn`` must be a deterministic function of ``x`` and of ``layer``'s
-    variables (a training-mode forward pass of ``layer``).  Forward: ``fn(x)``
-    runs without being recorded on any tape, so none of its intermediate
-    tensors are kept.  Backward: ``fn`` runs again on ``x`` under a tape
-    (``layer``'s batch-norm statistics frozen, see ``_frozen_statistics``) and
-    that tape's gradients, for ``x`` and for every variable ``fn`` read, are
-    returned.  As in ``tf.recompute_grad``, the recomputation takes a data
-    dependency on the incoming gradient, so neither Grappler nor XLA can merge
-    it with (or hoist it to) the forward pass.
-    """
-
-    @tf.custom_gradient
-    def forward(inputs):
-        with record.stop_recording():
-            outputs = fn(inputs)
-
-        def backward(grad_outputs, variables=None):
-            variables = list(variables or [])
-            # A zero that depends on the incoming gradient (as in
-            # tf.recompute_grad: NaN only if the gradient is NaN already).
-            probe = tf.reduce_max(tf.cast(tf.reshape(grad_outputs, [-1])[:1], tf.float32))
-            zero = tf.where(tf.equal(probe, probe), 0.0, float("nan"))
-            again = tf.identity(inputs) + tf.cast(zero, inputs.dtype)
-            with _frozen_statistics(layer), tf.GradientTape() as tape:
-                tape.watch(again)
-                tape.watch(variables)
-                recomputed = fn(again)
-            grads = tape.gradient(recomputed, [again] + variables, output_gradients=grad_outputs)
-            return grads[0], grads[1:]
-
-        return outputs, backward
-
-    return forward(x)
-
-
-def check_recomputable(body: keras.layers.Layer, recompute_gradients: bool) -> None:
-    """Refuses ``recompute_gradients=True`` for a body with dropout (a ValueError).
-
-    ``recompute`` runs the body a second time in the backward pass; a
-    ``keras.layers.Dropout`` in it would draw a second mask there, and the
-    gradients returned would not be those of the forward pass's network.
-    """
-    if not recompute_gradients:
-        return
-    rates = [sub.rate for sub in body._flatten_layers(include_self=True, recursive=True)
-             if isinstance(sub, keras.layers.Dropout) and sub.rate > 0]
-    if rates:
-        raise ValueError(f"recompute_gradients=True cannot be combined with dropout in the "
-                         f"conditioner (dropout={rates[0]}): the backward pass recomputes the "
-                         f"network with a different dropout mask, so the gradients would be "
-                         f"wrong. Use dropout=0 or recompute_gradients=False.")
 
 
 class BodyConfig:
@@ -170,7 +88,7 @@ def body_features(head: keras.layers.Layer, x: tf.Tensor, training: bool,
     if context is not None:
         x = concat_context(x, context)
     if head.recompute_gradients:
-        raw = recompute(lambda t: head.body(t, training=training), x, head.body)
+        raw = recompute(lambda t, mode: head.body(t, training=mode), x, training)
     else:
         raw = head.body(x, training=training)
     return tf.cast(raw, head.variable_dtype)
