@@ -71,11 +71,29 @@ def test_layers_are_registered_and_round_trip_their_config(layer):
 
 
 def test_fresh_models_are_built():
-    models = [MODELS["realnvp"](), MODELS["glow"](), tfnvp.DenseRealNVP(3, hidden_dim=4)]
+    models = [MODELS["realnvp"](), MODELS["glow"](), tfnvp.DenseRealNVP(3, hidden_dim=4),
+              MODELS["realnvp"](num_classes=3, dequantization="variational"),
+              MODELS["glow"](num_classes=3)]
     for model in models:
         assert model.built
+        # Every layer: Keras' fit traces the whole model symbolically (time and memory)
+        # if any is not.
+        unbuilt = [layer.path for layer in model._flatten_layers() if not layer.built]
+        assert not unbuilt, unbuilt
         count = model.count_params()
         assert count == sum(int(np.prod(w.shape)) for w in model.weights) > 0
+
+
+@pytest.mark.parametrize("name", ["realnvp", "glow"])
+def test_fit_does_not_trace_the_model_to_build_it(name, monkeypatch):
+    """Under a distribution strategy Keras builds unbuilt models by tracing ``call``."""
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        model = MODELS[name]()
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    calls = []
+    monkeypatch.setattr(model, "call", lambda *args, **kwargs: calls.append(args))
+    logs = model.train_on_batch(_images(8), return_dict=True)
+    assert np.isfinite(logs["loss"]) and calls == []
 
 
 @pytest.mark.parametrize("name", ["realnvp", "glow"])

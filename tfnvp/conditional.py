@@ -78,6 +78,7 @@ class ClassConditionalPrior(keras.layers.Layer):
         shape = (self.num_classes,) + self.event_shape
         self.loc = self.add_weight(name="loc", shape=shape, initializer="zeros")
         self.log_scale = self.add_weight(name="log_scale", shape=shape, initializer="zeros")
+        self.built = True  # Every weight exists (Keras' fit would otherwise trace the model).
 
     def parameters_of(self, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """``(mu_y, sigma_y)`` of each label, ``[batch..., *event_shape]``."""

@@ -60,6 +60,10 @@ class UniformDequantizer(keras.layers.Layer):
         x, log_q = UniformDequantizer(dtype="float64").dequantize(images_uint8, seed=[1, 2])
     """
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.built = True  # No weights (Keras' fit would otherwise trace the model).
+
     def dequantize(self, images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
                    training: bool = False, context: tf.Tensor | None = None
                    ) -> tuple[tf.Tensor, tf.Tensor]:

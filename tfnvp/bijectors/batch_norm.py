@@ -57,6 +57,7 @@ class BatchNormStatistics(keras.layers.Layer):
             name="moving_variance", shape=(self.channels,), initializer="ones",
             trainable=False, aggregation="mean")
         self.num_updates = running_average.add_counter(self)
+        self.built = True  # Every weight exists (Keras' fit would otherwise trace the model).
 
     def get_config(self) -> dict:
         return {**super().get_config(), "channels": self.channels}
