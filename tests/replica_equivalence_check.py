@@ -43,10 +43,11 @@ def _values(variables) -> list[np.ndarray]:
     return [np.array(keras.ops.convert_to_numpy(v.value)) for v in variables]
 
 
-def build(strategy: tf.distribute.Strategy, synchronized: bool):
+def build(strategy: tf.distribute.Strategy, synchronized: bool, recompute_gradients: bool):
     with strategy.scope():
-        model = tfnvp.RealNVP((8, 8, 1), num_scales=2, num_res_blocks=0, hidden_channels=8,
-                              synchronized_batch_norm=synchronized)
+        model = tfnvp.RealNVP((8, 8, 1), num_scales=2, num_res_blocks=1, hidden_channels=8,
+                              synchronized_batch_norm=synchronized,
+                              recompute_gradients=recompute_gradients)
         optimizer = steps_lib.pre_reduced(keras.optimizers.SGD)(learning_rate=1.0)
     return model, optimizer
 
@@ -74,14 +75,18 @@ def max_rel(a, b) -> float:
     return max(float(np.max(np.abs(x - y)) / (np.max(np.abs(x)) + 1e-6)) for x, y in zip(a, b))
 
 
-def report() -> dict:
-    """Trains both ways; returns the comparison (see the module docstring)."""
+def report(recompute_gradients: bool = False) -> dict:
+    """Trains both ways; returns the comparison (see the module docstring).
+
+    The replicas trace their steps in concurrent threads, and the backward pass
+    recomputes batch-normalized units (always) and, with ``recompute_gradients``,
+    whole conditioners: the recomputation's mode must be each replica's own."""
     batch = next(iter(data.make_train_dataset(data.DataConfig("digits", batch_size=GLOBAL_BATCH))))
     two = strategy_lib.make_strategy("mirrored")  # The process's one mirrored strategy.
     one = strategy_lib.make_strategy("one_device")
     keras.utils.set_random_seed(0)
-    single, single_opt = build(one, synchronized=False)
-    double, double_opt = build(two, synchronized=True)
+    single, single_opt = build(one, synchronized=False, recompute_gradients=recompute_gradients)
+    double, double_opt = build(two, synchronized=True, recompute_gradients=recompute_gradients)
     double.set_weights(single.get_weights())
     initial = _values(single.trainable_variables)
     single_out, _ = train(one, single, single_opt, batch)
@@ -104,4 +109,4 @@ def report() -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(report()))
+    print(json.dumps(report("--recompute_gradients" in sys.argv[1:])))

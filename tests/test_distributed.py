@@ -56,7 +56,7 @@ def _fingerprint_of_checkpoint(run: Path, checkpoint: str) -> str:
     return training.weights_fingerprint(run_dir.restore_model(str(run), checkpoint))
 
 
-def _replica_report() -> dict:
+def _replica_report(recompute_gradients: bool) -> dict:
     """In-process when this process has 2 logical CPUs (tests/conftest.py), else in a fresh one."""
     import tensorflow as tf
 
@@ -64,16 +64,19 @@ def _replica_report() -> dict:
         sys.path.insert(0, str(REPO / "tests"))
         import replica_equivalence_check
 
-        return replica_equivalence_check.report()
-    result = subprocess.run([sys.executable, str(REPO / "tests" / "replica_equivalence_check.py")],
+        return replica_equivalence_check.report(recompute_gradients)
+    flags = ["--recompute_gradients"] if recompute_gradients else []
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "replica_equivalence_check.py"),
+                             *flags],
                             cwd=REPO, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_two_replicas_match_one_device():
+@pytest.mark.parametrize("recompute_gradients", [False, True])
+def test_two_replicas_match_one_device(recompute_gradients):
     """Same initial weights, same global batch: 2 replicas == 1 device after 2 steps."""
-    report = _replica_report()
+    report = _replica_report(recompute_gradients)
     assert report["num_replicas"] == 2
     assert all(report["applied"])
     (nll_one, nll_two), (norm_one, norm_two) = report["nll"], report["grad_norm"]
