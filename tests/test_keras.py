@@ -4,6 +4,7 @@
 Tiny models on 8x8 images, a few steps each.
 """
 
+import contextlib
 import math
 
 import keras
@@ -82,6 +83,26 @@ def test_fresh_models_are_built():
         assert not unbuilt, unbuilt
         count = model.count_params()
         assert count == sum(int(np.prod(w.shape)) for w in model.weights) > 0
+
+
+@pytest.mark.parametrize("strategy", [None, "one_device"])
+@pytest.mark.parametrize("name", ["realnvp", "glow"])
+def test_fit_traces_its_step_once(name, strategy, monkeypatch):
+    """``compile`` builds the optimizer: a first step that created its variables would be
+    traced twice (and hold both graphs)."""
+    scope = (tf.distribute.OneDeviceStrategy("/cpu:0").scope() if strategy
+             else contextlib.nullcontext())
+    with scope:
+        model = MODELS[name]()
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    assert model.optimizer.built
+    traces = []
+    step = model.train_step
+    monkeypatch.setattr(model, "train_step", lambda data: traces.append(1) or step(data))
+    for _ in range(2):
+        logs = model.train_on_batch(_images(8), return_dict=True)
+        assert np.isfinite(logs["loss"])
+    assert len(traces) == 1
 
 
 @pytest.mark.parametrize("name", ["realnvp", "glow"])
