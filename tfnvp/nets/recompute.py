@@ -2,7 +2,7 @@
 
 Backpropagation keeps, until the backward pass needs them, the inputs of
 every operation whose gradient reads its inputs.  ``recompute(fn, x,
-layer)`` keeps only ``x``: the forward pass runs ``fn`` unrecorded, and the
+training)`` keeps only ``x``: the forward pass runs ``fn`` unrecorded, and the
 backward pass runs it again on ``x`` under a tape (the ``tf.recompute_grad``
 scheme; Chen et al. 2016, "Training deep nets with sublinear memory cost").
 tfnvp uses it at two granularities:

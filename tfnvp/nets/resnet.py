@@ -48,6 +48,10 @@ their sum.  With ``skip_connections=False`` the head reads ``h_num_blocks``
 (only the residual connections; for ablations).  The last convolution starts
 with zero gain, so a new coupling layer is the identity.
 
+In training mode each ``conv(relu(bn(x)))`` unit keeps only ``x`` for the
+backward pass, which recomputes ``relu(bn(x))`` (``normalized_conv``): half
+the activations of a residual block are not stored, the gradients are the same.
+
 The batch normalizations are ``BatchNormalization`` below, a
 ``keras.layers.BatchNormalization`` with zero-debiased moving averages
 (``tfnvp.running_average``) that runs as one fused op (``FusedBatchNormV3``,
