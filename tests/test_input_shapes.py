@@ -146,3 +146,26 @@ def test_bad_seeds_are_rejected_naming_the_problem(seed, error, words, image_mod
         with pytest.raises(error, match="seed") as raised:
             call()
         assert words in str(raised.value)
+
+
+@pytest.mark.parametrize("options", [dict(recompute_gradients=True),
+                                     dict(dequantization="variational", num_classes=3)],
+                         ids=["recompute_gradients", "variational_conditional"])
+def test_empty_batches_in_evaluation_mode(options):
+    """Empty batches give empty results (oneDNN's kernels, TensorFlow's default on AVX-512
+    CPUs, reject them: the conditioners pad them), also with whole-conditioner recompute
+    and through a variational dequantizer's networks; non-empty results are unchanged."""
+    model = tfnvp.RealNVP(IMAGE, num_scales=2, num_res_blocks=1, hidden_channels=4,
+                          dequantizer_channels=4, **options)
+    labels = {"labels": tf.constant([0, 2], tf.int32)} if "num_classes" in options else {}
+    empty = {key: value[:0] for key, value in labels.items()}
+    x = _batch(model, 2)
+    images = tf.cast(x, tf.uint8)
+    assert model.log_prob(x[:0], **empty).shape == (0,)
+    assert model.bits_per_dim(images[:0], seed=[1, 2], **empty).shape == (0,)
+    assert model.encode(x[:0], **empty).shape == (0,) + IMAGE
+    assert model.sample(0, seed=[1, 2], **empty).shape == (0,) + IMAGE
+    both = model.bits_per_dim(images, seed=[1, 2], **labels).numpy()
+    one = model.bits_per_dim(images[:1], seed=[1, 2],
+                             **{key: value[:1] for key, value in labels.items()}).numpy()
+    assert np.all(np.isfinite(both)) and one.shape == (1,)

@@ -65,6 +65,7 @@ import tensorflow_probability as tfp
 from tfnvp.bijectors.base import IdentityParameterized
 from tfnvp.bijectors.chain import FusedChain
 from tfnvp.bijectors.coupling import AffineCoupling
+from tfnvp.nets.empty_batches import unless_empty
 from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
 from tfnvp.nets.tracking import track_layers
 from tfnvp.nets.weight_norm import WeightNormConv2D
@@ -243,7 +244,9 @@ class VariationalDequantizer(keras.layers.Layer):
         """``c = h(x / 255 - 1/2)`` for 8-bit images ``[batch, H, W, C]``, plus ``E y``
         for the one-hot ``labels`` (``[batch, num_classes]``) of a class-conditional ``q``."""
         dtype = tf.as_dtype(self.compute_dtype)
-        c = self.context_net(tf.cast(images, dtype) / 255.0 - 0.5, training=training)
+        x = tf.cast(images, dtype) / 255.0 - 0.5
+        c = (self.context_net(x, training=training) if x.shape.num_elements()
+             else unless_empty(lambda t: self.context_net(t, training=training), x))
         if self.class_context is None:
             return c
         return c + self.class_context(tf.cast(labels, dtype))[:, None, None, :]

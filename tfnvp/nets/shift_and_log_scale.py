@@ -37,6 +37,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfnvp.nets.empty_batches import unless_empty
 from tfnvp.nets.recompute import check_recomputable, recompute
 
 __all__ = ["BodyConfig", "ShiftAndLogScale", "body_features", "concat_context"]
@@ -87,31 +88,17 @@ def body_features(head: keras.layers.Layer, x: tf.Tensor, training: bool,
     the backward pass if ``head.recompute_gradients``, cast to the head's variable dtype."""
     if context is not None:
         x = concat_context(x, context)
-    if head.recompute_gradients:
-        raw = recompute(lambda t, mode: head.body(t, training=mode), x, training)
-    elif training or x.shape.rank < 4 or x.shape.num_elements():
-        raw = head.body(x, training=training)
+
+    def run(inputs: tf.Tensor) -> tf.Tensor:
+        if head.recompute_gradients:
+            return recompute(lambda t, mode: head.body(t, training=mode), inputs, training)
+        return head.body(inputs, training=training)
+
+    if training or x.shape.rank < 4 or x.shape.num_elements():
+        raw = run(x)
     else:
-        raw = _unless_empty(head.body, x)
+        raw = unless_empty(run, x)
     return tf.cast(raw, head.variable_dtype)
-
-
-def _unless_empty(body: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor:
-    """``body(x)`` in evaluation mode for images ``x`` whose batch may be empty.
-
-    oneDNN's convolution and batch-norm kernels (TensorFlow's default on
-    AVX-512 CPUs) reject an empty batch instead of returning an empty result.
-    In evaluation mode every image is computed on its own, so an empty batch
-    gets one zero image appended and the result is cut back to the batch:
-    ``body(pad(x))[:n]``, without branches in the graph.
-    """
-    shape = tf.shape(x)
-    images = tf.reshape(x, tf.concat([[-1], shape[-3:]], 0))
-    count = tf.shape(images)[0]
-    padding = tf.cast(tf.equal(count, 0), tf.int32)
-    features = body(tf.pad(images, [[0, padding], [0, 0], [0, 0], [0, 0]]), training=False)
-    features = tf.reshape(features[:count], tf.concat([shape[:-1], [features.shape[-1]]], 0))
-    return tf.ensure_shape(features, x.shape[:-1].concatenate([features.shape[-1]]))
 
 
 @keras.saving.register_keras_serializable(package="tfnvp")
