@@ -245,8 +245,7 @@ class VariationalDequantizer(keras.layers.Layer):
         for the one-hot ``labels`` (``[batch, num_classes]``) of a class-conditional ``q``."""
         dtype = tf.as_dtype(self.compute_dtype)
         x = tf.cast(images, dtype) / 255.0 - 0.5
-        c = (self.context_net(x, training=training) if x.shape.num_elements()
-             else unless_empty(lambda t: self.context_net(t, training=training), x))
+        c = unless_empty(lambda t: self.context_net(t, training=training), x)
         if self.class_context is None:
             return c
         return c + self.class_context(tf.cast(labels, dtype))[:, None, None, :]

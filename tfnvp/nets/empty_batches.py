@@ -22,8 +22,11 @@ def unless_empty(body: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor) -> tf.Ten
     evaluation-mode conditioner, a network without batch norm).  An empty
     batch gets one zero image appended and the result is cut back to the
     batch, ``body(pad(x))[:n]``, without branches in the graph (a ``tf.cond``
-    nearly doubled the first call's tracing and optimization).
+    nearly doubled the first call's tracing and optimization).  A batch
+    statically known to be non-empty is passed to ``body`` as it is.
     """
+    if x.shape.num_elements():
+        return body(x)
     shape = tf.shape(x)
     images = tf.reshape(x, tf.concat([[-1], shape[-3:]], 0))
     count = tf.shape(images)[0]

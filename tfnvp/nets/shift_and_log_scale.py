@@ -94,10 +94,8 @@ def body_features(head: keras.layers.Layer, x: tf.Tensor, training: bool,
             return recompute(lambda t, mode: head.body(t, training=mode), inputs, training)
         return head.body(inputs, training=training)
 
-    if training or x.shape.rank < 4 or x.shape.num_elements():
-        raw = run(x)
-    else:
-        raw = unless_empty(run, x)
+    # Images in evaluation mode: oneDNN kernels reject empty batches (`unless_empty`).
+    raw = run(x) if training or x.shape.rank < 4 else unless_empty(run, x)
     return tf.cast(raw, head.variable_dtype)
 
 
