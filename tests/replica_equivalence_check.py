@@ -45,7 +45,7 @@ def _values(variables) -> list[np.ndarray]:
 
 def build(strategy: tf.distribute.Strategy, synchronized: bool, recompute_gradients: bool):
     with strategy.scope():
-        model = tfnvp.RealNVP((8, 8, 1), num_scales=2, num_res_blocks=1, hidden_channels=8,
+        model = tfnvp.RealNVP((8, 8, 1), num_scales=1, num_res_blocks=1, hidden_channels=8,
                               synchronized_batch_norm=synchronized,
                               recompute_gradients=recompute_gradients)
         optimizer = steps_lib.pre_reduced(keras.optimizers.SGD)(learning_rate=1.0)

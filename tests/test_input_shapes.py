@@ -123,10 +123,10 @@ def test_an_int_seed_means_that_int_and_zero_in_every_seeded_method(where, image
     }
     for name, method in methods.items():
         run = method if where == "eager" else (lambda m: lambda seed: tf.function(m)(seed))(method)
-        np.testing.assert_array_equal(run(7).numpy(), run([7, 0]).numpy(), err_msg=name)
-        np.testing.assert_array_equal(run(np.int64(7)).numpy(), run([7, 0]).numpy(),
-                                      err_msg=name)
-        assert not np.array_equal(run(7).numpy(), run([7, 1]).numpy()), name
+        seven, pair = run(7).numpy(), run([7, 0]).numpy()
+        np.testing.assert_array_equal(seven, pair, err_msg=name)
+        np.testing.assert_array_equal(run(np.int64(7)).numpy(), pair, err_msg=name)
+        assert not np.array_equal(seven, run([7, 1]).numpy()), name
 
 
 @pytest.mark.parametrize("seed, error, words", [

@@ -239,8 +239,7 @@ def test_lean_backward_gradients_equal_autodiff(monkeypatch, options):
     models = {}
     for lean in (False, True):
         keras.utils.set_random_seed(1)  # The same dropout seeds in both models.
-        models[lean] = tfnvp.RealNVP(SHAPE, num_scales=2, num_res_blocks=2, hidden_channels=8,
-                                     validate_args=False, dtype="float64", **options)
+        models[lean] = _model(num_scales=1, validate_args=False, dtype="float64", **options)
     _perturb(models[False])
     _copy_weights(models[False], models[True])
     x = tf.cast(_images(6), tf.float64)
@@ -276,8 +275,8 @@ def test_lean_backward_gradients_equal_autodiff(monkeypatch, options):
     # before the head, again in the backward pass with recompute_gradients; the lean
     # backward pass recomputes those of every unit without active dropout (with dropout,
     # the second unit of each block keeps autodiff's gradient).
-    bodies = len(models[True].conditioners)
-    per_body = 2 * 2 + 1
+    bodies, blocks = len(models[True].conditioners), 1
+    per_body = 2 * blocks + 1
     forward = per_body * (2 if options.get("recompute_gradients") else 1)
-    recomputed = per_body - (2 if options.get("dropout") else 0)
+    recomputed = per_body - (blocks if options.get("dropout") else 0)
     assert calls == [bodies * forward, bodies * (forward + recomputed)]
