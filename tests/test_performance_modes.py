@@ -275,7 +275,8 @@ def test_lean_backward_gradients_equal_autodiff(monkeypatch, options):
     # before the head, again in the backward pass with recompute_gradients; the lean
     # backward pass recomputes those of every unit without active dropout (with dropout,
     # the second unit of each block keeps autodiff's gradient).
-    bodies, blocks = len(models[True].conditioners), 1
+    bodies = len(models[True].conditioners)
+    blocks = len(models[True].conditioners[0].body.blocks)
     per_body = 2 * blocks + 1
     forward = per_body * (2 if options.get("recompute_gradients") else 1)
     recomputed = per_body - (blocks if options.get("dropout") else 0)
