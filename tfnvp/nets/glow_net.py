@@ -61,6 +61,7 @@ from tfnvp.bijectors.actnorm import ActNormParameters
 from tfnvp.nets.attention import GatedAttention
 from tfnvp.nets.gating import (ReplicaDropout, check_dropout, dropped, flowpp_options,
                                gated_linear_unit)
+from tfnvp.nets import shared_body
 from tfnvp.nets.shift_and_log_scale import BodyConfig
 
 __all__ = ["GlowAffineHead", "GlowNet", "MIN_LOG_SCALE"]
@@ -89,6 +90,9 @@ class GlowNet(keras.layers.Layer):
         hidden convolution, in training mode only.
       **kwargs: forwarded to ``keras.layers.Layer`` (``dtype``, ``name``).
     """
+
+    #: One trace for every body like it (``tfnvp.nets.shared_body``).
+    traced_once = True
 
     def __init__(self, out_channels: int, hidden_channels: int = 512,
                  context_channels: int = 0, attention: bool = False, attention_heads: int = 4,
@@ -220,7 +224,7 @@ class GlowAffineHead(BodyConfig, keras.layers.Layer):
              context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         half = self.channels // 2
         kept = x[..., :half] if self.parity == 0 else x[..., half:]
-        raw = tf.cast(self.body(kept, training=training, context=context), self.variable_dtype)
+        raw = tf.cast(shared_body.call(self.body, kept, training, context), self.variable_dtype)
         shift, pre_scale = raw[..., 0::2], raw[..., 1::2] + _SCALE_OFFSET
         floor = tf.constant(MIN_LOG_SCALE, pre_scale.dtype)
         log_scale = tf.maximum(tf.math.log_sigmoid(pre_scale), floor)

@@ -36,6 +36,9 @@ class MLP(keras.layers.Layer):
         net = tfnvp.nets.ShiftAndLogScale(body, channels=dim)
     """
 
+    #: One trace for every body like it (``tfnvp.nets.shared_body``).
+    traced_once = True
+
     def __init__(self, hidden_dim: int, depth: int, out_dim: int, activation: str = "tanh",
                  **kwargs):
         super().__init__(**kwargs)

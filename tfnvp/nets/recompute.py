@@ -28,20 +28,22 @@ is refused (``check_recomputable``).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import keras
 import tensorflow as tf
 from tensorflow.python.eager import record  # tf.recompute_grad's own tape control.
 
 from tfnvp import running_average
+from tfnvp._compat import keras_variable_storage
 from tfnvp.running_average import Training
 
 __all__ = ["check_recomputable", "recompute"]
 
 
 def recompute(fn: Callable[[tf.Tensor, Training], tf.Tensor], x: tf.Tensor,
-              training: Training) -> tf.Tensor:
+              training: Training,
+              weights: Sequence[keras.Variable] | None = None) -> tf.Tensor:
     """``fn(x, training)`` whose gradient recomputes ``fn`` instead of storing its activations.
 
     ``fn(inputs, mode)`` must be a deterministic function of ``inputs`` and of
@@ -57,6 +59,14 @@ def recompute(fn: Callable[[tf.Tensor, Training], tf.Tensor], x: tf.Tensor,
     ``tf.recompute_grad``, the recomputation takes a data dependency on the
     incoming gradient, so neither Grappler nor XLA can merge it with (or
     hoist it to) the forward pass.
+
+    ``weights``: the trainable Keras variables ``fn`` reads.  Given, the
+    forward pass reads them once more and the recomputation runs on those
+    values (a ``keras.StatelessScope``), not on the variables: inside a shared
+    body's function (``tfnvp.nets.shared_body``) a variable read while the
+    gradient is built would read the layer that traced it, not the caller's.
+    The values are the variables' (the forward pass does not change trainable
+    weights), so the gradients are the same.
     """
     mode = running_average.recomputation(training)
 
@@ -64,6 +74,8 @@ def recompute(fn: Callable[[tf.Tensor, Training], tf.Tensor], x: tf.Tensor,
     def forward(inputs):
         with record.stop_recording():
             outputs = fn(inputs, training)
+        storages = [keras_variable_storage(w) for w in weights or ()]
+        values = [tf.convert_to_tensor(w) for w in weights or ()]
 
         def backward(grad_outputs, variables=None):
             variables = list(variables or [])
@@ -72,12 +84,21 @@ def recompute(fn: Callable[[tf.Tensor, Training], tf.Tensor], x: tf.Tensor,
             probe = tf.reduce_max(tf.cast(tf.reshape(grad_outputs, [-1])[:1], tf.float32))
             zero = tf.where(tf.equal(probe, probe), 0.0, float("nan"))
             again = tf.identity(inputs) + tf.cast(zero, inputs.dtype)
-            with tf.GradientTape() as tape:
+            if weights is None:
+                with tf.GradientTape() as tape:
+                    tape.watch(again)
+                    tape.watch(variables)
+                    recomputed = fn(again, mode)
+                grads = tape.gradient(recomputed, [again] + variables,
+                                      output_gradients=grad_outputs)
+                return grads[0], grads[1:]
+            with tf.GradientTape() as tape, keras.StatelessScope(list(zip(weights, values))):
                 tape.watch(again)
-                tape.watch(variables)
+                tape.watch(values)
                 recomputed = fn(again, mode)
-            grads = tape.gradient(recomputed, [again] + variables, output_gradients=grad_outputs)
-            return grads[0], grads[1:]
+            grads = tape.gradient(recomputed, [again] + values, output_gradients=grad_outputs)
+            by_storage = {id(storage): grad for storage, grad in zip(storages, grads[1:])}
+            return grads[0], [by_storage.get(id(variable)) for variable in variables]
 
         return outputs, backward
 

@@ -206,7 +206,8 @@ def normalized_conv(norm: BatchNormalization, conv: keras.layers.Layer, x: tf.Te
 
     if (LEAN_BACKWARD and training and not running_average.is_cumulative(training)
             and drop is None):
-        return recompute(unit, x, training)
+        return recompute(unit, x, training,
+                         weights=norm.trainable_variables + conv.trainable_variables)
     return unit(x, training)
 
 
@@ -304,6 +305,9 @@ class ResNet(keras.layers.Layer):
       dropout: dropout rate in ``[0, 1)`` on each residual block's hidden
         activations before its last convolution, in training mode only.
     """
+
+    #: One trace for every body like it (``tfnvp.nets.shared_body``).
+    traced_once = True
 
     def __init__(self, hidden_channels: int, num_blocks: int, out_channels: int,
                  synchronized_batch_norm: bool = False, batch_norm_momentum: float = 0.99,

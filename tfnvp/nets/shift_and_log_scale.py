@@ -37,6 +37,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfnvp.nets import shared_body
 from tfnvp.nets.empty_batches import unless_empty
 from tfnvp.nets.recompute import check_recomputable, recompute
 
@@ -91,8 +92,9 @@ def body_features(head: keras.layers.Layer, x: tf.Tensor, training: bool,
 
     def run(inputs: tf.Tensor) -> tf.Tensor:
         if head.recompute_gradients:
-            return recompute(lambda t, mode: head.body(t, training=mode), inputs, training)
-        return head.body(inputs, training=training)
+            return recompute(lambda t, mode: shared_body.call(head.body, t, mode), inputs,
+                             training)
+        return shared_body.call(head.body, inputs, training)
 
     # Images in evaluation mode: oneDNN kernels reject empty batches (`unless_empty`).
     raw = run(x) if training or x.shape.rank < 4 else unless_empty(run, x)

@@ -1,0 +1,132 @@
+"""Conditioner bodies traced once per configuration and input, shared by every layer like them.
+
+A flow has many conditioner networks of one configuration acting on tensors
+of one shape: Real NVP's checkerboard couplings of a scale, its channel
+couplings, Glow's ``K`` steps of a level.  Traced inline, a graph grows with
+the number of layers, and TensorFlow pays tracing, differentiation and graph
+optimization for every copy the first time a function runs.
+
+``call(body, x, training, context)`` computes ``body(x, training=training,
+context=context)`` through a ``tf.function`` whose inputs are ``x``,
+``context`` and the body's variables (as resource handles, so reads and
+batch-norm updates go to the calling layer's own variables).  Every body of
+the same class, configuration and variable shapes, called in the same mode on
+inputs of the same shape and dtype, calls the same function: it is traced and
+differentiated once (TensorFlow keeps a function's gradient with it), and it is
+not inlined (``_noinline``), so Grappler optimizes it once and the caller's
+graph holds one call op per conditioner.  The numbers are those of the
+inline call: the same ops on the same values.
+
+The function is traced with the calling body's code: while it traces, the
+body's Keras variables are pointed at the function's variable inputs
+(``tfnvp._compat.set_keras_variable_storage``) and set back after.  A
+gradient that runs a body's code again later (``tfnvp.nets.recompute``)
+re-enters those bindings (``bindings``/``bound``), so it too reads the
+function's inputs.
+
+Used only where the body opts in (``traced_once = True`` on ``ResNet``,
+``MLP``, ``GlowNet``: layers whose configuration determines their
+computation) and outside ``tf.distribute`` strategies with more than one
+replica (synchronized batch norms all-reduce across replicas in the body).
+``ENABLED = False`` traces every body inline (read when a function is traced).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from typing import Iterator, Sequence
+
+import keras
+import tensorflow as tf
+
+from tfnvp._compat import keras_variable_storage, set_keras_variable_storage
+from tfnvp.running_average import Training
+
+__all__ = ["ENABLED", "Bindings", "bindings", "bound", "call", "shareable"]
+
+ENABLED = True
+
+Bindings = tuple[tuple[keras.Variable, tf.Variable], ...]
+
+# Tracing re-points shared Python objects (the template body's variables):
+# one thread at a time.
+_LOCK = threading.RLock()
+_STATE = threading.local()
+_FUNCTIONS: dict[tuple, tf.types.experimental.PolymorphicFunction] = {}
+
+
+def bindings() -> Bindings:
+    """The variable bindings in force in this thread (empty outside a shared trace)."""
+    return getattr(_STATE, "bindings", ())
+
+
+@contextlib.contextmanager
+def bound(pairs: Bindings) -> Iterator[None]:
+    """Points each Keras variable of ``pairs`` at its storage while the block runs."""
+    if not pairs:
+        yield
+        return
+    with _LOCK:
+        saved = [(variable, keras_variable_storage(variable)) for variable, _ in pairs]
+        outer = bindings()
+        for variable, storage in pairs:
+            set_keras_variable_storage(variable, storage)
+        _STATE.bindings = outer + tuple(pairs)
+        try:
+            yield
+        finally:
+            _STATE.bindings = outer
+            for variable, storage in reversed(saved):
+                set_keras_variable_storage(variable, storage)
+
+
+def shareable(body: keras.layers.Layer) -> bool:
+    """Whether ``call`` traces ``body`` once for all bodies like it here."""
+    return (ENABLED and getattr(type(body), "traced_once", False) and tf.inside_function()
+            and tf.distribute.get_strategy().num_replicas_in_sync == 1)
+
+
+def _storage(variable: keras.Variable) -> tf.Variable:
+    """The backend ``tf.Variable`` of ``variable`` on this (only) replica."""
+    storage = keras_variable_storage(variable)
+    if tf.distribute.has_strategy():  # One replica: its component of a mirrored variable.
+        storage = tf.distribute.get_strategy().experimental_local_results(storage)[0]
+    return storage
+
+
+def _key(body: keras.layers.Layer, tensors: Sequence[tf.Tensor | None],
+         training: Training) -> tuple:
+    config = dict(body.get_config())
+    config.pop("name", None)
+    return (type(body), json.dumps(config, sort_keys=True, default=repr),
+            tuple((tuple(v.shape), v.dtype, v.trainable) for v in body.variables),
+            tuple(None if t is None else (tuple(t.shape), t.dtype.name) for t in tensors),
+            training)
+
+
+def call(body: keras.layers.Layer, x: tf.Tensor, training: Training,
+         context: tf.Tensor | None = None) -> tf.Tensor:
+    """``body(x, training=training[, context=context])``, traced once per kind of body
+    (module docstring); inline where ``shareable(body)`` is false."""
+    kwargs = {} if context is None else dict(context=context)
+    if not shareable(body):
+        return body(x, training=training, **kwargs)
+    key = _key(body, (x, context), training)
+    function = _FUNCTIONS.get(key)
+    if function is None:
+        def run(inputs, condition, *storages):
+            template = _STATE.template
+            extra = {} if condition is None else dict(context=condition)
+            with bound(tuple(zip(template.variables, storages))):
+                return template(inputs, training=training, **extra)
+
+        function = tf.function(run, autograph=False, experimental_attributes={"_noinline": True})
+        _FUNCTIONS[key] = function
+    with _LOCK:
+        _STATE.template = body  # The code a new trace runs: any body of this key.
+        try:
+            return function(x, context, *[_storage(v) for v in body.variables])
+        finally:
+            _STATE.template = None
