@@ -35,7 +35,6 @@ import tensorflow as tf
 from tensorflow.python.eager import record  # tf.recompute_grad's own tape control.
 
 from tfnvp import running_average
-from tfnvp._compat import keras_variable_storage
 from tfnvp.running_average import Training
 
 __all__ = ["check_recomputable", "recompute"]
@@ -60,22 +59,25 @@ def recompute(fn: Callable[[tf.Tensor, Training], tf.Tensor], x: tf.Tensor,
     incoming gradient, so neither Grappler nor XLA can merge it with (or
     hoist it to) the forward pass.
 
-    ``weights``: the trainable Keras variables ``fn`` reads.  Given, the
-    forward pass reads them once more and the recomputation runs on those
-    values (a ``keras.StatelessScope``), not on the variables: inside a shared
-    body's function (``tfnvp.nets.shared_body``) a variable read while the
-    gradient is built would read the layer that traced it, not the caller's.
-    The values are the variables' (the forward pass does not change trainable
-    weights), so the gradients are the same.
+    ``weights``: Keras variables ``fn`` reads (the trainable ones).  They are
+    read once more, outside the custom gradient, and the recomputation runs
+    on those values (a ``keras.StatelessScope``) instead of reading the
+    variables: their gradients reach the variables through the reads.  Inside
+    a shared body's function (``tfnvp.nets.shared_body``) that is required: a
+    variable read while the gradient is built would read the layer that
+    traced the function, not the caller's.  The forward pass does not change
+    trainable weights, so the gradients are the same.
     """
     mode = running_average.recomputation(training)
+    weights = list(weights or [])
+    # Read here, outside the custom gradient: their gradients reach the variables
+    # by ordinary differentiation of the reads.
+    values = [tf.convert_to_tensor(w) for w in weights]
 
     @tf.custom_gradient
-    def forward(inputs):
+    def forward(inputs, *weight_values):
         with record.stop_recording():
             outputs = fn(inputs, training)
-        storages = [keras_variable_storage(w) for w in weights or ()]
-        values = [tf.convert_to_tensor(w) for w in weights or ()]
 
         def backward(grad_outputs, variables=None):
             variables = list(variables or [])
@@ -84,25 +86,20 @@ def recompute(fn: Callable[[tf.Tensor, Training], tf.Tensor], x: tf.Tensor,
             probe = tf.reduce_max(tf.cast(tf.reshape(grad_outputs, [-1])[:1], tf.float32))
             zero = tf.where(tf.equal(probe, probe), 0.0, float("nan"))
             again = tf.identity(inputs) + tf.cast(zero, inputs.dtype)
-            if weights is None:
-                with tf.GradientTape() as tape:
-                    tape.watch(again)
-                    tape.watch(variables)
-                    recomputed = fn(again, mode)
-                grads = tape.gradient(recomputed, [again] + variables,
-                                      output_gradients=grad_outputs)
-                return grads[0], grads[1:]
-            with tf.GradientTape() as tape, keras.StatelessScope(list(zip(weights, values))):
+            with tf.GradientTape() as tape, keras.StatelessScope(
+                    list(zip(weights, weight_values))):
                 tape.watch(again)
-                tape.watch(values)
+                tape.watch(weight_values)
+                tape.watch(variables)
                 recomputed = fn(again, mode)
-            grads = tape.gradient(recomputed, [again] + values, output_gradients=grad_outputs)
-            by_storage = {id(storage): grad for storage, grad in zip(storages, grads[1:])}
-            return grads[0], [by_storage.get(id(variable)) for variable in variables]
+            grads = tape.gradient(recomputed, [again, *weight_values, *variables],
+                                  output_gradients=grad_outputs)
+            count = 1 + len(weight_values)
+            return grads[:count], grads[count:]
 
         return outputs, backward
 
-    return forward(x)
+    return forward(x, *values)
 
 
 def check_recomputable(body: keras.layers.Layer, recompute_gradients: bool) -> None:

@@ -1,0 +1,241 @@
+"""Time to the first result: what a new process pays before each public path answers.
+
+Every case runs in a fresh Python process (nothing cached by an earlier case)
+and reports, in seconds:
+
+* ``import``: ``import tfnvp`` (TensorFlow, Keras and TFP included);
+* ``build``: constructing the model (its weights are created at construction);
+* ``first``: the path's first call (tracing, differentiation, graph
+  optimization and the first run); for ``user_loop`` split into ``trace``
+  (``get_concrete_function``) and ``first_run`` (graph optimization and the
+  first run);
+* ``steady``: the median of the next calls of the same size;
+* ``overhead = first - steady``: what the first call costs beyond the work
+  itself, the figure issue 27's targets are set on (a steady call alone can
+  take tens of seconds on a 2-core CPU).
+
+Models: ``digits`` (the quickstart's, batch 64), ``cifar_small`` (2 scales,
+1 residual block, 16 feature maps, batch 16), ``paper`` (the paper's CIFAR-10
+model, batch 64).  Paths: ``trainer_step`` (``trainers.steps.TrainSteps``
+under the trainer's strategy), ``user_loop`` (a user's ``tf.function``:
+tape, ``-mean(model.distribution.log_prob(x, training))``, Adam), ``fit``
+(``model.fit`` on uint8 images), ``log_prob``, ``bits_per_dim``, ``sample``,
+``encode_decode`` (eager public methods), ``keras_load`` (``.keras`` file
+load and first ``log_prob``), ``load_run`` (a run directory written by the
+trainer: load and first ``sample``).
+
+``--traced_once=both`` runs every case twice, with the conditioner bodies
+traced once per kind (``tfnvp.nets.shared_body``, the default) and traced
+inline, interleaved, so the A/B comes from one run on one machine.
+
+Usage::
+
+    python bench/first_result.py --models=digits,cifar_small --paths=all --out=first.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+MODELS = {
+    "digits": dict(image_shape=(8, 8, 1), num_scales=2, num_res_blocks=2, hidden_channels=32,
+                   batch=64),
+    "cifar_small": dict(image_shape=(32, 32, 3), num_scales=2, num_res_blocks=1,
+                        hidden_channels=16, batch=16),
+    "paper": dict(paper="cifar10", batch=64),
+}
+PATHS = ("trainer_step", "user_loop", "fit", "log_prob", "bits_per_dim", "sample",
+         "encode_decode", "keras_load", "load_run")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _sync(value) -> None:
+    import tensorflow as tf
+
+    for t in tf.nest.flatten(value):
+        if hasattr(t, "numpy"):
+            t.numpy()
+
+
+def _timed(fn, repeats: int) -> tuple[float, float]:
+    """(first call, median of ``repeats`` more calls) of ``fn()``, in seconds."""
+    start = time.perf_counter()
+    _sync(fn())
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _sync(fn())
+        times.append(time.perf_counter() - start)
+    return first, statistics.median(times)
+
+
+def _model(name: str):
+    import tfnvp
+
+    spec = dict(MODELS[name])
+    spec.pop("batch")
+    if "paper" in spec:
+        return tfnvp.RealNVP.from_paper(spec["paper"])
+    return tfnvp.RealNVP(**spec)
+
+
+def child(model_name: str, path: str, traced_once: bool, repeats: int) -> dict:
+    """One case, in this (fresh) process."""
+    start = time.perf_counter()
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import tfnvp
+    from tfnvp.nets import shared_body
+
+    result = dict(model=model_name, path=path, traced_once=traced_once,
+                  onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS"))
+    result["import"] = time.perf_counter() - start
+    shared_body.ENABLED = traced_once
+    batch = MODELS[model_name]["batch"]
+    keras.utils.set_random_seed(0)
+    start = time.perf_counter()
+    model = _model(model_name)
+    result["build"] = time.perf_counter() - start
+    shape = (batch,) + tuple(model.image_shape)
+    images = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+    pixels = tf.constant(images.astype(np.float32) + 0.5)
+    seeds = iter(range(1, 1_000_000))
+    work = tempfile.mkdtemp(prefix="first_result_")
+
+    if path == "trainer_step":
+        sys.path.insert(0, ROOT)
+        from trainers import steps as steps_lib
+        from trainers import strategy as strategy_lib
+
+        strategy = strategy_lib.make_strategy("mirrored")
+        with strategy.scope():
+            model = _model(model_name)
+            optimizer = steps_lib.make_optimizer(1e-3)
+            optimizer.build(model.trainable_variables)
+        dataset = strategy.experimental_distribute_dataset(
+            tf.data.Dataset.from_tensors(pixels).repeat())
+        iterator = iter(dataset)
+        steps = steps_lib.TrainSteps(model, optimizer, strategy, iterator.element_spec, batch)
+        fn = lambda: steps.train_step(next(iterator))  # noqa: E731
+    elif path == "user_loop":
+        optimizer = keras.optimizers.Adam(1e-3)
+        optimizer.build(model.trainable_variables)
+
+        @tf.function
+        def user_step(x):
+            with tf.GradientTape() as tape:
+                loss = -tf.reduce_mean(model.distribution.log_prob(
+                    x, bijector_kwargs=dict(training=True)))
+            optimizer.apply(tape.gradient(loss, model.trainable_variables),
+                            model.trainable_variables)
+            return loss
+
+        begin = time.perf_counter()
+        user_step.get_concrete_function(pixels)
+        result["trace"] = time.perf_counter() - begin
+        fn = lambda: user_step(pixels)  # noqa: E731
+    elif path == "fit":
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        fn = lambda: model.fit(images, batch_size=batch, epochs=1, verbose=0)  # noqa: E731
+    elif path == "log_prob":
+        fn = lambda: model.log_prob(pixels)  # noqa: E731
+    elif path == "bits_per_dim":
+        fn = lambda: model.bits_per_dim(images, seed=[next(seeds), 0])  # noqa: E731
+    elif path == "sample":
+        fn = lambda: model.sample(batch, seed=[next(seeds), 0])  # noqa: E731
+    elif path == "encode_decode":
+        fn = lambda: model.decode(model.encode(pixels))  # noqa: E731
+    elif path == "keras_load":
+        file = os.path.join(work, "model.keras")
+        model.save(file)
+
+        def fn():
+            return keras.models.load_model(file).log_prob(pixels)
+    elif path == "load_run":
+        run = _trained_run(work, model_name)
+
+        def fn():
+            return tfnvp.load_run(run).sample(batch, seed=[next(seeds), 0])
+    else:
+        raise ValueError(f"unknown path {path!r}; choose from {PATHS}")
+    first, steady = _timed(fn, repeats)
+    result.update(first=first, steady=steady, overhead=first - steady)
+    if "trace" in result:
+        result["first_run"] = first - result["trace"]
+    return result
+
+
+def _trained_run(work: str, model_name: str) -> str:
+    """A run directory of a 1-step trainer run of ``model_name`` (digits only)."""
+    if model_name != "digits":
+        raise ValueError("load_run is timed on the digits model (the quickstart's run).")
+    run = os.path.join(work, "run")
+    subprocess.run([sys.executable, os.path.join(ROOT, "trainers", "train.py"),
+                    f"--flagfile={os.path.join(ROOT, 'trainers', 'digits.flags')}",
+                    f"--output_dir={run}", "--train_steps=1", "--eval_every=1",
+                    "--num_sample_images=0", "--recalibration_batches=1"],
+                   check=True, capture_output=True)
+    return run
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="digits,cifar_small")
+    parser.add_argument("--paths", default="all")
+    parser.add_argument("--traced_once", choices=("on", "off", "both"), default="on")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", default=None, help="JSON file for the results")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        model_name, path, traced = args.child.split(":")
+        print("RESULT " + json.dumps(child(model_name, path, traced == "on", args.repeats)))
+        return 0
+    paths = PATHS if args.paths == "all" else args.paths.split(",")
+    modes = ("on", "off") if args.traced_once == "both" else (args.traced_once,)
+    results = []
+    print("| model | path | traced once | import s | build s | first s | steady s | overhead s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for model_name in args.models.split(","):
+        for path in paths:
+            if path == "load_run" and model_name != "digits":
+                continue
+            for mode in modes:
+                out = subprocess.run(
+                    [sys.executable, os.path.abspath(__file__), f"--child={model_name}:{path}:{mode}",
+                     f"--repeats={args.repeats}"], capture_output=True, text=True,
+                    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+                lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+                if out.returncode or not lines:
+                    print(f"| {model_name} | {path} | {mode} | failed: {out.stderr[-300:]!r} |")
+                    continue
+                r = json.loads(lines[-1][len("RESULT "):])
+                results.append(r)
+                print(f"| {model_name} | {path} | {mode} | {r['import']:.1f} | {r['build']:.1f} | "
+                      f"{r['first']:.1f} | {r['steady']:.2f} | {r['overhead']:.1f} |", flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(dict(cpu=_cpu_name(), results=results), f, indent=1)
+    return 0
+
+
+def _cpu_name() -> str:
+    with open("/proc/cpuinfo") as f:
+        names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
+    with open("/proc/cpuinfo") as f:
+        avx512 = "avx512f" in f.read()
+    return f"{names[0] if names else '?'} ({'AVX-512' if avx512 else 'AVX2'})"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
