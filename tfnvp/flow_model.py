@@ -519,7 +519,7 @@ class FlowModel(keras.Model):
             self._untracked.recalibration_step = tf.function(
                 lambda x, labels=None: self.log_prob(self._dequantize(x, None, False, labels)[0],
                                                      training=RECALIBRATE, labels=labels),
-                reduce_retracing=True)
+                reduce_retracing=True, autograph=False)
         used = 0
         for batch in dataset:
             x, labels = tuple(batch) if isinstance(batch, (tuple, list)) else (batch, None)
@@ -587,6 +587,9 @@ class FlowModel(keras.Model):
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
 
+    # Keras traces fit's and evaluate's steps with AutoGraph; they have no tensor-dependent
+    # Python control flow, and converting the whole flow's code only costs tracing time.
+    @tf.autograph.experimental.do_not_convert
     def train_step(self, data) -> dict[str, tf.Tensor]:
         """``fit``'s step: maximum likelihood with the compiled optimizer.
 
@@ -603,6 +606,7 @@ class FlowModel(keras.Model):
         self.optimizer.apply(tape.gradient(loss, variables), variables)
         return self._update_metrics(loss, nll, dims)
 
+    @tf.autograph.experimental.do_not_convert
     def test_step(self, data) -> dict[str, tf.Tensor]:
         """``evaluate``'s (and ``fit``'s validation) step: the objective in evaluation
         mode (running batch-norm statistics)."""

@@ -103,7 +103,7 @@ class Evaluator:
                 tf.TensorSpec((None,) + tuple(model.image_shape), images)]
         if model.num_classes is not None:
             spec.append(tf.TensorSpec([None], tf.int32))
-        self.bits_per_dim = tf.function(self._bits_per_dim, input_signature=spec)
+        self.bits_per_dim = tf.function(self._bits_per_dim, input_signature=spec, autograph=False)
 
     def _bits_per_dim(self, seed: tf.Tensor, x: tf.Tensor,
                       labels: tf.Tensor | None = None) -> tf.Tensor:
@@ -154,7 +154,8 @@ class Sampler:
             self._labels = tf.constant(class_rows(self.rows, -(-self.num_images // self.rows)))
             self.num_images = int(self._labels.shape[0])
         self._seed = tf.constant([seed, 7919], tf.int64)
-        self._sample = tf.function(self._draw, input_signature=[tf.TensorSpec([2], tf.int64)])
+        self._sample = tf.function(self._draw, input_signature=[tf.TensorSpec([2], tf.int64)],
+                                   autograph=False)
 
     def _draw(self, seed: tf.Tensor) -> tf.Tensor:
         return self.model.sample(self.num_images, temperature=self.temperature, seed=seed,

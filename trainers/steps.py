@@ -151,11 +151,11 @@ class TrainSteps:
         if jit_compile:
             forward_backward = tf.function(forward_backward, jit_compile=True)
         self._compute = forward_backward
-        self.train_step = tf.function(self._train_step, input_signature=[element_spec])
+        self.train_step = tf.function(self._train_step, input_signature=[element_spec], autograph=False)
         images = tf.float32 if data.pipeline_dequantizes(model) else tf.uint8  # See noise_seed.
         image_spec = tf.TensorSpec((None,) + tuple(model.image_shape), images)
         label_spec = [tf.TensorSpec([None], tf.int32)] if model.num_classes is not None else []
-        self.diagnostics = tf.function(self._diagnostics,
+        self.diagnostics = tf.function(self._diagnostics, autograph=False,
                                        input_signature=[image_spec] + label_spec)
 
     # ------------------------------------------------------------- training
