@@ -95,12 +95,18 @@ def child(model_name: str, path: str, traced_once: bool, repeats: int) -> dict:
     import tensorflow as tf
 
     import tfnvp
-    from tfnvp.nets import shared_body
+
+    try:
+        from tfnvp.nets import shared_body
+    except ImportError:  # A checkout from before shared bodies: always inline.
+        shared_body = None
 
     result = dict(model=model_name, path=path, traced_once=traced_once,
                   onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS"))
     result["import"] = time.perf_counter() - start
-    shared_body.ENABLED = traced_once
+    if shared_body is not None:
+        shared_body.ENABLED = traced_once
+    result["traced_once"] = traced_once and shared_body is not None
     batch = MODELS[model_name]["batch"]
     keras.utils.set_random_seed(0)
     start = time.perf_counter()

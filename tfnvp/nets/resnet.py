@@ -69,6 +69,7 @@ from tfnvp import running_average
 from tfnvp.nets.attention import GatedAttention
 from tfnvp.nets.gating import (ReplicaDropout, check_dropout, dropped, flowpp_options,
                                gated_linear_unit)
+from tfnvp.nets import shared_body
 from tfnvp.nets.recompute import recompute
 from tfnvp.nets.tracking import track_layers
 from tfnvp.nets.weight_norm import WeightNormConv2D
@@ -217,6 +218,9 @@ class _ResidualBlock(keras.layers.Layer):
     ``h + a * sigmoid(g)`` with ``(a, g)`` the last convolution's ``2C`` features;
     ``dropout`` before the last convolution in training mode (module docstring)."""
 
+    #: One trace for every block like it (``tfnvp.nets.shared_body``).
+    traced_once = True
+
     def __init__(self, channels: int, synchronized: bool, momentum: float = 0.99,
                  gated: bool = False, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
@@ -360,7 +364,7 @@ class ResNet(keras.layers.Layer):
     def call(self, x: tf.Tensor, training: running_average.Training = False) -> tf.Tensor:
         stages = [self.conv_in(x)]
         for i, block in enumerate(self.blocks):
-            h = block(stages[-1], training=training)
+            h = shared_body.call(block, stages[-1], training)
             stages.append(self.attentions[i](h) if self.attentions else h)
         head = (tf.add_n([skip(h) for skip, h in zip(self.skips, stages)]) if self.skips
                 else stages[-1])
