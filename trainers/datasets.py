@@ -142,6 +142,10 @@ def _decode_each(records: tf.data.Dataset, decode_one: Callable[[tf.Tensor], tf.
     return records.map(one, num_parallel_calls=_AUTOTUNE)
 
 
+#: The largest class index a label may be (labels travel as int32).
+_MAX_LABEL = np.iinfo(np.int32).max - 1
+
+
 def _check_labels(train: np.ndarray, test: np.ndarray, counts: tuple[int, int],
                  where: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     """Class labels of both splits as int32 arrays, checked: 1-D non-negative integers,
@@ -159,12 +163,16 @@ def _check_labels(train: np.ndarray, test: np.ndarray, counts: tuple[int, int],
         if len(array) and array.min() < 0:
             raise ValueError(f"{name}: labels must be non-negative class indices, got "
                              f"{array.min()}.")
-        checked.append(array.astype(np.int32))
+        # On the values as given: an int64 label 2**32 + 1 must not wrap to class 1.
+        if len(array) and int(array.max()) > _MAX_LABEL:
+            raise ValueError(f"{name}: label {int(array.max())} is not a class index (labels "
+                             f"are 0..num_classes - 1, at most {_MAX_LABEL}).")
+        checked.append(array)
     num_classes = int(checked[0].max()) + 1
     if len(checked[1]) and checked[1].max() >= num_classes:
         raise ValueError(f"{where[1]}: label {checked[1].max()} is not a class of the training "
                          f"split ({where[0]} has labels 0..{num_classes - 1}).")
-    return checked[0], checked[1]
+    return checked[0].astype(np.int32), checked[1].astype(np.int32)
 
 
 def decode_image_bytes(data: tf.Tensor, channels: int) -> tf.Tensor:
