@@ -42,8 +42,11 @@ def check_labels(labels, num_classes: int, batch_shape: Sequence[int | None],
                         f"{labels.dtype.name}.")
     batch_shape = tf.TensorShape(batch_shape)
     if not labels.shape.is_compatible_with(batch_shape):
+        fix = (" (a column of labels: pass labels[..., 0])"
+               if batch_shape.rank is not None and labels.shape.rank == batch_shape.rank + 1
+               and labels.shape[-1] == 1 else "")
         raise ValueError(f"labels must have the inputs' batch shape {batch_shape} (one label "
-                         f"per event), got shape {labels.shape}.")
+                         f"per event), got shape {labels.shape}{fix}.")
     if validate_args:
         message = f"labels must lie in [0, num_classes={num_classes})"
         if not labels.dtype.is_unsigned:

@@ -77,6 +77,17 @@ class _Untracked:
         self.bits_per_dim = keras.metrics.Mean(name="bits_per_dim")
 
 
+def _refuse_weights(method: str, **weights) -> None:
+    """``ValueError`` naming the first of ``weights`` (``sample_weight``, ``class_weight``)
+    that is given: a flow is fit by maximum likelihood, every example counted once."""
+    for name, value in weights.items():
+        if value is not None:
+            raise ValueError(
+                f"{method}({name}=...): tfnvp models are trained by maximum likelihood, every "
+                f"example counted once; {name} is not supported (got a {type(value).__name__}). "
+                "Leave it unset (repeat examples in the dataset to weigh them).")
+
+
 def _mode(training: Training | None) -> Training:
     """The mode a call runs in: ``None`` is evaluation, like ``False``."""
     return training or False
@@ -442,8 +453,10 @@ class FlowModel(keras.Model):
         ``data_support`` (see ``decode``).
         """
         static_temperature = tf.get_static_value(temperature)
-        if static_temperature is not None and np.any(static_temperature < 0):
-            raise ValueError(f"temperature must be non-negative, got {temperature}.")
+        if static_temperature is not None and not np.all(
+                np.isfinite(static_temperature) & (np.asarray(static_temperature) >= 0)):
+            raise ValueError(f"temperature must be a finite non-negative number (z ~ N(0, "
+                             f"temperature^2 I)), got {temperature}.")
         event = tuple(int(d) for d in (event_shape or self.event_shape))
         self._flow(event)  # Checks the event shape.
         if not tf.is_tensor(num_samples):
@@ -558,6 +571,18 @@ class FlowModel(keras.Model):
         callbacks cannot tell that lower bits/dim is better: monitor it with
         ``mode="min"`` (``EarlyStopping``, ``ModelCheckpoint(save_best_only=True)``)."""
         return super().metrics + [self._untracked.bits_per_dim]
+
+    def fit(self, x=None, y=None, *args, sample_weight=None, class_weight=None, **kwargs):
+        """Keras' ``fit`` (see ``train_step``); ``y`` holds the labels of a
+        class-conditional model.  ``sample_weight`` and ``class_weight`` are refused:
+        Keras would drop them silently for inputs without targets."""
+        _refuse_weights("fit", sample_weight=sample_weight, class_weight=class_weight)
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, sample_weight=None, **kwargs):
+        """Keras' ``evaluate`` (see ``test_step``); ``sample_weight`` is refused, as in ``fit``."""
+        _refuse_weights("evaluate", sample_weight=sample_weight)
+        return super().evaluate(x, y, *args, **kwargs)
 
     def _unpack(self, data) -> tuple[tf.Tensor, tf.Tensor | None]:
         """``fit``'s batch: ``images`` or ``(images, labels)`` (class-conditional)."""

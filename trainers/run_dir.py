@@ -28,8 +28,8 @@ import tensorflow as tf
 import tfnvp
 # The format's reading half is the library's (tfnvp.load_run): one definition.
 from tfnvp.runs import (ARCHITECTURE_KEY, ARCHITECTURES, CHECKPOINT_DIR, CONFIG_FILE,
-                        LEGACY_MODEL_DEFAULTS, build_model, checkpoint_dir, read_config,
-                        restore_polyak_averages)
+                        LEGACY_MODEL_DEFAULTS, build_model, checkpoint_dir,
+                        discarded_quietly_on_failure, read_config, restore_polyak_averages)
 from tfnvp.runs import split_architecture as _split_architecture
 
 __all__ = ["CONFIG_FILE", "CHECKPOINT_DIR", "LEGACY_MODEL_DEFAULTS", "ARCHITECTURES",
@@ -152,6 +152,12 @@ def restore_run(output_dir: str, checkpoint_path: str | None = None, averaged: b
     averages if it holds them (``tfnvp.runs.restore_polyak_averages``) and
     ``averaged``, else the raw training weights.
     """
+    return discarded_quietly_on_failure(
+        lambda: _restore_run(output_dir, checkpoint_path, averaged, overrides))
+
+
+def _restore_run(output_dir: str, checkpoint_path: str | None, averaged: bool,
+                 overrides: dict) -> tuple[tfnvp.ImageFlowModel, str]:
     from trainers import checkpoints  # Late: checkpoints needs nothing of this module.
 
     model = build_model(read_config(output_dir), **overrides)
