@@ -56,7 +56,14 @@ PAPER_L2 = 5e-5
 
 @dataclasses.dataclass(frozen=True)
 class Flow:
-    """A flow built from a model's layers for one event shape."""
+    """A flow built from a model's layers for one event shape.
+
+    Once the model is built, the bijector holds the TensorFlow variables behind the
+    flow's Keras weights (``FlowModel._expose_variables``), so that ``tf.Module``'s
+    ``trainable_variables`` of the bijector, of the distribution and of anything
+    that holds them (``tfb.Invert``, ``tfd.Mixture``, a user's ``tf.Module``) lists
+    each of them once, as TFP's training idiom expects.
+    """
 
     bijector: tfb.Bijector
     distribution: tfd.TransformedDistribution
@@ -166,7 +173,34 @@ class FlowModel(keras.Model):
             # used by later functions, so its constants must not belong to one graph.
             with tf.init_scope():
                 self._flows[shape] = self._build_flow(shape)
+                if self.built:
+                    self._expose_variables(self._flows[shape])
         return self._flows[shape]
+
+    def _flow_layers(self) -> list[keras.layers.Layer]:
+        """The layers whose weights the flow reads: every step's (not a dequantizer's or
+        a class-conditional prior's)."""
+        return [layer for layers in self._untracked.step_layers for layer in layers.values()]
+
+    def _expose_variables(self, flow: Flow) -> None:
+        """Hands ``flow.bijector`` the variables behind the flow layers' Keras weights.
+
+        ``tf.Module.trainable_variables`` collects ``tf.Variable`` attributes of a
+        module and of the modules it holds, and a Keras 3 layer is neither; the bijector
+        (a ``tf.Module``) holding the backing variables themselves makes the TFP idiom
+        ``tape.gradient(loss, dist.trainable_variables)`` see (and an optimizer update)
+        exactly the model's weights, each once.  Tracked like any module attribute, so
+        ``tf.train.Checkpoint(distribution=...)`` saves and restores them too.  Called
+        once the model is built (its layers create their weights on the first call).
+        """
+        variables, seen = [], set()
+        for layer in self._flow_layers():
+            for weight in layer.variables:
+                backing = weight.value  # The tf.Variable behind a Keras variable.
+                if id(backing) not in seen:
+                    seen.add(id(backing))
+                    variables.append(backing)
+        flow.bijector.model_variables = tuple(variables)
 
     def _event_of(self, t: tf.Tensor) -> tuple[int, ...]:
         return tuple(t.shape[t.shape.rank - len(self.event_shape):])
@@ -563,6 +597,8 @@ class FlowModel(keras.Model):
         ``count_params``, ``summary`` and ``load_weights`` work on a fresh model."""
         self.log_prob(x, labels=labels)
         self.built = True
+        for flow in self._flows.values():
+            self._expose_variables(flow)
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
