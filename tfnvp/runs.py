@@ -37,7 +37,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any
 
 import tensorflow as tf
 
@@ -76,7 +76,6 @@ POLYAK_KEY = "polyak_averages"
 POLYAK_DECAY_KEY = "polyak_decay"
 
 _logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class CheckpointError(RuntimeError):
@@ -184,7 +183,7 @@ def restore_error(checkpoint: tf.train.Checkpoint, path: str, partial: bool = Fa
     return None
 
 
-def discarded_quietly_on_failure(build_and_restore: Callable[[], T]) -> T:
+def discarded_quietly_on_failure(build_and_restore: Callable[[], Any]) -> Any:
     """``build_and_restore()``; if it raises ``CheckpointError``, the model it built is
     collected before the error propagates, without TensorFlow's report of the failed restore.
 
