@@ -122,3 +122,67 @@ def test_bad_arguments():
         BatchNorm(_stats(), momentum=1.0)
     with pytest.raises(ValueError, match="epsilon"):
         BatchNorm(_stats(), epsilon=0.0)
+
+
+def _offset_batch(ratio, dtype=tf.float64):
+    """A 64x16x16x3 batch whose channels have mean/std = ``ratio`` (issue 30's case)."""
+    rng = np.random.default_rng(3)
+    std = np.array([0.5, 2.0, 7.0])
+    return tf.constant(ratio * std + std * rng.normal(size=(64, 16, 16, 3)), dtype)
+
+
+@pytest.mark.parametrize("ratio", [10.0, 60.0, 1000.0])
+def test_float32_batch_variance_is_stable_at_large_mean_over_std(ratio):
+    """The float32 training-mode log-det and output agree with float64 where the one-pass
+    E[x^2] - E[x]^2 was off by 0.18 nats (ratio 10) and 3.5 nats (ratio 60) per image."""
+    x = _offset_batch(ratio)
+    results = {}
+    for dtype in (tf.float32, tf.float64):
+        bn = BatchNorm(BatchNormStatistics(3, dtype=dtype.name))
+        v = tf.cast(x, dtype)
+        results[dtype] = (bn.inverse(v, training=True).numpy(),
+                          bn.inverse_log_det_jacobian(v, event_ndims=3, training=True).numpy())
+    y32, ildj32 = results[tf.float32]
+    y64, ildj64 = results[tf.float64]
+    xs = x.numpy().reshape(-1, 3)
+    np.testing.assert_allclose(ildj64, -0.5 * 256 * np.log(xs.var(0) + 1e-4).sum(), rtol=1e-12)
+    np.testing.assert_allclose(ildj32, ildj64, atol=0.02)  # Of about -1,000 nats.
+    np.testing.assert_allclose(y32, y64, atol=2e-3 * ratio / 10)
+
+
+def test_float64_batch_moments_unchanged_and_gradient_exact():
+    """Where float64 needs no stabilizing, the two-pass moments are the one-pass ones to
+    1e-10, and the log-det's gradient is that of numpy's exact formula."""
+    from tfnvp.bijectors.batch_norm import _batch_moments
+
+    x = _offset_batch(2.0)
+    mean, variance = _batch_moments(x)
+    xs = x.numpy().reshape(-1, 3)
+    one_pass = (xs ** 2).mean(0) - xs.mean(0) ** 2
+    np.testing.assert_allclose(mean.numpy(), xs.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(variance.numpy(), one_pass, rtol=1e-10)
+    bn = BatchNorm(BatchNormStatistics(3, dtype="float64"))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        ildj = tf.reduce_sum(bn.inverse_log_det_jacobian(x, event_ndims=3, training=True))
+    # d/dx of -1/2 * 64 * 256 * sum_c log(v_c + eps), v_c = mean((x - mu_c)^2).
+    n = xs.shape[0]
+    expected = -0.5 * 64 * 256 * 2 * (xs - xs.mean(0)) / n / (xs.var(0) + 1e-4)
+    np.testing.assert_allclose(tape.gradient(ildj, x).numpy().reshape(-1, 3), expected,
+                               rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_conditioner_batch_normalization_is_stable_at_large_mean_over_std(dtype):
+    """The conditioners' BatchNormalization (float32: the fused kernel; float64: Keras'
+    two-pass moments) normalizes a batch with mean/std = 60 as float64 does."""
+    from tfnvp.nets.resnet import BatchNormalization
+
+    x = _offset_batch(60.0)
+    layer = BatchNormalization(dtype=dtype)
+    y = layer(tf.cast(x, dtype), training=True).numpy()
+    xs = x.numpy().reshape(-1, 3)
+    expected = (xs - xs.mean(0)) / np.sqrt(xs.var(0) + layer.epsilon)
+    np.testing.assert_allclose(y.reshape(-1, 3), expected, atol=2e-3 if dtype == "float32" else 1e-10)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), xs.var(0),
+                               rtol=1e-4 if dtype == "float32" else 1e-10)

@@ -85,6 +85,20 @@ def test_label_errors_are_clear():
         model.log_prob(x, labels=np.array([0, 1, 2]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="num_classes=3"):
         model.log_prob(x, labels=np.array([0, 3]))
+    # Checked on the values as given (issue 30): an int64 2**32 + 1 must not wrap to class 1,
+    # nor -2**32 + 1 to 1; a uint64 label beyond int64 is no class either.
+    for labels in (np.array([0, 2**32 + 1], np.int64), np.array([0, -2**32 + 1], np.int64),
+                   np.array([0, 2**63 + 1], np.uint64)):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="num_classes=3"):
+            model.log_prob(x, labels=labels)
+        with pytest.raises(tf.errors.InvalidArgumentError, match="num_classes=3"):
+            model.sample(2, labels=labels)
+        with pytest.raises(tf.errors.InvalidArgumentError, match="num_classes=3"):
+            model.encode(x, labels=labels)
+    np.testing.assert_allclose(model.log_prob(x, labels=np.array([0, 1], np.int64)),
+                               model.log_prob(x, labels=np.array([0, 1], np.int32)), rtol=1e-12)
+    np.testing.assert_allclose(model.log_prob(x, labels=np.array([0, 1], np.uint8)),
+                               model.log_prob(x, labels=np.array([0, 1], np.int32)), rtol=1e-12)
     with pytest.raises(ValueError, match="labels"):
         model.distribution  # noqa: B018 -- depends on the labels
     unconditional = tfnvp.RealNVP((4, 4, 2), num_scales=1, num_res_blocks=0, hidden_channels=4)

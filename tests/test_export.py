@@ -382,3 +382,47 @@ def test_saved_model_cli_runs_serving_default(exported, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     np.testing.assert_allclose(np.load(out / "log_prob.npy"), exported["outputs"]["log_prob"],
                                rtol=1e-5)
+
+
+def _refusal(call) -> str:
+    """The refusal's own line: the status message's first line after TensorFlow's Python
+    header ("Graph execution error:", "Detected at node ...", the stack it has not)."""
+    with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+        call()
+    lines = [line for line in raised.value.message.splitlines() if line.strip()]
+    own = [line for line in lines if not line.startswith(
+        ("Graph execution error", "Detected at node", "<stack traces unavailable>"))]
+    return own[0]
+
+
+def test_exported_labels_are_one_per_image_and_refusals_name_the_argument(tmp_path):
+    """Issue 30: labels=[1] with 4 images was broadcast by every signature; 3 labels failed
+    deep in the graph ("Incompatible shapes: [4,8,8,1] vs. [3,1,1,3]")."""
+    model = tfnvp.RealNVP((8, 8, 1), num_scales=1, num_res_blocks=0, hidden_channels=4,
+                          num_classes=3)
+    loaded = tf.saved_model.load(export.export_saved_model(model, str(tmp_path / "1")))
+    x = tf.random.stateless_uniform((4, 8, 8, 1), seed=[1, 2], maxval=255.0)
+    images, seed = tf.cast(x, tf.uint8), tf.constant([1, 2])
+    for given in ([1], [0, 1, 2]):
+        labels = tf.constant(given)
+        expected = (f"assertion failed: [labels: expected shape [4] (one label per {{}}), got "
+                    f"shape [{len(given)}]]")
+        for call, per in ((lambda: loaded.log_prob(x, labels), "image of x"),
+                          (lambda: loaded.signatures["log_prob"](x=x, labels=labels),
+                           "image of x"),
+                          (lambda: loaded.encode(x, labels), "image of x"),
+                          (lambda: loaded.decode(x, labels), "latent of z"),
+                          (lambda: loaded.bits_per_dim(images, seed, labels), "image of images")):
+            assert _refusal(call) == expected.format(per)
+    assert _refusal(lambda: loaded.log_prob(x, tf.constant([0, 1, 3, 2]))) == (
+        "assertion failed: [labels: expected classes in [0, num_classes=3), got [0 1 3 2]]")
+    assert _refusal(lambda: loaded.sample(4, 1.0, seed, tf.constant([0, 1]))).startswith(
+        "assertion failed: [labels: expected shape [4] (one label per sample")
+    for temperature, shown in ((np.inf, "inf"), (np.nan, "nan"), (-1.0, "-1")):
+        assert _refusal(lambda: loaded.sample(2, temperature, seed, tf.constant([0, 1]))) == (
+            f"assertion failed: [temperature: expected a finite non-negative number, got "
+            f"{shown}]")
+    assert _refusal(lambda: loaded.sample(-1, 1.0, seed, tf.constant([], tf.int32))) == (
+        "assertion failed: [num_samples: expected a non-negative count, got -1]")
+    np.testing.assert_allclose(loaded.log_prob(x, tf.constant([0, 1, 2, 0])).numpy(),
+                               model.log_prob(x, labels=[0, 1, 2, 0]).numpy(), rtol=1e-5)

@@ -213,8 +213,11 @@ def test_eager_bad_input_raises_the_clear_errors_before_compiling():
         model.bits_per_dim(np.zeros((2,) + SHAPE, np.float32))
     with pytest.raises(ValueError, match="needs a non-empty batch"):
         model.log_prob(np.zeros(SHAPE, np.float32), training=True)
-    with pytest.raises(ValueError, match="temperature must be non-negative"):
-        model.sample(2, temperature=-1.0)
+    # NaN and infinite temperatures drew all-NaN images (issue 30); refused like -1.
+    for temperature in (-1.0, float("nan"), float("inf"), np.float32(np.nan),
+                        tf.constant(np.inf)):
+        with pytest.raises(ValueError, match="temperature must be a finite non-negative number"):
+            model.sample(2, temperature=temperature)
     with pytest.raises(ValueError, match="num_samples must be non-negative"):
         model.sample(-1)
     with pytest.raises(ValueError, match="Expected images with 3 channels"):

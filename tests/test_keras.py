@@ -200,3 +200,31 @@ def test_dense_real_nvp_fits_vectors(tmp_path):
     loaded = keras.models.load_model(tmp_path / "dense.keras")
     np.testing.assert_array_equal(loaded.log_prob(_fresh(x)).numpy(),
                                   model.log_prob(_fresh(x)).numpy())
+
+
+def test_fit_refuses_weights_and_a_column_of_labels():
+    """Issue 30: ``fit(x, sample_weight=w)`` trained and ignored ``w`` silently (Keras drops
+    the weights of inputs without targets); labels of shape [B, 1] get a message with the fix."""
+    images = _images(8)
+    model = MODELS["realnvp"]()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    before = [w.numpy() for w in model.trainable_variables]
+    with pytest.raises(ValueError, match=r"fit\(sample_weight=...\).*maximum likelihood"):
+        model.fit(images, sample_weight=np.ones(8), batch_size=4, verbose=0)
+    with pytest.raises(ValueError, match=r"fit\(class_weight=...\)"):
+        model.fit(images, class_weight={0: 1.0}, batch_size=4, verbose=0)
+    with pytest.raises(ValueError, match=r"evaluate\(sample_weight=...\)"):
+        model.evaluate(images, sample_weight=np.ones(8), batch_size=4, verbose=0)
+    assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_variables))
+
+    conditional = MODELS["realnvp"](num_classes=3)
+    conditional.compile(optimizer=keras.optimizers.Adam(1e-3))
+    column = (np.arange(8) % 3)[:, None]
+    for fit in (lambda: conditional.fit(images, column, batch_size=4, verbose=0),
+                lambda: conditional.fit(tf.data.Dataset.from_tensor_slices((images, column))
+                                        .batch(4), verbose=0)):
+        with pytest.raises(ValueError, match=r"batch shape \((4|None),\).*got shape "
+                                             r"\((4|None), 1\).*pass labels\[\.\.\., 0\]"):
+            fit()
+    with pytest.raises(ValueError, match=r"pass labels\[\.\.\., 0\]"):
+        conditional.log_prob(images.astype(np.float32), labels=column)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import io
+import logging
 import shutil
 
 import numpy as np
@@ -71,3 +74,26 @@ def test_load_run_errors(run, tmp_path):
     (copy / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="config.json is damaged"):
         tfnvp.load_run(copy)
+
+
+def test_another_architectures_checkpoint_is_one_clear_error(tmp_path):
+    """Issue 30: after the CheckpointError, TensorFlow logged ~200 lines of "Value in
+    checkpoint could not be found" when the discarded model was collected."""
+    glow = tfnvp.Glow((8, 8, 1), num_scales=1, steps_per_scale=1, hidden_channels=4)
+    tf.train.Checkpoint(model=glow).save(str(tmp_path / "checkpoints" / "ckpt"))
+    real_nvp = tfnvp.RealNVP((8, 8, 1), num_scales=1, num_res_blocks=1, hidden_channels=4)
+    run_dir.write_json_atomic(str(tmp_path / "config.json"), dict(
+        model=run_dir.model_config(real_nvp), data=dict(dataset="digits", image_shape=[8, 8, 1])))
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    tf.get_logger().addHandler(handler)
+    try:
+        for load in (lambda: tfnvp.load_run(tmp_path), lambda: tfnvp.load_run(tmp_path, 1),
+                     lambda: run_dir.restore_run(str(tmp_path))):
+            with pytest.raises(tfnvp.runs.CheckpointError, match="ckpt-1"):
+                load()
+            gc.collect()
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert "could not be found" not in stream.getvalue()
+    assert "unrestored values" not in stream.getvalue()

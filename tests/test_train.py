@@ -292,7 +292,11 @@ def test_cli_reports_a_bad_dataset_without_a_traceback(tmp_path):
 # ------------------------------------------------------- run, eval, export
 def test_run_directory_and_resume(trained_run, capfd):
     config = run_dir.read_config(str(trained_run))
-    assert config["data"] == {"dataset": "digits", "image_shape": [8, 8, 1]}
+    assert config["data"] == {"dataset": "digits", "image_shape": [8, 8, 1],
+                              "data_path": "sklearn.datasets.load_digits",
+                              "data_fingerprint": data.identity(data.DataConfig("digits"))[
+                                  "data_fingerprint"]}
+    assert config["data"]["data_fingerprint"].startswith("1500 + 297 images, sha256 ")
     assert config["model"]["synchronized_batch_norm"] is False
     assert sorted(p.name for p in (trained_run / "samples").iterdir()) == ["step_00000004.png"]
     assert {p.name for p in (trained_run / "tensorboard").iterdir()} == {"train", "eval"}

@@ -259,7 +259,12 @@ def test_npz_labels_and_their_errors(tmp_path):
             ({"y_train": y_train, "y_test": [0, 1, 7]}, "label 7 is not a class of the training"),
             ({"y_train": y_train[:4], "y_test": [0, 1, 2]}, "4 labels for 5 images"),
             ({"y_train": y_train * 0.5, "y_test": [0, 1, 2]}, "1-D array of integers"),
-            ({"y_train": y_train - 1, "y_test": [0, 1, 2]}, "non-negative class indices")):
+            ({"y_train": y_train - 1, "y_test": [0, 1, 2]}, "non-negative class indices"),
+            # Checked as given (issue 30): 2**32 + 1 is no class, not class 1 after a cast.
+            ({"y_train": np.array([0, 1, 2, 3, 2**32 + 1], np.int64), "y_test": [0, 1, 2]},
+             "label 4294967297 is not a class index"),
+            ({"y_train": y_train, "y_test": np.array([0, 1, 2**32 + 2], np.int64)},
+             "label 4294967298 is not a class index")):
         np.savez(path, x_train=x_train, x_test=x_train[:3], **arrays)
         with pytest.raises(ValueError, match=message):
             data.num_classes(config)

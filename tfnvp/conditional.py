@@ -33,7 +33,8 @@ def check_labels(labels, num_classes: int, batch_shape: Sequence[int | None],
     """``labels`` as an int32 tensor of ``batch_shape``; clear errors otherwise.
 
     Static checks (integer dtype, shape) always run; with ``validate_args``
-    the values are checked to lie in ``[0, num_classes)``.
+    the values are checked to lie in ``[0, num_classes)`` *as given*, before
+    the cast to int32 (an int64 label ``2**32 + 1`` must not wrap to class 1).
     """
     labels = tf.convert_to_tensor(labels)
     if not labels.dtype.is_integer:
@@ -41,14 +42,19 @@ def check_labels(labels, num_classes: int, batch_shape: Sequence[int | None],
                         f"{labels.dtype.name}.")
     batch_shape = tf.TensorShape(batch_shape)
     if not labels.shape.is_compatible_with(batch_shape):
-        raise ValueError(f"labels must have the inputs' batch shape {batch_shape}, got shape "
-                         f"{labels.shape}.")
-    labels = tf.cast(labels, tf.int32)
+        fix = (" (a column of labels: pass labels[..., 0])"
+               if batch_shape.rank is not None and labels.shape.rank == batch_shape.rank + 1
+               and labels.shape[-1] == 1 else "")
+        raise ValueError(f"labels must have the inputs' batch shape {batch_shape} (one label "
+                         f"per event), got shape {labels.shape}{fix}.")
     if validate_args:
-        tf.debugging.assert_non_negative(labels, message="labels must be non-negative")
-        tf.debugging.assert_less(labels, num_classes,
-                                 message=f"labels must be below num_classes={num_classes}")
-    return labels
+        message = f"labels must lie in [0, num_classes={num_classes})"
+        if not labels.dtype.is_unsigned:
+            tf.debugging.assert_non_negative(labels, message=f"{message}: found a negative label")
+        if num_classes <= labels.dtype.max:  # Else every value of the dtype is below it.
+            tf.debugging.assert_less(labels, tf.constant(num_classes, labels.dtype),
+                                     message=f"{message}: found a label >= {num_classes}")
+    return tf.cast(labels, tf.int32)
 
 
 def one_hot_context(labels: tf.Tensor, num_classes: int, dtype: tf.DType) -> tf.Tensor:

@@ -56,7 +56,14 @@ PAPER_L2 = 5e-5
 
 @dataclasses.dataclass(frozen=True)
 class Flow:
-    """A flow built from a model's layers for one event shape."""
+    """A flow built from a model's layers for one event shape.
+
+    Once the model is built, the bijector holds the TensorFlow variables behind the
+    flow's Keras weights (``FlowModel._expose_variables``), so that ``tf.Module``'s
+    ``trainable_variables`` of the bijector, of the distribution and of anything
+    that holds them (``tfb.Invert``, ``tfd.Mixture``, a user's ``tf.Module``) lists
+    each of them once, as TFP's training idiom expects.
+    """
 
     bijector: tfb.Bijector
     distribution: tfd.TransformedDistribution
@@ -75,6 +82,17 @@ class _Untracked:
         self.channels = 0
         # fit/evaluate's bits/dim (FlowModel.metrics); not a weight of the model.
         self.bits_per_dim = keras.metrics.Mean(name="bits_per_dim")
+
+
+def _refuse_weights(method: str, **weights) -> None:
+    """``ValueError`` naming the first of ``weights`` (``sample_weight``, ``class_weight``)
+    that is given: a flow is fit by maximum likelihood, every example counted once."""
+    for name, value in weights.items():
+        if value is not None:
+            raise ValueError(
+                f"{method}({name}=...): tfnvp models are trained by maximum likelihood, every "
+                f"example counted once; {name} is not supported (got a {type(value).__name__}). "
+                "Leave it unset (repeat examples in the dataset to weigh them).")
 
 
 def _mode(training: Training | None) -> Training:
@@ -155,7 +173,34 @@ class FlowModel(keras.Model):
             # used by later functions, so its constants must not belong to one graph.
             with tf.init_scope():
                 self._flows[shape] = self._build_flow(shape)
+                if self.built:
+                    self._expose_variables(self._flows[shape])
         return self._flows[shape]
+
+    def _flow_layers(self) -> list[keras.layers.Layer]:
+        """The layers whose weights the flow reads: every step's (not a dequantizer's or
+        a class-conditional prior's)."""
+        return [layer for layers in self._untracked.step_layers for layer in layers.values()]
+
+    def _expose_variables(self, flow: Flow) -> None:
+        """Hands ``flow.bijector`` the variables behind the flow layers' Keras weights.
+
+        ``tf.Module.trainable_variables`` collects ``tf.Variable`` attributes of a
+        module and of the modules it holds, and a Keras 3 layer is neither; the bijector
+        (a ``tf.Module``) holding the backing variables themselves makes the TFP idiom
+        ``tape.gradient(loss, dist.trainable_variables)`` see (and an optimizer update)
+        exactly the model's weights, each once.  Tracked like any module attribute, so
+        ``tf.train.Checkpoint(distribution=...)`` saves and restores them too.  Called
+        once the model is built (its layers create their weights on the first call).
+        """
+        variables, seen = [], set()
+        for layer in self._flow_layers():
+            for weight in layer.variables:
+                backing = weight.value  # The tf.Variable behind a Keras variable.
+                if id(backing) not in seen:
+                    seen.add(id(backing))
+                    variables.append(backing)
+        flow.bijector.model_variables = tuple(variables)
 
     def _event_of(self, t: tf.Tensor) -> tuple[int, ...]:
         return tuple(t.shape[t.shape.rank - len(self.event_shape):])
@@ -442,8 +487,10 @@ class FlowModel(keras.Model):
         ``data_support`` (see ``decode``).
         """
         static_temperature = tf.get_static_value(temperature)
-        if static_temperature is not None and np.any(static_temperature < 0):
-            raise ValueError(f"temperature must be non-negative, got {temperature}.")
+        if static_temperature is not None and not np.all(
+                np.isfinite(static_temperature) & (np.asarray(static_temperature) >= 0)):
+            raise ValueError(f"temperature must be a finite non-negative number (z ~ N(0, "
+                             f"temperature^2 I)), got {temperature}.")
         event = tuple(int(d) for d in (event_shape or self.event_shape))
         self._flow(event)  # Checks the event shape.
         if not tf.is_tensor(num_samples):
@@ -550,6 +597,8 @@ class FlowModel(keras.Model):
         ``count_params``, ``summary`` and ``load_weights`` work on a fresh model."""
         self.log_prob(x, labels=labels)
         self.built = True
+        for flow in self._flows.values():
+            self._expose_variables(flow)
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
@@ -558,6 +607,18 @@ class FlowModel(keras.Model):
         callbacks cannot tell that lower bits/dim is better: monitor it with
         ``mode="min"`` (``EarlyStopping``, ``ModelCheckpoint(save_best_only=True)``)."""
         return super().metrics + [self._untracked.bits_per_dim]
+
+    def fit(self, x=None, y=None, *args, sample_weight=None, class_weight=None, **kwargs):
+        """Keras' ``fit`` (see ``train_step``); ``y`` holds the labels of a
+        class-conditional model.  ``sample_weight`` and ``class_weight`` are refused:
+        Keras would drop them silently for inputs without targets."""
+        _refuse_weights("fit", sample_weight=sample_weight, class_weight=class_weight)
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, sample_weight=None, **kwargs):
+        """Keras' ``evaluate`` (see ``test_step``); ``sample_weight`` is refused, as in ``fit``."""
+        _refuse_weights("evaluate", sample_weight=sample_weight)
+        return super().evaluate(x, y, *args, **kwargs)
 
     def _unpack(self, data) -> tuple[tf.Tensor, tf.Tensor | None]:
         """``fit``'s batch: ``images`` or ``(images, labels)`` (class-conditional)."""

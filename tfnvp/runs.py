@@ -31,10 +31,13 @@ trained with it checkpoints the exponential moving averages of
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import os
 import re
+from collections.abc import Callable
+from typing import Any
 
 import tensorflow as tf
 
@@ -45,7 +48,8 @@ from tfnvp.model import RealNVP
 __all__ = ["ARCHITECTURES", "ARCHITECTURE_KEY", "CHECKPOINT_DIR", "CONFIG_FILE",
            "CheckpointError", "LEGACY_MODEL_DEFAULTS", "POLYAK_DECAY_KEY", "POLYAK_KEY",
            "PolyakAverages", "Skipped", "build_model", "candidates", "checkpoint_dir",
-           "checkpoint_polyak_decay", "checkpoint_step", "describe_weights", "first_line",
+           "checkpoint_polyak_decay", "checkpoint_step", "describe_weights",
+           "discarded_quietly_on_failure", "first_line",
            "load_run", "read_config", "restore_error", "restore_newest_intact",
            "restore_polyak_averages", "split_architecture"]
 
@@ -179,6 +183,41 @@ def restore_error(checkpoint: tf.train.Checkpoint, path: str, partial: bool = Fa
     return None
 
 
+def discarded_quietly_on_failure(build_and_restore: Callable[[], Any]) -> Any:
+    """``build_and_restore()``; if it raises ``CheckpointError``, the model it built is
+    collected before the error propagates, without TensorFlow's report of the failed restore.
+
+    A restore that fails (e.g. a checkpoint of another architecture) leaves
+    its pending values attached to the model; when the model is collected,
+    TensorFlow logs a warning per value it left unread, about 200 lines for a
+    small model, after the ``CheckpointError`` that already says why.  The
+    error's traceback (whose frames hold the model) is dropped so that the
+    model is collected here, with those warnings filtered out.
+    """
+    logger, quiet = tf.get_logger(), _UnreadValuesFilter()
+    logger.addFilter(quiet)
+    try:
+        try:
+            return build_and_restore()
+        except CheckpointError as error:
+            failure = error.with_traceback(None)
+        gc.collect()
+    finally:
+        logger.removeFilter(quiet)
+    raise failure
+
+
+class _UnreadValuesFilter(logging.Filter):
+    """Drops TensorFlow's warnings about the values a discarded checkpoint restore left unread."""
+
+    PREFIXES = ("Detecting that an object or model or tf.train.Checkpoint is being deleted",
+                "Value in checkpoint could not be found",
+                "An attribute in the restored object could not be found")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.PREFIXES)
+
+
 def restore_newest_intact(checkpoint: tf.train.Checkpoint, directory: str,
                           partial: bool = False) -> tuple[str | None, list[Skipped]]:
     """Restores the newest checkpoint of ``directory`` that restores completely.
@@ -292,6 +331,10 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | int | None = None,
         images = model.sample(16, temperature=0.7)
     """
     run_dir = os.fspath(run_dir)
+    return discarded_quietly_on_failure(lambda: _load_run(run_dir, checkpoint, averaged))
+
+
+def _load_run(run_dir: str, checkpoint: str | int | None, averaged: bool) -> ImageFlowModel:
     model = build_model(read_config(run_dir))
     restorable = tf.train.Checkpoint(model=model)
     if checkpoint is None:

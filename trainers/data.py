@@ -105,6 +105,11 @@ def image_shape(config: DataConfig) -> tuple[int, int, int]:
     return _source(config).image_shape()
 
 
+def identity(config: DataConfig) -> dict[str, str]:
+    """Where the dataset is and a cheap fingerprint of it (`datasets.Source.identity`)."""
+    return _source(config).identity()
+
+
 def num_classes(config: DataConfig) -> int:
     """Number of classes of the dataset's labels; a ValueError naming the dataset and
     the problem when it has none (or they are unusable)."""

@@ -37,6 +37,7 @@ import abc
 import dataclasses
 import functools
 import gzip
+import hashlib
 import os
 import pathlib
 import struct
@@ -115,6 +116,12 @@ class Source(abc.ABC):
                              "converted); leave --channels unset.")
 
     @abc.abstractmethod
+    def identity(self) -> dict[str, str]:
+        """``{"data_path": ..., "data_fingerprint": ...}``: where the data are and a cheap
+        fingerprint of them (`file_fingerprint`: sizes, counts, sampled bytes; never a
+        hash of the whole dataset), so that a resumed run can tell other data apart."""
+
+    @abc.abstractmethod
     def num_classes(self) -> int:
         """Number of classes of the labels `split(labels=True)` yields; a ValueError
         (FileNotFoundError for a missing labels file) naming the dataset and the problem
@@ -142,6 +149,10 @@ def _decode_each(records: tf.data.Dataset, decode_one: Callable[[tf.Tensor], tf.
     return records.map(one, num_parallel_calls=_AUTOTUNE)
 
 
+#: The largest class index a label may be (labels travel as int32).
+_MAX_LABEL = np.iinfo(np.int32).max - 1
+
+
 def _check_labels(train: np.ndarray, test: np.ndarray, counts: tuple[int, int],
                  where: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     """Class labels of both splits as int32 arrays, checked: 1-D non-negative integers,
@@ -159,12 +170,49 @@ def _check_labels(train: np.ndarray, test: np.ndarray, counts: tuple[int, int],
         if len(array) and array.min() < 0:
             raise ValueError(f"{name}: labels must be non-negative class indices, got "
                              f"{array.min()}.")
-        checked.append(array.astype(np.int32))
+        # On the values as given: an int64 label 2**32 + 1 must not wrap to class 1.
+        if len(array) and int(array.max()) > _MAX_LABEL:
+            raise ValueError(f"{name}: label {int(array.max())} is not a class index (labels "
+                             f"are 0..num_classes - 1, at most {_MAX_LABEL}).")
+        checked.append(array)
     num_classes = int(checked[0].max()) + 1
     if len(checked[1]) and checked[1].max() >= num_classes:
         raise ValueError(f"{where[1]}: label {checked[1].max()} is not a class of the training "
                          f"split ({where[0]} has labels 0..{num_classes - 1}).")
-    return checked[0], checked[1]
+    return checked[0].astype(np.int32), checked[1].astype(np.int32)
+
+
+_FINGERPRINT_BLOCKS = 16
+_FINGERPRINT_BLOCK_BYTES = 1 << 16
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """``"<size> bytes, sha256 <16 hex>"`` of a file's size and of up to 16 evenly spaced
+    64 KiB blocks (the whole file up to 1 MiB): another file of the same size almost
+    surely differs in a sampled block, and no more than 1 MiB is read."""
+    size = os.path.getsize(path)
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        if size <= _FINGERPRINT_BLOCKS * _FINGERPRINT_BLOCK_BYTES:
+            digest.update(f.read())
+        else:
+            for k in range(_FINGERPRINT_BLOCKS):  # The first block to the last.
+                f.seek(k * (size - _FINGERPRINT_BLOCK_BYTES) // (_FINGERPRINT_BLOCKS - 1))
+                digest.update(f.read(_FINGERPRINT_BLOCK_BYTES))
+    return f"{size} bytes, sha256 {digest.hexdigest()[:16]}"
+
+
+def _files_fingerprint(named: list[tuple[str, str]]) -> str:
+    """One digest over ``(name, file_fingerprint)`` pairs."""
+    digest = hashlib.sha256()
+    for name, fingerprint in named:
+        digest.update(f"{name}\0{fingerprint}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def _identity(path: str | os.PathLike | None, fingerprint: str) -> dict[str, str]:
+    return {"data_path": None if path is None else os.path.abspath(os.fspath(path)),
+            "data_fingerprint": fingerprint}
 
 
 def decode_image_bytes(data: tf.Tensor, channels: int) -> tf.Tensor:
@@ -248,6 +296,12 @@ class _DigitsSource(_ArraySource):
 
         return self._split(
             np.round(load_digits().images * (255.0 / 16.0)).astype(np.uint8)[..., None])
+
+    def identity(self) -> dict[str, str]:
+        train, test = self._arrays  # 1797 8x8 images: hashing them all costs nothing.
+        digest = hashlib.sha256(train.tobytes() + test.tobytes()).hexdigest()[:16]
+        return {"data_path": "sklearn.datasets.load_digits",
+                "data_fingerprint": f"{len(train)} + {len(test)} images, sha256 {digest}"}
 
     def _load_labels(self) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
@@ -344,6 +398,12 @@ class _IdxSource(_ArraySource):
                 f"mnist_idx: neither {candidates[0]} nor {candidates[1]} exists.")
         return None
 
+    def identity(self) -> dict[str, str]:
+        files = [path for stem in ("train", "t10k") for kind in ("images-idx3", "labels-idx1")
+                 if (path := self._find(self._folder, f"{stem}-{kind}-ubyte", False))]
+        return _identity(self._folder, _files_fingerprint(
+            [(path.name, file_fingerprint(path)) for path in files]))
+
     def image_shape(self) -> Shape:
         (_, rows, cols), _ = _read_idx(self._train, 3, "images", values=False)
         return rows, cols, 1
@@ -439,6 +499,9 @@ class _NpzSource(_ArraySource):
     def __init__(self, data_dir: str | None) -> None:
         self._path = _existing_path(data_dir, "npz", "the path of a .npz file")
 
+    def identity(self) -> dict[str, str]:
+        return _identity(self._path, file_fingerprint(self._path))
+
     def _load(self) -> tuple[np.ndarray, np.ndarray]:
         try:
             archive = np.load(self._path, allow_pickle=False)
@@ -478,6 +541,7 @@ class _NpzSource(_ArraySource):
 # --- a folder of image files ----------------------------------------------------------
 
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+_FINGERPRINT_FILES = 64  # Files whose bytes enter an image folder's fingerprint.
 _HELD_OUT_EVERY = 10  # Without a test/ folder, every 10th file (by sorted path) is held out.
 _FILES_PER_CHUNK = 16  # Decoded sequentially inside one nested dataset; chunks run in parallel.
 
@@ -724,6 +788,17 @@ class _FolderSource(Source):
     def set_channels(self, channels: int) -> None:
         self._channels = channels
 
+    def identity(self) -> dict[str, str]:
+        """Counts, every file's relative path, and the bytes of up to 64 evenly spaced
+        files (`file_fingerprint`)."""
+        root = self._roots[0].parent
+        paths = self._train + self._eval
+        sampled = set(paths[::max(1, len(paths) // _FINGERPRINT_FILES)])
+        digest = _files_fingerprint(
+            [(os.path.relpath(p, root), file_fingerprint(p) if p in sampled else "")
+             for p in paths])
+        return _identity(root, f"{len(self._train)} + {len(self._eval)} files, sha256 {digest}")
+
     @functools.cached_property
     def _shape(self) -> Shape:
         return check_image_files(self._train + self._eval, self._channels)
@@ -814,6 +889,13 @@ class _TfdsSource(Source):
 
     def prepare(self) -> None:
         tfds_prepare.prepare(self._name, self._builder())
+
+    def identity(self) -> dict[str, str]:
+        """The prepared dataset's name, version and split sizes (TFDS checks its files)."""
+        info = self._builder().info
+        splits = ", ".join(f"{name} {split.num_examples}"
+                           for name, split in sorted(info.splits.items()))
+        return _identity(self._data_dir, f"{info.full_name}" + (f" ({splits})" if splits else ""))
 
     def num_classes(self) -> int:
         if self._spec.label is None:

@@ -112,15 +112,23 @@ class _ExportModule(tf.Module):
         out = lambda t: tf.cast(t, tf.float32)  # noqa: E731
         num_dims = height * width * channels
 
-        def checked(labels: tf.Tensor | None) -> tuple[tf.Tensor, ...]:
-            """The labels (if any), checked to be classes before anything uses them."""
+        def checked(labels: tf.Tensor | None, count: tf.Tensor,
+                    per: str) -> tuple[tf.Tensor, ...]:
+            """The labels (if any), checked before anything uses them: one per ``per``
+            (``count`` of them; as the library, never broadcast) and classes."""
             if labels is None:
                 return ()
             with tf.control_dependencies([
-                    tf.debugging.assert_non_negative(labels, message="labels must be >= 0"),
-                    tf.debugging.assert_less(labels, model.num_classes, message=(
-                        f"labels must be below num_classes={model.num_classes}"))]):
+                    _require(tf.equal(tf.size(labels), count),
+                             f"labels: expected shape [{{}}] (one label per {per}), got "
+                             "shape [{}]", count, tf.size(labels)),
+                    _require(tf.reduce_all((labels >= 0) & (labels < model.num_classes)),
+                             f"labels: expected classes in [0, num_classes={model.num_classes}),"
+                             " got {}", labels)]):
                 return (tf.identity(labels),)
+
+        def batch(t: tf.Tensor) -> tf.Tensor:
+            return tf.shape(t, out_type=tf.int32)[0]
 
         # flow_log_prob and flow_decode are traced once each, in the flow's
         # dtype, and shared: bits_per_dim calls flow_log_prob, sample calls
@@ -137,13 +145,13 @@ class _ExportModule(tf.Module):
 
         @tf.function(autograph=False, input_signature=[images] + labels)
         def log_prob(x, labels=None):
-            return out(flow_log_prob(tf.cast(x, dtype), *checked(labels)))
+            return out(flow_log_prob(tf.cast(x, dtype), *checked(labels, batch(x), "image of x")))
 
         @tf.function(autograph=False, input_signature=[uint8, seed] + labels)
         def bits_per_dim(images, seed, labels=None):
             # RealNVP.bits_per_dim through the model's dequantizer (uniform or learned,
             # evaluation mode), with the log-density graph shared with log_prob.
-            labels = checked(labels)
+            labels = checked(labels, batch(images), "image of images")
             x, log_q = model.dequantize(images, seed=seed, labels=labels[0] if labels else None)
             return out(tfnvp.bits_per_dim_from_log_prob(flow_log_prob(x, *labels) - log_q,
                                                         num_dims))
@@ -153,16 +161,13 @@ class _ExportModule(tf.Module):
             # RealNVP.sample with a tensor count and temperature (it wants
             # Python values): the same stateless_normal draw, then decode.
             checks = [
-                tf.debugging.assert_non_negative(
-                    num_samples, message="num_samples must be non-negative"),
-                tf.debugging.assert_greater_equal(
-                    temperature, 0.0, message="temperature must be non-negative"),
+                _require(num_samples >= 0, "num_samples: expected a non-negative count, got {}",
+                         num_samples),
+                _require(tf.math.is_finite(temperature) & (temperature >= 0.0),
+                         "temperature: expected a finite non-negative number, got {}",
+                         temperature),
             ]
-            labels = checked(labels)
-            if labels:
-                checks.append(tf.debugging.assert_equal(
-                    tf.size(labels[0]), num_samples,
-                    message="sample needs one label per sample (labels: int32 [num_samples])"))
+            labels = checked(labels, num_samples, "sample: labels[i] is the class of sample i")
             with tf.control_dependencies(checks):
                 shape = tf.concat([tf.reshape(num_samples, [1]), model.image_shape], axis=0)
             z = tf.random.stateless_normal(shape, seed=seed, dtype=dtype)
@@ -174,17 +179,25 @@ class _ExportModule(tf.Module):
 
         @tf.function(autograph=False, input_signature=[images] + labels)
         def encode(x, labels=None):
-            return out(model.encode(x, *checked(labels)))
+            return out(model.encode(x, *checked(labels, batch(x), "image of x")))
 
         @tf.function(autograph=False, input_signature=[images] + labels)
         def decode(z, labels=None):
-            return out(flow_decode(tf.cast(z, dtype), *checked(labels)))
+            return out(flow_decode(tf.cast(z, dtype), *checked(labels, batch(z), "latent of z")))
 
         self.log_prob = log_prob
         self.bits_per_dim = bits_per_dim
         self.sample = sample
         self.encode = encode
         self.decode = decode
+
+
+def _require(condition: tf.Tensor, template: str, *values: tf.Tensor) -> tf.Operation:
+    """Asserts ``condition``; its error's message is ``template`` formatted with the runtime
+    ``values`` (``tf.strings.format``), e.g. ``assertion failed: [labels: expected shape
+    [4] (one label per image of x), got shape [1]]``: the argument, what is expected and
+    what was given, on the status message's first line."""
+    return tf.debugging.Assert(condition, [tf.strings.format(template, values, summarize=8)])
 
 
 def _given(labels: tf.Tensor | None) -> tuple[tf.Tensor, ...]:

@@ -4,9 +4,10 @@
   (``--flagfile=cifar.flags`` -> ``runs/cifar``), else ``runs/<dataset>``, relative to the
   working directory; the same command started again resumes it.
 * **Start-up line.** ``Run directory: runs/cifar (new run)`` or ``(resuming at step N)``.
-* **Failed start.** A run directory that this command created and that holds no checkpoint
-  when the command fails is removed: nothing could resume from it, and a ``config.json``
-  left there would pin flags of a run that never started.
+* **Failed start.** When the command fails before the run's first checkpoint, what it created
+  is removed: the run directory if it made it, else the run's own entries it added to an
+  existing directory (the user's files stay). Nothing could resume from them, and a
+  ``config.json`` left there would pin flags of a run that never started.
 """
 
 from __future__ import annotations
@@ -68,14 +69,40 @@ def describe(output_dir: str, training: bool) -> str:
     return f"Run directory: {output_dir} ({resuming})"
 
 
+def _run_entries() -> set[str]:
+    """The top-level files and folders a training run writes into its directory (the lock
+    aside, which the trainer removes on every exit)."""
+    from trainers import evaluation, run_dir, training  # They import TF / the model.
+
+    return {run_dir.CONFIG_FILE, run_dir.CHECKPOINT_DIR, training.TENSORBOARD_DIR,
+            evaluation.SAMPLES_DIR}
+
+
 @contextlib.contextmanager
 def removed_if_unstarted(output_dir: str) -> Iterator[None]:
-    """Removes ``output_dir`` if the block fails, created it, and left no checkpoint in it."""
-    existed = os.path.exists(output_dir)
+    """If the block fails and left no checkpoint in ``output_dir``, removes what it created
+    there: the directory itself if it did not exist, else the run's entries (``config.json``,
+    ``checkpoints/``, ``tensorboard/``, ``samples/``) that were not there before.  Nothing
+    else in an existing directory (the user's files, an earlier run's entries) is touched."""
+    existed = os.path.isdir(output_dir)
+    before = set(os.listdir(output_dir)) if existed else set()
     try:
         yield
     except Exception:
-        if not existed and os.path.isdir(output_dir) and latest_checkpoint(output_dir) is None:
-            shutil.rmtree(output_dir, ignore_errors=True)
-            logging.info("Removed %s: the run failed before its first checkpoint.", output_dir)
+        if os.path.isdir(output_dir) and latest_checkpoint(output_dir) is None:
+            if not existed:
+                shutil.rmtree(output_dir, ignore_errors=True)
+                logging.info("Removed %s: the run failed before its first checkpoint.",
+                             output_dir)
+            else:
+                created = sorted((set(os.listdir(output_dir)) - before) & _run_entries())
+                for name in created:
+                    path = os.path.join(output_dir, name)
+                    if os.path.isdir(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        os.remove(path)
+                if created:
+                    logging.info("Removed %s from %s: the run failed before its first "
+                                 "checkpoint.", ", ".join(created), output_dir)
         raise

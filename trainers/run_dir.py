@@ -12,11 +12,15 @@
 
 A run started again with the same ``--output_dir`` resumes; one whose model or
 data configuration differs from ``config.json`` is refused with an error
-instead of silently starting over or loading mismatched weights.
+instead of silently starting over or loading mismatched weights.  The data
+configuration includes the data's identity (path and a cheap fingerprint,
+``datasets.Source.identity``): other data of the same kind and shape are
+refused too, unless ``--allow_other_data`` (recorded in ``config.json``).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import tempfile
@@ -24,16 +28,17 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 import tfnvp
 # The format's reading half is the library's (tfnvp.load_run): one definition.
 from tfnvp.runs import (ARCHITECTURE_KEY, ARCHITECTURES, CHECKPOINT_DIR, CONFIG_FILE,
-                        LEGACY_MODEL_DEFAULTS, build_model, checkpoint_dir, read_config,
-                        restore_polyak_averages)
+                        LEGACY_MODEL_DEFAULTS, build_model, checkpoint_dir,
+                        discarded_quietly_on_failure, read_config, restore_polyak_averages)
 from tfnvp.runs import split_architecture as _split_architecture
 
 __all__ = ["CONFIG_FILE", "CHECKPOINT_DIR", "LEGACY_MODEL_DEFAULTS", "ARCHITECTURES",
-           "ARCHITECTURE_KEY", "ConfigMismatchError", "write_json_atomic", "read_config",
+           "ARCHITECTURE_KEY", "DATA_CHANGES_KEY", "DATA_IDENTITY_KEYS", "ConfigMismatchError", "write_json_atomic", "read_config",
            "check_config", "write_or_check_config", "architecture_of", "model_config",
            "build_model", "latent_scale_index", "restore_run", "restore_model", "checkpoint_dir",
            "model_checkpoint_object"]
@@ -57,37 +62,93 @@ def write_json_atomic(path: str, payload: Any) -> None:
             os.remove(tmp)
 
 
-def check_config(output_dir: str, config: dict) -> bool:
+#: The ``"data"`` keys naming the data themselves (``datasets.Source.identity``): a run may
+#: change them only on purpose (``allow_other_data``, ``--allow_other_data``).
+DATA_IDENTITY_KEYS = ("data_path", "data_fingerprint")
+#: ``config.json``'s record of the data changes a run was allowed.
+DATA_CHANGES_KEY = "data_changes"
+
+
+def _differences(old: Any, new: Any, keys=None) -> Any:
+    """``{key: (old, new)}`` for the differing ``keys`` (default: all) of two dicts."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return (old, new)
+    keys = sorted(set(old) | set(new)) if keys is None else keys
+    return {k: (old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)}
+
+
+def _refuse(output_dir: str, key: str, diff: Any, fix: str) -> None:
+    raise ConfigMismatchError(
+        f"{output_dir!r} holds a run with a different {key} configuration (stored vs. "
+        f"requested: {diff}). {fix}Its checkpoints were left untouched.")
+
+
+def check_config(output_dir: str, config: dict, allow_other_data: bool = False) -> bool:
     """Checks ``config`` against the run's ``config.json`` without writing anything.
 
     Returns False when there is no ``config.json`` yet; raises
-    ``ConfigMismatchError`` when its ``"model"`` or ``"data"`` differ.
+    ``ConfigMismatchError`` when its ``"model"`` or ``"data"`` differ.  The
+    data's identity (``DATA_IDENTITY_KEYS``: path and fingerprint) may differ
+    with ``allow_other_data``; a ``config.json`` written before it was
+    recorded is not checked for it.
     """
     path = os.path.join(output_dir, CONFIG_FILE)
     if not os.path.exists(path):
         return False
     stored = read_config(output_dir)
-    for key in ("model", "data"):
-        old, new = _jsonable(stored.get(key)), _jsonable(config.get(key))
+    old, new = _jsonable(stored.get("model")), _jsonable(config.get("model"))
+    if old != new:
+        _refuse(output_dir, "model", _differences(old, new),
+                "Use another --output_dir, or the same flags as the original run; ")
+    old, new = _jsonable(stored.get("data")), _jsonable(config.get("data"))
+    if not (isinstance(old, dict) and isinstance(new, dict)):
         if old != new:
-            diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
-                    if old.get(k) != new.get(k)} if isinstance(old, dict) and isinstance(new, dict) else (old, new)
-            raise ConfigMismatchError(
-                f"{output_dir!r} holds a run with a different {key} configuration "
-                f"(stored vs. requested: {diff}). Use another --output_dir, or the same flags "
-                "as the original run; its checkpoints were left untouched.")
+            _refuse(output_dir, "data", (old, new), "")
+        return True
+    kind = [k for k in sorted(set(old) | set(new)) if k not in DATA_IDENTITY_KEYS]
+    if _differences(old, new, kind):
+        _refuse(output_dir, "data", _differences(old, new, kind),
+                "Use another --output_dir, or the same flags as the original run; ")
+    recorded = [k for k in DATA_IDENTITY_KEYS if k in old]
+    identity = _differences(old, new, recorded)
+    if identity and not allow_other_data:
+        _refuse(output_dir, "data", identity,
+                "These are other data than the run was trained on. Pass the original "
+                "--data_dir, or --allow_other_data to continue on these data on purpose "
+                "(config.json records the change); ")
     return True
 
 
-def write_or_check_config(output_dir: str, config: dict) -> None:
+def write_or_check_config(output_dir: str, config: dict, allow_other_data: bool = False) -> None:
     """Writes ``config`` for a new run; for an existing run, checks it matches.
 
     ``config`` has the keys ``"model"`` (``model_config(model)``) and
-    ``"data"`` (at least ``image_shape`` and ``dataset``).  Anything else
-    (e.g. ``"flags"``) is informational and may change between restarts.
+    ``"data"`` (at least ``image_shape`` and ``dataset``; ``DATA_IDENTITY_KEYS``).
+    Anything else (e.g. ``"flags"``) is informational and may change between
+    restarts.  An allowed change of the data (``allow_other_data``) rewrites
+    ``config.json`` with the new ``"data"`` and ``"input"`` and appends
+    ``{"from", "to", "after_checkpoint", "time"}`` to its ``DATA_CHANGES_KEY`` list.
     """
-    if not check_config(output_dir, config):
+    if not check_config(output_dir, config, allow_other_data):
         write_json_atomic(os.path.join(output_dir, CONFIG_FILE), _jsonable(config))
+        return
+    stored = read_config(output_dir)
+    old, new = stored.get("data", {}), _jsonable(config["data"])
+    recorded = [k for k in DATA_IDENTITY_KEYS if k in old]
+    if not _differences(old, new, recorded):
+        return
+    from trainers import checkpoints  # Late: checkpoints needs nothing of this module.
+
+    newest = checkpoints.newest_with_index(checkpoint_dir(output_dir))
+    change = {"from": {k: old.get(k) for k in DATA_IDENTITY_KEYS},
+              "to": {k: new.get(k) for k in DATA_IDENTITY_KEYS},
+              "after_checkpoint": newest and os.path.basename(newest),
+              "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    logging.warning("--allow_other_data: %s continues on other data (%s); recorded in %s.",
+                    output_dir, change, CONFIG_FILE)
+    updated = {**stored, "data": new, "input": _jsonable(config.get("input", {})),
+               DATA_CHANGES_KEY: stored.get(DATA_CHANGES_KEY, []) + [change]}
+    write_json_atomic(os.path.join(output_dir, CONFIG_FILE), updated)
 
 
 def _jsonable(value: Any) -> Any:
@@ -152,6 +213,12 @@ def restore_run(output_dir: str, checkpoint_path: str | None = None, averaged: b
     averages if it holds them (``tfnvp.runs.restore_polyak_averages``) and
     ``averaged``, else the raw training weights.
     """
+    return discarded_quietly_on_failure(
+        lambda: _restore_run(output_dir, checkpoint_path, averaged, overrides))
+
+
+def _restore_run(output_dir: str, checkpoint_path: str | None, averaged: bool,
+                 overrides: dict) -> tuple[tfnvp.ImageFlowModel, str]:
     from trainers import checkpoints  # Late: checkpoints needs nothing of this module.
 
     model = build_model(read_config(output_dir), **overrides)

@@ -77,6 +77,10 @@ flags.DEFINE_string("dataset", None, "Dataset name (see trainers/datasets.py); f
                     "defaults to the run's.")
 flags.DEFINE_string("data_dir", None, "Data folder or file; TFDS data_dir for TFDS datasets. A "
                     "relative path missing from the working directory is tried from the repo root.")
+flags.DEFINE_boolean("allow_other_data", False, "Resume a run on other data than it was "
+                     "trained on (another --data_dir, or its files changed: config.json records "
+                     "the data's path and fingerprint, and a mismatch is refused otherwise). "
+                     "config.json records the change.")
 flags.DEFINE_integer("channels", None, "Image channels (1-4). image_folder: convert every file to "
                      "this many (a warning says how many were converted); other datasets: must "
                      "be theirs. Unset: inferred, and every file must agree (else an error "
@@ -309,7 +313,8 @@ def train_config():
         dequantization=FLAGS.dequantization, dequantizer_channels=FLAGS.dequantizer_channels,
         coupling=FLAGS.coupling, mixture_components=FLAGS.mixture_components,
         attention=FLAGS.attention, attention_heads=FLAGS.attention_heads,
-        gated_convolutions=FLAGS.gated_convolutions, dropout=FLAGS.dropout)
+        gated_convolutions=FLAGS.gated_convolutions, dropout=FLAGS.dropout,
+        allow_other_data=FLAGS.allow_other_data)
 
 
 def _run_data_config():

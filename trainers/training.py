@@ -131,6 +131,7 @@ class TrainConfig:
     attention_heads: int = 4
     gated_convolutions: bool = False  # Flow++'s gated convolutions in every conditioner.
     dropout: float = 0.0  # In every conditioner, training mode only.
+    allow_other_data: bool = False  # Resume on data of another identity (run_dir.check_config).
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.polyak_decay < 1.0:
@@ -177,7 +178,8 @@ def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool 
 
 def run_config(model: tfnvp.ImageFlowModel, data_config: data.DataConfig,
                config: TrainConfig) -> dict:
-    """``config.json``: what a resumed run must share (model, data) plus informational flags.
+    """``config.json``: what a resumed run must share (model, data: its kind, image shape and
+    identity, ``data.identity``) plus informational flags.
 
     The model is ``run_dir.model_config`` (Glow's names its architecture).
     Real NVP's batch-norm synchronization follows the number of replicas, not
@@ -189,7 +191,8 @@ def run_config(model: tfnvp.ImageFlowModel, data_config: data.DataConfig,
         model_config["synchronized_batch_norm"] = False
     return dict(
         model=model_config,
-        data=dict(dataset=data_config.dataset, image_shape=list(model.image_shape)),
+        data=dict(dataset=data_config.dataset, image_shape=list(model.image_shape),
+                  **data.identity(data_config)),
         training={k: v for k, v in dataclasses.asdict(config).items() if k != "output_dir"},
         input={k: v for k, v in dataclasses.asdict(data_config).items() if k != "seed"},
     )
@@ -375,9 +378,9 @@ def train(config: TrainConfig, data_config: data.DataConfig,
     cfg = run_config(model, data_config, config)
     _check_polyak(config.output_dir, config.polyak_decay)
     if chief:
-        run_dir.write_or_check_config(config.output_dir, cfg)
+        run_dir.write_or_check_config(config.output_dir, cfg, config.allow_other_data)
     else:  # Only the chief writes config.json; the others check it if it is there.
-        run_dir.check_config(config.output_dir, cfg)
+        run_dir.check_config(config.output_dir, cfg, config.allow_other_data)
 
     with strategy.scope():
         optimizer = steps_lib.make_optimizer(config.learning_rate, config.mixed_precision,

@@ -64,22 +64,32 @@ class BatchNormStatistics(keras.layers.Layer):
 
 
 def _batch_moments(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Mean and (biased) variance per channel over all but the last axis.
+    """Mean and (biased) variance per channel over all but the last axis, in two passes::
 
-    Under ``tf.distribute`` the sums are all-reduced, so every replica
+        mu = sum(x) / n,    v = sum((x - mu)^2) / n
+
+    The one-pass ``E[x^2] - E[x]^2`` subtracts two numbers of size ``mu^2``
+    and loses about ``2 log10(|mu| / sigma)`` of float32's 7 digits to
+    cancellation: on a 64x16x16x3 batch with ``mu / sigma = 10`` it put the
+    per-image log-det 0.18 nats off, at 60 by 3.5 nats.  The deviations
+    ``x - mu`` are small, so their sum of squares keeps every digit.
+
+    Under ``tf.distribute`` the sums are all-reduced (the count and ``sum(x)``
+    first, then the squared deviations from the global mean), so every replica
     normalizes with the statistics of the global batch.
     """
     axes = list(range(x.shape.rank - 1))
     count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
     total = tf.reduce_sum(x, axis=axes)
-    total_sq = tf.reduce_sum(tf.square(x), axis=axes)
     ctx = tf.distribute.get_replica_context()
-    if ctx is not None and ctx.num_replicas_in_sync > 1:
-        count, total, total_sq = ctx.all_reduce(
-            tf.distribute.ReduceOp.SUM, [count, total, total_sq])
+    synchronized = ctx is not None and ctx.num_replicas_in_sync > 1
+    if synchronized:
+        count, total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [count, total])
     mean = total / count
-    variance = tf.maximum(total_sq / count - tf.square(mean), 0.0)
-    return mean, variance
+    squares = tf.reduce_sum(tf.square(x - mean), axis=axes)
+    if synchronized:
+        squares = ctx.all_reduce(tf.distribute.ReduceOp.SUM, squares)
+    return mean, squares / count
 
 
 class BatchNorm(FusedBijector):
