@@ -175,9 +175,10 @@ def child(model_name: str, path: str, traced_once: bool, repeats: int) -> dict:
     else:
         raise ValueError(f"unknown path {path!r}; choose from {PATHS}")
     first, steady = _timed(fn, repeats)
+    if "trace" in result:  # Traced before the first call: part of it.
+        result["first_run"] = first
+        first += result["trace"]
     result.update(first=first, steady=steady, overhead=first - steady)
-    if "trace" in result:
-        result["first_run"] = first - result["trace"]
     return result
 
 

@@ -96,3 +96,38 @@ def test_the_training_step_updates_the_weights_the_same(runs):
     on, off = runs["trainer default"]["update"], runs["off"]["update"]
     assert on > 0
     np.testing.assert_allclose(on, off, rtol=1e-4)
+
+
+@pytest.mark.parametrize("given", [None, "0"])
+def test_the_library_chooses_onednn_unless_the_user_did(given):
+    """``import tfnvp`` before TensorFlow turns the oneDNN kernels on, unless
+    ``TF_ENABLE_ONEDNN_OPTS`` is set (then the user's choice stands)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if given is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = given
+    script = ("import os, tfnvp; print('RESULT', os.environ['TF_ENABLE_ONEDNN_OPTS'], "
+              "tfnvp._compat.onednn_enabled())")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, check=True, cwd=REPO).stdout
+    line = [l for l in out.splitlines() if l.startswith("RESULT")][0]
+    assert line == ("RESULT 1 True" if given is None else "RESULT 0 False")
+
+
+def test_imported_after_tensorflow_it_says_how_to_get_the_fast_kernels(monkeypatch, caplog):
+    """TensorFlow loaded first with its default kernels (as on AVX2-only CPUs): one
+    message naming the variable; none when the user chose, or oneDNN is on."""
+    import tfnvp
+
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.setattr(tfnvp._compat, "onednn_enabled", lambda: False)
+    with caplog.at_level("WARNING", logger="tfnvp"):
+        tfnvp._compat.report_cpu_kernels()
+    assert len(caplog.records) == 1
+    assert "TF_ENABLE_ONEDNN_OPTS=1" in caplog.records[0].getMessage()
+    caplog.clear()
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    tfnvp._compat.report_cpu_kernels()
+    monkeypatch.setattr(tfnvp._compat, "onednn_enabled", lambda: True)
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
+    tfnvp._compat.report_cpu_kernels()
+    assert not caplog.records

@@ -8,10 +8,14 @@ several modules at once.
 
 from __future__ import annotations
 
+import logging
+import os
+
 import keras
 import tensorflow as tf
 
-__all__ = ["keras_variable_storage", "set_keras_variable_storage"]
+__all__ = ["keras_variable_storage", "onednn_enabled", "report_cpu_kernels",
+           "set_keras_variable_storage"]
 
 
 def _unsupported(what: str) -> RuntimeError:
@@ -35,3 +39,25 @@ def set_keras_variable_storage(variable: keras.Variable, storage: tf.Variable) -
     if not hasattr(variable, "_value"):
         raise _unsupported("keras.Variable._value (the backend variable)")
     variable._value = storage
+
+
+def onednn_enabled() -> bool:
+    """Whether this process runs TensorFlow's oneDNN CPU kernels."""
+    from tensorflow.python.util import _pywrap_util_port  # TensorFlow's own flag.
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def report_cpu_kernels() -> None:
+    """Says once, at import, when TensorFlow was imported before tfnvp and left its
+    oneDNN kernels off without being asked to (``tfnvp/__init__.py``)."""
+    if "TF_ENABLE_ONEDNN_OPTS" in os.environ and os.environ["TF_ENABLE_ONEDNN_OPTS"] != "":
+        return
+    if tf.config.list_physical_devices("GPU") or onednn_enabled():
+        return
+    logging.getLogger("tfnvp").warning(
+        "tfnvp: TensorFlow was imported before tfnvp and runs its default CPU kernels; "
+        "its oneDNN kernels train and evaluate tfnvp's models about 1.4x as fast on "
+        "CPUs like this one. Set TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow is imported "
+        "(or import tfnvp first) to use them, or TF_ENABLE_ONEDNN_OPTS=0 to keep the "
+        "default kernels without this message.")
