@@ -43,6 +43,7 @@ their recalibration, eval and export use the averaged weights; training the raw 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 import traceback
@@ -475,7 +476,12 @@ def run(argv: list[str]) -> int:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    sys.exit(guarded_execute(launch.last_flagfile(sys.argv)))
+    code = guarded_execute(launch.last_flagfile(sys.argv))
+    # Everything is written. Python's last garbage collection at exit would walk the
+    # traced graphs' Python objects, for tens of seconds after a long run, to free
+    # memory the operating system takes back anyway: it is skipped.
+    gc.freeze()
+    sys.exit(code)
 
 
 def console_main() -> None:
