@@ -587,6 +587,18 @@ class FlowModel(keras.Model):
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
 
+    def compile_from_config(self, config: dict) -> None:
+        """Keras' loading of a compiled model: ``compile(**config)``.
+
+        ``config`` is ``get_compile_config()`` of the saved model (Keras' own,
+        which records ``compile``'s arguments).  Keras skips models whose
+        ``compile`` is overridden; this one builds the optimizer's variables,
+        so that ``keras.models.load_model`` then restores their saved values
+        (the iteration count, Adam's moments) and ``fit`` continues where the
+        saved model stopped.
+        """
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
     def train_step(self, data) -> dict[str, tf.Tensor]:
         """``fit``'s step: maximum likelihood with the compiled optimizer.
 
