@@ -207,6 +207,11 @@ def test_wheel_installs_the_commands_and_flagfiles(tmp_path):
     assert (work / "run" / "samples" / "step_00000002.png").stat().st_size > 0
     command("tfnvp-visualize", "--what=samples", "--output_dir=run", "--out=samples.png")
     assert (work / "samples.png").stat().st_size > 0
+    # --help lists each command's own flags by group, and exits 0 (command() checks).
+    for name, heading in (("tfnvp-train", "\nTraining:\n"), ("tfnvp-visualize", "\nPicture:\n"),
+                          ("tfnvp-toy", "\nModel:\n")):
+        shown = command(name, "--help").stdout
+        assert shown.startswith(f"{name}: ") and heading in shown, shown[:2000]
 
     # The checkout's script runs the checkout's code, and says so (tfnvp is installed elsewhere).
     script = subprocess.run([str(python), str(source / "trainers" / "train.py"), "--helpshort"],
