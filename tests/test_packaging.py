@@ -89,6 +89,20 @@ def test_extras():
     assert "tensorflow[and-cuda]" in _setup_cfg()["options.extras_require"]["gpu"]
 
 
+def test_version_and_metadata():
+    """One version: setup.cfg's, tfnvp.__version__ and a CHANGELOG release heading (with an
+    "Unreleased" section above it for what comes next)."""
+    import tfnvp
+
+    metadata = _setup_cfg()["metadata"]
+    assert metadata["version"] == tfnvp.__version__
+    assert metadata["author"].strip()
+    with open(os.path.join(ROOT, "CHANGELOG.md")) as f:
+        headings = re.findall(r"^## (.+)$", f.read(), flags=re.M)
+    assert headings[0] == "Unreleased"
+    assert headings[1].startswith(f"{tfnvp.__version__} — ")
+
+
 def test_license_and_type_marker_are_shipped():
     config = _setup_cfg()
     assert config["metadata"]["license"] == "Apache-2.0"

@@ -1,7 +1,7 @@
 """Fault injection: damaged checkpoints, signals, two trainers, a full disk, divergence.
 
 Each test breaks something on purpose and checks what the trainer guarantees
-(README "Failure and recovery"): it resumes from the newest checkpoint that
+(docs/training.md, "Failure and recovery"): it resumes from the newest checkpoint that
 restores completely or refuses without touching anything; a signal costs at
 most the current step; the run directory has one trainer; a full disk leaves
 no debris and the previous checkpoint; a diverged run stops, keeping its last

@@ -591,7 +591,7 @@ class FlowModel(keras.Model):
         Keras otherwise creates them inside ``fit``'s first step, and a
         ``tf.function`` that creates variables on its first call is traced
         twice: the paper CIFAR-10 model's first ``fit`` step took about twice
-        as long and held both traces' graphs (README, "Performance").  A
+        as long and held both traces' graphs (docs/performance.md).  A
         model whose conditioners compute in float16 gets its optimizer wrapped
         in a ``keras.optimizers.LossScaleOptimizer``, as Keras does for
         ``"mixed_float16"`` models.
