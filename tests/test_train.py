@@ -309,7 +309,8 @@ def test_help_lists_the_commands_own_flags_by_group_and_exits_0(monkeypatch, cap
         train.console_main()
     assert exited.value.code == 0
     text = capsys.readouterr().out
-    defined = re.findall(r'flags\.DEFINE_\w+\("(\w+)"', (REPO / "trainers" / "train.py").read_text())
+    source = (REPO / "trainers" / "train.py").read_text()
+    defined = re.findall(r'flags\.DEFINE_\w+\("(\w+)"', source)
     grouped = [name for names in train.HELP_GROUPS.values() for name in names]
     assert sorted(grouped) == sorted(defined)  # Every flag of the trainer, once.
     headings = [line for line in text.splitlines() if line and not line.startswith(" ")]

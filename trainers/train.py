@@ -498,8 +498,9 @@ def main(argv: list[str]) -> None:
 def console_main() -> None:
     """The ``tfnvp-train`` command (setup.cfg entry point); ``python trainers/train.py``."""
     console.exit_if_help(
-        sys.argv, "tfnvp-train: train, evaluate or export Real NVP or Glow (see README.md, "
-        "\"Training\").", "tfnvp-train --flagfile=digits.flags [--flag=value ...]   "
+        sys.argv, "tfnvp-train: train, evaluate or export Real NVP or Glow (README.md, "
+        "\"The trainer\"; docs/training.md).",
+        "tfnvp-train --flagfile=digits.flags [--flag=value ...]   "
         "(a checkout: python trainers/train.py ...)", HELP_GROUPS, FLAGS)
     # absl reads --flagfile inside app.run, so bare names are resolved first.
     try:
