@@ -68,21 +68,32 @@ def latest_step(output_dir: str) -> int | str | None:
         return path
 
 
-def is_complete(step: int | str | None, train_steps: int | None) -> bool:
-    """Whether a run whose newest checkpoint is at ``step`` (``latest_step``) has nothing to
-    train for ``--train_steps``."""
-    return isinstance(step, int) and train_steps is not None and step >= train_steps
+def is_complete(output_dir: str, step: int | str | None, train_steps: int | None) -> bool:
+    """Whether the run has nothing to train for ``--train_steps``: its newest checkpoint
+    (at ``step``, ``latest_step``) is that far and every tensor of it reads back, checksums
+    verified.  A damaged one is left to training, which resumes from the newest intact
+    checkpoint."""
+    if not (isinstance(step, int) and train_steps is not None and step >= train_steps):
+        return False
+    try:
+        reader = tf.train.load_checkpoint(latest_checkpoint(output_dir))
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception:  # noqa: BLE001 - as in latest_step.
+        return False
+    return True
 
 
 def describe(output_dir: str, step: int | str | None = None, training: bool = False,
-             train_steps: int | None = None) -> str:
+             complete: bool = False, train_steps: int | None = None) -> str:
     """The start-up line naming the run directory (and, for training, the run's state:
-    new, resumed at ``step`` (``latest_step``), or complete for ``train_steps``)."""
+    new, resumed at ``step`` (``latest_step``), or ``complete`` (``is_complete``) for
+    ``train_steps``)."""
     if not training:
         return f"Run directory: {output_dir}"
     if step is None:
         state = "new run"
-    elif is_complete(step, train_steps):
+    elif complete:
         state = (f"this run is complete (step {step} of {train_steps}); raise --train_steps "
                  "to continue")
     elif isinstance(step, int):

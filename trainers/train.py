@@ -359,9 +359,10 @@ def execute(flagfile: str | None = None) -> dict:
             name = "one_device"  # XLA-compiled steps need unmirrored variables.
         strategy = strategy_lib.make_strategy(name)  # First: before TF starts up.
         step = launch.latest_step(FLAGS.output_dir)
-        print(launch.describe(FLAGS.output_dir, step, training=True,
+        complete = launch.is_complete(FLAGS.output_dir, step, FLAGS.train_steps)
+        print(launch.describe(FLAGS.output_dir, step, training=True, complete=complete,
                               train_steps=FLAGS.train_steps), flush=True)
-        if launch.is_complete(step, FLAGS.train_steps):
+        if complete:
             return dict(step=step, eval=None, stats=None)
         logging.info("%s", strategy_lib.describe(strategy))
         from trainers import data, preemption, run_lock, training
