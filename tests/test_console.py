@@ -94,3 +94,38 @@ def test_tensorflow_records_printed_once(logging_state, capfd, verbosity, info_s
     assert err.count("tf-module-info") == (1 if info_shown else 0)
     assert err.count("absl-info-record") == 1
     assert "WARNING:tensorflow" not in err
+
+
+START_UP = [
+    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+    b"I0000 00:00:1796602291.756297    3406 port.cc:153] oneDNN custom operations are on.\n",
+    b"I0000 00:00:1796602291.756595    3406 cudart_stub.cc:31] Could not find cuda drivers on "
+    b"your machine, GPU will not be used.\n",
+    b"W0000 00:00:1796602299.887751    3406 dataset.cc:997] Input of GeneratorDatasetOp::Dataset "
+    b"will not be optimized.\n",
+    b"E0000 00:00:1796602295.442347    3406 cuda_platform.cc:52] failed call to cuInit: INTERNAL: "
+    b"CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\n",
+    b"E0000 00:00:1796602295.442347    3406 other.cc:1] A real error.\n",
+    b"/some/module.py:1: UserWarning: a Python warning\n",
+]
+
+
+@pytest.mark.parametrize("min_level, shown", [
+    (0, START_UP),
+    (1, [START_UP[3], START_UP[5], START_UP[6]]),
+    (2, [START_UP[5], START_UP[6]]),
+    (3, [START_UP[6]]),
+])
+def test_start_up_lines_follow_the_log_level(capfd, min_level, shown):
+    """TF_CPP_MIN_LOG_LEVEL applied to what TensorFlow prints before it reads the variable;
+    without a CUDA driver, cuInit's failure is its consequence, not news."""
+    with console.deduplicated_stderr(min_level):
+        for line in START_UP:
+            os.write(2, line)
+    assert capfd.readouterr().err.encode() == b"".join(shown)
+
+
+def test_cuinit_failures_are_shown_when_a_driver_was_found(capfd):
+    with console.deduplicated_stderr(2):
+        os.write(2, START_UP[4])
+    assert capfd.readouterr().err.encode() == START_UP[4]

@@ -107,8 +107,18 @@ def test_exported_signatures_handle_empty_batches_and_reject_wrong_shapes(image_
             loaded.log_prob(bad)
     serving = loaded.signatures["log_prob"]
     assert serving(x=x[:0])["log_prob"].shape == (0,)
-    with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)):
-        serving(x=x[0])
+    # Signatures do not check shapes against their TensorSpecs: the graph does, first.
+    images = tf.zeros((2, 4, 4, 1), tf.uint8)
+    for name, call, shown in [
+            ("x", lambda: serving(x=x[0]), r"\[8 8 1\]"),
+            ("x", lambda: serving(x=tf.ones((2, 8, 8, 3))), r"\[2 8 8 3\]"),
+            ("x", lambda: loaded.signatures["encode"](x=tf.ones((2, 4, 4, 1))), r"\[2 4 4 1\]"),
+            ("z", lambda: loaded.signatures["decode"](z=tf.ones((2, 8, 8))), r"\[2 8 8\]"),
+            ("images", lambda: loaded.signatures["bits_per_dim"](
+                images=images, seed=tf.constant([1, 2])), r"\[2 4 4 1\]")]:
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"{name} must have shape \(None, 8, 8, 1\).*got shape\] {shown}"):
+            call()
 
 
 @pytest.mark.parametrize("where", ["eager", "tf.function"])
@@ -116,10 +126,15 @@ def test_an_int_seed_means_that_int_and_zero_in_every_seeded_method(where, image
     """Keras' convention: ``seed=s`` is the stateless seed ``[s, 0]``, not a traceback from
     inside a random op (``model.sample(64, seed=1)`` used to fail with "Shape must be rank 1")."""
     images = tf.cast(_batch(image_model, 3), tf.uint8)
+    dequantizer = tfnvp.VariationalDequantizer(images.shape[-1], num_couplings=1,
+                                               hidden_channels=4, context_channels=2)
     methods = {
         "sample": lambda seed: image_model.sample(2, seed=seed),
         "bits_per_dim": lambda seed: image_model.bits_per_dim(images, seed=seed),
         "dequantize": lambda seed: image_model.dequantize(images, seed=seed)[0],
+        "tfnvp.dequantize": lambda seed: tfnvp.dequantize(images, seed=seed),
+        "VariationalDequantizer.dequantize": lambda seed: dequantizer.dequantize(
+            images, seed=seed)[0],
     }
     for name, method in methods.items():
         run = method if where == "eager" else (lambda m: lambda seed: tf.function(m)(seed))(method)
@@ -141,6 +156,7 @@ def test_bad_seeds_are_rejected_naming_the_problem(seed, error, words, image_mod
     for call in (lambda: image_model.sample(2, seed=seed),
                  lambda: image_model.bits_per_dim(images, seed=seed),
                  lambda: image_model.dequantize(images, seed=seed),
+                 lambda: tfnvp.dequantize(images, seed=seed),
                  lambda: tfnvp.DenseRealNVP(dim=4, hidden_dim=8, depth=1,
                                             num_couplings=2).sample(2, seed=seed)):
         with pytest.raises(error, match="seed") as raised:

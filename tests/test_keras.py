@@ -5,6 +5,7 @@ Tiny models on 8x8 images, a few steps each.
 """
 
 import contextlib
+import warnings
 import math
 
 import keras
@@ -228,3 +229,110 @@ def test_fit_refuses_weights_and_a_column_of_labels():
             fit()
     with pytest.raises(ValueError, match=r"pass labels\[\.\.\., 0\]"):
         conditional.log_prob(images.astype(np.float32), labels=column)
+@pytest.mark.parametrize("name", ["realnvp", "glow"])
+def test_loaded_keras_file_resumes_training_with_its_optimizer_state(name, tmp_path):
+    """A saved, compiled model loads compiled (``compile_from_config``) with the optimizer's
+    iteration count and moments, and ``fit`` continues exactly as the original does."""
+    images = _images(32)
+    x = (images + np.random.default_rng(3).uniform(0, 1, images.shape)).astype(np.float32)
+    model = MODELS[name]()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(x, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) == 2
+    # Same order (Keras' automatic layer names differ between the two objects).
+    pairs = list(zip(loaded.optimizer.variables, model.optimizer.variables, strict=True))
+    slots = [(a, b) for a, b in pairs if b.path.endswith(("_momentum", "_velocity"))]
+    assert len(slots) == 2 * len(model.trainable_variables)
+    assert all(np.abs(b.numpy()).max() > 0 for _, b in slots[1::2])  # Velocities moved.
+    for a, b in pairs:
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=b.path)
+
+    for m in (model, loaded):
+        m.fit(x, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    assert int(loaded.optimizer.iterations) == 4
+    for a, b in zip(loaded.weights, model.weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7, err_msg=b.path)
+
+
+@pytest.fixture
+def global_policy():
+    """Sets Keras' global dtype policy for one test and restores it afterwards."""
+    previous = keras.config.dtype_policy()
+    yield keras.mixed_precision.set_global_policy
+    keras.mixed_precision.set_global_policy(previous)
+
+
+def _compute_dtypes(model) -> set[str]:
+    return {layer.compute_dtype for layer in model._flatten_layers(include_self=False)}
+
+
+@pytest.mark.parametrize("name", ["realnvp", "glow"])
+def test_a_mixed_global_policy_applies_to_the_conditioners(name, global_policy):
+    x = _fresh(_images(4).astype(np.float32) + 0.5)
+    global_policy("mixed_bfloat16")
+    model = MODELS[name]()
+    assert model.get_config()["conditioner_dtype"] == "mixed_bfloat16"
+    assert "bfloat16" in _compute_dtypes(model)
+    assert model.log_prob(x).dtype == tf.float32  # The flow and its log-dets stay float32.
+    global_policy("float32")
+    twin = MODELS[name]()
+    assert twin.get_config()["conditioner_dtype"] is None
+    assert _compute_dtypes(twin) == {"float32"}
+    rng = np.random.default_rng(4)  # Weights off their initialization (zero output layers).
+    weights = [w * (1 + 0.1 * rng.normal(size=w.shape)) + 0.01 * rng.normal(size=w.shape)
+               for w in model.get_weights()]
+    model.set_weights(weights)
+    twin.set_weights(weights)
+    # Same weights, bfloat16 arithmetic in the conditioners: close, not equal.
+    log_p, twin_log_p = model.log_prob(x).numpy(), twin.log_prob(x).numpy()
+    assert not np.array_equal(log_p, twin_log_p)
+    np.testing.assert_allclose(log_p, twin_log_p, rtol=0.02)
+    # An explicit conditioner_dtype wins over the global policy.
+    global_policy("mixed_bfloat16")
+    assert MODELS[name](conditioner_dtype="float32").get_config()["conditioner_dtype"] == "float32"
+
+
+def test_float16_conditioners_train_with_loss_scaling(global_policy):
+    global_policy("mixed_float16")
+    model = MODELS["realnvp"]()
+    global_policy("float32")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert "float16" in _compute_dtypes(model)
+    before = [w.numpy() for w in model.trainable_weights]
+    # The dynamic loss scale starts at 2^15 and halves after each step whose scaled
+    # gradients overflow float16 (that update is skipped); then updates are applied.
+    for _ in range(20):
+        logs = model.train_on_batch(_images(8), return_dict=True)
+        assert np.isfinite(logs["loss"])
+    assert float(model.optimizer.dynamic_scale) < 2.0 ** 15
+    assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
+
+
+def test_keras_call_and_predict_take_uint8_images_like_fit():
+    model = MODELS["realnvp"]()
+    images = _images(4)
+    # 8-bit images: -nll, the dequantization bound's log p(x + u) - log q(u | x).
+    log_p = model.predict(images, verbose=0)
+    assert log_p.shape == (4,) and np.all(np.isfinite(log_p))
+    bound = -model.nll(images, seed=[1, 2]).numpy()
+    np.testing.assert_allclose(model(images).numpy(), bound, atol=5.0)  # Other noise.
+    x = _fresh(images.astype(np.float32) + 0.5)
+    np.testing.assert_array_equal(model(x).numpy(), model.log_prob(x).numpy())
+
+
+def test_float_images_in_the_unit_interval_warn_once():
+    model = MODELS["realnvp"]()
+    unit = _images(4).astype(np.float32) / 255.0
+    with pytest.warns(UserWarning, match=r"lies in \[0, 1\].*\[0, 256\)"):
+        model.log_prob(unit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.log_prob(unit)  # Once per model.
+        MODELS["realnvp"]().log_prob(unit * 255.0)  # Pixel-scale images: no warning.
+    # Keras' entry points, whose batches are symbolic, check in-memory arrays.
+    with pytest.warns(UserWarning, match=r"lies in \[0, 1\]"):
+        MODELS["glow"]().predict(unit, verbose=0)

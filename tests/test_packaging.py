@@ -89,6 +89,20 @@ def test_extras():
     assert "tensorflow[and-cuda]" in _setup_cfg()["options.extras_require"]["gpu"]
 
 
+def test_version_and_metadata():
+    """One version: setup.cfg's, tfnvp.__version__ and a CHANGELOG release heading (with an
+    "Unreleased" section above it for what comes next)."""
+    import tfnvp
+
+    metadata = _setup_cfg()["metadata"]
+    assert metadata["version"] == tfnvp.__version__
+    assert metadata["author"].strip()
+    with open(os.path.join(ROOT, "CHANGELOG.md")) as f:
+        headings = re.findall(r"^## (.+)$", f.read(), flags=re.M)
+    assert headings[0] == "Unreleased"
+    assert headings[1].startswith(f"{tfnvp.__version__} — ")
+
+
 def test_license_and_type_marker_are_shipped():
     config = _setup_cfg()
     assert config["metadata"]["license"] == "Apache-2.0"
@@ -207,6 +221,11 @@ def test_wheel_installs_the_commands_and_flagfiles(tmp_path):
     assert (work / "run" / "samples" / "step_00000002.png").stat().st_size > 0
     command("tfnvp-visualize", "--what=samples", "--output_dir=run", "--out=samples.png")
     assert (work / "samples.png").stat().st_size > 0
+    # --help lists each command's own flags by group, and exits 0 (command() checks).
+    for name, heading in (("tfnvp-train", "\nTraining:\n"), ("tfnvp-visualize", "\nPicture:\n"),
+                          ("tfnvp-toy", "\nModel:\n")):
+        shown = command(name, "--help").stdout
+        assert shown.startswith(f"{name}: ") and heading in shown, shown[:2000]
 
     # The checkout's script runs the checkout's code, and says so (tfnvp is installed elsewhere).
     script = subprocess.run([str(python), str(source / "trainers" / "train.py"), "--helpshort"],

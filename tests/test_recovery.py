@@ -1,7 +1,7 @@
 """Fault injection: damaged checkpoints, signals, two trainers, a full disk, divergence.
 
 Each test breaks something on purpose and checks what the trainer guarantees
-(README "Failure and recovery"): it resumes from the newest checkpoint that
+(docs/training.md, "Failure and recovery"): it resumes from the newest checkpoint that
 restores completely or refuses without touching anything; a signal costs at
 most the current step; the run directory has one trainer; a full disk leaves
 no debris and the previous checkpoint; a diverged run stops, keeping its last
@@ -268,7 +268,8 @@ def test_stale_lock_of_a_dead_process_is_taken_over(three_steps, tmp_path, absl_
     shutil.copytree(three_steps, run)
     (run / run_lock.LOCK_FILE).write_text(
         f'{{"host": "{run_lock.socket.gethostname()}", "pid": {dead.pid}}}')
-    assert _run(f"--output_dir={run}", "--train_steps=3") == 0  # Done already: no steps.
+    # One more step (a complete run stops before it takes the lock: nothing to write).
+    assert _run(f"--output_dir={run}", "--train_steps=4") == 0
     assert "stale lock" in absl_log()
     assert not (run / run_lock.LOCK_FILE).exists()  # released on exit
 

@@ -174,9 +174,10 @@ def test_cifar10_downloads_prepares_trains_and_resumes(tmp_path, served, local_t
 
     archive.unlink()  # Prepared: the rerun needs no download.
     assert prepare_data.run(["--dataset=cifar10", f"--data_dir={tfds_dir}"]) == 0
-    code, out, err = command()  # The same command: resumes (done already) without downloading.
+    code, out, err = command()  # The same command: done already, without downloading.
     assert code == 0, err[-3000:]
-    assert f"Run directory: {run} (resuming at step 2)" in out
+    assert (f"Run directory: {run} (this run is complete (step 2 of 2); raise --train_steps to "
+            "continue)") in out
 
 
 def _png_tar(path: Path, images: np.ndarray) -> Path:
@@ -301,7 +302,10 @@ def test_default_run_directory_is_named_after_the_flagfile_and_resumes(tmp_path,
     assert train.run(command) == 0
     assert "Run directory: runs/digits (new run)" in capfd.readouterr().out
     assert (tmp_path / "runs" / "digits" / "checkpoints" / "ckpt-2.index").exists()
-    assert train.run(command) == 0  # The same command again: resumes (here: already done).
+    assert train.run(command) == 0  # The same command again: already done, and says so.
+    assert ("Run directory: runs/digits (this run is complete (step 2 of 2); raise "
+            "--train_steps to continue)\n") == capfd.readouterr().out
+    assert train.run([*command[:-1], "--train_steps=3"]) == 0  # Raised: it resumes.
     assert "Run directory: runs/digits (resuming at step 2)" in capfd.readouterr().out
     # Without a flagfile the dataset names it; with neither, a clear error.
     assert train.run(["train.py", "--dataset=nonexistent", "--train_steps=1"]) == 1

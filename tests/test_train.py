@@ -8,17 +8,19 @@ import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from absl import flags as absl_flags
 import tensorflow as tf
 from PIL import Image
 
 import tfnvp
-from trainers import data, evaluation, run_dir, training, train
+from trainers import console, data, evaluation, run_dir, train, train_toy, training, visualize
 from trainers import steps as steps_lib
 from trainers import strategy as strategy_lib
 
@@ -278,15 +280,54 @@ def test_errors_are_clear_and_leave_the_run_untouched(trained_run, tmp_path, cap
 
 
 def test_cli_reports_a_bad_dataset_without_a_traceback(tmp_path):
-    """The real entry point, from the repo root, with a bare flagfile name."""
+    """The real entry point, from the repo root, with a bare flagfile name, in a user's
+    environment (no TF_CPP_MIN_LOG_LEVEL): the first line printed names the run directory,
+    and TensorFlow's start-up lines (absl's InitializeLog notice, oneDNN, CUDA drivers,
+    cuInit) are not printed."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES")}
     result = subprocess.run(
         [sys.executable, "trainers/train.py", "--flagfile=digits.flags", "--dataset=no_such_data",
-         f"--output_dir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""})
+         f"--output_dir={tmp_path}"], cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=300, env=env)
     assert result.returncode == 1
-    assert "Unknown dataset 'no_such_data'" in result.stderr
-    assert "Traceback" not in result.stderr
+    # A checkout whose tfnvp is installed from elsewhere says so first (trainers/checkout.py).
+    lines = [line for line in result.stdout.splitlines()
+             if not line.startswith("Using the checkout's code")]
+    assert lines[0] == f"Run directory: {tmp_path} (new run)", result.stdout[-3000:]
+    assert "Error (ValueError): Unknown dataset 'no_such_data'" in result.stdout
+    noise = ("InitializeLog", "cuda drivers", "cuInit", "oneDNN custom operations",
+             "rebuild TensorFlow", "GeneratorDatasetOp")
+    assert not [line for line in lines if any(n in line for n in noise)], result.stdout[-3000:]
+    assert "Traceback" not in result.stdout
     assert not (tmp_path / "config.json").exists()
+
+
+def test_help_lists_the_commands_own_flags_by_group_and_exits_0(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["tfnvp-train", "--help"])
+    with pytest.raises(SystemExit) as exited:
+        train.console_main()
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    source = (REPO / "trainers" / "train.py").read_text()
+    defined = re.findall(r'flags\.DEFINE_\w+\("(\w+)"', source)
+    grouped = [name for names in train.HELP_GROUPS.values() for name in names]
+    assert sorted(grouped) == sorted(defined)  # Every flag of the trainer, once.
+    headings = [line for line in text.splitlines() if line and not line.startswith(" ")]
+    assert [h for h in headings if h.endswith(":")] == [
+        "Data:", "Model:", "Training:", "Evaluation:", "Output:"]
+    assert "  --batch_size (default: 64)\n      GLOBAL batch size" in text
+    assert "  --model=<realnvp|glow> (default: realnvp)\n      Architecture" in text
+    assert "  --[no]conditional (default: false)" in text
+    assert "  --train_steps (default: unset)" in text
+    # The other commands' groups cover their flags (their --help: tests/test_packaging.py).
+    for module in (visualize, train_toy):
+        values = absl_flags.FlagValues()
+        module.define_flags(values)
+        help_text = console.help_text("s", "u", module.HELP_GROUPS, values)
+        assert sorted(n for names in module.HELP_GROUPS.values() for n in names) == sorted(
+            values), module.__name__
+        assert all(f"--{name}" in help_text or f"--[no]{name}" in help_text for name in values)
 
 
 # ------------------------------------------------------- run, eval, export
@@ -334,6 +375,20 @@ def test_eval_mode_writes_eval_json(trained_run):
     direct = evaluation.Evaluator(model).evaluate(
         data.make_eval_dataset(data.DataConfig("digits", eval_batch_size=100)))
     assert direct.bits_per_dim == pytest.approx(report["bits_per_dim"], rel=1e-6)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_run_files_follow_the_umask(tmp_path, umask):
+    """config.json and eval.json (written by run_dir.write_json_atomic) are as readable as
+    any new file, not 0600 (tempfile.mkstemp's mode)."""
+    previous = os.umask(umask)
+    try:
+        run_dir.write_json_atomic(str(tmp_path / "config.json"), {"a": 1})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "config.json").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert json.loads((tmp_path / "config.json").read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
 
 
 def test_export_mode_writes_a_saved_model(trained_run):

@@ -29,6 +29,6 @@ __all__ = ["DenseRealNVP", "GLOW_PAPER_CONFIGS", "Glow", "GlowStep", "ImageFlowM
            "bits_per_dim_from_log_prob", "bijectors", "conditional", "dequantize",
            "glow_latent_scale_index", "grid", "latent", "latent_scale_index", "load_run",
            "multiscale", "nets", "toy_data"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _compat.report_cpu_kernels()

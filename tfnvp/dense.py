@@ -20,6 +20,7 @@ A single coordinate cannot be split in two halves: for ``dim = 1`` use
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import keras
@@ -113,6 +114,11 @@ class DenseRealNVP(FlowModel):
                  name: str = "dense_real_nvp"):
         super().__init__(dtype=dtype, validate_args=validate_args, name=name)
         flow_dtype = self.flow_dtype
+        policy = keras.config.dtype_policy().name
+        if policy.startswith("mixed_"):
+            warnings.warn(f"DenseRealNVP computes in its dtype ({flow_dtype.name}): Keras' global "
+                          f"policy {policy!r} applies to the image models' conditioners only "
+                          "(RealNVP, Glow: conditioner_dtype).", stacklevel=2)
         if isinstance(dim, bool) or int(dim) != dim or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}.")
         dim = int(dim)

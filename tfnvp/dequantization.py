@@ -21,6 +21,8 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from tfnvp import validation
+
 __all__ = ["UniformDequantizer", "bits_per_dim_from_log_prob", "dequantize"]
 
 
@@ -28,12 +30,14 @@ def dequantize(images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
                dtype: tf.DType = tf.float32) -> tf.Tensor:
     """``images + u``, ``u ~ U[0, 1)``, as ``dtype``; each value stays in its bin.
 
-    With a ``seed`` (shape ``[2]``) the noise is ``tf.random.stateless_uniform``'s,
-    a pure function of the seed.  The sum is clamped strictly below
+    With a ``seed`` (an int ``s``, meaning ``[s, 0]``, a pair of ints or a shape-[2]
+    tensor; ``tfnvp.validation.check_seed``) the noise is
+    ``tf.random.stateless_uniform``'s, a pure function of the seed.  The sum is clamped strictly below
     ``pixel + 1``: in float32 ``255 + u`` rounds to 256.0 for
     ``u > 1 - 2**-17``, which would leave the bin and the support ``[0, 256)``.
     """
     pixels = tf.cast(images, dtype)
+    seed = validation.check_seed(seed)
     if seed is None:
         noise = tf.random.uniform(tf.shape(pixels), dtype=dtype)
     else:

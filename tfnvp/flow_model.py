@@ -82,6 +82,8 @@ class _Untracked:
         self.channels = 0
         # fit/evaluate's bits/dim (FlowModel.metrics); not a weight of the model.
         self.bits_per_dim = keras.metrics.Mean(name="bits_per_dim")
+        # Whether the [0, 1]-pixels warning was given (ImageFlowModel._warn_if_unit_scaled).
+        self.unit_scale_warned = False
 
 
 def _refuse_weights(method: str, **weights) -> None:
@@ -285,7 +287,16 @@ class FlowModel(keras.Model):
 
     # --------------------------------------------------------------------- API
     def call(self, x: tf.Tensor, training: Training | None = None) -> tf.Tensor:
-        """Keras entry point: the log-density of ``x`` in nats."""
+        """Keras entry point (``model(x)``, ``predict``): log-probabilities in nats, one per
+        example.
+
+        Continuous inputs (float pixels in ``[0, 256)``): ``log_prob(x)``.  8-bit images,
+        as ``fit`` takes them: ``-nll(x) = log p(x + u) - log q(u | x)`` with ``u`` drawn
+        by the model's dequantizer, a one-sample estimate of the lower bound on the
+        discrete ``log P(x)`` (``bits_per_dim`` with a ``seed`` is its repeatable form).
+        """
+        if tf.convert_to_tensor(x).dtype == tf.uint8:
+            return -self.nll(x, training=training)
         return self.log_prob(x, training=training)
 
     @staticmethod
@@ -641,12 +652,37 @@ class FlowModel(keras.Model):
         Keras otherwise creates them inside ``fit``'s first step, and a
         ``tf.function`` that creates variables on its first call is traced
         twice: the paper CIFAR-10 model's first ``fit`` step took about twice
-        as long and held both traces' graphs (README, "Performance").
+        as long and held both traces' graphs (docs/performance.md).  A
+        model whose conditioners compute in float16 gets its optimizer wrapped
+        in a ``keras.optimizers.LossScaleOptimizer``, as Keras does for
+        ``"mixed_float16"`` models.
         """
         super().compile(*args, **kwargs)
+        if (self.optimizer is not None and self._computes_in_float16()
+                and not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)):
+            # What Keras does for a "mixed_float16" model: dynamic loss scaling.
+            self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
         if self.optimizer is not None and not self.optimizer.built:
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
+
+    def _computes_in_float16(self) -> bool:
+        """Whether any layer (a conditioner with ``conditioner_dtype="mixed_float16"``)
+        computes in float16, whose gradients need loss scaling."""
+        return any(layer.compute_dtype == "float16"
+                   for layer in self._flatten_layers(include_self=False, recursive=True))
+
+    def compile_from_config(self, config: dict) -> None:
+        """Keras' loading of a compiled model: ``compile(**config)``.
+
+        ``config`` is ``get_compile_config()`` of the saved model (Keras' own,
+        which records ``compile``'s arguments).  Keras skips models whose
+        ``compile`` is overridden; this one builds the optimizer's variables,
+        so that ``keras.models.load_model`` then restores their saved values
+        (the iteration count, Adam's moments) and ``fit`` continues where the
+        saved model stopped.
+        """
+        self.compile(**keras.saving.deserialize_keras_object(config))
 
     # Keras traces fit's and evaluate's steps with AutoGraph; they have no tensor-dependent
     # Python control flow, and converting the whole flow's code only costs tracing time.
@@ -658,13 +694,17 @@ class FlowModel(keras.Model):
         paper's objective, as the trainer does): batch statistics, updated
         running averages, data-dependent actnorm initialization on the first
         batch, and 8-bit images dequantized by the model's dequantizer (float
-        inputs are taken as already dequantized).  ``loss`` is that objective;
+        inputs are taken as already dequantized), float16 conditioners with
+        dynamic loss scaling.  ``loss`` is that objective;
         ``bits_per_dim`` is ``nll / (D ln 2)`` without the L2 term.
         """
         with tf.GradientTape() as tape:
             loss, nll, dims = self._objective(data, training=True)
+            # The loss scale of a LossScaleOptimizer (float16 conditioners; see compile),
+            # whose apply() unscales the gradients; other optimizers return the loss.
+            scaled = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
-        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
         return self._update_metrics(loss, nll, dims)
 
     @tf.autograph.experimental.do_not_convert

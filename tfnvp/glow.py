@@ -88,7 +88,8 @@ class Glow(ImageFlowModel):
       alpha, logit_map: the logit preprocessing, as in ``RealNVP``.
       dtype: float32 or float64, for every variable and the flow arithmetic.
       conditioner_dtype: Keras dtype policy of the coupling networks (e.g.
-        ``"mixed_bfloat16"``); defaults to ``dtype``.
+        ``"mixed_bfloat16"``); default as in ``RealNVP`` (a mixed global policy,
+        else ``dtype``).
       validate_args: check pixel values in the user-facing methods.
       num_classes: ``K`` makes the model class-conditional (see ``RealNVP``).
       dequantization, dequantizer_channels: the dequantizer (see ``RealNVP``).
@@ -126,6 +127,7 @@ class Glow(ImageFlowModel):
             raise ValueError(f"steps_per_scale must be at least 1, got {steps_per_scale}.")
         if hidden_channels < 1:
             raise ValueError(f"hidden_channels must be at least 1, got {hidden_channels}.")
+        conditioner_dtype = self._conditioner_policy(conditioner_dtype)
         self._config = dict(
             image_shape=image_shape, num_scales=int(num_scales),
             steps_per_scale=int(steps_per_scale), hidden_channels=int(hidden_channels),

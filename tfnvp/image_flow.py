@@ -24,8 +24,10 @@ in ``self._config`` (``get_config``; it must hold ``alpha`` and ``logit_map``);
 from __future__ import annotations
 
 import math
+import warnings
 from typing import ClassVar, Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -80,6 +82,21 @@ class ImageFlowModel(FlowModel):
         self.num_scales = int(num_scales)
         self._squeezes = int(squeezes)
         return image_shape
+
+    def _conditioner_policy(self, conditioner_dtype: str | None) -> str | None:
+        """``conditioner_dtype``, else Keras' global dtype policy if it is a mixed one.
+
+        ``keras.mixed_precision.set_global_policy("mixed_bfloat16")`` (or
+        ``"mixed_float16"``) before building a float32 model applies to its
+        conditioners, as an explicit ``conditioner_dtype`` would; the flow's
+        arithmetic, log-dets and loss stay in the model's ``dtype`` (exactness), and
+        ``get_config`` records the policy used.  ``None``: the flow's dtype.
+        """
+        if conditioner_dtype is None and self.flow_dtype == tf.float32:
+            policy = keras.config.dtype_policy().name
+            if policy.startswith("mixed_"):
+                return policy
+        return conditioner_dtype
 
     def _set_flowpp_options(self, attention: bool, attention_heads: int,
                             attention_min_depth: int, depths: range,
@@ -173,8 +190,50 @@ class ImageFlowModel(FlowModel):
 
     # ------------------------------------------------------------------ API
     def _check_inputs(self, x) -> tf.Tensor:
-        return validation.check_images(x, self.flow_dtype, self.image_shape[-1],
-                                       self.validate_args, self._squeezes)
+        x = validation.check_images(x, self.flow_dtype, self.image_shape[-1],
+                                    self.validate_args, self._squeezes)
+        if not tf.inside_function():
+            self._warn_if_unit_scaled(x)
+        return x
+
+    def _warn_if_unit_scaled(self, x) -> None:
+        """Warns (once per model) when float images lie entirely in ``[0, 1]``.
+
+        The model's pixels are 8-bit values in ``[0, 256)``; images scaled to
+        ``[0, 1]`` (the usual preprocessing elsewhere) are valid inputs, but of
+        an almost black image, and their log-probabilities (around -300 nats
+        for a digit) say nothing about the images.  Checked on eager inputs:
+        the eager methods, and ``fit``/``evaluate``/``predict`` of in-memory
+        arrays (their ``tf.data`` batches are symbolic).
+        """
+        if self._untracked.unit_scale_warned or not hasattr(x, "dtype"):
+            return
+        x = tf.convert_to_tensor(x)
+        if not x.dtype.is_floating or tf.size(x) == 0:
+            return
+        if float(tf.reduce_min(x)) >= 0.0 and float(tf.reduce_max(x)) <= 1.0:
+            self._untracked.unit_scale_warned = True
+            warnings.warn(
+                f"{self.name}: every pixel value of these float images lies in [0, 1], but "
+                "the model's pixels are 8-bit values in [0, 256): pass uint8 images (the "
+                "model dequantizes them) or dequantized values, e.g. images * 255 + noise "
+                "(tfnvp.dequantize), not images scaled to [0, 1].", stacklevel=3)
+
+    def fit(self, x=None, *args, **kwargs):
+        """Keras' ``fit``; float image arrays in ``[0, 1]`` warn (``_warn_if_unit_scaled``)."""
+        self._warn_if_unit_scaled(x)
+        return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        """Keras' ``evaluate``; float image arrays in ``[0, 1]`` warn."""
+        self._warn_if_unit_scaled(x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """Keras' ``predict``: log-probabilities in nats per image (see ``call``); float
+        image arrays in ``[0, 1]`` warn."""
+        self._warn_if_unit_scaled(x)
+        return super().predict(x, *args, **kwargs)
 
     def _check_latents(self, z) -> tf.Tensor:
         return validation.check_latents(z, self.flow_dtype, self.image_shape[-1],

@@ -130,7 +130,9 @@ class RealNVP(ImageFlowModel):
       dtype: float32 or float64, for every variable and the flow arithmetic.
       conditioner_dtype: Keras dtype policy of the conditioner bodies, e.g.
         ``"mixed_bfloat16"``; their outputs are cast back to ``dtype`` before
-        the coupling arithmetic.  Defaults to ``dtype``.
+        the coupling arithmetic.  Default: Keras' global dtype policy if it is a
+        mixed one (``keras.mixed_precision.set_global_policy("mixed_bfloat16")``)
+        and ``dtype`` is float32, else ``dtype``.
       recompute_gradients: memory-saving backprop: each conditioner body's
         activations are recomputed in the backward pass instead of stored
         (one extra conditioner forward pass per step, ~+1/3 FLOPs; the
@@ -196,6 +198,7 @@ class RealNVP(ImageFlowModel):
         if factor_out not in FACTOR_OUT_ORDERS:
             raise ValueError(f"factor_out must be one of {tuple(FACTOR_OUT_ORDERS)}, "
                              f"got {factor_out!r}.")
+        conditioner_dtype = self._conditioner_policy(conditioner_dtype)
         self._config = dict(
             image_shape=image_shape, num_scales=int(num_scales),
             num_res_blocks=int(num_res_blocks), hidden_channels=int(hidden_channels),

@@ -62,6 +62,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfnvp import validation
 from tfnvp.bijectors.base import IdentityParameterized
 from tfnvp.bijectors.chain import FusedChain
 from tfnvp.bijectors.coupling import AffineCoupling
@@ -281,6 +282,7 @@ class VariationalDequantizer(keras.layers.Layer):
         # eps = logit(v), v ~ U(tiny, 1): tfd.Logistic's sampler, drawn here because
         # TFP's takes only int32 seeds (the trainer's are int64).
         tiny = float(np.finfo(dtype.as_numpy_dtype).tiny)
+        seed = validation.check_seed(seed)
         if seed is None:
             v = tf.random.uniform(tf.shape(flat), minval=tiny, dtype=dtype)
         else:

@@ -112,6 +112,22 @@ class _ExportModule(tf.Module):
         out = lambda t: tf.cast(t, tf.float32)  # noqa: E731
         num_dims = height * width * channels
 
+        def shaped(t: tf.Tensor, name: str) -> tf.Tensor:
+            """``t``, checked at run time to be ``[N, H, W, C]``.
+
+            A signature (``loaded.signatures[...]``) does not check its inputs' shapes
+            against its ``TensorSpec``, and the flow would fail deep inside on a wrong
+            one.  The check reads the shape as text: an op on the static shape (its
+            rank, a slice of it) would be folded by the graph optimizer, which trusts
+            the declared ``[None, H, W, C]``.
+            """
+            actual = tf.strings.reduce_join(tf.strings.as_string(tf.shape(t)), separator=",")
+            ok = tf.strings.regex_full_match(actual, rf"\d+,{height},{width},{channels}")
+            with tf.control_dependencies([tf.debugging.Assert(ok, [
+                    f"{name} must have shape (None, {height}, {width}, {channels}) (batch, "
+                    f"height, width, channels); got shape", tf.shape(t)], summarize=8)]):
+                return tf.identity(t)
+
         def checked(labels: tf.Tensor | None, count: tf.Tensor,
                     per: str) -> tuple[tf.Tensor, ...]:
             """The labels (if any), checked before anything uses them: one per ``per``
@@ -145,12 +161,14 @@ class _ExportModule(tf.Module):
 
         @tf.function(autograph=False, input_signature=[images] + labels)
         def log_prob(x, labels=None):
-            return out(flow_log_prob(tf.cast(x, dtype), *checked(labels, batch(x), "image of x")))
+            return out(flow_log_prob(tf.cast(shaped(x, "x"), dtype),
+                                     *checked(labels, batch(x), "image of x")))
 
         @tf.function(autograph=False, input_signature=[uint8, seed] + labels)
         def bits_per_dim(images, seed, labels=None):
             # RealNVP.bits_per_dim through the model's dequantizer (uniform or learned,
             # evaluation mode), with the log-density graph shared with log_prob.
+            images = shaped(images, "images")
             labels = checked(labels, batch(images), "image of images")
             x, log_q = model.dequantize(images, seed=seed, labels=labels[0] if labels else None)
             return out(tfnvp.bits_per_dim_from_log_prob(flow_log_prob(x, *labels) - log_q,
@@ -179,10 +197,12 @@ class _ExportModule(tf.Module):
 
         @tf.function(autograph=False, input_signature=[images] + labels)
         def encode(x, labels=None):
+            x = shaped(x, "x")
             return out(model.encode(x, *checked(labels, batch(x), "image of x")))
 
         @tf.function(autograph=False, input_signature=[images] + labels)
         def decode(z, labels=None):
+            z = shaped(z, "z")
             return out(flow_decode(tf.cast(z, dtype), *checked(labels, batch(z), "latent of z")))
 
         self.log_prob = log_prob

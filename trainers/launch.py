@@ -3,7 +3,9 @@
 * **Default run directory.** Without ``--output_dir`` a run goes to ``runs/<flagfile name>``
   (``--flagfile=cifar.flags`` -> ``runs/cifar``), else ``runs/<dataset>``, relative to the
   working directory; the same command started again resumes it.
-* **Start-up line.** ``Run directory: runs/cifar (new run)`` or ``(resuming at step N)``.
+* **Start-up line.** ``Run directory: runs/cifar (new run)``, ``(resuming at step N)``, or
+  for a run that already reached ``--train_steps``, ``(this run is complete (step N of N); raise
+  --train_steps to continue)``: the command then stops there.
 * **Failed start.** When the command fails before the run's first checkpoint, what it created
   is removed: the run directory if it made it, else the run's own entries it added to an
   existing directory (the user's files stay). Nothing could resume from them, and a
@@ -52,21 +54,54 @@ def latest_checkpoint(output_dir: str) -> str | None:
     return checkpoints.newest_with_index(run_dir.checkpoint_dir(output_dir))
 
 
-def describe(output_dir: str, training: bool) -> str:
-    """The start-up line naming the run directory (and, for training, new or resumed)."""
-    if not training:
-        return f"Run directory: {output_dir}"
+def latest_step(output_dir: str) -> int | str | None:
+    """The step of the run's newest checkpoint; its path if the step cannot be read; None
+    without a checkpoint."""
     path = latest_checkpoint(output_dir)
     if path is None:
-        return f"Run directory: {output_dir} (new run)"
+        return None
     from trainers import evaluation
 
     try:
-        resuming = f"resuming at step {evaluation.checkpoint_step(path)}"
+        return evaluation.checkpoint_step(path)
     except Exception:  # noqa: BLE001 - damaged files fail in many ways (e.g. IndexError
         # "Read less bytes"); training itself skips the checkpoint and says why.
-        resuming = f"resuming from {path}"
-    return f"Run directory: {output_dir} ({resuming})"
+        return path
+
+
+def is_complete(output_dir: str, step: int | str | None, train_steps: int | None) -> bool:
+    """Whether the run has nothing to train for ``--train_steps``: its newest checkpoint
+    (at ``step``, ``latest_step``) is that far and every tensor of it reads back, checksums
+    verified.  A damaged one is left to training, which resumes from the newest intact
+    checkpoint."""
+    if not (isinstance(step, int) and train_steps is not None and step >= train_steps):
+        return False
+    try:
+        reader = tf.train.load_checkpoint(latest_checkpoint(output_dir))
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception:  # noqa: BLE001 - as in latest_step.
+        return False
+    return True
+
+
+def describe(output_dir: str, step: int | str | None = None, training: bool = False,
+             complete: bool = False, train_steps: int | None = None) -> str:
+    """The start-up line naming the run directory (and, for training, the run's state:
+    new, resumed at ``step`` (``latest_step``), or ``complete`` (``is_complete``) for
+    ``train_steps``)."""
+    if not training:
+        return f"Run directory: {output_dir}"
+    if step is None:
+        state = "new run"
+    elif complete:
+        state = (f"this run is complete (step {step} of {train_steps}); raise --train_steps "
+                 "to continue")
+    elif isinstance(step, int):
+        state = f"resuming at step {step}"
+    else:
+        state = f"resuming from {step}"
+    return f"Run directory: {output_dir} ({state})"
 
 
 def _run_entries() -> set[str]:

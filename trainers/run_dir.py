@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import tempfile
+import uuid
 from typing import Any
 
 import numpy as np
@@ -48,10 +48,15 @@ class ConfigMismatchError(ValueError):
 
 
 def write_json_atomic(path: str, payload: Any) -> None:
-    """Writes JSON via a temporary file and ``os.replace``: never half-written."""
+    """Writes JSON via a temporary file and ``os.replace``: never half-written.
+
+    The file gets the permissions of any new file (``0o666`` less the umask), so that
+    other tools and users of a shared run directory can read it.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=directory)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f, indent=2, sort_keys=True)

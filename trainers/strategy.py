@@ -18,7 +18,6 @@ import json
 import os
 
 import tensorflow as tf
-from absl import logging
 
 __all__ = ["STRATEGIES", "in_cluster", "make_strategy", "is_chief", "task_id", "describe", "barrier"]
 
@@ -68,7 +67,6 @@ def _make_strategy(name: str) -> tf.distribute.Strategy:
     else:
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         strategy = _mirrored_with_own_collective_keys([d.name for d in devices])
-    logging.info("%s", describe(strategy))
     return strategy
 
 

@@ -48,10 +48,9 @@ import os
 import sys
 import traceback
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # Keep TensorFlow's C++ start-up chatter out.
 # TensorFlow's oneDNN CPU kernels.  TensorFlow turns them on by default only on some CPUs (not
 # on AVX2-only ones); where it does not, its Eigen kernels train the paper model and run its
-# log_prob ~1.4x slower and sample ~1.1x slower (README, "Performance").  Read once, when
+# log_prob ~1.4x slower and sample ~1.1x slower (docs/performance.md).  Read once, when
 # TensorFlow loads: set TF_ENABLE_ONEDNN_OPTS=0 to keep Eigen's.  No effect on GPUs.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
@@ -64,9 +63,10 @@ from absl import app, flags, logging  # noqa: E402
 
 from trainers import console  # noqa: E402
 
-with console.deduplicated_stderr():  # TensorFlow's start-up lines, once each.
-    from trainers import launch  # noqa: E402  (imports TensorFlow)
-    from trainers import strategy as strategy_lib  # noqa: E402
+console.start_tensorflow()  # Its C++ errors only, unless TF_CPP_MIN_LOG_LEVEL says otherwise.
+
+from trainers import launch  # noqa: E402
+from trainers import strategy as strategy_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -178,7 +178,7 @@ flags.register_validator("export_version", lambda v: v is None or v >= 0, messag
 flags.register_validator("recalibration_batches", lambda v: v >= 0, message="must be >= 0.")
 flags.register_validator("keep_checkpoints", lambda v: v >= 1, message="must be >= 1.")
 
-# Failure and recovery (see README "Failure and recovery").
+# Failure and recovery (see docs/training.md, "Failure and recovery").
 flags.DEFINE_integer("max_consecutive_skipped", 20, "Stop with an error (exit status 1) after this "
                      "many consecutive updates skipped for a non-finite loss or gradients: the "
                      "run diverged; its newest checkpoint stays the last good one.")
@@ -208,6 +208,23 @@ flags.register_multi_flags_validator(
     ["mode", "train_steps", "dataset"],
     lambda f: f["mode"] != "train" or (f["train_steps"] is not None and f["dataset"] is not None),
     message="--mode=train needs --dataset and --train_steps (e.g. from a --flagfile).")
+
+
+# --help: every flag above, by group.
+HELP_GROUPS = {
+    "Data": ("dataset", "data_dir", "channels", "flip", "batch_size", "seed"),
+    "Model": ("model", "num_scales", "num_res_blocks", "steps_per_scale", "hidden_channels",
+              "coupling", "mixture_components", "conditional", "dequantization",
+              "dequantizer_channels", "attention", "attention_heads", "gated_convolutions",
+              "dropout", "running_average_batch_norm"),
+    "Training": ("train_steps", "learning_rate", "warmup_steps", "l2", "clip_grad_norm",
+                 "polyak_decay", "mixed_precision", "jit_compile", "strategy",
+                 "max_consecutive_skipped"),
+    "Evaluation": ("eval_every", "eval_batch_size", "max_eval_examples",
+                   "recalibration_batches", "num_sample_images", "temperature", "checkpoint"),
+    "Output": ("mode", "output_dir", "checkpoint_every", "keep_checkpoints", "summary_every",
+               "log_every", "export_version", "verbose"),
+}
 
 
 # ---------------------------------------------------------------------- helpers
@@ -347,7 +364,13 @@ def execute(flagfile: str | None = None) -> dict:
         if FLAGS.jit_compile and name == "auto" and not strategy_lib.in_cluster():
             name = "one_device"  # XLA-compiled steps need unmirrored variables.
         strategy = strategy_lib.make_strategy(name)  # First: before TF starts up.
-        print(launch.describe(FLAGS.output_dir, training=True), flush=True)
+        step = launch.latest_step(FLAGS.output_dir)
+        complete = launch.is_complete(FLAGS.output_dir, step, FLAGS.train_steps)
+        print(launch.describe(FLAGS.output_dir, step, training=True, complete=complete,
+                              train_steps=FLAGS.train_steps), flush=True)
+        if complete:
+            return dict(step=step, eval=None, stats=None)
+        logging.info("%s", strategy_lib.describe(strategy))
         from trainers import data, preemption, run_lock, training
 
         run_data = data_config(FLAGS.dataset, FLAGS.data_dir, FLAGS.channels, FLAGS.conditional)
@@ -359,7 +382,7 @@ def execute(flagfile: str | None = None) -> dict:
                     stop.add_cleanup(
                         stack.enter_context(run_lock.RunLock(FLAGS.output_dir)).release)
                 return training.train(train_config(), run_data, strategy)
-    print(launch.describe(FLAGS.output_dir, training=False), flush=True)
+    print(launch.describe(FLAGS.output_dir), flush=True)
     if FLAGS.mode == "eval":
         from trainers import evaluation
 
@@ -486,6 +509,11 @@ def main(argv: list[str]) -> None:
 
 def console_main() -> None:
     """The ``tfnvp-train`` command (setup.cfg entry point); ``python trainers/train.py``."""
+    console.exit_if_help(
+        sys.argv, "tfnvp-train: train, evaluate or export Real NVP or Glow (README.md, "
+        "\"The trainer\"; docs/training.md).",
+        "tfnvp-train --flagfile=digits.flags [--flag=value ...]   "
+        "(a checkout: python trainers/train.py ...)", HELP_GROUPS, FLAGS)
     # absl reads --flagfile inside app.run, so bare names are resolved first.
     try:
         resolved_argv = resolve_flagfiles(sys.argv)

@@ -29,6 +29,10 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
+from trainers import console  # noqa: E402
+
+console.start_tensorflow()  # Its C++ errors only, unless TF_CPP_MIN_LOG_LEVEL says otherwise.
+
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
@@ -267,9 +271,23 @@ def main(argv: list[str]) -> None:
         mixture_components=f.mixture_components)
 
 
+# --help: every flag of define_flags, by group.
+HELP_GROUPS = {
+    "Data": ("dataset", "num_train", "num_test", "seed"),
+    "Model": ("coupling", "hidden_dim", "depth", "num_couplings", "mixture_components",
+              "num_bins"),
+    "Training": ("steps", "batch_size", "learning_rate"),
+    "Output": ("out",),
+}
+
+
 def console_main() -> None:
     """The ``tfnvp-toy`` command (setup.cfg entry point); ``python trainers/train_toy.py``."""
     define_flags()
+    console.exit_if_help(
+        sys.argv, "tfnvp-toy: a flow on 2-D (or 1-D) toy data, and a PNG of data, samples, "
+        "density and latents.", "tfnvp-toy --dataset=moons --out=moons.png",
+        HELP_GROUPS, flags.FLAGS)
     app.run(main)
 
 

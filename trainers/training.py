@@ -17,7 +17,7 @@ summaries and evaluations.
   save; a non-finite model is never saved.  A restart resumes from the newest
   checkpoint that restores completely (``trainers/checkpoints.py``); a failed
   save leaves no partial files.
-* **Faults** (README "Failure and recovery"): SIGTERM/SIGINT checkpoint the
+* **Faults** (docs/training.md, "Failure and recovery"): SIGTERM/SIGINT checkpoint the
   current step and stop (``trainers/preemption.py``); ``max_consecutive_skipped``
   skipped updates in a row stop a diverged run, and no checkpoint is written
   while updates are being skipped (``trainers/divergence.py``).
@@ -348,11 +348,13 @@ class _Progress:
         seconds_per_step = self.seconds / self.timed_steps if self.timed_steps else float("nan")
         mean["images_per_second"] = self.batch / seconds_per_step
         mean["seconds_per_step"] = seconds_per_step
+        speed = (f"{mean['images_per_second']:.1f} images/s in training steps (evaluation, "
+                 "summaries, checkpoints excluded)" if self.timed_steps else
+                 "images/s from the second step on (the first traces and compiles)")
         logging.info(
-            "step %d/%d (%.0f%%) | loss %.2f nats | %.4f bits/dim | grad norm %.3g | "
-            "%.1f images/s in training steps (evaluation, summaries, checkpoints excluded) | ETA %s",
+            "step %d/%d (%.0f%%) | loss %.2f nats | %.4f bits/dim | grad norm %.3g | %s | ETA %s",
             step, self.total, 100.0 * step / self.total, mean["nll"],
-            mean["bits_per_dim"], mean["grad_norm"], mean["images_per_second"],
+            mean["bits_per_dim"], mean["grad_norm"], speed,
             _format_duration((self.total - step) * seconds_per_step))
         self.rows, self.timed_steps, self.seconds = [], 0, 0.0
         return mean

@@ -48,6 +48,10 @@ from typing import Sequence
 if __package__ in (None, ""):  # `python trainers/visualize.py`: make `trainers` importable.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from trainers import console  # noqa: E402
+
+console.start_tensorflow()  # Its C++ errors only, unless TF_CPP_MIN_LOG_LEVEL says otherwise.
+
 import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
@@ -381,9 +385,23 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> No
         sys.exit(f"visualize.py: error: {error}")
 
 
+# --help: every flag of define_flags, by group.
+HELP_GROUPS = {
+    "Model (one of)": ("output_dir", "checkpoint", "saved_model"),
+    "Data": ("images", "data_dir"),
+    "Picture": ("what", "num", "temperature", "temperatures", "fractions", "factor", "seed"),
+    "Output": ("out", "scale", "verbose"),
+}
+
+
 def console_main() -> None:
     """The ``tfnvp-visualize`` command (setup.cfg entry point)."""
     define_flags()
+    console.exit_if_help(
+        sys.argv, "tfnvp-visualize: the latent-space pictures of Real NVP's section 4.2 and "
+        "appendices B-D, from a run or an export.",
+        "tfnvp-visualize --what=samples --output_dir=runs/digits --out=samples.png",
+        HELP_GROUPS, flags.FLAGS)
     app.run(main)
 
 
