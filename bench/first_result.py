@@ -27,10 +27,14 @@ trainer: load and first ``sample``).
 ``--traced_once=both`` runs every case twice, with the conditioner bodies
 traced once per kind (``tfnvp.nets.shared_body``, the default) and traced
 inline, interleaved, so the A/B comes from one run on one machine.
+``--compare=DIR`` runs every case also in the checkout ``DIR`` (another
+version of tfnvp, with this script copied to its ``bench/``), interleaved:
+before/after figures from one run.
 
 Usage::
 
     python bench/first_result.py --models=digits,cifar_small --paths=all --out=first.json
+    python bench/first_result.py --compare=../tfnvp-main --models=paper --paths=trainer_step
 """
 
 from __future__ import annotations
@@ -189,7 +193,8 @@ def _trained_run(work: str, model_name: str) -> str:
     run = os.path.join(work, "run")
     subprocess.run([sys.executable, os.path.join(ROOT, "trainers", "train.py"),
                     f"--flagfile={os.path.join(ROOT, 'trainers', 'digits.flags')}",
-                    f"--output_dir={run}", "--train_steps=1", "--eval_every=1",
+                    f"--output_dir={run}", "--num_scales=2", "--num_res_blocks=2",
+                    "--hidden_channels=32", "--dropout=0", "--train_steps=1", "--eval_every=1",
                     "--num_sample_images=0", "--recalibration_batches=1"],
                    check=True, capture_output=True)
     return run
@@ -202,6 +207,8 @@ def main(argv=None) -> int:
     parser.add_argument("--traced_once", choices=("on", "off", "both"), default="on")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default=None, help="JSON file for the results")
+    parser.add_argument("--compare", default=None,
+                        help="another checkout whose bench/first_result.py runs each case too")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -210,30 +217,44 @@ def main(argv=None) -> int:
         return 0
     paths = PATHS if args.paths == "all" else args.paths.split(",")
     modes = ("on", "off") if args.traced_once == "both" else (args.traced_once,)
+    checkouts = [ROOT] + ([os.path.abspath(args.compare)] if args.compare else [])
     results = []
-    print("| model | path | traced once | import s | build s | first s | steady s | overhead s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | path | checkout | traced once | import s | build s | first s | steady s | "
+          "overhead s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for model_name in args.models.split(","):
         for path in paths:
             if path == "load_run" and model_name != "digits":
                 continue
-            for mode in modes:
-                out = subprocess.run(
-                    [sys.executable, os.path.abspath(__file__), f"--child={model_name}:{path}:{mode}",
-                     f"--repeats={args.repeats}"], capture_output=True, text=True,
-                    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-                lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
-                if out.returncode or not lines:
-                    print(f"| {model_name} | {path} | {mode} | failed: {out.stderr[-300:]!r} |")
-                    continue
-                r = json.loads(lines[-1][len("RESULT "):])
-                results.append(r)
-                print(f"| {model_name} | {path} | {mode} | {r['import']:.1f} | {r['build']:.1f} | "
-                      f"{r['first']:.1f} | {r['steady']:.2f} | {r['overhead']:.1f} |", flush=True)
+            for checkout in checkouts:
+                for mode in modes:
+                    r = _run_case(checkout, model_name, path, mode, args.repeats)
+                    name = os.path.basename(checkout)
+                    if "error" in r:
+                        print(f"| {model_name} | {path} | {name} | {mode} | failed: {r['error']!r} |")
+                        continue
+                    r["checkout"] = checkout
+                    results.append(r)
+                    print(f"| {model_name} | {path} | {name} | {r['traced_once']} | "
+                          f"{r['import']:.1f} | {r['build']:.1f} | {r['first']:.1f} | "
+                          f"{r['steady']:.2f} | {r['overhead']:.1f} |", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(dict(cpu=_cpu_name(), results=results), f, indent=1)
     return 0
+
+
+def _run_case(checkout: str, model_name: str, path: str, mode: str, repeats: int) -> dict:
+    """One case in a fresh process, with ``checkout``'s tfnvp and trainers."""
+    out = subprocess.run(
+        [sys.executable, os.path.join(checkout, "bench", "first_result.py"),
+         f"--child={model_name}:{path}:{mode}", f"--repeats={repeats}"],
+        capture_output=True, text=True, cwd=checkout,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=checkout))
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if out.returncode or not lines:
+        return dict(error=out.stderr[-300:])
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 def _cpu_name() -> str:

@@ -30,6 +30,7 @@ derive, and say how inputs are checked.  This base class provides
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Iterable, Sequence
 
 import keras
@@ -95,6 +96,13 @@ def _refuse_weights(method: str, **weights) -> None:
                 f"{method}({name}=...): tfnvp models are trained by maximum likelihood, every "
                 f"example counted once; {name} is not supported (got a {type(value).__name__}). "
                 "Leave it unset (repeat examples in the dataset to weigh them).")
+
+
+def _run_present(body, present: tuple[bool, ...], options: dict, *tensors: tf.Tensor):
+    """``body`` on ``tensors`` with ``None`` where ``present`` says an argument was not
+    given (``FlowModel._compiled_call``)."""
+    given = iter(tensors)
+    return body(*(next(given) if p else None for p in present), **options)
 
 
 def _mode(training: Training | None) -> Training:
@@ -241,11 +249,10 @@ class FlowModel(keras.Model):
         key = (method, tuple(sorted(options.items())), present, specs)
         function = self._untracked.compiled.get(key)
         if function is None:
-            def run(*tensors):
-                given = iter(tensors)
-                return body(*(next(given) if p else None for p in present), **options)
-
-            function = tf.function(run, input_signature=specs, autograph=False)
+            # A partial, not a closure: TensorFlow counts traces per code object, and would
+            # warn of "retracing" after five methods' first traces.
+            function = tf.function(functools.partial(_run_present, body, present, options),
+                                   input_signature=specs, autograph=False)
             self._untracked.compiled[key] = function
         return function(*batched, *fixed)
 

@@ -34,6 +34,7 @@ replica (synchronized batch norms all-reduce across replicas in the body).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 from typing import Iterator, Sequence
@@ -106,6 +107,15 @@ def _key(body: keras.layers.Layer, tensors: Sequence[tf.Tensor | None],
             training)
 
 
+def _run_template(training: Training, inputs: tf.Tensor, condition: tf.Tensor | None,
+                  *storages: tf.Variable) -> tf.Tensor:
+    """The traced code: the template body (``call``) on its variables' function inputs."""
+    template = _STATE.template
+    extra = {} if condition is None else dict(context=condition)
+    with bound(tuple(zip(template.variables, storages))):
+        return template(inputs, training=training, **extra)
+
+
 def call(body: keras.layers.Layer, x: tf.Tensor, training: Training,
          context: tf.Tensor | None = None) -> tf.Tensor:
     """``body(x, training=training[, context=context])``, traced once per kind of body
@@ -116,13 +126,10 @@ def call(body: keras.layers.Layer, x: tf.Tensor, training: Training,
     key = _key(body, (x, context), training)
     function = _FUNCTIONS.get(key)
     if function is None:
-        def run(inputs, condition, *storages):
-            template = _STATE.template
-            extra = {} if condition is None else dict(context=condition)
-            with bound(tuple(zip(template.variables, storages))):
-                return template(inputs, training=training, **extra)
-
-        function = tf.function(run, autograph=False, experimental_attributes={"_noinline": True})
+        # A partial, not a closure: TensorFlow counts traces per code object, and would
+        # warn of "retracing" after five kinds of bodies.
+        function = tf.function(functools.partial(_run_template, training), autograph=False,
+                               experimental_attributes={"_noinline": True})
         _FUNCTIONS[key] = function
     with _LOCK:
         _STATE.template = body  # The code a new trace runs: any body of this key.
