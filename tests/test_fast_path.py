@@ -18,6 +18,7 @@ import tensorflow as tf
 import tfnvp
 
 from bijector_checks import perturb_weights
+from graph_ops import executed_op_types
 
 SHAPE = (8, 8, 3)
 
@@ -40,7 +41,7 @@ def _traces(model, method: str) -> list[int]:
 
 
 def _op_types(graph) -> collections.Counter:
-    return collections.Counter(op.type for op in graph.get_operations())
+    return executed_op_types(graph)
 
 
 def test_log_prob_traces_once_for_new_batch_sizes_and_matches_the_inline_and_distribution_paths():

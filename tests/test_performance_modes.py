@@ -11,7 +11,10 @@ import tensorflow as tf
 
 import tfnvp
 from bench import compiled
+from tfnvp.nets import shared_body
 from tfnvp.nets.resnet import BatchNormalization, ResNet
+
+from graph_ops import executed_op_types
 
 SHAPE = (8, 8, 3)
 
@@ -43,6 +46,9 @@ def _images(n: int = 4, seed: int = 2) -> tf.Tensor:
 
 
 def _count_body_calls(model: tfnvp.RealNVP, monkeypatch) -> list[int]:
+    """Counts each conditioner body's traced calls.  Traced inline: shared bodies
+    (``tfnvp.nets.shared_body``, ``tests/test_shared_body.py``) trace one body per kind."""
+    monkeypatch.setattr(shared_body, "ENABLED", False)
     counts = [0] * len(model.conditioners)
     for i, conditioner in enumerate(model.conditioners):
         original = conditioner.body.call
@@ -77,13 +83,13 @@ def test_each_conditioner_runs_once_per_log_prob_in_graph_mode(monkeypatch):
     assert counts == [1] * len(model.conditioners)
     # And once in the graph: convs per body (in, 2 per block, out, and the 1x1 skip
     # convolutions: one per block and one for the input) times couplings.
-    convs = [op for op in graph.get_operations() if op.type == "Conv2D"]
-    assert len(convs) == (4 + 2) * len(model.conditioners)
+    convs = executed_op_types(graph)["Conv2D"]
+    assert convs == (4 + 2) * len(model.conditioners)
 
     counts[:] = [0] * len(counts)
     sample_graph = compiled.compiled_sample(model, 2).get_concrete_function().graph
     assert counts == [1] * len(model.conditioners)
-    assert len([op for op in sample_graph.get_operations() if op.type == "Conv2D"]) == len(convs)
+    assert executed_op_types(sample_graph)["Conv2D"] == convs
 
 
 def test_recompute_gradients_match_and_statistics_update_once(monkeypatch):
@@ -202,8 +208,8 @@ def test_resnet_uses_fused_batch_norm_and_bias_add():
         return net(x, training=True)
 
     graph = run.get_concrete_function(tf.TensorSpec([2, 8, 8, 3])).graph
-    types = {op.type for op in graph.get_operations()}
-    assert "FusedBatchNormV3" in types and "BiasAdd" in types
+    types = executed_op_types(graph)
+    assert types["FusedBatchNormV3"] and types["BiasAdd"]
     assert all(isinstance(n, BatchNormalization) for n in (net.norm_out, net.blocks[0].norm_in))
 
 
@@ -219,11 +225,11 @@ def test_eval_batch_norm_folding_matches_unfolded(monkeypatch):
         fn = compiled.compiled_log_prob(model, 4)
         graph = fn.get_concrete_function().graph
         results[fold] = fn(x).numpy()
-        norms = [op for op in graph.get_operations() if op.type == "FusedBatchNormV3"]
+        norms = executed_op_types(graph)["FusedBatchNormV3"]
         # Per residual block, the batch norm after the first convolution is folded.
         blocks = sum(len(c.body.blocks) for c in model.conditioners)
         per_body = 1 + 2 * 1  # final + 2 per block (1 block per body here)
-        assert len(norms) == len(model.conditioners) * per_body - (blocks if fold else 0)
+        assert norms == len(model.conditioners) * per_body - (blocks if fold else 0)
     np.testing.assert_allclose(results[True], results[False], rtol=1e-5)
 
 
@@ -251,6 +257,7 @@ def test_lean_backward_gradients_equal_autodiff(monkeypatch, options):
         return original(self, inputs, training=training, mask=mask)
 
     monkeypatch.setattr(BatchNormalization, "call", counted)
+    monkeypatch.setattr(shared_body, "ENABLED", False)  # Calls counted per layer, traced inline.
     results = {}
     for lean, model in models.items():
         monkeypatch.setattr(resnet, "LEAN_BACKWARD", lean)

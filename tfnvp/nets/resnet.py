@@ -89,6 +89,12 @@ FOLD_EVAL_BATCH_NORM = True
 LEAN_BACKWARD = True
 
 
+def _trace_settings() -> tuple[bool, bool]:
+    """The switches above, as a trace reads them: part of a shared body's key
+    (``tfnvp.nets.shared_body``), so a change traces anew."""
+    return FOLD_EVAL_BATCH_NORM, LEAN_BACKWARD
+
+
 @keras.saving.register_keras_serializable(package="tfnvp")
 class BatchNormalization(keras.layers.BatchNormalization):
     """``keras.layers.BatchNormalization``, debiased, computed by ``FusedBatchNormV3``.
@@ -220,6 +226,7 @@ class _ResidualBlock(keras.layers.Layer):
 
     #: One trace for every block like it (``tfnvp.nets.shared_body``).
     traced_once = True
+    trace_settings = staticmethod(_trace_settings)
 
     def __init__(self, channels: int, synchronized: bool, momentum: float = 0.99,
                  gated: bool = False, dropout: float = 0.0, **kwargs):
@@ -312,6 +319,7 @@ class ResNet(keras.layers.Layer):
 
     #: One trace for every body like it (``tfnvp.nets.shared_body``).
     traced_once = True
+    trace_settings = staticmethod(_trace_settings)
 
     def __init__(self, hidden_channels: int, num_blocks: int, out_channels: int,
                  synchronized_batch_norm: bool = False, batch_norm_momentum: float = 0.99,

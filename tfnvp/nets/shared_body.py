@@ -24,9 +24,10 @@ gradient that runs a body's code again later (``tfnvp.nets.recompute``)
 re-enters those bindings (``bindings``/``bound``), so it too reads the
 function's inputs.
 
-Used only where the body opts in (``traced_once = True`` on ``ResNet``,
-``MLP``, ``GlowNet``: layers whose configuration determines their
-computation) and outside ``tf.distribute`` strategies with more than one
+Used only where the body opts in (``traced_once = True`` on ``ResNet``, its
+residual blocks, ``MLP`` and ``GlowNet``: layers whose configuration, variable
+shapes and ``trace_settings()`` -- module switches read while tracing, such
+as ``tfnvp.nets.resnet.FOLD_EVAL_BATCH_NORM`` -- determine their computation) and outside ``tf.distribute`` strategies with more than one
 replica (synchronized batch norms all-reduce across replicas in the body).
 ``ENABLED = False`` traces every body inline (read when a function is traced).
 """
@@ -101,7 +102,9 @@ def _key(body: keras.layers.Layer, tensors: Sequence[tf.Tensor | None],
          training: Training) -> tuple:
     config = dict(body.get_config())
     config.pop("name", None)
-    return (type(body), json.dumps(config, sort_keys=True, default=repr),
+    # ``trace_settings()``: module switches the body's code reads while it is traced.
+    return (type(body), getattr(body, "trace_settings", tuple)(),
+            json.dumps(config, sort_keys=True, default=repr),
             tuple((tuple(v.shape), v.dtype, v.trainable) for v in body.variables),
             tuple(None if t is None else (tuple(t.shape), t.dtype.name) for t in tensors),
             training)
