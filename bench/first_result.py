@@ -91,7 +91,8 @@ def _model(name: str):
     return tfnvp.RealNVP(**spec)
 
 
-def child(model_name: str, path: str, traced_once: bool, repeats: int) -> dict:
+def child(model_name: str, path: str, traced_once: bool, repeats: int,
+          batch: int | None = None) -> dict:
     """One case, in this (fresh) process."""
     start = time.perf_counter()
     import keras
@@ -111,7 +112,8 @@ def child(model_name: str, path: str, traced_once: bool, repeats: int) -> dict:
     if shared_body is not None:
         shared_body.ENABLED = traced_once
     result["traced_once"] = traced_once and shared_body is not None
-    batch = MODELS[model_name]["batch"]
+    batch = batch or MODELS[model_name]["batch"]
+    result["batch"] = batch
     keras.utils.set_random_seed(0)
     start = time.perf_counter()
     model = _model(model_name)
@@ -206,6 +208,8 @@ def main(argv=None) -> int:
     parser.add_argument("--paths", default="all")
     parser.add_argument("--traced_once", choices=("on", "off", "both"), default="on")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=None,
+                        help="batch size of every case (default: the model's, MODELS)")
     parser.add_argument("--out", default=None, help="JSON file for the results")
     parser.add_argument("--compare", default=None,
                         help="another checkout whose bench/first_result.py runs each case too")
@@ -213,7 +217,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         model_name, path, traced = args.child.split(":")
-        print("RESULT " + json.dumps(child(model_name, path, traced == "on", args.repeats)))
+        print("RESULT " + json.dumps(child(model_name, path, traced == "on", args.repeats,
+                                           args.batch)))
         return 0
     paths = PATHS if args.paths == "all" else args.paths.split(",")
     modes = ("on", "off") if args.traced_once == "both" else (args.traced_once,)
@@ -228,7 +233,7 @@ def main(argv=None) -> int:
                 continue
             for checkout in checkouts:
                 for mode in modes:
-                    r = _run_case(checkout, model_name, path, mode, args.repeats)
+                    r = _run_case(checkout, model_name, path, mode, args.repeats, args.batch)
                     name = os.path.basename(checkout)
                     if "error" in r:
                         print(f"| {model_name} | {path} | {name} | {mode} | failed: {r['error']!r} |")
@@ -244,11 +249,13 @@ def main(argv=None) -> int:
     return 0
 
 
-def _run_case(checkout: str, model_name: str, path: str, mode: str, repeats: int) -> dict:
+def _run_case(checkout: str, model_name: str, path: str, mode: str, repeats: int,
+              batch: int | None) -> dict:
     """One case in a fresh process, with ``checkout``'s tfnvp and trainers."""
     out = subprocess.run(
         [sys.executable, os.path.join(checkout, "bench", "first_result.py"),
-         f"--child={model_name}:{path}:{mode}", f"--repeats={repeats}"],
+         f"--child={model_name}:{path}:{mode}", f"--repeats={repeats}"]
+        + ([f"--batch={batch}"] if batch else []),
         capture_output=True, text=True, cwd=checkout,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=checkout))
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]

@@ -10,6 +10,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import tfnvp
+from tfnvp.nets import shared_body
 
 from bijector_checks import assert_exact_bijector, perturb_weights
 
@@ -106,7 +107,8 @@ def test_every_weight_gets_a_gradient():
     assert not missing, f"weights without gradient: {missing}"
 
 
-def test_each_conditioner_runs_once_and_statistics_update_once():
+def test_each_conditioner_runs_once_and_statistics_update_once(monkeypatch):
+    monkeypatch.setattr(shared_body, "ENABLED", False)  # Traces counted per body, inline.
     model = _perturbed(dtype="float32")
     calls = []
     for conditioner in model.conditioners:
@@ -135,13 +137,14 @@ def test_each_conditioner_runs_once_and_statistics_update_once():
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf_function"])
-def test_the_cache_never_serves_one_modes_result_to_the_other(compiled):
+def test_the_cache_never_serves_one_modes_result_to_the_other(compiled, monkeypatch):
     """Same tensor object, training then evaluation: two different, correct answers.
 
     The mode is a call argument (TFP bijector kwargs, part of the cache key):
     each call runs every conditioner once, the training call updates every
     batch norm exactly once, and each result equals an uncached computation.
     """
+    monkeypatch.setattr(shared_body, "ENABLED", False)  # Traces counted per body, inline.
     model = _perturbed(dtype="float64")
     dist = model.distribution
     x = tf.random.uniform((8, 4, 4, 2), 0.0, 256.0, dtype=tf.float64)

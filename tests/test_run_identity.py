@@ -89,9 +89,9 @@ def test_resuming_with_other_data_is_refused_unless_allowed(tmp_path, capfd):
     assert _hashes(run) == before
     a.write_bytes(original)
 
-    # On purpose (at the step it stopped: nothing to train, the fast way to record it):
+    # On purpose (one step more: a run already at its --train_steps stops as complete):
     # config.json says so, and eval then reads b.
-    assert _run(f"--data_dir={b}", f"--output_dir={run}", "--train_steps=1",
+    assert _run(f"--data_dir={b}", f"--output_dir={run}", "--train_steps=2",
                 "--allow_other_data") == 0
     config = _config(run)
     assert config["data"]["data_path"] == str(b)
@@ -103,7 +103,7 @@ def test_resuming_with_other_data_is_refused_unless_allowed(tmp_path, capfd):
     assert change["after_checkpoint"] == "ckpt-1"
     # b is the run's data now, a the other data.
     capfd.readouterr()
-    assert _run(f"--data_dir={a}", f"--output_dir={run}", "--train_steps=2") == 1
+    assert _run(f"--data_dir={a}", f"--output_dir={run}", "--train_steps=3") == 1
     assert f"'data_path': ('{b}', '{a}')" in capfd.readouterr().err
 
 

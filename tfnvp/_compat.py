@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 
 __all__ = ["keras_variable_storage", "onednn_enabled", "report_cpu_kernels",
-           "set_keras_variable_storage"]
+           "set_keras_variable_storage", "sublayers"]
 
 
 def _unsupported(what: str) -> RuntimeError:
@@ -31,6 +31,14 @@ def keras_variable_storage(variable: keras.Variable) -> tf.Variable:
         return variable._value
     except AttributeError:
         raise _unsupported("keras.Variable._value (the backend variable)") from None
+
+
+def sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """``layer`` and every layer it holds, recursively."""
+    try:
+        return list(layer._flatten_layers(include_self=True, recursive=True))
+    except AttributeError:
+        raise _unsupported("keras.layers.Layer._flatten_layers") from None
 
 
 def set_keras_variable_storage(variable: keras.Variable, storage: tf.Variable) -> None:

@@ -212,7 +212,8 @@ flags.register_multi_flags_validator(
 
 # --help: every flag above, by group.
 HELP_GROUPS = {
-    "Data": ("dataset", "data_dir", "channels", "flip", "batch_size", "seed"),
+    "Data": ("dataset", "data_dir", "allow_other_data", "channels", "flip", "batch_size",
+             "seed"),
     "Model": ("model", "num_scales", "num_res_blocks", "steps_per_scale", "hidden_channels",
               "coupling", "mixture_components", "conditional", "dequantization",
               "dequantizer_channels", "attention", "attention_heads", "gated_convolutions",

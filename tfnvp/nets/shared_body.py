@@ -43,7 +43,8 @@ from typing import Iterator, Sequence
 import keras
 import tensorflow as tf
 
-from tfnvp._compat import keras_variable_storage, set_keras_variable_storage
+from tfnvp._compat import keras_variable_storage, set_keras_variable_storage, sublayers
+from tfnvp import running_average
 from tfnvp.running_average import Training
 
 __all__ = ["ENABLED", "Bindings", "bindings", "bound", "call", "shareable"]
@@ -98,6 +99,17 @@ def _storage(variable: keras.Variable) -> tf.Variable:
     return storage
 
 
+def _call_variables(body: keras.layers.Layer, training: Training) -> list[keras.Variable]:
+    """The variables a call of ``body`` in mode ``training`` may read: all of them, but
+    where dropout is off (evaluation, recalibration) not its dropout layers' seed states
+    (a SavedModel refuses to capture those untracked states)."""
+    if training and not running_average.is_cumulative(training):  # As nets.gating.dropped.
+        return list(body.variables)
+    seeds = {id(layer.seed_generator.state) for layer in sublayers(body)
+             if isinstance(layer, keras.layers.Dropout)}
+    return [v for v in body.variables if id(v) not in seeds]
+
+
 def _key(body: keras.layers.Layer, tensors: Sequence[tf.Tensor | None],
          training: Training) -> tuple:
     config = dict(body.get_config())
@@ -105,7 +117,7 @@ def _key(body: keras.layers.Layer, tensors: Sequence[tf.Tensor | None],
     # ``trace_settings()``: module switches the body's code reads while it is traced.
     return (type(body), getattr(body, "trace_settings", tuple)(),
             json.dumps(config, sort_keys=True, default=repr),
-            tuple((tuple(v.shape), v.dtype, v.trainable) for v in body.variables),
+            tuple((tuple(v.shape), v.dtype, v.trainable) for v in _call_variables(body, training)),
             tuple(None if t is None else (tuple(t.shape), t.dtype.name) for t in tensors),
             training)
 
@@ -115,7 +127,7 @@ def _run_template(training: Training, inputs: tf.Tensor, condition: tf.Tensor | 
     """The traced code: the template body (``call``) on its variables' function inputs."""
     template = _STATE.template
     extra = {} if condition is None else dict(context=condition)
-    with bound(tuple(zip(template.variables, storages))):
+    with bound(tuple(zip(_call_variables(template, training), storages, strict=True))):
         return template(inputs, training=training, **extra)
 
 
@@ -137,6 +149,6 @@ def call(body: keras.layers.Layer, x: tf.Tensor, training: Training,
     with _LOCK:
         _STATE.template = body  # The code a new trace runs: any body of this key.
         try:
-            return function(x, context, *[_storage(v) for v in body.variables])
+            return function(x, context, *[_storage(v) for v in _call_variables(body, training)])
         finally:
             _STATE.template = None

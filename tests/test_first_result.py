@@ -1,0 +1,26 @@
+"""bench/first_result.py runs a case in a fresh process and reports its breakdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_a_case_reports_import_build_first_and_steady_times(tmp_path):
+    out = tmp_path / "first.json"
+    run = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "first_result.py"), "--models=digits",
+         "--paths=sample", "--traced_once=both", "--repeats=1", "--batch=4", f"--out={out}"],
+        capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads(out.read_text())["results"]
+    assert [(r["model"], r["path"], r["traced_once"], r["batch"]) for r in results] == [
+        ("digits", "sample", True, 4), ("digits", "sample", False, 4)]
+    for r in results:
+        assert 0 < r["steady"] <= r["first"] and r["import"] > 0 and r["build"] > 0
+        assert r["overhead"] == r["first"] - r["steady"]
+    assert run.stdout.count("| digits | sample |") == 2
