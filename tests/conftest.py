@@ -43,11 +43,12 @@ def absl_log():
 SAME_WORKER = {"tests/test_conditional.py": "tests/test_training.py",
                "tests/test_recalibration.py": "tests/test_training.py"}
 SLOWEST_FIRST = (
-    "test_train.py", "test_recovery.py", "test_model.py", "test_logistic_mixture_coupling.py",
+    "test_readme.py", "test_train.py", "test_recovery.py", "test_run_identity.py", "test_model.py", "test_logistic_mixture_coupling.py",
     "test_training.py", "test_conditional.py", "test_export.py", "test_attention.py",
     "test_keras.py", "test_polyak.py", "test_train_conditional.py", "test_load_run.py", "test_tfds_download.py",
     "test_distributed.py", "test_packaging.py", "test_recalibration.py",
-    "test_train_variational.py", "test_train_glow.py", "test_readme.py", "test_onednn.py",
+    "test_train_variational.py", "test_train_glow.py", "test_onednn.py",
+    "test_tfp_conventions.py", "test_shared_body.py",
     "test_visualize.py",
     "test_examples.py", "test_conformance.py",
 )
