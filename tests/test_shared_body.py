@@ -173,3 +173,21 @@ def test_first_calls_of_every_method_give_no_retracing_warning():
     finally:
         logger.removeHandler(handler)
     assert not [r for r in records if "retracing" in r.getMessage()]
+
+
+def test_a_model_built_under_a_strategy_reads_each_layers_weights_outside_it(inline):
+    """Variables created under a ``MirroredStrategy`` are distributed variables; called
+    outside the strategy (and inside it, on its one replica) every conditioner reads its
+    own weights, as inline."""
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = _perturbed(MODELS["realnvp"](), seed=4)
+    x = tf.constant(np.random.default_rng(5).uniform(0, 256, (3,) + SHAPE))
+    results = {}
+    for enabled in (False, True):
+        inline(enabled)
+        outside = tf.function(model.log_prob)(x).numpy()
+        inside = strategy.run(tf.function(model.log_prob), args=(x,))
+        results[enabled] = (outside, strategy.experimental_local_results(inside)[0].numpy())
+    for shared, plain in zip(results[True], results[False]):
+        np.testing.assert_allclose(shared, plain, rtol=1e-10)

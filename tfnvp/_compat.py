@@ -14,7 +14,7 @@ import os
 import keras
 import tensorflow as tf
 
-__all__ = ["keras_variable_storage", "onednn_enabled", "report_cpu_kernels",
+__all__ = ["distributed_components", "keras_variable_storage", "onednn_enabled", "report_cpu_kernels",
            "set_keras_variable_storage", "sublayers"]
 
 
@@ -31,6 +31,14 @@ def keras_variable_storage(variable: keras.Variable) -> tf.Variable:
         return variable._value
     except AttributeError:
         raise _unsupported("keras.Variable._value (the backend variable)") from None
+
+
+def distributed_components(variable: tf.distribute.DistributedValues) -> tuple[tf.Variable, ...]:
+    """The per-replica ``tf.Variable``s of a distributed variable, replica order."""
+    try:
+        return tuple(variable.values)
+    except AttributeError:
+        raise _unsupported("tf.distribute.DistributedValues.values (the components)") from None
 
 
 def sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:

@@ -43,7 +43,8 @@ from typing import Iterator, Sequence
 import keras
 import tensorflow as tf
 
-from tfnvp._compat import keras_variable_storage, set_keras_variable_storage, sublayers
+from tfnvp._compat import (distributed_components, keras_variable_storage,
+                           set_keras_variable_storage, sublayers)
 from tfnvp import running_average
 from tfnvp.running_average import Training
 
@@ -92,10 +93,17 @@ def shareable(body: keras.layers.Layer) -> bool:
 
 
 def _storage(variable: keras.Variable) -> tf.Variable:
-    """The backend ``tf.Variable`` of ``variable`` on this (only) replica."""
+    """The backend ``tf.Variable`` of ``variable`` on this (only) replica.
+
+    A variable created under a ``tf.distribute`` strategy is a distributed variable
+    (e.g. ``MirroredVariable``); its first component is the one a read on this
+    replica (or outside the strategy) sees.  It is passed itself: a distributed
+    variable given to a ``tf.function`` is not an input by position (a function
+    traced for one layer's would read that layer's for every caller).
+    """
     storage = keras_variable_storage(variable)
-    if tf.distribute.has_strategy():  # One replica: its component of a mirrored variable.
-        storage = tf.distribute.get_strategy().experimental_local_results(storage)[0]
+    if isinstance(storage, tf.distribute.DistributedValues):
+        storage = distributed_components(storage)[0]
     return storage
 
 
