@@ -69,7 +69,7 @@ def report_cpu_kernels() -> None:
     oneDNN kernels off without being asked to (``tfnvp/__init__.py``)."""
     if "TF_ENABLE_ONEDNN_OPTS" in os.environ and os.environ["TF_ENABLE_ONEDNN_OPTS"] != "":
         return
-    if tf.config.list_physical_devices("GPU") or onednn_enabled():
+    if onednn_enabled() or tf.config.list_physical_devices("GPU"):
         return
     logging.getLogger("tfnvp").warning(
         "tfnvp: TensorFlow was imported before tfnvp and runs its default CPU kernels; "
