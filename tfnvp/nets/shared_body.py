@@ -19,10 +19,10 @@ inline call: the same ops on the same values.
 
 The function is traced with the calling body's code: while it traces, the
 body's Keras variables are pointed at the function's variable inputs
-(``tfnvp._compat.set_keras_variable_storage``) and set back after.  A
-gradient that runs a body's code again later (``tfnvp.nets.recompute``)
-re-enters those bindings (``bindings``/``bound``), so it too reads the
-function's inputs.
+(``bound``, ``tfnvp._compat.set_keras_variable_storage``) and set back after.
+Code that runs again while the gradient is built, after the trace, must not
+read variables: ``tfnvp.nets.recompute`` recomputes from the weights' values
+handed to its custom gradient.
 
 Used only where the body opts in (``traced_once = True`` on ``ResNet``, its
 residual blocks, ``MLP`` and ``GlowNet``: layers whose configuration, variable
@@ -48,11 +48,9 @@ from tfnvp._compat import (distributed_components, keras_variable_storage,
 from tfnvp import running_average
 from tfnvp.running_average import Training
 
-__all__ = ["ENABLED", "Bindings", "bindings", "bound", "call", "shareable"]
+__all__ = ["ENABLED", "bound", "call", "shareable"]
 
 ENABLED = True
-
-Bindings = tuple[tuple[keras.Variable, tf.Variable], ...]
 
 # Tracing re-points shared Python objects (the template body's variables):
 # one thread at a time.
@@ -61,27 +59,16 @@ _STATE = threading.local()
 _FUNCTIONS: dict[tuple, tf.types.experimental.PolymorphicFunction] = {}
 
 
-def bindings() -> Bindings:
-    """The variable bindings in force in this thread (empty outside a shared trace)."""
-    return getattr(_STATE, "bindings", ())
-
-
 @contextlib.contextmanager
-def bound(pairs: Bindings) -> Iterator[None]:
+def bound(pairs: Sequence[tuple[keras.Variable, tf.Variable]]) -> Iterator[None]:
     """Points each Keras variable of ``pairs`` at its storage while the block runs."""
-    if not pairs:
-        yield
-        return
     with _LOCK:
         saved = [(variable, keras_variable_storage(variable)) for variable, _ in pairs]
-        outer = bindings()
         for variable, storage in pairs:
             set_keras_variable_storage(variable, storage)
-        _STATE.bindings = outer + tuple(pairs)
         try:
             yield
         finally:
-            _STATE.bindings = outer
             for variable, storage in reversed(saved):
                 set_keras_variable_storage(variable, storage)
 
