@@ -35,6 +35,7 @@ import tensorflow as tf
 from tensorflow.python.eager import record  # tf.recompute_grad's own tape control.
 
 from tfnvp import running_average
+from tfnvp._compat import sublayers
 from tfnvp.running_average import Training
 
 __all__ = ["check_recomputable", "recompute"]
@@ -111,7 +112,7 @@ def check_recomputable(body: keras.layers.Layer, recompute_gradients: bool) -> N
     """
     if not recompute_gradients:
         return
-    rates = [sub.rate for sub in body._flatten_layers(include_self=True, recursive=True)
+    rates = [sub.rate for sub in sublayers(body)
              if isinstance(sub, keras.layers.Dropout) and sub.rate > 0]
     if rates:
         raise ValueError(f"recompute_gradients=True cannot be combined with dropout in the "
