@@ -336,3 +336,64 @@ def test_float_images_in_the_unit_interval_warn_once():
     # Keras' entry points, whose batches are symbolic, check in-memory arrays.
     with pytest.warns(UserWarning, match=r"lies in \[0, 1\]"):
         MODELS["glow"]().predict(unit, verbose=0)
+
+
+def _summary(model, **kwargs) -> str:
+    lines = []
+    model.summary(print_fn=lambda line, line_break=None: lines.append(line), **kwargs)
+    return "\n".join(lines)
+
+
+SUMMARY_MODELS = {
+    "realnvp": lambda: tfnvp.RealNVP(SHAPE, num_scales=2, num_res_blocks=1, hidden_channels=4),
+    "glow": lambda: tfnvp.Glow(SHAPE, num_scales=2, steps_per_scale=1, hidden_channels=4),
+    "realnvp_conditional_variational_mixture": lambda: tfnvp.RealNVP(
+        SHAPE, num_scales=1, num_res_blocks=1, hidden_channels=4, num_classes=3,
+        dequantization="variational", dequantizer_channels=4, coupling="logistic_mixture"),
+    "glow_conditional": lambda: tfnvp.Glow(SHAPE, num_scales=1, steps_per_scale=2,
+                                           hidden_channels=4, num_classes=3),
+    "dense": lambda: tfnvp.DenseRealNVP(3, hidden_dim=4, num_couplings=2, batch_norm=True),
+}
+
+
+@pytest.mark.parametrize("name", SUMMARY_MODELS)
+def test_summary_shows_the_output_shape_of_every_layer(name):
+    """``summary()`` shows every layer's output shape, with ``None`` for the batch axis
+    (not "?", not the batch of 1 the model is built with), and the shapes are those the
+    layers produce; the model's own output shape is its batch axes."""
+    model = SUMMARY_MODELS[name]()
+    for nested in (False, True):
+        text = _summary(model, expand_nested=nested)
+        assert "?" not in text and "(1, " not in text, text
+    batch = 3
+
+    def concrete(shape):
+        return tuple(batch if d is None else d for d in shape)
+
+    labels = None if model.num_classes is None else tf.constant([0, 2, 1])
+    context = None if labels is None else tf.one_hot(labels, model.num_classes)
+    for layer in model.layers:
+        shapes = layer._build_shapes_dict  # What summary() hands compute_output_shape.
+        declared = layer.compute_output_shape(**shapes)
+        declared = declared if isinstance(declared[0], tuple) else (declared,)
+        assert all(shape[0] is None for shape in declared), (layer.name, declared)
+        if isinstance(layer, (ActNormParameters, BatchNormStatistics, InvertibleConv1x1Weights)):
+            # Parameters of a shape-preserving bijector: the tensor it transforms, the step's.
+            step = layer.name.rsplit("_", 1)[1]
+            assert declared == (model.get_layer(f"coupling_{step}")._build_shapes_dict["x_shape"],)
+            continue
+        if layer.name.startswith("coupling_"):
+            outputs = layer(tf.zeros(concrete(shapes["x_shape"]), model.flow_dtype), context=context)
+        elif layer.name == "dequantizer":
+            outputs = model.dequantize(np.zeros((batch,) + SHAPE, np.uint8), seed=[1, 2],
+                                       labels=labels)
+        else:
+            assert layer.name == "prior", layer.name
+            outputs = layer(labels)
+        assert tuple(tuple(t.shape) for t in outputs) == tuple(map(concrete, declared)), layer.name
+    event = (None,) + model.event_shape
+    spec = model.compute_output_spec(keras.KerasTensor(event, dtype=model.compute_dtype))
+    assert spec.shape == (None,)
+    x = tf.fill(concrete(event), tf.constant(100.5, model.flow_dtype))
+    log_p = model.log_prob(x, labels=labels) if labels is not None else model(x)
+    assert tuple(log_p.shape) == model.compute_output_shape(concrete(event)) == (batch,)

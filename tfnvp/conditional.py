@@ -101,6 +101,15 @@ class ClassConditionalPrior(keras.layers.Layer):
     def call(self, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return self.parameters_of(labels)
 
+    def build(self, labels_shape: tuple[int | None, ...]) -> None:
+        """Creates nothing (every weight exists); Keras records ``labels_shape`` (``summary()``)."""
+
+    def compute_output_shape(self, labels_shape: tuple[int | None, ...]
+                             ) -> tuple[tuple[int | None, ...], tuple[int | None, ...]]:
+        """The shapes of ``(mu_y, sigma_y)``: ``[batch..., *event_shape]``."""
+        shape = tuple(labels_shape) + self.event_shape
+        return shape, shape
+
     def get_config(self) -> dict:
         return {**super().get_config(), "num_classes": self.num_classes,
                 "event_shape": list(self.event_shape)}

@@ -68,6 +68,15 @@ class UniformDequantizer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.built = True  # No weights (Keras' fit would otherwise trace the model).
 
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        """Creates nothing (no weights); Keras records the images' shape (``summary()``)."""
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]
+                             ) -> tuple[tuple[int | None, ...], tuple[int | None, ...]]:
+        """The shapes of ``(x, log_q)`` for images of shape ``input_shape``: the images'
+        and their batch axes."""
+        return tuple(input_shape), tuple(input_shape[:-3])
+
     def dequantize(self, images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
                    training: bool = False, context: tf.Tensor | None = None
                    ) -> tuple[tf.Tensor, tf.Tensor]:

@@ -306,6 +306,10 @@ class FlowModel(keras.Model):
             return -self.nll(x, training=training)
         return self.log_prob(x, training=training)
 
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        """``call``'s output shape: the batch axes of ``input_shape`` (one value per example)."""
+        return tuple(input_shape[:len(input_shape) - len(self.event_shape)])
+
     @staticmethod
     def _bijector_kwargs(training: Training | None, context: tf.Tensor | None = None) -> dict:
         """The call arguments every bijector of the flow receives (``tfnvp.bijectors.base``)."""
@@ -391,6 +395,7 @@ class FlowModel(keras.Model):
         if self.num_classes is not None:
             self.prior = ClassConditionalPrior(self.num_classes, self.event_shape,
                                                dtype=self.flow_dtype.name, name="prior")
+            self.prior.build((None,))  # Records the labels' shape (summary()).
 
     def _checked_labels(self, event: tuple[int, ...], batch: tf.TensorShape,
                         labels) -> tf.Tensor | None:
@@ -613,10 +618,34 @@ class FlowModel(keras.Model):
         """Creates every weight with one evaluation-mode ``log_prob(x)`` (no statistic
         updated, no actnorm initialized) and marks the model built, so that
         ``count_params``, ``summary`` and ``load_weights`` work on a fresh model."""
+        self._build_step_layers()
         self.log_prob(x, labels=labels)
         self.built = True
         for flow in self._flows.values():
             self._expose_variables(flow)
+
+    def _build_step_layers(self) -> None:
+        """Builds every step's layers on the shape of the tensor the step transforms.
+
+        That shape is ``(None, *spatial / 2**depth, channels)`` at the step's
+        ``multiscale.Position`` (``(None, channels)`` for vectors), with a
+        class-conditional model's context ``(None, K)``.  The conditioners create
+        their weights, in step order as the first ``log_prob`` would; the other
+        layers' weights exist and their ``build`` only checks the shape.  Keras
+        records the shapes, so that ``summary()`` shows every layer's output shape
+        (its ``compute_output_shape``) with ``None`` for the batch axis.
+        """
+        engine = self._untracked
+        context = {} if self.num_classes is None else {"context_shape": (None, self.num_classes)}
+        steps = multiscale.walk(engine.scales, engine.channels)
+        for (_, position), layers in zip(steps, engine.step_layers):
+            spatial = tuple(d // 2 ** position.depth for d in self.event_shape[:-1])
+            shape = (None, *spatial, position.channels)
+            for role, layer in layers.items():
+                if role == "conditioner":
+                    layer.build(shape, **context)
+                else:
+                    layer.build(shape)
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:

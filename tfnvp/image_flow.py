@@ -150,7 +150,8 @@ class ImageFlowModel(FlowModel):
         # Evaluation mode: no statistic is updated, no actnorm initialized.
         labels = None if num_classes is None else tf.zeros([1], tf.int32)
         self._dequantize(tf.zeros((1,) + self.image_shape, tf.uint8), [0, 0], False, labels)
-        self.dequantizer.built = True  # Its weights exist now (built through `dequantize`).
+        # Its weights exist now (built through `dequantize`): Keras records the shape (summary()).
+        self.dequantizer.build((None,) + self.image_shape)
         self._build_weights(
             tf.fill((1,) + self.image_shape, tf.constant(128.0, self.flow_dtype)), labels=labels)
 

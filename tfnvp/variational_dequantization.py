@@ -66,6 +66,7 @@ from tfnvp import validation
 from tfnvp.bijectors.base import IdentityParameterized
 from tfnvp.bijectors.chain import FusedChain
 from tfnvp.bijectors.coupling import AffineCoupling
+from tfnvp.dequantization import UniformDequantizer
 from tfnvp.nets.empty_batches import unless_empty
 from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
 from tfnvp.nets.tracking import track_layers
@@ -300,3 +301,6 @@ class VariationalDequantizer(keras.layers.Layer):
 
     def call(self, images: tf.Tensor, seed=None, training: bool = False, context=None):
         return self.dequantize(images, seed=seed, training=training, context=context)
+
+    # (x, log_q): the images' shape and their batch axes.
+    compute_output_shape = UniformDequantizer.compute_output_shape

@@ -40,6 +40,7 @@ import tensorflow as tf
 # the replicas in sync when there are several).
 from tfnvp.bijectors.batch_norm import _batch_moments
 from tfnvp.bijectors.channelwise import ChannelwiseBijector
+from tfnvp.bijectors.parameter_layer import ShapePreserving
 
 __all__ = ["ActNorm", "ActNormParameters"]
 
@@ -50,7 +51,7 @@ def _replicas_in_sync() -> int:
 
 
 @keras.saving.register_keras_serializable(package="tfnvp")
-class ActNormParameters(keras.layers.Layer):
+class ActNormParameters(ShapePreserving, keras.layers.Layer):
     """Per-channel log-scale ``s`` and bias ``b`` of an actnorm, with their data-dependent init.
 
     Called as a layer (``layer(x, training=...)``) it normalizes,

@@ -34,13 +34,14 @@ import tensorflow as tf
 
 from tfnvp import running_average
 from tfnvp.bijectors.base import FusedBijector
+from tfnvp.bijectors.parameter_layer import ShapePreserving
 from tfnvp.running_average import Training
 
 __all__ = ["BatchNorm", "BatchNormStatistics"]
 
 
 @keras.saving.register_keras_serializable(package="tfnvp")
-class BatchNormStatistics(keras.layers.Layer):
+class BatchNormStatistics(ShapePreserving, keras.layers.Layer):
     """Per-channel running mean and variance for a ``BatchNorm`` bijector.
 
     ``num_updates`` counts the updates (see ``tfnvp.running_average``); the

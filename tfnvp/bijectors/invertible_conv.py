@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfnvp.bijectors.channelwise import ChannelwiseBijector
+from tfnvp.bijectors.parameter_layer import ShapePreserving
 
 __all__ = ["InvertibleConv1x1", "InvertibleConv1x1Weights"]
 
@@ -45,7 +46,7 @@ def _random_rotation_lu(channels: int, seed: int | None
 
 
 @keras.saving.register_keras_serializable(package="tfnvp")
-class InvertibleConv1x1Weights(keras.layers.Layer):
+class InvertibleConv1x1Weights(ShapePreserving, keras.layers.Layer):
     """The LU factors of an invertible 1x1 convolution's kernel (owned by the model).
 
     Weights: ``permutation`` (``P``, fixed), ``lower`` (its strict lower

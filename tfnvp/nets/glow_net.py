@@ -62,7 +62,7 @@ from tfnvp.nets.attention import GatedAttention
 from tfnvp.nets.gating import (ReplicaDropout, check_dropout, dropped, flowpp_options,
                                gated_linear_unit)
 from tfnvp.nets import shared_body
-from tfnvp.nets.shift_and_log_scale import BodyConfig
+from tfnvp.nets.shift_and_log_scale import BodyConfig, ShiftAndLogScale
 
 __all__ = ["GlowAffineHead", "GlowNet", "MIN_LOG_SCALE"]
 
@@ -156,7 +156,9 @@ class GlowNet(keras.layers.Layer):
         """Creates every weight from the input shapes, without tracing ``call``."""
         self.conv_in.build(x_shape)
         hidden = tuple(x_shape[:-1]) + (self.hidden_channels,)
+        self.norm_in.build(hidden)  # Records the shape only: actnorm weights exist already.
         self.conv_hidden.build(hidden)
+        self.norm_hidden.build(tuple(x_shape[:-1]) + (self.norm_hidden.channels,))
         if self.gated_attention is not None:
             self.gated_attention.build(hidden)
         self.conv_out.build(hidden)
@@ -219,6 +221,9 @@ class GlowAffineHead(BodyConfig, keras.layers.Layer):
         """Builds ``body`` on the kept half (and the context), without tracing ``call``."""
         kept = tuple(x_shape[:-1]) + (self.channels // 2,)
         self.body.build(kept, *([] if context_shape is None else [context_shape]))
+
+    # (shift, log_scale), each of x's shape.
+    compute_output_shape = ShiftAndLogScale.compute_output_shape
 
     def call(self, x: tf.Tensor, training: bool = False,
              context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:

@@ -93,6 +93,14 @@ class LogisticMixtureParameters(BodyConfig, keras.layers.Layer):
         return {**super().get_config(), "channels": self.channels, "components": self.components,
                 "recompute_gradients": self.recompute_gradients}
 
+    def compute_output_shape(self, x_shape: tuple[int | None, ...],
+                             context_shape: tuple[int | None, ...] | None = None
+                             ) -> tuple[tuple[int | None, ...], ...]:
+        """The shapes of ``call``'s five outputs: ``x``'s, twice, then ``[..., channels, K]``
+        three times."""
+        shape = tuple(x_shape[:-1]) + (self.channels,)
+        return (shape, shape) + (shape + (self.components,),) * 3
+
     def call(self, x: tf.Tensor, training: bool = False, context: tf.Tensor | None = None
              ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         raw = body_features(self, x, training, context)

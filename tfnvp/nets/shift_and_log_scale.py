@@ -128,6 +128,13 @@ class ShiftAndLogScale(BodyConfig, keras.layers.Layer):
         return {**super().get_config(), "channels": self.channels,
                 "recompute_gradients": self.recompute_gradients}
 
+    def compute_output_shape(self, x_shape: tuple[int | None, ...],
+                             context_shape: tuple[int | None, ...] | None = None
+                             ) -> tuple[tuple[int | None, ...], tuple[int | None, ...]]:
+        """The shapes of ``(shift, log_scale)``: ``x``'s with ``channels`` features."""
+        shape = tuple(x_shape[:-1]) + (self.channels,)
+        return shape, shape
+
     def call(self, x: tf.Tensor, training: bool = False,
              context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         raw = body_features(self, x, training, context)
