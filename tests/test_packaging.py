@@ -103,6 +103,17 @@ def test_version_and_metadata():
     assert headings[1].startswith(f"{tfnvp.__version__} — ")
 
 
+def test_python_classifiers_are_the_versions_tested():
+    """setup.cfg lists the Python versions the suite runs on: the interpreter running it is
+    among them, and each one listed satisfies ``python_requires``."""
+    config = _setup_cfg()
+    listed = re.findall(r"Programming Language :: Python :: (3\.\d+)$",
+                        config["metadata"]["classifiers"], flags=re.M)
+    assert f"{sys.version_info.major}.{sys.version_info.minor}" in listed
+    minimum = re.fullmatch(r">=(\d+)\.(\d+)", config["options"]["python_requires"].strip())
+    assert all(tuple(map(int, v.split("."))) >= tuple(map(int, minimum.groups())) for v in listed)
+
+
 def test_license_and_type_marker_are_shipped():
     config = _setup_cfg()
     assert config["metadata"]["license"] == "Apache-2.0"
