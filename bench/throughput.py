@@ -430,9 +430,9 @@ def run_child(job: dict) -> dict:
         raise ValueError(f"unknown job kind {kind!r}")
     result = children[kind](job)
     if kind != "reference":
-        from tensorflow.python.util import _pywrap_util_port
+        from tfnvp import _compat
 
-        result["onednn"] = bool(_pywrap_util_port.IsMklEnabled())
+        result["onednn"] = _compat.onednn_enabled()
     return result
 
 

@@ -1,36 +1,155 @@
-"""The private TensorFlow and Keras names tfnvp relies on, in one place.
+"""The private TensorFlow, TensorFlow Probability and Keras names tfnvp relies on, in one place.
 
-Each function here wraps one private detail of a library version tfnvp was
-written for (TensorFlow 2.18-2.21, Keras 3.8-3.15).  An upgrade that changes
-one of them breaks here, with a message naming the versions, instead of in
-several modules at once.
+No other module of tfnvp, trainers, bench or examples names a private entry
+point of these libraries (``tests/test_compat.py`` scans them): each is reached
+through this module, written for the versions setup.cfg's ``install_requires``
+allows (``SUPPORTED``).  An upgrade that removes or renames one of them fails
+here, with a ``RuntimeError`` naming the missing name, the installed versions
+and the supported ranges, instead of with an ``AttributeError`` deep inside a
+model.  The names a class derives from (``Chain``, ``TransformedDistribution``,
+``BijectorCacheWithGreedyAttrs``, ``IdentityParameterized``) are looked up when
+tfnvp is imported; the others when first called.
+
+Versions outside ``SUPPORTED`` (pip enforces the ranges at install, so only a
+later ``pip install`` of one library, or ``--no-deps``, gets there) are allowed,
+with one warning at import: a newer release usually keeps these names, and if
+it does not, the first use of a missing one raises the message above.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import re
+import warnings
+from typing import Any, Callable, ContextManager
 
 import keras
 import tensorflow as tf
+import tensorflow_probability as tfp
 
-__all__ = ["distributed_components", "keras_variable_storage", "onednn_enabled", "report_cpu_kernels",
-           "set_keras_variable_storage", "sublayers"]
+__all__ = ["BijectorCacheWithGreedyAttrs", "Chain", "IdentityParameterized", "SUPPORTED",
+           "TransformedDistribution", "check_gradient_all_reduce_hook", "distributed_components",
+           "installed_versions", "keras_variable_storage", "maybe_merge_call", "onednn_enabled",
+           "report_cpu_kernels", "set_keras_variable_storage", "stop_recording", "sublayers"]
+
+# Library -> (lowest supported release, first unsupported one): setup.cfg's
+# install_requires (tests/test_compat.py checks that they agree).
+SUPPORTED: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "TensorFlow": ((2, 18), (2, 22)),
+    "TensorFlow Probability": ((0, 25), (0, 27)),
+    "Keras": ((3, 8), (4,)),
+}
+
+
+def installed_versions() -> dict[str, str]:
+    """The installed version of each library of ``SUPPORTED``."""
+    return {"TensorFlow": tf.__version__, "TensorFlow Probability": tfp.__version__,
+            "Keras": keras.__version__}
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``"2.21.0rc1"`` -> ``(2, 21, 0)``: the leading numeric components."""
+    match = re.match(r"\d+(\.\d+)*", version)
+    return tuple(int(part) for part in match.group(0).split(".")) if match else ()
+
+
+def _range(library: str) -> str:
+    low, high = SUPPORTED[library]
+    return f">={'.'.join(map(str, low))},<{'.'.join(map(str, high))}"
+
+
+def _versions_text() -> str:
+    installed = ", ".join(f"{name} {version}" for name, version in installed_versions().items())
+    supported = ", ".join(f"{name} {_range(name)}" for name in SUPPORTED)
+    return f"installed: {installed}; tfnvp supports {supported}"
 
 
 def _unsupported(what: str) -> RuntimeError:
     return RuntimeError(
-        f"tfnvp relies on {what}, which this Keras ({keras.__version__}) with TensorFlow "
-        f"({tf.__version__}) does not have; tfnvp was written for Keras 3.8-3.15 and "
-        "TensorFlow 2.18-2.21.")
+        f"tfnvp relies on {what}, which the installed libraries do not have ({_versions_text()}). "
+        "Install versions in the supported ranges: pip install tfnvp's requirements "
+        "(setup.cfg), e.g. pip install -e . from a checkout.")
 
 
-def keras_variable_storage(variable: keras.Variable) -> tf.Variable:
-    """The ``tf.Variable`` that holds a Keras 3 variable's value (TensorFlow backend)."""
+def _unsupported_versions() -> list[str]:
+    """``"TensorFlow 2.22.0"`` for each installed library outside its supported range."""
+    return [f"{name} {version}" for name, version in installed_versions().items()
+            if not SUPPORTED[name][0] <= _release(version) < SUPPORTED[name][1]]
+
+
+def _warn_if_unsupported() -> None:
+    outside = _unsupported_versions()
+    if outside:
+        warnings.warn(f"tfnvp was not written for {', '.join(outside)} ({_versions_text()}); "
+                      "it may fail with a message naming a missing private name.",
+                      RuntimeWarning, stacklevel=3)
+
+
+def _private(module: str, name: str) -> Any:
+    """``module.name``, a private name of one of the libraries, or the clear error."""
     try:
-        return variable._value
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise _unsupported(f"{module}.{name}") from None
+
+
+_warn_if_unsupported()
+
+# ------------------------------------------------------------------ TFP
+# ``tfb.Chain(steps)`` builds ``_Chain`` (not a CompositeTensor) when a step is
+# not a CompositeTensor, as tfnvp's are not (they hold Keras layers);
+# ``tfnvp.bijectors.chain.FusedChain`` derives from it.
+Chain: type = _private("tensorflow_probability.python.bijectors.chain", "_Chain")
+# Likewise what ``tfd.TransformedDistribution`` builds for such a bijector
+# (``tfnvp.checked_distribution``).
+TransformedDistribution: type = _private(
+    "tensorflow_probability.python.distributions.transformed_distribution",
+    "_TransformedDistribution")
+# TFP's bijector cache that keeps extra results (the log-det) next to the output
+# (``tfnvp.bijectors.base.FusedBijector``).
+BijectorCacheWithGreedyAttrs: type = _private(
+    "tensorflow_probability.python.internal.cache_util", "BijectorCacheWithGreedyAttrs")
+
+if not hasattr(tfp.bijectors.Bijector, "_get_parameterization"):
+    # Overriding a hook that no longer exists would silently cost a 30x slower log_prob.
+    raise _unsupported("tfp.bijectors.Bijector._get_parameterization (its hashing hook)")
+
+
+class IdentityParameterized:
+    """TFP's hashing and equality by object identity, for bijectors whose parameters are
+    Keras layers (mixed in before ``tfp.bijectors.Bijector``).
+
+    TFP hashes a bijector (for its result cache, at every call) by rebuilding and
+    hashing ``parameters`` (``Bijector._get_parameterization``), recursively through a
+    chain's members: on a deep flow this took 143 of 148 s of an eager ``log_prob``.
+    Two of tfnvp's bijectors are never interchangeable (each reads its own layer's
+    variables, which training changes), so identity is the exact notion, the one TFP
+    itself falls back to for bijectors without ``parameters``.  Cache entries stay
+    keyed on the input tensor and the call kwargs (``training``, ``context``).
+    """
+
+    def _get_parameterization(self) -> int:
+        return id(self)
+
+
+# ------------------------------------------------------------------ TensorFlow
+def stop_recording() -> ContextManager[None]:
+    """A context in which operations are recorded on no gradient tape
+    (``tf.recompute_grad``'s own tape control, ``tfnvp.nets.recompute``)."""
+    return _private("tensorflow.python.eager.record", "stop_recording")()
+
+
+def maybe_merge_call(fn: Callable, strategy: tf.distribute.Strategy, *args, **kwargs) -> Any:
+    """``fn(strategy, *args, **kwargs)`` in cross-replica context: through ``merge_call``
+    from a replica context, directly otherwise (what Keras' optimizers use to apply
+    updates; ``trainers/fused_adam.py``)."""
+    try:
+        merge = tf.__internal__.distribute.interim.maybe_merge_call
     except AttributeError:
-        raise _unsupported("keras.Variable._value (the backend variable)") from None
+        raise _unsupported("tf.__internal__.distribute.interim.maybe_merge_call") from None
+    return merge(fn, strategy, *args, **kwargs)
 
 
 def distributed_components(variable: tf.distribute.DistributedValues) -> tuple[tf.Variable, ...]:
@@ -41,27 +160,10 @@ def distributed_components(variable: tf.distribute.DistributedValues) -> tuple[t
         raise _unsupported("tf.distribute.DistributedValues.values (the components)") from None
 
 
-def sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
-    """``layer`` and every layer it holds, recursively."""
-    try:
-        return list(layer._flatten_layers(include_self=True, recursive=True))
-    except AttributeError:
-        raise _unsupported("keras.layers.Layer._flatten_layers") from None
-
-
-def set_keras_variable_storage(variable: keras.Variable, storage: tf.Variable) -> None:
-    """Makes ``variable`` read and assign ``storage`` until set back (see
-    ``tfnvp.nets.shared_body``)."""
-    if not hasattr(variable, "_value"):
-        raise _unsupported("keras.Variable._value (the backend variable)")
-    variable._value = storage
-
-
 def onednn_enabled() -> bool:
     """Whether this process runs TensorFlow's oneDNN CPU kernels."""
-    from tensorflow.python.util import _pywrap_util_port  # TensorFlow's own flag.
-
-    return bool(_pywrap_util_port.IsMklEnabled())
+    port = _private("tensorflow.python.util._pywrap_util_port", "IsMklEnabled")
+    return bool(port())
 
 
 def report_cpu_kernels() -> None:
@@ -77,3 +179,39 @@ def report_cpu_kernels() -> None:
         "CPUs like this one. Set TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow is imported "
         "(or import tfnvp first) to use them, or TF_ENABLE_ONEDNN_OPTS=0 to keep the "
         "default kernels without this message.")
+
+
+# ------------------------------------------------------------------ Keras
+def keras_variable_storage(variable: keras.Variable) -> tf.Variable:
+    """The ``tf.Variable`` that holds a Keras 3 variable's value (TensorFlow backend)."""
+    try:
+        return variable._value
+    except AttributeError:
+        raise _unsupported("keras.Variable._value (the backend variable)") from None
+
+
+def set_keras_variable_storage(variable: keras.Variable, storage: tf.Variable) -> None:
+    """Makes ``variable`` read and assign ``storage`` until set back (see
+    ``tfnvp.nets.shared_body``)."""
+    if not hasattr(variable, "_value"):
+        raise _unsupported("keras.Variable._value (the backend variable)")
+    variable._value = storage
+
+
+def sublayers(layer: keras.layers.Layer, include_self: bool = True) -> list[keras.layers.Layer]:
+    """Every layer ``layer`` holds, recursively, and ``layer`` itself first unless
+    ``include_self=False``."""
+    try:
+        walk = layer._flatten_layers
+    except AttributeError:
+        raise _unsupported("keras.layers.Layer._flatten_layers") from None
+    return list(walk(include_self=include_self, recursive=True))
+
+
+def check_gradient_all_reduce_hook() -> None:
+    """Raises the clear error unless Keras' TensorFlow optimizers all-reduce gradients in
+    ``_all_reduce_sum_gradients``, the method ``trainers.steps.pre_reduced`` overrides
+    (overriding a method that is no longer called would sum gradients twice)."""
+    optimizer = _private("keras.src.backend.tensorflow.optimizer", "TFOptimizer")
+    if not hasattr(optimizer, "_all_reduce_sum_gradients"):
+        raise _unsupported("keras TFOptimizer._all_reduce_sum_gradients (its gradient all-reduce)")

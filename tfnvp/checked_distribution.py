@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import tensorflow as tf
-from tensorflow_probability.python.distributions.transformed_distribution import (
-    _TransformedDistribution)
+
+from tfnvp._compat import TransformedDistribution
 
 __all__ = ["EventCheckedDistribution", "check_event_shape"]
 
@@ -35,7 +35,7 @@ def check_event_shape(value, event_shape: Sequence[int], what: str, layout: str)
     return value
 
 
-class EventCheckedDistribution(_TransformedDistribution):
+class EventCheckedDistribution(TransformedDistribution):
     """``TransformedDistribution`` whose ``log_prob``/``prob`` check the event shape.
 
     Args (besides ``TransformedDistribution``'s):
@@ -52,7 +52,7 @@ class EventCheckedDistribution(_TransformedDistribution):
     @classmethod
     def _parameter_properties(cls, dtype, num_classes=None):
         # The tensor parameters are the parent's; ``what`` and ``layout`` are text.
-        return _TransformedDistribution._parameter_properties(dtype, num_classes=num_classes)
+        return TransformedDistribution._parameter_properties(dtype, num_classes=num_classes)
 
     def _checked(self, value) -> tf.Tensor:
         event = tuple(int(d) for d in tf.TensorShape(self.event_shape))

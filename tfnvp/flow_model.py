@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfnvp import multiscale, validation
+from tfnvp import _compat, multiscale, validation
 from tfnvp.bijectors.batch_norm import BatchNormStatistics
 from tfnvp.conditional import ClassConditionalPrior, check_labels, one_hot_context
 from tfnvp.dequantization import bits_per_dim_from_log_prob
@@ -432,7 +432,7 @@ class FlowModel(keras.Model):
         weight scale parameters" (section 4.1).  Empty for models without
         weight-normalized layers.
         """
-        return [layer.gain for layer in self._flatten_layers(include_self=False, recursive=True)
+        return [layer.gain for layer in _compat.sublayers(self, include_self=False)
                 if isinstance(layer, WeightNormConv2D)]
 
     def weight_scale_penalty(self) -> tf.Tensor:
@@ -550,7 +550,7 @@ class FlowModel(keras.Model):
     def batch_norm_layers(self) -> list[keras.layers.Layer]:
         """Every layer holding batch-norm statistics: the ``BatchNorm`` bijectors'
         ``BatchNormStatistics`` and the conditioners' ``BatchNormalization``."""
-        return [layer for layer in self._flatten_layers(include_self=False, recursive=True)
+        return [layer for layer in _compat.sublayers(self, include_self=False)
                 if isinstance(layer, (BatchNormStatistics, BatchNormalization))]
 
     def recalibrate(self, dataset: Iterable, num_batches: int) -> int:
@@ -706,7 +706,7 @@ class FlowModel(keras.Model):
         """Whether any layer (a conditioner with ``conditioner_dtype="mixed_float16"``)
         computes in float16, whose gradients need loss scaling."""
         return any(layer.compute_dtype == "float16"
-                   for layer in self._flatten_layers(include_self=False, recursive=True))
+                   for layer in _compat.sublayers(self, include_self=False))
 
     def compile_from_config(self, config: dict) -> None:
         """Keras' loading of a compiled model: ``compile(**config)``.

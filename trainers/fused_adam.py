@@ -27,6 +27,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfnvp import _compat
+
 __all__ = ["FusedAdam"]
 
 
@@ -39,7 +41,7 @@ class FusedAdam(keras.optimizers.Adam):
         variables = [v.value if isinstance(v, keras.Variable) else v
                      for v in trainable_variables]
         grads_and_vars = self._all_reduce_sum_gradients(list(zip(grads, variables)))
-        tf.__internal__.distribute.interim.maybe_merge_call(
+        _compat.maybe_merge_call(
             self._fused_update, self._distribution_strategy, grads_and_vars, learning_rate)
 
     def _fused_update(self, distribution, grads_and_vars, learning_rate) -> None:

@@ -37,6 +37,7 @@ import keras
 import tensorflow as tf
 
 import tfnvp
+from tfnvp import _compat
 
 from trainers import data
 from trainers.fused_adam import FusedAdam
@@ -52,13 +53,7 @@ def pre_reduced(optimizer_class: type) -> type:
     replica context.  The training step sums them itself, before clipping and
     the finiteness check, so that sum must not happen twice.
     """
-    from keras.src.backend.tensorflow.optimizer import TFOptimizer  # The hook's owner.
-
-    if not hasattr(TFOptimizer, "_all_reduce_sum_gradients"):
-        raise RuntimeError(
-            "This Keras version has no TFOptimizer._all_reduce_sum_gradients; the "
-            "training step's gradient aggregation must be revisited (gradients would "
-            "be summed twice across replicas).")
+    _compat.check_gradient_all_reduce_hook()  # Keras' own all-reduce, overridden below.
 
     class PreReduced(optimizer_class):
         def _all_reduce_sum_gradients(self, grads_and_vars):

@@ -34,28 +34,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tensorflow_probability.python.internal import cache_util
 
+from tfnvp._compat import BijectorCacheWithGreedyAttrs, IdentityParameterized
 from tfnvp.running_average import Training
 
 __all__ = ["FusedBijector", "IdentityParameterized"]
-
-
-class IdentityParameterized:
-    """TFP's hashing and equality by object identity, for bijectors whose parameters are
-    Keras layers (mixed in before ``tfp.bijectors.Bijector``).
-
-    TFP hashes a bijector (for its result cache, at every call) by rebuilding and
-    hashing ``parameters``, recursively through a chain's members: on a deep flow this
-    took 143 of 148 s of an eager ``log_prob``.  Two of our bijectors are never
-    interchangeable (each reads its own layer's variables, which training changes), so
-    identity is the exact notion, the one TFP itself falls back to for bijectors
-    without ``parameters``.  Cache entries stay keyed on the input tensor and the call
-    kwargs (``training``, ``context``).
-    """
-
-    def _get_parameterization(self) -> int:
-        return id(self)
 
 
 class FusedBijector(IdentityParameterized, tfp.bijectors.Bijector):
@@ -67,7 +50,7 @@ class FusedBijector(IdentityParameterized, tfp.bijectors.Bijector):
     derived here.
     """
 
-    _cache = cache_util.BijectorCacheWithGreedyAttrs(
+    _cache = BijectorCacheWithGreedyAttrs(
         forward_name="_augmented_forward", inverse_name="_augmented_inverse")
 
     @classmethod

@@ -18,19 +18,17 @@ and ``context``, ``tfnvp.bijectors.base`` -- to every member.
 from __future__ import annotations
 
 import tensorflow as tf
-from tensorflow_probability.python.bijectors.chain import _Chain
-from tensorflow_probability.python.internal import cache_util
 
-from tfnvp.bijectors.base import IdentityParameterized
+from tfnvp._compat import BijectorCacheWithGreedyAttrs, Chain, IdentityParameterized
 
 __all__ = ["FusedChain"]
 
 
-class FusedChain(IdentityParameterized, _Chain):
+class FusedChain(IdentityParameterized, Chain):
     """A ``tfb.Chain`` computing each direction and its log-det in one pass.
 
-    It derives from TFP's ``_Chain``, which is what ``tfb.Chain(steps)``
-    itself builds when a step is not a ``CompositeTensor`` (ours hold Keras
+    It derives from the class ``tfb.Chain(steps)`` itself builds when a step
+    is not a ``CompositeTensor`` (``tfnvp._compat.Chain``; ours hold Keras
     layers, so they never are); that keeps the chain and any distribution
     built on it usable as ordinary Python objects inside ``tf.function``.
 
@@ -39,7 +37,7 @@ class FusedChain(IdentityParameterized, _Chain):
     ``y_{k+1} = b_k^-1(y_k)``; ``forward`` runs the list backwards.
     """
 
-    _cache = cache_util.BijectorCacheWithGreedyAttrs(
+    _cache = BijectorCacheWithGreedyAttrs(
         forward_name="_augmented_forward", inverse_name="_augmented_inverse")
 
     def _augmented_inverse(self, y: tf.Tensor, **kwargs

@@ -32,10 +32,8 @@ from typing import Callable, Sequence
 
 import keras
 import tensorflow as tf
-from tensorflow.python.eager import record  # tf.recompute_grad's own tape control.
-
 from tfnvp import running_average
-from tfnvp._compat import sublayers
+from tfnvp._compat import stop_recording, sublayers
 from tfnvp.running_average import Training
 
 __all__ = ["check_recomputable", "recompute"]
@@ -77,7 +75,7 @@ def recompute(fn: Callable[[tf.Tensor, Training], tf.Tensor], x: tf.Tensor,
 
     @tf.custom_gradient
     def forward(inputs, *weight_values):
-        with record.stop_recording():
+        with stop_recording():
             outputs = fn(inputs, training)
 
         def backward(grad_outputs, variables=None):
