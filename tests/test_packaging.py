@@ -161,8 +161,8 @@ _TINY_RUN = ["--output_dir=run", "--train_steps=2", "--num_scales=1", "--num_res
 def test_wheel_installs_the_commands_and_flagfiles(tmp_path):
     """The wheel in a fresh virtual environment: it ships every module and flagfile;
     tfnvp-train (a shipped flagfile by name, from another directory) trains and evaluates;
-    tfnvp-visualize runs; the three commands are installed; a checkout's script says that
-    it runs the checkout's code."""
+    tfnvp-visualize runs; the three commands are installed; a checkout's script does not
+    run another installation's code."""
     import shutil
     import site
     import zipfile
@@ -238,9 +238,16 @@ def test_wheel_installs_the_commands_and_flagfiles(tmp_path):
         shown = command(name, "--help").stdout
         assert shown.startswith(f"{name}: ") and heading in shown, shown[:2000]
 
-    # The checkout's script runs the checkout's code, and says so (tfnvp is installed elsewhere).
+    # A checkout's script runs only the checkout's code (no sys.path edits): with tfnvp
+    # installed elsewhere it stops in one line naming both and the fix; `python -m` from the
+    # checkout runs the checkout's code.
     script = subprocess.run([str(python), str(source / "trainers" / "train.py"), "--helpshort"],
                             cwd=work, env=env, capture_output=True, text=True, timeout=600)
-    assert "Traceback" not in script.stderr and "--flagfile" in script.stdout  # Its help.
-    assert (f"Using the checkout's code at {source} (not the installed tfnvp at {packages})"
-            in script.stderr)
+    assert script.returncode == 1 and script.stdout == ""
+    assert script.stderr == (
+        f"Error: trainers is imported from {packages}, not from this checkout ({source}). "
+        f"Install the checkout (pip install -e {source}), or run its code without installing "
+        f"it: cd {source} && python -m trainers.train ...\n")
+    module = subprocess.run([str(python), "-m", "trainers.train", "--helpshort"], cwd=source,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert "Traceback" not in module.stderr and "--flagfile" in module.stdout  # Its help.

@@ -414,7 +414,7 @@ def test_verbose_adds_the_traceback_to_the_one_line_error(tmp_path, capfd):
         assert _run(f"--output_dir={tmp_path}", "--dataset=no_such_data", "--train_steps=1",
                     *extra) == 1
         err = capfd.readouterr().err
-        assert "Error (ValueError): Unknown dataset 'no_such_data'" in err
+        assert "Error (UsageError): Unknown dataset 'no_such_data'" in err
         assert ("Traceback" in err) == traceback
 
 

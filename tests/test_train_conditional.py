@@ -290,7 +290,7 @@ def test_a_dataset_without_labels_is_one_clear_error(dataset, tmp_path, capsys):
                 f"--output_dir={run}", f"--data_dir={tmp_path / 'tfds'}")
     err = capsys.readouterr().err
     assert code == 1
-    assert f"Error (ValueError): Dataset {dataset!r} has no class labels" in err
+    assert f"Error (UsageError): Dataset {dataset!r} has no class labels" in err
     assert "Traceback" not in err
     assert not run.exists() and not (tmp_path / "tfds").exists()  # Nothing written or fetched.
 

@@ -92,5 +92,5 @@ def test_glow_cifar_flagfile_is_the_glow_papers_model(tmp_path):
     train.FLAGS.unparse_flags()
     train.FLAGS(["train.py", "--dataset=digits", "--model=glow", "--num_scales=2",
                  "--train_steps=1", f"--output_dir={tmp_path}"])
-    with pytest.raises(train.UserError, match="--steps_per_scale is required for --model=glow"):
+    with pytest.raises(tfnvp.UsageError, match="--steps_per_scale is required for --model=glow"):
         train.train_config()

@@ -16,6 +16,7 @@ from tfnvp import _compat, bijectors, conditional, grid, latent, multiscale, net
 from tfnvp.bijectors.piecewise_linear import PiecewiseLinearFlow
 from tfnvp.dense import DenseRealNVP
 from tfnvp.dequantization import UniformDequantizer, bits_per_dim_from_log_prob, dequantize
+from tfnvp.errors import UsageError
 from tfnvp.glow import GLOW_PAPER_CONFIGS, Glow, glow_latent_scale_index
 from tfnvp.glow_step import GlowStep
 from tfnvp.image_flow import ImageFlowModel
@@ -25,7 +26,7 @@ from tfnvp.variational_dequantization import VariationalDequantizer
 
 __all__ = ["DenseRealNVP", "GLOW_PAPER_CONFIGS", "Glow", "GlowStep", "ImageFlowModel",
            "PAPER_CONFIGS", "PiecewiseLinearFlow", "RealNVP", "UniformDequantizer",
-           "VariationalDequantizer",
+           "UsageError", "VariationalDequantizer",
            "bits_per_dim_from_log_prob", "bijectors", "conditional", "dequantize",
            "glow_latent_scale_index", "grid", "latent", "latent_scale_index", "load_run",
            "multiscale", "nets", "toy_data"]

@@ -41,6 +41,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from tfnvp.errors import UsageError
 from tfnvp.glow import Glow
 from tfnvp.image_flow import ImageFlowModel
 from tfnvp.model import RealNVP
@@ -105,10 +106,10 @@ def read_config(run_dir: str) -> dict:
         with open(path) as f:
             config = json.load(f)
     except ValueError as error:  # JSONDecodeError, UnicodeDecodeError.
-        raise ValueError(f"{path} is damaged ({error}): restore it from a backup (it records "
+        raise UsageError(f"{path} is damaged ({error}): restore it from a backup (it records "
                          "the run's model and data configuration).") from error
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
-        raise ValueError(f"{path} has no \"model\" configuration: not a tfnvp run's config.")
+        raise UsageError(f"{path} has no \"model\" configuration: not a tfnvp run's config.")
     return config
 
 
@@ -117,7 +118,7 @@ def split_architecture(model_config: dict) -> tuple[str, dict]:
     config = dict(model_config)
     name = config.pop(ARCHITECTURE_KEY, "realnvp")
     if name not in ARCHITECTURES:
-        raise ValueError(f"Unknown model architecture {name!r} in the run's config (known: "
+        raise UsageError(f"Unknown model architecture {name!r} in the run's config (known: "
                          f"{sorted(ARCHITECTURES)}): written by a newer tfnvp?")
     if name == "realnvp":
         config = {**LEGACY_MODEL_DEFAULTS, **config}

@@ -1,47 +1,45 @@
-"""Which tfnvp a command runs: the checkout's, when started as ``python trainers/X.py``.
+"""Which tfnvp a script runs when started as ``python trainers/X.py``: its own checkout's, or none.
 
-A script started from a checkout puts the checkout first on ``sys.path`` (the
-scripts do so before importing anything of tfnvp), so it runs the checkout's
-``tfnvp`` and ``trainers``, on purpose: that is the code being edited.  When
-a tfnvp distribution is also installed from elsewhere (a wheel, or an editable
-install of another checkout), the installed commands (``tfnvp-train``, ...)
-would run different code; ``announce`` says so in one line.  Standard library
-only: it runs before TensorFlow is imported.
+The scripts import ``tfnvp`` and ``trainers`` as installed packages, without
+editing ``sys.path``: from a checkout installed editable (``pip install -e .``,
+README) they are the checkout's own code.  Started from a checkout that is not
+the installed one (another checkout, a wheel) or with nothing installed, a
+script would run another version's modules, or fail on its first import;
+``require_own_checkout`` stops it first with one line saying how to run the
+checkout's code.  Imported by the scripts as their sibling ``checkout`` (Python
+puts a script's folder first on ``sys.path``) before they import anything of
+tfnvp; standard library only.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import json
+import importlib.util
 import os
 import sys
-from urllib.parse import unquote, urlparse
 
-__all__ = ["installed_location", "announce"]
+__all__ = ["imported_from", "require_own_checkout"]
 
 
-def installed_location(checkout: str) -> str | None:
-    """The directory holding the installed ``tfnvp`` distribution's code (the source
-    folder of an editable install), or None if tfnvp is not installed.  Metadata in the
-    ``checkout`` itself (a ``tfnvp.egg-info`` left by a build) is not an installation."""
-    path = [entry for entry in sys.path
-            if os.path.realpath(entry or os.curdir) != os.path.realpath(checkout)]
-    dist = next(iter(importlib.metadata.distributions(name="tfnvp", path=path)), None)
-    if dist is None:
+def imported_from(package: str) -> str | None:
+    """The folder holding the ``package`` that ``import package`` would load (without
+    importing it), or None if there is none."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
         return None
-    try:
-        direct_url = json.loads(dist.read_text("direct_url.json") or "{}")
-    except ValueError:
-        direct_url = {}
-    if direct_url.get("dir_info", {}).get("editable") and direct_url.get("url", "").startswith(
-            "file:"):
-        return unquote(urlparse(direct_url["url"]).path)
-    return os.path.dirname(str(dist.locate_file("tfnvp")))
+    return os.path.dirname(os.path.dirname(os.path.realpath(spec.origin)))
 
 
-def announce(checkout: str) -> None:
-    """Prints one line when the installed tfnvp is not the ``checkout`` being run."""
-    installed = installed_location(checkout)
-    if installed is not None and os.path.realpath(installed) != os.path.realpath(checkout):
-        print(f"Using the checkout's code at {checkout} (not the installed tfnvp at "
-              f"{installed}).", file=sys.stderr, flush=True)
+def require_own_checkout(script: str) -> None:
+    """Exits with a one-line message unless ``tfnvp`` and ``trainers`` are imported from the
+    checkout holding ``script`` (a ``trainers/*.py`` file)."""
+    checkout = os.path.dirname(os.path.dirname(os.path.realpath(script)))
+    module = f"trainers.{os.path.splitext(os.path.basename(script))[0]}"
+    for package in ("trainers", "tfnvp"):
+        found = imported_from(package)
+        if found == checkout:
+            continue
+        where = ("is not installed in this Python environment" if found is None
+                 else f"is imported from {found}, not from this checkout")
+        sys.exit(f"Error: {package} {where} ({checkout}). Install the checkout (pip install -e "
+                 f"{checkout}), or run its code without installing it: cd {checkout} && "
+                 f"python -m {module} ...")

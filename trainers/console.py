@@ -43,8 +43,8 @@ import textwrap
 from typing import Iterator, Sequence
 
 __all__ = ["HELP_ARGS", "TF_LOG_LEVEL", "configure_logging", "deduplicated_stderr",
-           "exit_if_help", "help_text", "quiet_tensorflow_by_default", "start_tensorflow",
-           "tf_min_log_level"]
+           "exit_if_help", "help_text", "is_user_error", "quiet_tensorflow_by_default",
+           "start_tensorflow", "tf_min_log_level"]
 
 # absl C++ log prefix: severity, date or 0000, time or seconds since the epoch, thread id.
 _CPP_PREFIX = re.compile(rb"^([IWEF])\d{4} \S+\s+\d+ ")
@@ -173,6 +173,31 @@ def configure_logging() -> None:
         handler.removeFilter(old)
     if absl_logging.get_verbosity() < absl_logging.DEBUG:
         handler.addFilter(_HideTensorFlowInfo(os.path.dirname(tf.__file__) + os.sep))
+
+
+# ----------------------------------------------------------------------- errors
+def is_user_error(error: BaseException) -> bool:
+    """Whether the commands print ``error`` in one line, without a traceback: the errors a
+    user causes and can fix.  A refused value (``tfnvp.UsageError``: a flag, the data, the
+    run directory); the files, the disk and the network (``OSError``, TensorFlow's
+    ``NotFoundError`` and ``DataLossError``); a check of the data inside the input pipeline
+    (a failed ``tf.debugging`` assertion, e.g. an image file that does not decode); a run
+    directory in use; a checkpoint that does not restore or cannot be written; a diverged
+    run (``TrainingError``, a non-finite evaluation); running out of memory (the batch
+    size).  Any other error comes from tfnvp, the trainers or a library they use, and
+    keeps its traceback."""
+    import tensorflow as tf
+
+    import tfnvp
+    from trainers import checkpoints, run_lock, training
+
+    if isinstance(error, tf.errors.InvalidArgumentError):
+        return "assertion failed" in (error.message or "")
+    return isinstance(error, (
+        tfnvp.UsageError, OSError, checkpoints.CheckpointError, checkpoints.CheckpointWriteError,
+        run_lock.RunLockedError, training.TrainingError, FloatingPointError,
+        tf.errors.NotFoundError, tf.errors.DataLossError, tf.errors.ResourceExhaustedError,
+        MemoryError))
 
 
 # ------------------------------------------------------------------------- help

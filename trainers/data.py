@@ -31,6 +31,7 @@ import tensorflow as tf
 from absl import logging
 
 import tfnvp
+from tfnvp.errors import UsageError
 
 from trainers import datasets
 
@@ -79,12 +80,12 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.channels is not None and self.channels not in (1, 2, 3, 4):
-            raise ValueError(f"DataConfig.channels must be 1, 2, 3, 4 or None, got {self.channels}.")
+            raise UsageError(f"DataConfig.channels must be 1, 2, 3, 4 or None, got {self.channels}.")
         for name in ("batch_size", "eval_batch_size", "shuffle_buffer"):
             if getattr(self, name) < 1:
-                raise ValueError(f"DataConfig.{name} must be positive, got {getattr(self, name)}.")
+                raise UsageError(f"DataConfig.{name} must be positive, got {getattr(self, name)}.")
         if self.max_eval_examples is not None and self.max_eval_examples < 1:
-            raise ValueError(
+            raise UsageError(
                 "DataConfig.max_eval_examples must be positive or None, "
                 f"got {self.max_eval_examples}."
             )

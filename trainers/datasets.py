@@ -50,6 +50,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
+from tfnvp.errors import UsageError
 from trainers import tfds_prepare
 
 Shape = tuple[int, int, int]
@@ -111,7 +112,7 @@ class Source(abc.ABC):
         """Requires images of `channels` channels (`--channels`); only image folders
         convert, other sources refuse a count that is not theirs."""
         if self.image_shape()[-1] != channels:
-            raise ValueError(f"--channels={channels}, but this dataset's images have "
+            raise UsageError(f"--channels={channels}, but this dataset's images have "
                              f"{self.image_shape()[-1]} channel(s) (only image_folder files are "
                              "converted); leave --channels unset.")
 
@@ -162,22 +163,22 @@ def _check_labels(train: np.ndarray, test: np.ndarray, counts: tuple[int, int],
     for array, count, name in zip((train, test), counts, where):
         array = np.asarray(array)
         if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
-            raise ValueError(f"{name}: labels must be a 1-D array of integers, got shape "
+            raise UsageError(f"{name}: labels must be a 1-D array of integers, got shape "
                              f"{array.shape} and dtype {array.dtype}.")
         if len(array) != count:
-            raise ValueError(f"{name}: {len(array)} labels for {count} images; one label per "
+            raise UsageError(f"{name}: {len(array)} labels for {count} images; one label per "
                              "image is needed.")
         if len(array) and array.min() < 0:
-            raise ValueError(f"{name}: labels must be non-negative class indices, got "
+            raise UsageError(f"{name}: labels must be non-negative class indices, got "
                              f"{array.min()}.")
         # On the values as given: an int64 label 2**32 + 1 must not wrap to class 1.
         if len(array) and int(array.max()) > _MAX_LABEL:
-            raise ValueError(f"{name}: label {int(array.max())} is not a class index (labels "
+            raise UsageError(f"{name}: label {int(array.max())} is not a class index (labels "
                              f"are 0..num_classes - 1, at most {_MAX_LABEL}).")
         checked.append(array)
     num_classes = int(checked[0].max()) + 1
     if len(checked[1]) and checked[1].max() >= num_classes:
-        raise ValueError(f"{where[1]}: label {checked[1].max()} is not a class of the training "
+        raise UsageError(f"{where[1]}: label {checked[1].max()} is not a class of the training "
                          f"split ({where[0]} has labels 0..{num_classes - 1}).")
     return checked[0].astype(np.int32), checked[1].astype(np.int32)
 
@@ -313,7 +314,7 @@ class _DigitsSource(_ArraySource):
 def _existing_path(data_dir: str | None, dataset: str, what: str) -> pathlib.Path:
     """`data_dir` as a path that exists, or a clear error."""
     if data_dir is None:
-        raise ValueError(f"Dataset {dataset!r} needs data_dir: {what}.")
+        raise UsageError(f"Dataset {dataset!r} needs data_dir: {what}.")
     path = pathlib.Path(data_dir).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"Dataset {dataset!r}: {path} does not exist; --data_dir must "
@@ -334,19 +335,19 @@ def _read_idx_header(path: pathlib.Path, stream: BinaryIO, ndims: int, what: str
     (`what` describes them); returns the sizes."""
     magic = stream.read(4)
     if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in _IDX_TYPES:
-        raise ValueError(f"{path}: not an IDX file (magic bytes {magic.hex() or 'missing'}, "
+        raise UsageError(f"{path}: not an IDX file (magic bytes {magic.hex() or 'missing'}, "
                          f"expected 0000{_IDX_UBYTE:02x}{ndims:02x} for {what}).")
     if magic[2] != _IDX_UBYTE or magic[3] != ndims:
-        raise ValueError(
+        raise UsageError(
             f"{path}: an IDX file of {magic[3]}-dimensional {_IDX_TYPES[magic[2]]}, expected "
             f"{what}: {ndims}-dimensional unsigned bytes (magic 0000{_IDX_UBYTE:02x}{ndims:02x}). "
             "Is it the right file?")
     sizes = stream.read(4 * ndims)
     if len(sizes) < 4 * ndims:
-        raise ValueError(f"{path}: IDX header cut short ({4 + len(sizes)} bytes).")
+        raise UsageError(f"{path}: IDX header cut short ({4 + len(sizes)} bytes).")
     dims = struct.unpack(f">{ndims}I", sizes)
     if 0 in dims:
-        raise ValueError(f"{path}: IDX header has a zero dimension ({'x'.join(map(str, dims))}).")
+        raise UsageError(f"{path}: IDX header has a zero dimension ({'x'.join(map(str, dims))}).")
     return dims
 
 
@@ -359,10 +360,10 @@ def _read_idx(path: pathlib.Path, ndims: int, what: str, values: bool
             dims = _read_idx_header(path, stream, ndims, what)
             data = stream.read() if values else b""
     except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError.
-        raise ValueError(f"{path}: cannot read IDX file: {error}") from error
+        raise UsageError(f"{path}: cannot read IDX file: {error}") from error
     expected = int(np.prod(dims))
     if values and len(data) != expected:
-        raise ValueError(
+        raise UsageError(
             f"{path}: IDX header announces {'x'.join(map(str, dims))} = {expected} bytes of "
             f"values, the file has {len(data)}{' (truncated?)' if len(data) < expected else ''}."
         )
@@ -417,12 +418,12 @@ class _IdxSource(_ArraySource):
             if labels is not None:
                 (num_labels,), _ = _read_idx(labels, 1, "labels", values=True)
                 if num_labels != count:
-                    raise ValueError(
+                    raise UsageError(
                         f"mnist_idx: {path} has {count} images but {labels} has {num_labels} "
                         "labels: the files do not belong together (a partial download or a "
                         "mix of datasets?). Replace them with matching files.")
         if arrays[0].shape[1:] != arrays[1].shape[1:]:
-            raise ValueError(
+            raise UsageError(
                 f"mnist_idx: {self._train} has {arrays[0].shape[1:3]} images but "
                 f"{self._eval} has {arrays[1].shape[1:3]}."
             )
@@ -453,22 +454,22 @@ def _validated_npz_array(array: np.ndarray, path: pathlib.Path, key: str) -> np.
     if array.ndim == 3:
         array = array[..., None]
     if array.ndim != 4 or array.shape[-1] not in (1, 2, 3, 4) or 0 in array.shape:
-        raise ValueError(
+        raise UsageError(
             f"{where} has shape {array.shape}; expected NHW or NHWC with 1-4 channels."
         )
     if array.dtype == np.uint8:
         return array
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise ValueError(f"{where} has dtype {array.dtype}; expected uint8, integers or floats.")
+        raise UsageError(f"{where} has dtype {array.dtype}; expected uint8, integers or floats.")
     if np.issubdtype(array.dtype, np.floating):
         nan, inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
         if nan or inf:
-            raise ValueError(f"{where} contains {nan} NaN and {inf} infinite values.")
+            raise UsageError(f"{where} contains {nan} NaN and {inf} infinite values.")
         if not np.array_equal(array, np.round(array)):
-            raise ValueError(f"{where} has non-integer values; expected raw pixel values 0..255.")
+            raise UsageError(f"{where} has non-integer values; expected raw pixel values 0..255.")
     low, high = array.min(), array.max()
     if low < 0 or high > 255:
-        raise ValueError(f"{where} has values in [{low}, {high}], out of the range [0, 255].")
+        raise UsageError(f"{where} has values in [{low}, {high}], out of the range [0, 255].")
     return array.astype(np.uint8)
 
 
@@ -484,7 +485,7 @@ def _check_npz_splits_agree(arrays: list[np.ndarray], keys: tuple[str, str],
     unit = [a.max() == 1 for a in arrays]  # all-zero arrays prove nothing
     if unit[0] != unit[1]:
         low, high = (keys[0], keys[1]) if unit[0] else (keys[1], keys[0])
-        raise ValueError(f"{path}: {low!r} has values in [0, 1] but {high!r} goes up to "
+        raise UsageError(f"{path}: {low!r} has values in [0, 1] but {high!r} goes up to "
                          f"{int(max(a.max() for a in arrays))}; both splits must hold pixel "
                          "values 0..255 (multiply [0, 1] intensities by 255).")
     if all(unit):
@@ -506,13 +507,13 @@ class _NpzSource(_ArraySource):
         try:
             archive = np.load(self._path, allow_pickle=False)
         except (OSError, ValueError, zipfile.BadZipFile) as error:
-            raise ValueError(f"{self._path}: not a readable .npz file: {error}") from error
+            raise UsageError(f"{self._path}: not a readable .npz file: {error}") from error
         if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError(f"{self._path}: a single .npy array, expected a .npz archive.")
+            raise UsageError(f"{self._path}: a single .npy array, expected a .npz archive.")
         with archive:
             keys = next((pair for pair in _NPZ_KEYS if set(pair) <= set(archive.files)), None)
             if keys is None:
-                raise ValueError(
+                raise UsageError(
                     f"{self._path}: has arrays {sorted(archive.files)}; expected "
                     + " or ".join("/".join(pair) for pair in _NPZ_KEYS)
                     + "."
@@ -523,7 +524,7 @@ class _NpzSource(_ArraySource):
                  if set(pair) <= set(archive.files)), None)
         _check_npz_splits_agree([train, test], keys, self._path)
         if train.shape[1:] != test.shape[1:]:
-            raise ValueError(
+            raise UsageError(
                 f"{self._path}: {keys[0]!r} images are {train.shape[1:]}, "
                 f"{keys[1]!r} images are {test.shape[1:]}."
             )
@@ -532,7 +533,7 @@ class _NpzSource(_ArraySource):
     def _load_labels(self) -> tuple[np.ndarray, np.ndarray]:
         counts = (len(self._arrays[0]), len(self._arrays[1]))  # Loads the archive.
         if self._label_arrays is None:
-            raise ValueError(f"{self._path}: no class labels; a class-conditional model needs "
+            raise UsageError(f"{self._path}: no class labels; a class-conditional model needs "
                              "arrays " + " or ".join("/".join(p) for p in _NPZ_LABEL_KEYS) + ".")
         keys, train, test = self._label_arrays
         return _check_labels(train, test, counts, tuple(f"{self._path}: {k!r}" for k in keys))
@@ -691,7 +692,7 @@ def read_image_header(path: str) -> ImageHeader:
             if stream.read(1) == b"\xff":
                 header = _jpeg_header(stream)
     if header is None or min(header.height, header.width) == 0:
-        raise ValueError(f"image_folder: {path} is not a readable PNG or JPEG file (damaged or "
+        raise UsageError(f"image_folder: {path} is not a readable PNG or JPEG file (damaged or "
                          "missing header); remove or replace it.")
     return header
 
@@ -714,7 +715,7 @@ def check_image_files(paths: list[str], channels: int | None) -> Shape:
         return _check_image_files(
             tuple((path, st.st_size, st.st_mtime_ns) for path, st in zip(paths, stats)), channels)
     except OSError as error:
-        raise ValueError(f"image_folder: cannot read {error.filename}: {error.strerror}.") from error
+        raise UsageError(f"image_folder: cannot read {error.filename}: {error.strerror}.") from error
 
 
 @functools.lru_cache(maxsize=8)
@@ -726,7 +727,7 @@ def _check_image_files(files: tuple[tuple[str, int, int], ...], channels: int | 
     def refuse(bad: list[int], what: Callable[[ImageHeader], str], fix: str) -> None:
         if bad:
             i = bad[0]
-            raise ValueError(f"image_folder: {paths[i]} {what(headers[i])} ({len(bad)} of "
+            raise UsageError(f"image_folder: {paths[i]} {what(headers[i])} ({len(bad)} of "
                              f"{len(paths)} files are like it); {fix}")
 
     refuse([i for i, h in enumerate(headers) if (h.height, h.width) != (first.height, first.width)],
@@ -780,7 +781,7 @@ class _FolderSource(Source):
                 len(self._eval) + len(train),
             )
         if not train:
-            raise ValueError(f"image_folder: {train_dir} has too few images to hold some out.")
+            raise UsageError(f"image_folder: {train_dir} has too few images to hold some out.")
         self._train = train
         self._roots = (train_dir, test_dir if test_dir.is_dir() else train_dir)
         self._channels: int | None = None
@@ -813,7 +814,7 @@ class _FolderSource(Source):
         for path in paths:
             parts = pathlib.Path(path).relative_to(root).parts
             if len(parts) < 2:
-                raise ValueError(
+                raise UsageError(
                     f"image_folder: {path} is not in a class sub-folder; class labels need "
                     f"{root}/<class>/<image> (move every image into its class's folder).")
             names.append(parts[0])
@@ -828,7 +829,7 @@ class _FolderSource(Source):
         held_out = self._class_names(self._eval, self._roots[1])
         unknown = sorted(set(held_out) - set(classes))
         if unknown:
-            raise ValueError(
+            raise UsageError(
                 f"image_folder: {self._roots[1]} has class folder(s) {unknown} that "
                 f"{self._roots[0]} lacks (its classes: {classes}); every held-out class must "
                 "be a training class.")
@@ -900,7 +901,7 @@ class _TfdsSource(Source):
     def num_classes(self) -> int:
         if self._spec.label is None:
             with_labels = sorted(name for name, spec in _TFDS_SPECS.items() if spec.label)
-            raise ValueError(
+            raise UsageError(
                 f"Dataset {self._name!r} has no class labels, so it cannot train a "
                 f"class-conditional model (--conditional); TFDS datasets with labels: "
                 f"{', '.join(with_labels)} (or use image_folder class sub-folders, npz or "
@@ -978,7 +979,7 @@ def get_source(name: str, data_dir: str | None, channels: int | None = None) -> 
       FileNotFoundError: `data_dir` or a file the dataset needs is missing.
     """
     if name not in _REGISTRY:
-        raise ValueError(f"Unknown dataset {name!r}; valid names: {', '.join(NAMES)}.")
+        raise UsageError(f"Unknown dataset {name!r}; valid names: {', '.join(NAMES)}.")
     source = _REGISTRY[name](os.fspath(data_dir) if data_dir is not None else None)
     if channels is not None:
         source.set_channels(channels)

@@ -45,6 +45,7 @@ from absl import logging
 
 import tfnvp
 from tfnvp import grid
+from tfnvp.errors import UsageError
 
 from trainers import data
 from trainers import run_dir
@@ -129,7 +130,7 @@ class Evaluator:
             total += float(bits.sum())
             total_sq += float(np.square(bits).sum())
         if count == 0:
-            raise ValueError("The evaluation split is empty.")
+            raise UsageError("The evaluation split is empty.")
         mean = total / count
         variance = max(total_sq / count - mean * mean, 0.0) * count / max(count - 1, 1)
         return EvalResult(mean, math.sqrt(variance / count), count, time.perf_counter() - start)

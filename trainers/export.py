@@ -77,6 +77,7 @@ from typing import Iterator
 import tensorflow as tf
 
 import tfnvp
+from tfnvp.errors import UsageError
 
 from trainers import run_dir
 
@@ -363,7 +364,7 @@ def export_version(model: tfnvp.RealNVP, base_dir: str, version: int,
     as in ``export_saved_model``.
     """
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise ValueError(f"An export version is a non-negative integer, got {version!r}.")
+        raise UsageError(f"An export version is a non-negative integer, got {version!r}.")
     return export_saved_model(model, os.path.join(base_dir, str(version)), weights)
 
 

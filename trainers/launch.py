@@ -41,7 +41,9 @@ def default_output_dir(flagfile: str | None, dataset: str | None) -> str:
     elif dataset:
         name = dataset
     else:
-        raise ValueError("--output_dir is needed: there is no --flagfile or --dataset to name "
+        from tfnvp import UsageError
+
+        raise UsageError("--output_dir is needed: there is no --flagfile or --dataset to name "
                          "a default run directory after.")
     return os.path.join(RUNS_DIR, name)
 

@@ -14,7 +14,10 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__" and not __package__:  # python trainers/prepare_data.py
+    import checkout  # trainers/checkout.py, this script's sibling.
+
+    checkout.require_own_checkout(__file__)
 
 from trainers import console  # noqa: E402
 

@@ -43,7 +43,7 @@ __all__ = ["CONFIG_FILE", "CHECKPOINT_DIR", "LEGACY_MODEL_DEFAULTS", "ARCHITECTU
            "build_model", "latent_scale_index", "restore_run", "restore_model", "checkpoint_dir",
            "model_checkpoint_object"]
 
-class ConfigMismatchError(ValueError):
+class ConfigMismatchError(tfnvp.UsageError):
     """The run directory belongs to another architecture or dataset."""
 
 

@@ -135,7 +135,7 @@ class TrainSteps:
         self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         if jit_compile and not isinstance(
                 strategy, (tf.distribute.OneDeviceStrategy, type(tf.distribute.get_strategy()))):
-            raise ValueError("--jit_compile needs --strategy=one_device (what --strategy=auto "
+            raise tfnvp.UsageError("--jit_compile needs --strategy=one_device (what --strategy=auto "
                              "picks on one machine with --jit_compile): the batch-norm updates of "
                              "mirrored strategies cannot be compiled.")
         self._variables = list(model.trainable_variables)

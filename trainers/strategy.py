@@ -19,6 +19,8 @@ import os
 
 import tensorflow as tf
 
+from tfnvp.errors import UsageError
+
 __all__ = ["STRATEGIES", "in_cluster", "make_strategy", "is_chief", "task_id", "describe", "barrier"]
 
 STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
@@ -31,7 +33,7 @@ def _tf_config_cluster() -> dict:
     try:
         config = json.loads(raw)
     except json.JSONDecodeError as error:
-        raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from error
+        raise UsageError(f"TF_CONFIG is not valid JSON: {error}") from error
     return config.get("cluster", {}) or {}
 
 
@@ -51,7 +53,7 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
     strategy made here therefore takes its group keys from a range of its own.
     """
     if name not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}.")
+        raise UsageError(f"Unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}.")
     return _make_strategy(name)
 
 

@@ -54,10 +54,13 @@ import traceback
 # TensorFlow loads: set TF_ENABLE_ONEDNN_OPTS=0 to keep Eigen's.  No effect on GPUs.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+if __name__ == "__main__" and not __package__:  # python trainers/train.py
+    import checkout  # trainers/checkout.py, this script's sibling.
+
+    checkout.require_own_checkout(__file__)
+
 _TRAINERS_DIR = os.path.dirname(os.path.abspath(__file__))
 _REPO_ROOT = os.path.dirname(_TRAINERS_DIR)
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
 
 from absl import app, flags, logging  # noqa: E402
 
@@ -229,10 +232,6 @@ HELP_GROUPS = {
 
 
 # ---------------------------------------------------------------------- helpers
-class UserError(Exception):
-    """A problem with the command line, the data or the run directory: no traceback."""
-
-
 def resolve_flagfiles(argv: list[str]) -> list[str]:
     """Rewrites ``--flagfile=NAME`` to ``trainers/NAME`` when NAME is not in the cwd.
 
@@ -284,6 +283,8 @@ def _paper_config_name(dataset: str, model: str = "realnvp") -> str | None:
 
 def model_flags(dataset: str) -> dict:
     """``model`` and its architecture flags (``_MODEL_FLAGS``) from flags or its paper."""
+    from tfnvp import UsageError
+
     model = FLAGS.model
     keys, ignored = _MODEL_FLAGS[model]
     if FLAGS[ignored].value is not None:
@@ -296,9 +297,9 @@ def model_flags(dataset: str) -> dict:
         value = FLAGS[key].value
         if value is None:
             if paper is None:
-                raise UserError(f"--{key} is required for --model={model} --dataset={dataset} "
-                                f"(it has no paper configuration; those exist for "
-                                f"{sorted(papers)}).")
+                raise UsageError(f"--{key} is required for --model={model} --dataset={dataset} "
+                                 f"(it has no paper configuration; those exist for "
+                                 f"{sorted(papers)}).")
             value = papers[paper][key]
         values[key] = value
     return values
@@ -354,12 +355,14 @@ def execute(flagfile: str | None = None) -> dict:
 
     ``flagfile``: the command's last --flagfile, which names the default --output_dir.
     """
+    from tfnvp import UsageError
+
     console.configure_logging()
     if FLAGS.output_dir is None:
         FLAGS.output_dir = launch.default_output_dir(flagfile, FLAGS.dataset)
     if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
-        raise UserError(f"--output_dir={FLAGS.output_dir} is a file, not a run directory: "
-                        "pass another --output_dir.")
+        raise UsageError(f"--output_dir={FLAGS.output_dir} is a file, not a run directory: "
+                         "pass another --output_dir.")
     if FLAGS.mode == "train":
         name = FLAGS.strategy
         if FLAGS.jit_compile and name == "auto" and not strategy_lib.in_cluster():
@@ -395,7 +398,7 @@ def execute(flagfile: str | None = None) -> dict:
     try:
         from trainers import export
     except ImportError as error:
-        raise UserError(f"--mode=export is unavailable: {error}") from error
+        raise UsageError(f"--mode=export is unavailable: {error}") from error
     import tensorflow as tf
 
     from trainers import checkpoints, evaluation
@@ -414,26 +417,14 @@ def execute(flagfile: str | None = None) -> dict:
     except (OSError, tf.errors.OpError) as error:
         if not checkpoints.is_disk_full(error):
             raise
-        raise UserError(f"Could not export to {target!r}: the disk is full. The previous export "
-                        "(if any) is untouched and the partial one was removed; free space and "
-                        "run the same command again.") from error
+        raise UsageError(f"Could not export to {target!r}: the disk is full. The previous export "
+                         "(if any) is untouched and the partial one was removed; free space and "
+                         "run the same command again.") from error
     statistics = evaluation.describe_statistics(model, batches)
     logging.info("Exported %s (%s; batch-norm statistics: %s) to %s", checkpoint, weights,
                  statistics, path)
     return dict(saved_model=path, version=version, checkpoint=checkpoint,
                 batch_norm_statistics=statistics, weights=weights)
-
-
-def _user_error_types() -> tuple[type, ...]:
-    import tensorflow as tf
-
-    from trainers import checkpoints, run_lock, training
-
-    return (UserError, ValueError, checkpoints.CheckpointError, checkpoints.CheckpointWriteError,
-            run_lock.RunLockedError, OSError,
-            training.TrainingError, FloatingPointError, tf.errors.InvalidArgumentError,
-            tf.errors.NotFoundError, tf.errors.DataLossError, tf.errors.ResourceExhaustedError,
-            MemoryError)
 
 
 def _out_of_memory(error: BaseException) -> bool:
@@ -463,7 +454,9 @@ def _short(error: BaseException) -> str:
 
 
 def guarded_execute(flagfile: str | None = None) -> int:
-    """``execute()`` with user errors reported as one clear message; returns the exit code."""
+    """``execute()`` with user errors (``console.is_user_error``) reported as one clear
+    message; returns the exit code.  Any other error propagates with its traceback: it
+    comes from tfnvp, the trainers or a library, not from the command line."""
     from trainers import preemption
 
     try:
@@ -475,7 +468,9 @@ def guarded_execute(flagfile: str | None = None) -> int:
     except KeyboardInterrupt:  # Outside training (which stops gracefully, see preemption.py).
         print("Interrupted.", file=sys.stderr, flush=True)
         return 128 + 2
-    except _user_error_types() as error:
+    except Exception as error:  # noqa: BLE001 - the user's errors; the others are re-raised.
+        if not console.is_user_error(error):
+            raise
         if FLAGS.verbose:
             traceback.print_exc()
         message = _out_of_memory_message(error) if _out_of_memory(error) else _short(error)
@@ -524,7 +519,4 @@ def console_main() -> None:
 
 
 if __name__ == "__main__":
-    from trainers import checkout
-
-    checkout.announce(_REPO_ROOT)
     console_main()

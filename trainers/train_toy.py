@@ -22,8 +22,10 @@ from __future__ import annotations
 import os
 import sys
 
-# Make `import tfnvp` work for `python trainers/train_toy.py` from the root.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__" and not __package__:  # python trainers/train_toy.py
+    import checkout  # trainers/checkout.py, this script's sibling.
+
+    checkout.require_own_checkout(__file__)
 
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -292,7 +294,4 @@ def console_main() -> None:
 
 
 if __name__ == "__main__":
-    from trainers import checkout
-
-    checkout.announce(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     console_main()

@@ -70,6 +70,7 @@ import tensorflow as tf
 from absl import logging
 
 import tfnvp
+from tfnvp.errors import UsageError
 
 from trainers import checkpoints as checkpoints_lib
 from trainers import data
@@ -135,19 +136,19 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.polyak_decay < 1.0:
-            raise ValueError(f"polyak_decay must be in [0, 1) (0: no Polyak averaging), "
+            raise UsageError(f"polyak_decay must be in [0, 1) (0: no Polyak averaging), "
                              f"got {self.polyak_decay}.")
         if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {sorted(MIXED_PRECISION)}, "
+            raise UsageError(f"mixed_precision must be one of {sorted(MIXED_PRECISION)}, "
                              f"got {self.mixed_precision!r}.")
         if self.dequantization not in tfnvp.image_flow.DEQUANTIZATIONS:
-            raise ValueError(f"dequantization must be one of {tfnvp.image_flow.DEQUANTIZATIONS}, "
+            raise UsageError(f"dequantization must be one of {tfnvp.image_flow.DEQUANTIZATIONS}, "
                              f"got {self.dequantization!r}.")
         if self.model not in run_dir.ARCHITECTURES:
-            raise ValueError(f"model must be one of {sorted(run_dir.ARCHITECTURES)}, "
+            raise UsageError(f"model must be one of {sorted(run_dir.ARCHITECTURES)}, "
                              f"got {self.model!r}.")
         if self.coupling != "affine" and self.model != "realnvp":
-            raise ValueError(f"--coupling={self.coupling} is a Real NVP option (--model=realnvp): "
+            raise UsageError(f"--coupling={self.coupling} is a Real NVP option (--model=realnvp): "
                              f"--model={self.model} has its own affine coupling.")
 
 
@@ -367,7 +368,7 @@ def train(config: TrainConfig, data_config: data.DataConfig,
     _, task = strategy_lib.task_id(strategy)
     replicas = strategy.num_replicas_in_sync
     if data_config.batch_size % replicas:
-        raise ValueError(f"--batch_size={data_config.batch_size} (global) must be divisible by "
+        raise UsageError(f"--batch_size={data_config.batch_size} (global) must be divisible by "
                          f"the number of replicas, {replicas}.")
     image_shape = tuple(data.image_shape(data_config))
     data_config = dataclasses.replace(data_config, labels=config.conditional)

@@ -45,8 +45,10 @@ import sys
 import traceback
 from typing import Sequence
 
-if __package__ in (None, ""):  # `python trainers/visualize.py`: make `trainers` importable.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__" and not __package__:  # python trainers/visualize.py
+    import checkout  # trainers/checkout.py, this script's sibling.
+
+    checkout.require_own_checkout(__file__)
 
 from trainers import console  # noqa: E402
 
@@ -59,7 +61,8 @@ from PIL import Image, UnidentifiedImageError
 
 from tfnvp import grid as grid_lib
 from tfnvp import latent
-from trainers import checkpoints, run_dir
+from tfnvp.errors import UsageError
+from trainers import run_dir
 
 __all__ = ["WHATS", "SavedModelAdapter", "default_scale", "define_flags", "load_image_files",
            "main", "run", "console_main"]
@@ -129,13 +132,13 @@ class SavedModelAdapter:
         self._loaded = tf.saved_model.load(path)
         missing = [n for n in ("encode", "decode") if not hasattr(self._loaded, n)]
         if missing:
-            raise ValueError(f"SavedModel {path!r} lacks {missing}: not a tfnvp export.")
+            raise UsageError(f"SavedModel {path!r} lacks {missing}: not a tfnvp export.")
         spec = self._loaded.decode.input_signature[0]
         self.image_shape = tuple(int(d) for d in spec.shape[1:])
         self.metadata = self._read_metadata()
         self.num_classes = (self.metadata or {}).get("num_classes")
         if self.num_classes is None and len(self._loaded.decode.input_signature) > 1:
-            raise ValueError(f"SavedModel {path!r} takes labels but its {_EXPORT_METADATA} does "
+            raise UsageError(f"SavedModel {path!r} takes labels but its {_EXPORT_METADATA} does "
                              "not say how many classes there are: export it again.")
 
     def _read_metadata(self) -> dict | None:
@@ -148,7 +151,7 @@ class SavedModelAdapter:
     def _check(self, array, what: str) -> tf.Tensor:
         array = tf.cast(array, tf.float32)
         if tuple(array.shape[1:]) != self.image_shape:
-            raise ValueError(
+            raise UsageError(
                 f"The SavedModel {self.path!r} only handles {what} of shape "
                 f"{list(self.image_shape)} (its signatures fix the image size), got "
                 f"{list(array.shape[1:])}. Use --output_dir with the training run instead: "
@@ -171,7 +174,7 @@ class SavedModelAdapter:
     def latent_scale_index(self, image_shape: Sequence[int] | None = None) -> np.ndarray:
         config = (self.metadata or {}).get("model_config")
         if not config:
-            raise ValueError(f"SavedModel {self.path!r} has no {_EXPORT_METADATA} with the model "
+            raise UsageError(f"SavedModel {self.path!r} has no {_EXPORT_METADATA} with the model "
                              "config: cannot tell which scale each latent belongs to. "
                              "Use --output_dir instead.")
         return run_dir.latent_scale_index(config, image_shape or self.image_shape)
@@ -187,7 +190,7 @@ def load_image_files(paths: Sequence[str], image_shape: Sequence[int]) -> np.nda
     """
     height, width, channels = (int(d) for d in image_shape)
     if channels not in (1, 3):
-        raise ValueError("Image files need a 1- or 3-channel model, got shape "
+        raise UsageError("Image files need a 1- or 3-channel model, got shape "
                          f"{tuple(image_shape)}.")
     images = []
     for path in paths:
@@ -198,12 +201,12 @@ def load_image_files(paths: Sequence[str], image_shape: Sequence[int]) -> np.nda
                 picture.load()
                 picture = picture.convert("L" if channels == 1 else "RGB")
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-            raise ValueError(f"Cannot read image file {path!r}: it is corrupt or not an image "
+            raise UsageError(f"Cannot read image file {path!r}: it is corrupt or not an image "
                              f"({error}).") from error
         w, h = picture.size
         if (h, w) != (height, width):
             if h * width != w * height:
-                raise ValueError(
+                raise UsageError(
                     f"Image file {path!r} is {w}x{h} (width x height); the model takes "
                     f"{width}x{height} images, and a different aspect ratio cannot be "
                     "resized without distortion: crop it first.")
@@ -242,7 +245,7 @@ def _eval_images(data: dict, count: int, data_dir: str | None = None) -> np.ndar
                                  max_eval_examples=count)
     images = np.concatenate([b.numpy() for b in data_lib.make_eval_dataset(config)], axis=0)
     if len(images) < count:
-        raise ValueError(f"The held-out split of {config.dataset!r} has only {len(images)} "
+        raise UsageError(f"The held-out split of {config.dataset!r} has only {len(images)} "
                          f"images; {count} are needed.")
     return images[:count]
 
@@ -270,7 +273,7 @@ def class_samples(model, num_classes: int, temperatures: Sequence[float], n: int
 
     temperatures = tuple(float(t) for t in temperatures)
     if not temperatures or min(temperatures) < 0:
-        raise ValueError(f"temperatures must be non-empty and non-negative, got {temperatures}.")
+        raise UsageError(f"temperatures must be non-empty and non-negative, got {temperatures}.")
     labels = tf.constant(evaluation.class_rows(num_classes, n))
     noise_seed = tf.constant([seed, 0], tf.int32)
     blocks = [np.asarray(model.sample(num_classes * n, t, seed=noise_seed, labels=labels))
@@ -293,18 +296,18 @@ def run(what: str, out: str, output_dir: str | None = None, saved_model: str | N
         num: int | None = None, factor: int = 2, scale: int | None = None) -> str:
     """Makes one picture and writes it to ``out``; returns the path (see the module docstring)."""
     if what not in WHATS:
-        raise ValueError(f"Unknown --what={what!r}; choose one of {', '.join(WHATS)}.")
+        raise UsageError(f"Unknown --what={what!r}; choose one of {', '.join(WHATS)}.")
     if (output_dir is None) == (saved_model is None):
-        raise ValueError("Give exactly one of --output_dir (a training run) and --saved_model.")
+        raise UsageError("Give exactly one of --output_dir (a training run) and --saved_model.")
     if not out:
-        raise ValueError("--out (the PNG file to write) is required.")
+        raise UsageError("--out (the PNG file to write) is required.")
     if what == "extrapolate" and saved_model is not None:
-        raise ValueError("--what=extrapolate needs --output_dir: a SavedModel's signatures fix the "
+        raise UsageError("--what=extrapolate needs --output_dir: a SavedModel's signatures fix the "
                          "image size, so it cannot decode larger images. Point --output_dir at "
                          "the training run (config.json + checkpoints) instead.")
     num = _DEFAULT_NUM[what] if num is None else int(num)
     if num < 1:
-        raise ValueError(f"--num must be positive, got {num}.")
+        raise UsageError(f"--num must be positive, got {num}.")
 
     if saved_model is not None:
         model = SavedModelAdapter(saved_model)
@@ -314,7 +317,7 @@ def run(what: str, out: str, output_dir: str | None = None, saved_model: str | N
         stored = run_dir.read_config(output_dir)["model"]
         image_shape, num_classes = tuple(stored["image_shape"]), stored.get("num_classes")
     if num_classes is not None and what != "samples":
-        raise ValueError(f"--what={what} encodes images without class labels; the model is "
+        raise UsageError(f"--what={what} encodes images without class labels; the model is "
                          f"class-conditional ({num_classes} classes): only --what=samples "
                          "(one row per class) is available for it.")
 
@@ -324,12 +327,12 @@ def run(what: str, out: str, output_dir: str | None = None, saved_model: str | N
         if images:
             pictures = load_image_files(images, image_shape)
             if _IMAGES_NEEDED[what] and len(pictures) != count:
-                raise ValueError(f"--what={what} takes exactly {count} --images, "
+                raise UsageError(f"--what={what} takes exactly {count} --images, "
                                  f"got {len(pictures)}.")
         else:
             data = _data_config(output_dir, saved_model)
             if data is None:
-                raise ValueError(f"--what={what} needs images: pass --images=a.png,... (no run "
+                raise UsageError(f"--what={what} needs images: pass --images=a.png,... (no run "
                                  "config.json to read the held-out split from).")
             pictures = _eval_images(data, count, data_dir)
     if model is None:
@@ -366,7 +369,8 @@ def run(what: str, out: str, output_dir: str | None = None, saved_model: str | N
 
 def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """Runs ``run`` with parsed flags; a bad input exits with a one-line error (status 1;
-    ``--verbose`` adds the traceback)."""
+    ``--verbose`` adds the traceback); any other error shows its traceback
+    (``console.is_user_error``)."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     f = flag_values
@@ -379,7 +383,9 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> No
             temperatures=[float(t) for t in f.temperatures],
             fractions=[float(x) for x in f.fractions], seed=f.seed, num=f.num,
             factor=f.factor, scale=f.scale)
-    except (ValueError, OSError, checkpoints.CheckpointError, tf.errors.OpError) as error:
+    except Exception as error:  # noqa: BLE001 - the user's errors; the others are re-raised.
+        if not console.is_user_error(error):
+            raise
         if f.verbose:
             traceback.print_exc()
         sys.exit(f"visualize.py: error: {error}")
