@@ -129,3 +129,21 @@ def test_installed_code_edits_no_sys_path():
     for path in sorted((ROOT / "trainers").glob("*.py")) + sorted((ROOT / "tfnvp").rglob("*.py")):
         assert "sys.path" not in path.read_text().replace("``sys.path``", ""), path
 
+
+@pytest.mark.parametrize("build,message", [
+    (lambda: tfnvp.RealNVP((8, 8, 1), num_scales=1, num_res_blocks=0, hidden_channels=4,
+                           attention=True), "attention=True needs num_res_blocks >= 1"),
+    (lambda: tfnvp.RealNVP((6, 6, 1), num_scales=3, num_res_blocks=1, hidden_channels=4),
+     "height and width must be divisible"),
+    (lambda: tfnvp.RealNVP((8, 8, 1), num_scales=1, num_res_blocks=1, hidden_channels=4,
+                           dropout=1.5), "dropout must be in"),
+    (lambda: tfnvp.Glow((8, 8, 1), num_scales=1, steps_per_scale=0, hidden_channels=4),
+     "steps_per_scale must be at least 1"),
+    (lambda: tfnvp.Glow((8, 8, 1), num_scales=1, steps_per_scale=1, hidden_channels=6,
+                        attention=True, attention_heads=4), "must be >= 1 and divide channels"),
+])
+def test_model_options_the_library_refuses_are_usage_errors(build, message):
+    """A constructor's refusal of its arguments (what the trainer's flags become) is a
+    UsageError: the trainer prints it in one line."""
+    with pytest.raises(tfnvp.UsageError, match=message):
+        build()

@@ -30,6 +30,7 @@ import tensorflow_probability as tfp
 from tfnvp.bijectors.batch_norm import BatchNorm, BatchNormStatistics
 from tfnvp.bijectors.coupling import AffineCoupling
 from tfnvp.bijectors.logistic_mixture_coupling import LogisticMixtureCoupling
+from tfnvp.errors import UsageError
 from tfnvp.multiscale import Position, Step, StepBuilder
 from tfnvp.nets.logistic_mixture_parameters import LogisticMixtureParameters
 from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
@@ -66,9 +67,9 @@ class CouplingStep(StepBuilder):
                  recompute_gradients: bool = False, coupling: str = "affine",
                  mixture_components: int = 4):
         if coupling not in COUPLINGS:
-            raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}.")
+            raise UsageError(f"coupling must be one of {COUPLINGS}, got {coupling!r}.")
         if int(mixture_components) < 1:
-            raise ValueError(f"mixture_components must be at least 1, got {mixture_components!r}.")
+            raise UsageError(f"mixture_components must be at least 1, got {mixture_components!r}.")
         self._coupling = coupling
         self._components = int(mixture_components)
         self._body = body

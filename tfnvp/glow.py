@@ -61,6 +61,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfnvp import multiscale
+from tfnvp.errors import UsageError
 from tfnvp.glow_step import GlowStep
 from tfnvp.image_flow import DEQUANTIZER_CHANNELS, ImageFlowModel
 from tfnvp.multiscale import Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp
@@ -124,9 +125,9 @@ class Glow(ImageFlowModel):
         super().__init__(dtype=dtype, validate_args=validate_args, name=name)
         image_shape = self._set_image_shape(image_shape, num_scales, num_scales, logit_map)
         if steps_per_scale < 1:
-            raise ValueError(f"steps_per_scale must be at least 1, got {steps_per_scale}.")
+            raise UsageError(f"steps_per_scale must be at least 1, got {steps_per_scale}.")
         if hidden_channels < 1:
-            raise ValueError(f"hidden_channels must be at least 1, got {hidden_channels}.")
+            raise UsageError(f"hidden_channels must be at least 1, got {hidden_channels}.")
         conditioner_dtype = self._conditioner_policy(conditioner_dtype)
         self._config = dict(
             image_shape=image_shape, num_scales=int(num_scales),
@@ -171,7 +172,7 @@ def glow_scales(num_scales: int, steps_per_scale: int,
     authors' release: the 1x1 convolutions mix the channels between steps.
     """
     if num_scales < 1 or steps_per_scale < 1:
-        raise ValueError(f"Glow needs num_scales >= 1 and steps_per_scale >= 1, got "
+        raise UsageError(f"Glow needs num_scales >= 1 and steps_per_scale >= 1, got "
                          f"{num_scales} and {steps_per_scale}.")
     body = ((SqueezeOp(),) + tuple(Step(step, mask="channel", parity=0)
                                    for _ in range(int(steps_per_scale))) + (UnsqueezeOp(),))

@@ -38,6 +38,7 @@ from tfnvp.bijectors.logit import LogitPreprocess
 from tfnvp.checked_distribution import EventCheckedDistribution
 from tfnvp.conditional import one_hot_context
 from tfnvp.dequantization import UniformDequantizer, bits_per_dim_from_log_prob
+from tfnvp.errors import UsageError
 from tfnvp.flow_model import Flow, FlowModel
 from tfnvp.running_average import Training
 from tfnvp.variational_dequantization import VariationalDequantizer
@@ -67,14 +68,14 @@ class ImageFlowModel(FlowModel):
         """Checks and sets ``image_shape`` (``H``, ``W`` divisible by ``2**squeezes``)."""
         image_shape = tuple(int(d) for d in image_shape)
         if len(image_shape) != 3 or min(image_shape) < 1:
-            raise ValueError(f"image_shape must be (height, width, channels), got {image_shape}.")
+            raise UsageError(f"image_shape must be (height, width, channels), got {image_shape}.")
         if num_scales < 1:
-            raise ValueError(f"num_scales must be at least 1, got {num_scales}.")
+            raise UsageError(f"num_scales must be at least 1, got {num_scales}.")
         if logit_map not in LOGIT_MAPS:
-            raise ValueError(f"logit_map must be one of {LOGIT_MAPS}, got {logit_map!r}.")
+            raise UsageError(f"logit_map must be one of {LOGIT_MAPS}, got {logit_map!r}.")
         factor = 2 ** squeezes
         if image_shape[0] % factor or image_shape[1] % factor:
-            raise ValueError(
+            raise UsageError(
                 f"image_shape {image_shape}: height and width must be divisible by "
                 f"{factor} for num_scales={num_scales} (the flow halves them {squeezes} times).")
         self.image_shape = image_shape
@@ -110,7 +111,7 @@ class ImageFlowModel(FlowModel):
         """
         if attention:
             if attention_min_depth not in depths:
-                raise ValueError(f"attention_min_depth must be in [{depths[0]}, {depths[-1]}] "
+                raise UsageError(f"attention_min_depth must be in [{depths[0]}, {depths[-1]}] "
                                  f"(the squeeze depths of the model's steps), got "
                                  f"{attention_min_depth}.")
             self._config.update({"attention": True, "attention_heads": int(attention_heads),
@@ -132,10 +133,10 @@ class ImageFlowModel(FlowModel):
         ``self._config`` (so that configurations without them stay as they were).
         """
         if dequantization not in DEQUANTIZATIONS:
-            raise ValueError(f"dequantization must be one of {DEQUANTIZATIONS}, "
+            raise UsageError(f"dequantization must be one of {DEQUANTIZATIONS}, "
                              f"got {dequantization!r}.")
         if int(dequantizer_channels) < 2:
-            raise ValueError(f"dequantizer_channels must be at least 2, got {dequantizer_channels!r}.")
+            raise UsageError(f"dequantizer_channels must be at least 2, got {dequantizer_channels!r}.")
         if dequantization == "variational":
             self._config["dequantization"] = dequantization
             if dequantizer_channels != DEQUANTIZER_CHANNELS:
@@ -159,7 +160,7 @@ class ImageFlowModel(FlowModel):
     def from_paper(cls, name: str, **overrides) -> "ImageFlowModel":
         """The published configuration ``name`` (a key of ``cls.paper_configs``)."""
         if name not in cls.paper_configs:
-            raise ValueError(f"Unknown paper configuration {name!r} for {cls.__name__}; "
+            raise UsageError(f"Unknown paper configuration {name!r} for {cls.__name__}; "
                              f"choose one of {sorted(cls.paper_configs)}.")
         return cls(**{**cls.paper_configs[name], **overrides})
 

@@ -74,6 +74,7 @@ import tensorflow as tf
 
 from tfnvp import multiscale
 from tfnvp.coupling_step import COUPLINGS, CouplingStep
+from tfnvp.errors import UsageError
 from tfnvp.image_flow import DEQUANTIZER_CHANNELS, LOGIT_MAPS, ImageFlowModel
 from tfnvp.multiscale import Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp
 from tfnvp.nets.resnet import ResNet
@@ -196,7 +197,7 @@ class RealNVP(ImageFlowModel):
         # Scale i < L - 1 squeezes once (its channel couplings, then its factor-out).
         image_shape = self._set_image_shape(image_shape, num_scales, num_scales - 1, logit_map)
         if factor_out not in FACTOR_OUT_ORDERS:
-            raise ValueError(f"factor_out must be one of {tuple(FACTOR_OUT_ORDERS)}, "
+            raise UsageError(f"factor_out must be one of {tuple(FACTOR_OUT_ORDERS)}, "
                              f"got {factor_out!r}.")
         conditioner_dtype = self._conditioner_policy(conditioner_dtype)
         self._config = dict(
@@ -213,11 +214,11 @@ class RealNVP(ImageFlowModel):
             # Only then: unconditional configs stay as they were (resumable runs).
             self._config["num_classes"] = int(num_classes)
         if coupling not in COUPLINGS:
-            raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}.")
+            raise UsageError(f"coupling must be one of {COUPLINGS}, got {coupling!r}.")
         if coupling != "affine":  # Likewise: affine configs stay as they were.
             self._config.update({"coupling": coupling, "mixture_components": int(mixture_components)})
         if attention and num_res_blocks < 1:
-            raise ValueError("attention=True needs num_res_blocks >= 1: the attention "
+            raise UsageError("attention=True needs num_res_blocks >= 1: the attention "
                              "follows each residual block.")
         # Steps at squeeze depths 0 (the first scale's checkerboard couplings) to
         # num_scales - 1 (the last scale's).
@@ -258,7 +259,7 @@ def real_nvp_scales(num_scales: int, factor_out: str = "checkerboard",
     declaration, e.g. for ``latent_scale_index``).
     """
     if factor_out not in FACTOR_OUT_ORDERS:
-        raise ValueError(f"factor_out must be one of {tuple(FACTOR_OUT_ORDERS)}, "
+        raise UsageError(f"factor_out must be one of {tuple(FACTOR_OUT_ORDERS)}, "
                          f"got {factor_out!r}.")
 
     def couplings(mask: str, count: int) -> tuple[Step, ...]:

@@ -67,6 +67,7 @@ from tfnvp.bijectors.base import IdentityParameterized
 from tfnvp.bijectors.chain import FusedChain
 from tfnvp.bijectors.coupling import AffineCoupling
 from tfnvp.dequantization import UniformDequantizer
+from tfnvp.errors import UsageError
 from tfnvp.nets.empty_batches import unless_empty
 from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
 from tfnvp.nets.tracking import track_layers
@@ -131,7 +132,7 @@ class ConvNet(keras.layers.Layer):
                  **kwargs):
         super().__init__(**kwargs)
         if hidden_channels < 1 or out_channels < 1:
-            raise ValueError("ConvNet needs positive hidden_channels and out_channels, got "
+            raise UsageError("ConvNet needs positive hidden_channels and out_channels, got "
                              f"{hidden_channels} and {out_channels}.")
         self.hidden_channels = int(hidden_channels)
         self.out_channels = int(out_channels)
@@ -208,11 +209,11 @@ class VariationalDequantizer(keras.layers.Layer):
                  context_channels: int = 16, num_classes: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if min(channels, num_couplings, hidden_channels, context_channels) < 1:
-            raise ValueError("VariationalDequantizer needs positive channels, num_couplings, "
+            raise UsageError("VariationalDequantizer needs positive channels, num_couplings, "
                              f"hidden_channels and context_channels, got {channels}, "
                              f"{num_couplings}, {hidden_channels}, {context_channels}.")
         if num_classes is not None and int(num_classes) < 1:
-            raise ValueError(f"num_classes must be None or at least 1, got {num_classes!r}.")
+            raise UsageError(f"num_classes must be None or at least 1, got {num_classes!r}.")
         self.channels = int(channels)
         self.num_couplings = int(num_couplings)
         self.hidden_channels = int(hidden_channels)

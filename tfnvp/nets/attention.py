@@ -39,6 +39,7 @@ import math
 import keras
 import tensorflow as tf
 
+from tfnvp.errors import UsageError
 from tfnvp.nets.gating import gated_linear_unit
 from tfnvp.nets.weight_norm import WeightNormConv2D
 
@@ -81,7 +82,7 @@ class GatedAttention(keras.layers.Layer):
     def __init__(self, channels: int, heads: int = 4, position_encoding: bool = True, **kwargs):
         super().__init__(**kwargs)
         if heads < 1 or channels < 1 or channels % heads:
-            raise ValueError(f"GatedAttention: heads ({heads}) must be >= 1 and divide channels "
+            raise UsageError(f"GatedAttention: heads ({heads}) must be >= 1 and divide channels "
                              f"({channels}).")
         self.channels = int(channels)
         self.heads = int(heads)

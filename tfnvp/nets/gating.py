@@ -23,6 +23,7 @@ import keras
 import tensorflow as tf
 
 from tfnvp import running_average
+from tfnvp.errors import UsageError
 
 __all__ = ["ReplicaDropout", "check_dropout", "dropped", "flowpp_options", "gated_linear_unit"]
 
@@ -37,7 +38,7 @@ def check_dropout(rate: float) -> float:
     """``rate`` as a float if ``0 <= rate < 1``, else a ValueError naming ``dropout``."""
     rate = float(rate)
     if not 0.0 <= rate < 1.0:  # Also refuses NaN.
-        raise ValueError(f"dropout must be in [0, 1) (the fraction of hidden activations "
+        raise UsageError(f"dropout must be in [0, 1) (the fraction of hidden activations "
                          f"dropped in training), got {rate!r}.")
     return rate
 

@@ -58,6 +58,7 @@ import keras
 import tensorflow as tf
 
 from tfnvp.bijectors.actnorm import ActNormParameters
+from tfnvp.errors import UsageError
 from tfnvp.nets.attention import GatedAttention
 from tfnvp.nets.gating import (ReplicaDropout, check_dropout, dropped, flowpp_options,
                                gated_linear_unit)
@@ -99,7 +100,7 @@ class GlowNet(keras.layers.Layer):
                  gated: bool = False, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if out_channels < 1 or hidden_channels < 1 or context_channels < 0:
-            raise ValueError("GlowNet needs positive out_channels and hidden_channels and a "
+            raise UsageError("GlowNet needs positive out_channels and hidden_channels and a "
                              f"non-negative context_channels, got {out_channels}, "
                              f"{hidden_channels}, {context_channels}.")
         self.out_channels = int(out_channels)
@@ -206,9 +207,9 @@ class GlowAffineHead(BodyConfig, keras.layers.Layer):
     def __init__(self, body: keras.layers.Layer, channels: int, parity: int = 0, **kwargs):
         super().__init__(**kwargs)
         if channels < 2 or channels % 2:
-            raise ValueError(f"Glow's coupling needs an even number of channels, got {channels}.")
+            raise UsageError(f"Glow's coupling needs an even number of channels, got {channels}.")
         if parity not in (0, 1):
-            raise ValueError(f"parity must be 0 or 1, got {parity!r}.")
+            raise UsageError(f"parity must be 0 or 1, got {parity!r}.")
         self.body = body
         self.channels = int(channels)
         self.parity = parity

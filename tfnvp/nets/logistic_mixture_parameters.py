@@ -41,6 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfnvp.errors import UsageError
 from tfnvp.nets.shift_and_log_scale import BodyConfig, body_features, check_recomputable
 
 __all__ = ["LogisticMixtureParameters", "MIN_COMPONENT_LOG_SCALE", "MAX_COMPONENT_LOG_SCALE"]
@@ -71,7 +72,7 @@ class LogisticMixtureParameters(BodyConfig, keras.layers.Layer):
                  recompute_gradients: bool = False, **kwargs):
         super().__init__(**kwargs)
         if int(components) < 1:
-            raise ValueError(f"components must be at least 1, got {components!r}.")
+            raise UsageError(f"components must be at least 1, got {components!r}.")
         self.body = body
         self.channels = int(channels)
         self.components = int(components)

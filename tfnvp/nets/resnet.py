@@ -66,6 +66,7 @@ import keras
 import tensorflow as tf
 
 from tfnvp import running_average
+from tfnvp.errors import UsageError
 from tfnvp.nets.attention import GatedAttention
 from tfnvp.nets.gating import (ReplicaDropout, check_dropout, dropped, flowpp_options,
                                gated_linear_unit)
@@ -328,10 +329,10 @@ class ResNet(keras.layers.Layer):
                  **kwargs):
         super().__init__(**kwargs)
         if hidden_channels < 1 or num_blocks < 0 or out_channels < 1:
-            raise ValueError("ResNet needs hidden_channels >= 1, num_blocks >= 0 and "
+            raise UsageError("ResNet needs hidden_channels >= 1, num_blocks >= 0 and "
                              f"out_channels >= 1, got {hidden_channels}, {num_blocks}, {out_channels}.")
         if attention and num_blocks < 1:
-            raise ValueError("ResNet(attention=True) needs num_blocks >= 1: the attention "
+            raise UsageError("ResNet(attention=True) needs num_blocks >= 1: the attention "
                              "follows each residual block.")
         self.hidden_channels = int(hidden_channels)
         self.num_blocks = int(num_blocks)
