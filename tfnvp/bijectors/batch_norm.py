@@ -147,10 +147,12 @@ class BatchNorm(FusedBijector):
 
     def _log_det(self, x: tf.Tensor, variance: tf.Tensor) -> tf.Tensor:
         """``-1/2 sum log(v + eps)`` over one event of ``x``'s shape."""
-        positions = tf.cast(
-            tf.reduce_prod(tf.shape(x)[x.shape.rank - self.forward_min_event_ndims:-1]), x.dtype)
+        batch_rank = x.shape.rank - self.forward_min_event_ndims
+        spatial = x.shape[batch_rank:-1]
+        positions = (float(spatial.num_elements()) if spatial.is_fully_defined() else
+                     tf.cast(tf.reduce_prod(tf.shape(x)[batch_rank:-1]), x.dtype))
         per_event = -0.5 * positions * tf.reduce_sum(tf.math.log(variance + self._epsilon))
-        batch_shape = tf.shape(x)[: x.shape.rank - self.forward_min_event_ndims]
+        batch_shape = tf.shape(x)[:batch_rank]
         return tf.fill(batch_shape, per_event)
 
     def _augmented_inverse(self, x: tf.Tensor, training: Training = False,

@@ -18,10 +18,12 @@ and ``context``, ``tfnvp.bijectors.base`` -- to every member.
 from __future__ import annotations
 
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from tfnvp._compat import BijectorCacheWithGreedyAttrs, Chain, IdentityParameterized
+from tfnvp.bijectors.base import FusedBijector
 
-__all__ = ["FusedChain"]
+__all__ = ["FusedChain", "forward_and_log_det", "inverse_and_log_det"]
 
 
 class FusedChain(IdentityParameterized, Chain):
@@ -45,8 +47,8 @@ class FusedChain(IdentityParameterized, Chain):
         event_ndims = self.inverse_min_event_ndims
         ildj = tf.zeros([], dtype=y.dtype)
         for step in self.bijectors:
-            x = step.inverse(y, **kwargs)
-            ildj = ildj + step.inverse_log_det_jacobian(y, event_ndims=event_ndims, **kwargs)
+            x, step_ildj = inverse_and_log_det(step, y, event_ndims, **kwargs)
+            ildj = ildj + step_ildj
             event_ndims = step.inverse_event_ndims(event_ndims)
             y = x
         return y, {"ildj": ildj, "fldj": -ildj}
@@ -56,8 +58,8 @@ class FusedChain(IdentityParameterized, Chain):
         event_ndims = self.forward_min_event_ndims
         fldj = tf.zeros([], dtype=x.dtype)
         for step in reversed(self.bijectors):
-            y = step.forward(x, **kwargs)
-            fldj = fldj + step.forward_log_det_jacobian(x, event_ndims=event_ndims, **kwargs)
+            y, step_fldj = forward_and_log_det(step, x, event_ndims, **kwargs)
+            fldj = fldj + step_fldj
             event_ndims = step.forward_event_ndims(event_ndims)
             x = y
         return x, {"fldj": fldj, "ildj": -fldj}
@@ -81,6 +83,43 @@ class FusedChain(IdentityParameterized, Chain):
             y = self.forward(x, **kwargs)
             del y
         return _sum_extra_event_axes(attrs["fldj"], event_ndims - self.forward_min_event_ndims)
+
+
+def _fused(bijector: tfp.bijectors.Bijector, event_ndims: int) -> bool:
+    """Whether ``bijector`` computes its output and log-det in one call
+    (``_augmented_*``) for events of rank ``event_ndims``, its own."""
+    return (isinstance(bijector, (FusedBijector, FusedChain))
+            and event_ndims == bijector.forward_min_event_ndims)
+
+
+def inverse_and_log_det(bijector: tfp.bijectors.Bijector, y: tf.Tensor, event_ndims: int,
+                        **kwargs) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(bijector.inverse(y), bijector.inverse_log_det_jacobian(y, event_ndims))``.
+
+    For a tfnvp bijector with fused log-dets at its own event rank, one call of
+    its ``_augmented_inverse``: the same operations on the same values, without
+    TFP's public-method plumbing around each step (name scopes, cache lookups
+    and the log-det's reduction-shape computations: about 40 graph operations
+    per step that a traced flow created and Grappler then pruned, issue 27).
+    The step's own result cache is not filled; the chain's is.  Any other
+    bijector goes through its public methods.
+    """
+    if _fused(bijector, event_ndims):
+        x, attrs = bijector._augmented_inverse(y, **kwargs)
+        return x, attrs["ildj"]
+    return (bijector.inverse(y, **kwargs),
+            bijector.inverse_log_det_jacobian(y, event_ndims=event_ndims, **kwargs))
+
+
+def forward_and_log_det(bijector: tfp.bijectors.Bijector, x: tf.Tensor, event_ndims: int,
+                        **kwargs) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(bijector.forward(x), bijector.forward_log_det_jacobian(x, event_ndims))``;
+    as ``inverse_and_log_det``."""
+    if _fused(bijector, event_ndims):
+        y, attrs = bijector._augmented_forward(x, **kwargs)
+        return y, attrs["fldj"]
+    return (bijector.forward(x, **kwargs),
+            bijector.forward_log_det_jacobian(x, event_ndims=event_ndims, **kwargs))
 
 
 def _sum_extra_event_axes(log_det: tf.Tensor, extra: int) -> tf.Tensor:

@@ -43,6 +43,9 @@ def checkerboard_mask(height: int | tf.Tensor, width: int | tf.Tensor, parity: i
     With ``parity=0`` the mask is 1 where the sum of the spatial coordinates
     ``i + j`` is odd, with ``parity=1`` it is the complement.
     """
+    if isinstance(height, int) and isinstance(width, int):  # Static: one constant.
+        odd = np.add.outer(np.arange(height), np.arange(width)) % 2
+        return tf.constant((odd if parity == 0 else 1 - odd)[:, :, None], dtype=dtype)
     rows = tf.range(height)[:, None]
     cols = tf.range(width)[None, :]
     odd = tf.math.floormod(rows + cols, 2)
@@ -121,8 +124,11 @@ class MaskedCoupling(FusedBijector):
     def mask(self, x: tf.Tensor) -> tf.Tensor:
         """The mask ``b`` (1 = unchanged), broadcastable against ``x``."""
         if isinstance(self._mask_spec, str) and self._mask_spec == "checkerboard":
-            shape = tf.shape(x)
-            return checkerboard_mask(shape[-3], shape[-2], self._parity, x.dtype)
+            height, width = x.shape[-3], x.shape[-2]
+            if height is None or width is None:
+                shape = tf.shape(x)
+                height, width = shape[-3], shape[-2]
+            return checkerboard_mask(height, width, self._parity, x.dtype)
         if isinstance(self._mask_spec, str):
             return channel_mask(x.shape[-1], self._parity, x.dtype)
         explicit = tf.constant(self._mask_spec, dtype=x.dtype)

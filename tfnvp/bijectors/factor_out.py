@@ -19,6 +19,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfnvp.bijectors.base import FusedBijector
+from tfnvp.bijectors.chain import forward_and_log_det, inverse_and_log_det
 
 __all__ = ["FactorOut"]
 
@@ -71,13 +72,13 @@ class FactorOut(FusedBijector):
     def _augmented_forward(self, x: tf.Tensor, **kwargs
                            ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         kept, rest = self._split(x)
-        y = tf.concat([kept, self._inner.forward(rest, **kwargs)], axis=-1)
-        fldj = self._inner.forward_log_det_jacobian(rest, event_ndims=3, **kwargs)
+        inner, fldj = forward_and_log_det(self._inner, rest, 3, **kwargs)
+        y = tf.concat([kept, inner], axis=-1)
         return y, {"fldj": fldj, "ildj": -fldj}
 
     def _augmented_inverse(self, y: tf.Tensor, **kwargs
                            ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         kept, rest = self._split(y)
-        x = tf.concat([kept, self._inner.inverse(rest, **kwargs)], axis=-1)
-        ildj = self._inner.inverse_log_det_jacobian(rest, event_ndims=3, **kwargs)
+        inner, ildj = inverse_and_log_det(self._inner, rest, 3, **kwargs)
+        x = tf.concat([kept, inner], axis=-1)
         return x, {"ildj": ildj, "fldj": -ildj}
