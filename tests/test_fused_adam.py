@@ -102,3 +102,57 @@ def test_checkpoints_interchange_with_keras_adam(tmp_path, save_with, restore_wi
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert restore_with.from_config(optimizer.get_config()).get_config() == (
         optimizer.get_config())
+
+
+def _state(variables, optimizer) -> list[np.ndarray]:
+    return [v.numpy() for v in variables] + [v.numpy() for v in optimizer.variables]
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+@pytest.mark.parametrize("use_ema", [False, True])
+def test_apply_if_applies_exactly_or_changes_nothing(replicas, use_ema):
+    """``apply_if(True)`` is ``apply`` bit for bit (weights, moments, Polyak averages,
+    iterations); ``apply_if(False)`` with non-finite gradients changes no value, also
+    on the first step (the averages' ``mu = 0`` update) and between applied steps."""
+    strategy = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if replicas == 2
+                else tf.distribute.get_strategy())
+    optimizer_class = pre_reduced(FusedAdam) if replicas == 2 else FusedAdam
+    runs = []
+    for masked in (False, True):
+        with strategy.scope():
+            variables = [keras.Variable(v.astype(np.float32)) for v in _initial()]
+            optimizer = optimizer_class(learning_rate=_LR, use_ema=use_ema, ema_momentum=0.9)
+            optimizer.build(variables)
+
+        @tf.function(autograph=False)
+        def step(i, applies):
+            def replica():
+                grads = [tf.sin(v.value * tf.cast(i + 1, tf.float32)) for v in variables]
+                if not masked:
+                    optimizer.apply(grads, variables)
+                    return
+                grads = [tf.where(applies, g, float("nan")) for g in grads]
+                optimizer.apply_if(applies, grads, variables)
+            strategy.run(replica)
+
+        states = []
+        for i, applies in enumerate([False, True, False, True, True]):
+            if masked or applies:
+                step(tf.constant(i), tf.constant(applies))
+            states.append((applies, _state(variables, optimizer)))
+        runs.append(states)
+        assert int(optimizer.iterations.numpy()) == 3
+    (plain, masked_run) = runs
+    for (applies, expected), (_, got) in zip(plain, masked_run):
+        for e, g in zip(expected, got):
+            np.testing.assert_array_equal(e, g)  # Skipped steps: as if never called.
+    assert not np.array_equal(masked_run[1][1][0], masked_run[0][1][0])  # Steps do move.
+
+
+def test_apply_if_refuses_amsgrad():
+    variables = [keras.Variable(v.astype(np.float32)) for v in _initial()]
+    optimizer = FusedAdam(learning_rate=_LR, amsgrad=True)
+    optimizer.build(variables)
+    with pytest.raises(ValueError, match="amsgrad=False"):
+        optimizer.apply_if(tf.constant(True), [tf.zeros_like(v.value) for v in variables],
+                           variables)

@@ -161,11 +161,18 @@ def test_nonfinite_batch_skips_the_update_and_keeps_statistics():
     steps, iterator, optimizer = _tiny_steps(
         strategy, model, tf.data.Dataset.from_tensor_slices(tf.concat([bad, good], 0)).batch(16))
     before = [np.array(w.numpy()) for w in model.weights]
+    moments = [np.array(v.numpy()) for v in optimizer.variables]
     out = steps.train_step(next(iterator))
     assert not bool(out["applied"]) and not math.isfinite(float(out["nll"]))
     for old, new in zip(before, model.weights):
         np.testing.assert_array_equal(old, new.numpy())  # weights and batch-norm statistics
+    for old, new in zip(moments, optimizer.variables):
+        np.testing.assert_array_equal(old, new.numpy())  # Adam's moments, iterations
     assert int(optimizer.iterations.numpy()) == 0
+    # The decision is made without a tf.cond (FusedAdam.apply_if): its branches would hold
+    # every variable and slot (issue 27).
+    graph = steps.train_step.get_concrete_function(iterator.element_spec).graph
+    assert not {op.type for op in graph.get_operations()} & {"If", "StatelessIf"}
     out = steps.train_step(next(iterator))
     assert bool(out["applied"]) and int(optimizer.iterations.numpy()) == 1
     assert any(not np.array_equal(old, new.numpy()) for old, new in zip(before, model.weights))

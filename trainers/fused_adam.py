@@ -35,6 +35,37 @@ __all__ = ["FusedAdam"]
 class FusedAdam(keras.optimizers.Adam):
     """``keras.optimizers.Adam`` with one ``ResourceApplyAdam`` op per variable."""
 
+    _applies: tf.Tensor | None = None  # Set while ``apply_if`` runs.
+
+    def apply_if(self, applies: tf.Tensor, grads: list, trainable_variables: list) -> None:
+        """``apply(grads, trainable_variables)`` where ``applies`` is true; otherwise nothing:
+        weights, moments, Polyak averages and ``iterations`` keep their values.
+
+        Without a ``tf.cond`` (whose two branches would each hold every variable and
+        slot as captured inputs: about a third of the trainer's step graph, traced and
+        optimized before its first step, issue 27).  Every variable's fused update runs,
+        for a skipped step with a zero gradient (``multiply_no_nan``: a non-finite
+        gradient times 0 is 0), ``beta_1 = beta_2 = 1`` and step size 0, which leaves
+        every value as it was::
+
+            m <- m + (0 - m) * (1 - 1) = m,   v <- v + (0 - v) * (1 - 1) = v,
+            theta <- theta - 0 * m / (sqrt(v) + epsilon) = theta
+
+        (``m`` and ``v`` are finite: a skipped gradient never reached them).  An applied
+        step computes exactly what ``apply`` computes.  Polyak averages move with momentum
+        1 on a skipped step, and ``iterations`` advances by ``applies``.
+        """
+        if self.amsgrad:
+            raise ValueError("FusedAdam.apply_if needs amsgrad=False (AMSGrad's maximum "
+                             "would move on a skipped step); use a tf.cond around apply.")
+        grads = [tf.math.multiply_no_nan(g, tf.cast(applies, g.dtype)) for g in grads]
+        self._applies = applies
+        try:
+            self.apply(grads, trainable_variables)
+        finally:
+            self._applies = None
+        self.iterations.assign_add(tf.cast(applies, self.iterations.dtype) - 1)
+
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         if self.amsgrad:
             return super()._backend_update_step(grads, trainable_variables, learning_rate)
@@ -50,10 +81,15 @@ class FusedAdam(keras.optimizers.Adam):
 
         def scalars_for(dtype: tf.DType) -> tuple:
             if dtype not in scalars:
+                lr, beta_1, beta_2 = learning_rate, self.beta_1, self.beta_2
+                if self._applies is not None:  # apply_if: a skipped step changes nothing.
+                    lr, beta_1, beta_2 = (tf.where(self._applies, tf.cast(value, tf.float32), skip)
+                                          for value, skip in ((lr, 0.0), (beta_1, 1.0),
+                                                              (beta_2, 1.0)))
                 scalars[dtype] = tuple(tf.cast(s, dtype) for s in (
-                    learning_rate, tf.pow(tf.cast(self.beta_1, tf.float32), step),
+                    lr, tf.pow(tf.cast(self.beta_1, tf.float32), step),
                     tf.pow(tf.cast(self.beta_2, tf.float32), step),
-                    self.beta_1, self.beta_2, self.epsilon))
+                    beta_1, beta_2, self.epsilon))
             return scalars[dtype]
 
         for grad, var in grads_and_vars:
@@ -69,3 +105,22 @@ class FusedAdam(keras.optimizers.Adam):
             v=self._velocities[index].value.handle, beta1_power=beta_1_power,
             beta2_power=beta_2_power, lr=lr, beta1=beta_1, beta2=beta_2, epsilon=epsilon,
             grad=tf.cast(gradient, variable.dtype))
+
+    def _update_model_variables_moving_average(self, trainable_variables) -> None:
+        """Keras' Polyak update ``a <- mu * a + (1 - mu) * w`` (``mu = 0`` on the first
+        update, ``ema_momentum`` after), with ``mu = 1`` on a step ``apply_if`` skips."""
+        if self._applies is None:
+            return super()._update_model_variables_moving_average(trainable_variables)
+        momenta = {}
+        for var, average in zip(trainable_variables, self._model_variables_moving_average):
+            if average is None:
+                continue
+            dtype = var.dtype
+            if dtype not in momenta:
+                momenta[dtype] = tf.where(
+                    self._applies,
+                    tf.cast(tf.not_equal(self.iterations, 0), dtype) * self.ema_momentum,
+                    tf.ones([], dtype))
+            momentum = momenta[dtype]
+            average.assign(momentum * average + (1 - momentum) * var)
+        return None

@@ -17,8 +17,12 @@ One training step, for a global batch of ``B`` images split across ``R`` replica
    (``make_optimizer(polyak_decay=)``); otherwise nothing is applied (the
    averages do not move either), the batch-norm running statistics that the
    forward pass updated are put back, and the step reports ``applied=False``.
-   That decision is a ``tf.cond`` in cross-replica context: Keras optimizers
-   call ``merge_call``, which a ``cond`` branch in replica context may not.
+   With ``FusedAdam`` (``make_optimizer``'s) every update runs and a skipped
+   one changes nothing (``FusedAdam.apply_if``: no ``tf.cond``, whose branches
+   would capture every variable and slot, a third of the step's graph); with
+   any other optimizer the decision is a ``tf.cond`` in cross-replica context
+   (Keras optimizers call ``merge_call``, which a ``cond`` branch in replica
+   context may not).
 
 With ``mixed_precision="float16"`` the optimizer is a ``LossScaleOptimizer``,
 which skips non-finite updates itself (and lowers its loss scale); the step
@@ -133,6 +137,7 @@ class TrainSteps:
         self.num_dims = int(math.prod(model.image_shape))
         self.num_replicas = strategy.num_replicas_in_sync
         self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        self.masked_apply = isinstance(optimizer, FusedAdam) and not optimizer.amsgrad
         if jit_compile and not isinstance(
                 strategy, (tf.distribute.OneDeviceStrategy, type(tf.distribute.get_strategy()))):
             raise tfnvp.UsageError("--jit_compile needs --strategy=one_device (what --strategy=auto "
@@ -189,8 +194,11 @@ class TrainSteps:
             grads = [g * tf.cast(factor, g.dtype) for g in grads]
         return dict(nll=nll, penalty=penalty, grad_norm=grad_norm, finite=finite), grads
 
-    def _apply(self, grads):
-        self.optimizer.apply(grads, self._variables)
+    def _apply(self, grads, applies=None):
+        if applies is None:
+            self.optimizer.apply(grads, self._variables)
+        else:
+            self.optimizer.apply_if(applies, grads, self._variables)
 
     def _train_step(self, batch):
         """Returns (identical on every replica) nll, bits_per_dim, l2 penalty,
@@ -203,6 +211,10 @@ class TrainSteps:
         finite = stats["finite"]
         if self.loss_scaled:
             strategy.run(self._apply, args=(grads,))
+        elif self.masked_apply:  # The same decision, without a tf.cond (FusedAdam.apply_if).
+            strategy.run(self._apply, args=(grads, finite))
+            for variable, value in zip(statistics, saved):
+                variable.assign(tf.where(finite, variable.value, value))
         else:
             def apply():
                 strategy.run(self._apply, args=(grads,))
