@@ -24,6 +24,9 @@ tape, ``-mean(model.distribution.log_prob(x, training))``, Adam), ``fit``
 load and first ``log_prob``), ``load_run`` (a run directory written by the
 trainer: load and first ``sample``).
 
+``--optimizer=fused`` gives the ``user_loop`` and ``fit`` paths ``tfnvp.FusedAdam``
+instead of ``keras.optimizers.Adam`` (``both``: each case with either, interleaved).
+
 ``--traced_once=both`` runs every case twice, with the conditioner bodies
 traced once per kind (``tfnvp.nets.shared_body``, the default) and traced
 inline, interleaved, so the A/B comes from one run on one machine.
@@ -40,6 +43,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -92,7 +96,7 @@ def _model(name: str):
 
 
 def child(model_name: str, path: str, traced_once: bool, repeats: int,
-          batch: int | None = None) -> dict:
+          batch: int | None = None, optimizer_name: str = "keras") -> dict:
     """One case, in this (fresh) process."""
     start = time.perf_counter()
     import keras
@@ -107,7 +111,11 @@ def child(model_name: str, path: str, traced_once: bool, repeats: int,
         shared_body = None
 
     result = dict(model=model_name, path=path, traced_once=traced_once,
-                  onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS"))
+                  onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS"), optimizer=optimizer_name)
+
+    def adam():
+        return (tfnvp.FusedAdam if optimizer_name == "fused" else keras.optimizers.Adam)(1e-3)
+
     result["import"] = time.perf_counter() - start
     if shared_body is not None:
         shared_body.ENABLED = traced_once
@@ -140,7 +148,7 @@ def child(model_name: str, path: str, traced_once: bool, repeats: int,
         steps = steps_lib.TrainSteps(model, optimizer, strategy, iterator.element_spec, batch)
         fn = lambda: steps.train_step(next(iterator))  # noqa: E731
     elif path == "user_loop":
-        optimizer = keras.optimizers.Adam(1e-3)
+        optimizer = adam()
         optimizer.build(model.trainable_variables)
 
         @tf.function
@@ -157,7 +165,7 @@ def child(model_name: str, path: str, traced_once: bool, repeats: int,
         result["trace"] = time.perf_counter() - begin
         fn = lambda: user_step(pixels)  # noqa: E731
     elif path == "fit":
-        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        model.compile(optimizer=adam())
         fn = lambda: model.fit(images, batch_size=batch, epochs=1, verbose=0)  # noqa: E731
     elif path == "log_prob":
         fn = lambda: model.log_prob(pixels)  # noqa: E731
@@ -208,6 +216,9 @@ def main(argv=None) -> int:
     parser.add_argument("--paths", default="all")
     parser.add_argument("--traced_once", choices=("on", "off", "both"), default="on")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--optimizer", choices=("keras", "fused", "both"), default="keras",
+                        help="Adam of the user_loop and fit paths: keras.optimizers.Adam or "
+                             "tfnvp.FusedAdam")
     parser.add_argument("--batch", type=int, default=None,
                         help="batch size of every case (default: the model's, MODELS)")
     parser.add_argument("--out", default=None, help="JSON file for the results")
@@ -216,33 +227,36 @@ def main(argv=None) -> int:
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        model_name, path, traced = args.child.split(":")
+        model_name, path, traced, optimizer_name = args.child.split(":")
         print("RESULT " + json.dumps(child(model_name, path, traced == "on", args.repeats,
-                                           args.batch)))
+                                           args.batch, optimizer_name)))
         return 0
     paths = PATHS if args.paths == "all" else args.paths.split(",")
     modes = ("on", "off") if args.traced_once == "both" else (args.traced_once,)
+    optimizers = ("keras", "fused") if args.optimizer == "both" else (args.optimizer,)
     checkouts = [ROOT] + ([os.path.abspath(args.compare)] if args.compare else [])
     results = []
-    print("| model | path | checkout | traced once | import s | build s | first s | steady s | "
-          "overhead s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | path | checkout | traced once | Adam | import s | build s | first s | "
+          "steady s | overhead s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for model_name in args.models.split(","):
         for path in paths:
             if path == "load_run" and model_name != "digits":
                 continue
-            for checkout in checkouts:
-                for mode in modes:
-                    r = _run_case(checkout, model_name, path, mode, args.repeats, args.batch)
-                    name = os.path.basename(checkout)
-                    if "error" in r:
-                        print(f"| {model_name} | {path} | {name} | {mode} | failed: {r['error']!r} |")
-                        continue
-                    r["checkout"] = checkout
-                    results.append(r)
-                    print(f"| {model_name} | {path} | {name} | {r['traced_once']} | "
-                          f"{r['import']:.1f} | {r['build']:.1f} | {r['first']:.1f} | "
-                          f"{r['steady']:.2f} | {r['overhead']:.1f} |", flush=True)
+            uses_adam = path in ("user_loop", "fit")
+            for checkout, mode, adam in itertools.product(
+                    checkouts, modes, optimizers if uses_adam else ("keras",)):
+                r = _run_case(checkout, model_name, path, mode, args.repeats, args.batch, adam)
+                name = os.path.basename(checkout)
+                if "error" in r:
+                    print(f"| {model_name} | {path} | {name} | {mode} | {adam} | "
+                          f"failed: {r['error']!r} |")
+                    continue
+                r["checkout"] = checkout
+                results.append(r)
+                print(f"| {model_name} | {path} | {name} | {r['traced_once']} | "
+                      f"{adam if uses_adam else ''} | {r['import']:.1f} | {r['build']:.1f} | "
+                      f"{r['first']:.1f} | {r['steady']:.2f} | {r['overhead']:.1f} |", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(dict(cpu=_cpu_name(), results=results), f, indent=1)
@@ -250,11 +264,11 @@ def main(argv=None) -> int:
 
 
 def _run_case(checkout: str, model_name: str, path: str, mode: str, repeats: int,
-              batch: int | None) -> dict:
+              batch: int | None, optimizer_name: str = "keras") -> dict:
     """One case in a fresh process, with ``checkout``'s tfnvp and trainers."""
     out = subprocess.run(
         [sys.executable, os.path.join(checkout, "bench", "first_result.py"),
-         f"--child={model_name}:{path}:{mode}", f"--repeats={repeats}"]
+         f"--child={model_name}:{path}:{mode}:{optimizer_name}", f"--repeats={repeats}"]
         + ([f"--batch={batch}"] if batch else []),
         capture_output=True, text=True, cwd=checkout,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=checkout))

@@ -24,3 +24,15 @@ def test_a_case_reports_import_build_first_and_steady_times(tmp_path):
         assert 0 < r["steady"] <= r["first"] and r["import"] > 0 and r["build"] > 0
         assert r["overhead"] == r["first"] - r["steady"]
     assert run.stdout.count("| digits | sample |") == 2
+
+
+def test_the_user_paths_take_the_chosen_adam(tmp_path):
+    out = tmp_path / "first.json"
+    run = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "first_result.py"), "--models=digits",
+         "--paths=user_loop", "--optimizer=fused", "--repeats=1", "--batch=4", f"--out={out}"],
+        capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    [result] = json.loads(out.read_text())["results"]
+    assert (result["path"], result["optimizer"]) == ("user_loop", "fused")
+    assert "| digits | user_loop | " in run.stdout and "| fused |" in run.stdout

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainers.fused_adam import FusedAdam
+from tfnvp import FusedAdam
 from trainers.steps import pre_reduced
 
 _STEPS = 6

@@ -17,6 +17,7 @@ from tfnvp.bijectors.piecewise_linear import PiecewiseLinearFlow
 from tfnvp.dense import DenseRealNVP
 from tfnvp.dequantization import UniformDequantizer, bits_per_dim_from_log_prob, dequantize
 from tfnvp.errors import UsageError
+from tfnvp.fused_adam import FusedAdam
 from tfnvp.glow import GLOW_PAPER_CONFIGS, Glow, glow_latent_scale_index
 from tfnvp.glow_step import GlowStep
 from tfnvp.image_flow import ImageFlowModel
@@ -24,7 +25,7 @@ from tfnvp.model import PAPER_CONFIGS, RealNVP, latent_scale_index
 from tfnvp.runs import load_run
 from tfnvp.variational_dequantization import VariationalDequantizer
 
-__all__ = ["DenseRealNVP", "GLOW_PAPER_CONFIGS", "Glow", "GlowStep", "ImageFlowModel",
+__all__ = ["DenseRealNVP", "FusedAdam", "GLOW_PAPER_CONFIGS", "Glow", "GlowStep", "ImageFlowModel",
            "PAPER_CONFIGS", "PiecewiseLinearFlow", "RealNVP", "UniformDequantizer",
            "UsageError", "VariationalDequantizer",
            "bits_per_dim_from_log_prob", "bijectors", "conditional", "dequantize",

@@ -41,10 +41,9 @@ import keras
 import tensorflow as tf
 
 import tfnvp
-from tfnvp import _compat
+from tfnvp import FusedAdam, _compat
 
 from trainers import data
-from trainers.fused_adam import FusedAdam
 
 __all__ = ["pre_reduced", "make_optimizer", "TrainSteps"]
 
