@@ -123,7 +123,6 @@ def outputs(model, given: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "encode": model.encode(x, **by_label),
         "decode": model.decode(z, **by_label),
         "sample": model.sample(BATCH, temperature=0.8, seed=[3, 4], **by_label),
-        "call_images": model(tf.constant(images)) if labels is None else np.zeros([0]),
     }
     deq_x, log_q = model.dequantize(images, seed=seed, **by_label)
     result.update(dequantized=deq_x, log_q=tf.broadcast_to(log_q, [BATCH]))

@@ -15,10 +15,16 @@ TOLERANCE = 1e-10
 
 
 def _compare(name: str, expected: dict[str, np.ndarray], actual: dict[str, np.ndarray]) -> None:
+    """Every output to ``TOLERANCE``; one error naming every output that differs."""
     assert sorted(actual) == sorted(expected), name
+    differ = []
     for key in sorted(expected):
-        np.testing.assert_allclose(actual[key], expected[key], rtol=TOLERANCE, atol=TOLERANCE,
-                                   err_msg=f"{name}: {key}")
+        try:
+            np.testing.assert_allclose(actual[key], expected[key], rtol=TOLERANCE,
+                                       atol=TOLERANCE, err_msg=f"{name}: {key}")
+        except AssertionError as error:
+            differ.append(str(error))
+    assert not differ, "\n".join(differ)
 
 
 @pytest.mark.parametrize("name", list(golden_outputs.MODELS))
