@@ -94,9 +94,10 @@ def set_weights(model, values: np.ndarray) -> None:
         weight.assign(part.reshape(weight.shape).astype(weight.dtype))
 
 
-def inputs(model, seed: int) -> dict[str, np.ndarray]:
-    """Fixed inputs for ``model``: uint8 images, dequantized float images, latents."""
-    rng = np.random.default_rng(seed)
+def inputs(name: str, model) -> dict[str, np.ndarray]:
+    """Fixed inputs for ``model`` (``name`` of ``MODELS``): uint8 images, dequantized float
+    images, latents."""
+    rng = np.random.default_rng(200 + list(MODELS).index(name))
     shape = (BATCH,) + tuple(model.image_shape)
     images = rng.integers(0, 256, shape).astype(np.uint8)
     return dict(images=images, x=images + rng.uniform(0.0, 1.0, shape),
@@ -174,7 +175,7 @@ def compute(name: str, weights: np.ndarray | None = None
         weights = np.concatenate([w.ravel() for w in perturbed_weights(
             model, seed=100 + index, scale=MODELS[name][1])])
     set_weights(model, weights)
-    return weights, outputs(model, inputs(model, seed=200 + index))
+    return weights, outputs(model, inputs(name, model))
 
 
 def write(path: str = GOLDEN_FILE) -> None:
