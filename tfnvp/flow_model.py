@@ -366,7 +366,7 @@ class FlowModel(keras.Model):
                                    training=_mode(training))
 
     def _log_prob(self, x: tf.Tensor, labels: tf.Tensor | None, training: Training) -> tf.Tensor:
-        return self._objective(x, labels, None, training).log_prob
+        return self._log_density(x, labels, training)[0]
 
     def objective(self, x: tf.Tensor, training: Training | None = False,
                   seed: tf.Tensor | Sequence[int] | None = None,
@@ -407,21 +407,28 @@ class FlowModel(keras.Model):
         return self._compiled_call(method, body, self._batch_rank(x), (x, labels), (seed,),
                                    training=_mode(training), **options)
 
-    def _objective(self, x: tf.Tensor, labels: tf.Tensor | None, seed: tf.Tensor | None,
-                   training: Training) -> Objective:
-        """The one composition of the objective (``Objective``'s math), on checked inputs.
+    def _log_density(self, x: tf.Tensor, labels: tf.Tensor | None, training: Training
+                     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """``(log_prob, log_prior, log_det)`` of continuous inputs: eq. (3), ``log p(x) =
+        log p_Z(f(x)) + log|det df/dx|`` (``Objective``).
 
-        ``log_prob`` is computed as ``tfd.TransformedDistribution.log_prob``
-        does (``inverse``, then the log-det from the chain's cache, then the
-        prior of ``z``), bit for bit, keeping the two terms apart."""
-        x, log_q = self._dequantize(x, seed, training, labels)
+        Computed as ``tfd.TransformedDistribution.log_prob`` does (``inverse``,
+        then the log-det from the chain's cache, then the prior of ``z``), bit for
+        bit, keeping the two terms apart."""
         context, distribution = self._conditioned(x, labels)
         kwargs = self._bijector_kwargs(training, context)
         z = distribution.bijector.inverse(x, **kwargs)
         log_det = distribution.bijector.inverse_log_det_jacobian(
             x, event_ndims=len(self.event_shape), **kwargs)
         log_prior = distribution.distribution.log_prob(z)
-        log_prob = log_prior + log_det
+        return log_prior + log_det, log_prior, log_det
+
+    def _objective(self, x: tf.Tensor, labels: tf.Tensor | None, seed: tf.Tensor | None,
+                   training: Training) -> Objective:
+        """The one composition of the objective (``Objective``'s math), on checked inputs:
+        dequantization, the density (``_log_density``), the bound and bits/dim."""
+        x, log_q = self._dequantize(x, seed, training, labels)
+        log_prob, log_prior, log_det = self._log_density(x, labels, training)
         log_q = tf.zeros_like(log_prob) + log_q  # 0 for continuous inputs.
         nll = log_q - log_prob
         return Objective(nll=nll, log_prob=log_prob, log_prior=log_prior, log_det=log_det,
