@@ -585,7 +585,10 @@ class FlowModel(keras.Model):
         tensor); without one, an eager
         call draws one from TensorFlow's global generator (so
         ``tf.random.set_seed`` makes it repeatable).  Values lie in
-        ``data_support`` (see ``decode``).
+        ``data_support`` (see ``decode``).  Inside a ``tf.function`` whose
+        ``num_samples``, ``temperature`` or labels are tensors of unknown value
+        (an export's inputs), ``validate_args`` checks them at run time: a
+        non-negative count, a finite non-negative temperature, one label per sample.
         """
         static_temperature = tf.get_static_value(temperature)
         if static_temperature is not None and not np.all(
