@@ -187,15 +187,15 @@ def run_child(args: argparse.Namespace) -> dict:
     @tf.function(input_signature=[image_spec, tf.TensorSpec([2], tf.int64)])
     def train_step(images, seed):
         with tf.GradientTape() as tape:
-            nll = tf.reduce_mean(model.nll(images, training=True, seed=seed))
-            loss = nll + model.regularization_loss()
+            objective = model.objective(images, training=True, seed=seed)
+            loss = tf.reduce_mean(objective.nll) + model.regularization_loss()
         grads, _ = tf.clip_by_global_norm(tape.gradient(loss, variables), 100.0)
         optimizer.apply_gradients(zip(grads, variables))
-        return nll / (math.log(2.0) * float(np.prod(train.shape[1:])))
+        return tf.reduce_mean(objective.bits_per_dim)
 
     @tf.function(input_signature=[image_spec, tf.TensorSpec([2], tf.int64)])
     def statistics_pass(images, seed):
-        return model.nll(images, training=True, seed=seed)
+        return model.objective(images, training=True, seed=seed).nll
 
     eval_spec = tf.TensorSpec([None] + list(train.shape[1:]), tf.uint8)
 

@@ -407,12 +407,11 @@ def test_exported_labels_are_one_per_image_and_refusals_name_the_argument(tmp_pa
         labels = tf.constant(given)
         expected = (f"assertion failed: [labels: expected shape [4] (one label per {{}}), got "
                     f"shape [{len(given)}]]")
-        for call, per in ((lambda: loaded.log_prob(x, labels), "image of x"),
-                          (lambda: loaded.signatures["log_prob"](x=x, labels=labels),
-                           "image of x"),
-                          (lambda: loaded.encode(x, labels), "image of x"),
-                          (lambda: loaded.decode(x, labels), "latent of z"),
-                          (lambda: loaded.bits_per_dim(images, seed, labels), "image of images")):
+        for call, per in ((lambda: loaded.log_prob(x, labels), "input"),
+                          (lambda: loaded.signatures["log_prob"](x=x, labels=labels), "input"),
+                          (lambda: loaded.encode(x, labels), "input"),
+                          (lambda: loaded.decode(x, labels), "latent"),
+                          (lambda: loaded.bits_per_dim(images, seed, labels), "input")):
             assert _refusal(call) == expected.format(per)
     assert _refusal(lambda: loaded.log_prob(x, tf.constant([0, 1, 3, 2]))) == (
         "assertion failed: [labels: expected classes in [0, num_classes=3), got [0 1 3 2]]")

@@ -15,6 +15,7 @@ if _ONEDNN_CHOSEN:
 from tfnvp import _compat, bijectors, conditional, grid, latent, multiscale, nets, toy_data
 from tfnvp.bijectors.piecewise_linear import PiecewiseLinearFlow
 from tfnvp.dense import DenseRealNVP
+from tfnvp.flow_model import Objective
 from tfnvp.dequantization import UniformDequantizer, bits_per_dim_from_log_prob, dequantize
 from tfnvp.errors import UsageError
 from tfnvp.fused_adam import FusedAdam
@@ -26,7 +27,7 @@ from tfnvp.runs import load_run
 from tfnvp.variational_dequantization import VariationalDequantizer
 
 __all__ = ["DenseRealNVP", "FusedAdam", "GLOW_PAPER_CONFIGS", "Glow", "GlowStep", "ImageFlowModel",
-           "PAPER_CONFIGS", "PiecewiseLinearFlow", "RealNVP", "UniformDequantizer",
+           "Objective", "PAPER_CONFIGS", "PiecewiseLinearFlow", "RealNVP", "UniformDequantizer",
            "UsageError", "VariationalDequantizer",
            "bits_per_dim_from_log_prob", "bijectors", "conditional", "dequantize",
            "glow_latent_scale_index", "grid", "latent", "latent_scale_index", "load_run",

@@ -23,18 +23,24 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfnvp import validation
+
 tfd = tfp.distributions
 
 __all__ = ["ClassConditionalPrior", "check_labels", "one_hot_context"]
 
 
 def check_labels(labels, num_classes: int, batch_shape: Sequence[int | None],
-                 validate_args: bool) -> tf.Tensor:
+                 validate_args: bool, batch_size: tf.Tensor | None = None,
+                 per: str = "input") -> tf.Tensor:
     """``labels`` as an int32 tensor of ``batch_shape``; clear errors otherwise.
 
     Static checks (integer dtype, shape) always run; with ``validate_args``
     the values are checked to lie in ``[0, num_classes)`` *as given*, before
-    the cast to int32 (an int64 label ``2**32 + 1`` must not wrap to class 1).
+    the cast to int32 (an int64 label ``2**32 + 1`` must not wrap to class 1),
+    and, when ``batch_shape`` is not fully known (a traced or exported
+    function), the labels' shape against ``batch_size``, the inputs' batch
+    shape at run time (one label per ``per``: labels are never broadcast).
     """
     labels = tf.convert_to_tensor(labels)
     if not labels.dtype.is_integer:
@@ -46,14 +52,24 @@ def check_labels(labels, num_classes: int, batch_shape: Sequence[int | None],
                if batch_shape.rank is not None and labels.shape.rank == batch_shape.rank + 1
                and labels.shape[-1] == 1 else "")
         raise ValueError(f"labels must have the inputs' batch shape {batch_shape} (one label "
-                         f"per event), got shape {labels.shape}{fix}.")
+                         f"per {per}), got shape {labels.shape}{fix}.")
     if validate_args:
-        message = f"labels must lie in [0, num_classes={num_classes})"
+        valid = tf.ones(tf.shape(labels), tf.bool)
         if not labels.dtype.is_unsigned:
-            tf.debugging.assert_non_negative(labels, message=f"{message}: found a negative label")
+            valid &= labels >= 0
         if num_classes <= labels.dtype.max:  # Else every value of the dtype is below it.
-            tf.debugging.assert_less(labels, tf.constant(num_classes, labels.dtype),
-                                     message=f"{message}: found a label >= {num_classes}")
+            valid &= labels < tf.constant(num_classes, labels.dtype)
+        checks = [validation.require(
+            tf.reduce_all(valid),
+            f"labels: expected classes in [0, num_classes={num_classes}), got {{}}", labels)]
+        if batch_size is not None and not batch_shape.is_fully_defined():
+            given = tf.shape(labels, out_type=tf.int32)
+            checks.append(validation.require(
+                tf.reduce_all(tf.equal(given, tf.cast(batch_size, tf.int32))),
+                f"labels: expected shape {{}} (one label per {per}), got shape {{}}",
+                batch_size, given))
+        with tf.control_dependencies(checks):
+            labels = tf.identity(labels)
     return tf.cast(labels, tf.int32)
 
 

@@ -8,7 +8,9 @@ A ``FlowModel`` is a ``keras.Model`` that owns the layers of a flow (so
 layers, the bijector chain (``_flow_bijectors``) and the latent layout
 derive, and say how inputs are checked.  This base class provides
 
-* ``log_prob``, ``nll``, ``encode``, ``decode``, ``sample`` and Keras' ``call``,
+* ``objective`` (``Objective``: the loss and its parts, composed in one place,
+  ``_objective``), ``log_prob`` and ``nll`` (its fields), ``encode``, ``decode``,
+  ``sample`` and Keras' ``call``,
   each checking its input, then, called eagerly, running through a
   ``tf.function`` the model keeps per option combination and input signature
   (``_compiled_call``; inline inside a caller's ``tf.function``).  The mode
@@ -22,8 +24,9 @@ derive, and say how inputs are checked.  This base class provides
   ``labels=`` become the one-hot ``context`` and select the prior's class;
 * ``recalibrate``: every batch-norm statistic recomputed over training batches;
 * Keras' conventions: built at construction (``_build_weights``), ``fit`` and
-  ``evaluate`` by maximum likelihood (``train_step``/``test_step`` on ``nll``
-  plus ``regularization_loss``, a ``bits_per_dim`` metric); the subclasses are
+  ``evaluate`` by maximum likelihood (``train_step``/``test_step`` on
+  ``objective``: ``mean(nll)`` plus ``regularization_loss``, its ``bits_per_dim``
+  as a metric); the subclasses are
   registered serializable, so ``.keras`` files load without ``custom_objects``.
 """
 
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import keras
 import numpy as np
@@ -49,7 +52,7 @@ from tfnvp.running_average import RECALIBRATE, Training
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["Flow", "FlowModel", "PAPER_L2"]
+__all__ = ["Flow", "FlowModel", "Objective", "PAPER_L2"]
 
 # Section 4.1: "L2 regularization on the weight scale parameters with coefficient 5 * 10^-5".
 PAPER_L2 = 5e-5
@@ -68,6 +71,37 @@ class Flow:
 
     bijector: tfb.Bijector
     distribution: tfd.TransformedDistribution
+
+
+class Objective(NamedTuple):
+    """The maximum-likelihood objective of a batch and its parts, one value per example.
+
+    For an input ``x`` with labels ``y`` (class-conditional models only), the
+    flow ``f`` (data -> latent) and its prior ``p_Z`` (``N(0, I)``, or
+    ``N(mu_y, sigma_y^2)`` given ``y``), the change of variables (Real NVP,
+    eq. (3)) gives::
+
+        log p(x) = log p_Z(f(x)) + log|det df(x)/dx|      (log_prob = log_prior + log_det)
+
+    Discrete data (8-bit images) are first dequantized, ``x = images + u`` with
+    ``u ~ q(u | images)`` (uniform noise and ``log q = 0``, section 4.1, or a
+    learned ``q``), and ``E_q[log p(x) - log q(u | images)] <= log P(images)``
+    (the dequantization bound, ``tfnvp.dequantization``), so the loss is::
+
+        nll = -log p(x) + log q(u | images)               (log_q = 0 for continuous inputs)
+        bits_per_dim = nll / (D ln 2)                     (D = dimensions of one event)
+
+    the paper's bits/dim: the model's density is already on the 8-bit scale
+    ``[0, 256)^D``, so no ``D log 256`` term (``bits_per_dim_from_log_prob``).
+    Every field is in nats but ``bits_per_dim``; shapes are the batch shape.
+    """
+
+    nll: tf.Tensor
+    log_prob: tf.Tensor
+    log_prior: tf.Tensor
+    log_det: tf.Tensor
+    log_q: tf.Tensor
+    bits_per_dim: tf.Tensor
 
 
 class _Untracked:
@@ -258,8 +292,9 @@ class FlowModel(keras.Model):
 
     def compiled_functions(self) -> dict[str, list[tf.types.experimental.PolymorphicFunction]]:
         """The ``tf.function``s eager calls have compiled so far, by method name
-        (``log_prob``, ``nll``, ``bits_per_dim``, ``encode``, ``decode``, ``sample``):
-        one per combination of options and input signature (see ``_compiled_call``).
+        (``log_prob``, ``objective``, ``nll``, ``bits_per_dim``, ``encode``, ``decode``,
+        ``sample``): one per combination of options and input signature (see
+        ``_compiled_call``).
         ``experimental_get_tracing_count()`` of each says how often it was traced."""
         functions: dict[str, list] = {}
         for key, function in self._untracked.compiled.items():
@@ -330,25 +365,38 @@ class FlowModel(keras.Model):
         x = self._check_inputs(x)
         if training:
             self._check_training_batch(x)
-        labels = self._checked_labels(self._event_of(x), self._batch_of(x), labels)
+        labels = self._labels_for(x, labels)
         return self._compiled_call("log_prob", self._log_prob, self._batch_rank(x), (x, labels),
                                    training=_mode(training))
 
     def _log_prob(self, x: tf.Tensor, labels: tf.Tensor | None, training: Training) -> tf.Tensor:
-        context, distribution = self._conditioned(x, labels)
-        return distribution.log_prob(x, bijector_kwargs=self._bijector_kwargs(training, context))
+        return self._log_density(x, labels, training)[0]
+
+    def objective(self, x: tf.Tensor, training: Training | None = False,
+                  seed: tf.Tensor | Sequence[int] | None = None,
+                  labels: tf.Tensor | None = None) -> Objective:
+        """The training objective of ``x`` and its parts (``Objective``: the math).
+
+        ``x``: continuous inputs (``log_q = 0``), or, for a model of discrete
+        data (8-bit images, ``RealNVP``, ``Glow``), the uint8 images themselves,
+        dequantized by the model's dequantizer (from the stateless ``seed`` if
+        given; called eagerly without one, a seed is drawn from TensorFlow's
+        global generator).  ``labels``: a class-conditional model's classes.
+        ``training`` as in ``log_prob``.  Minimize ``mean(nll)`` plus
+        ``regularization_loss()``; ``nll``, ``log_prob`` and ``bits_per_dim``
+        are this method's fields.  Called eagerly it runs compiled.
+        """
+        return self._objective_call("objective", self._objective, x, training, seed, labels)
 
     def nll(self, x: tf.Tensor, training: Training | None = False,
             seed: tf.Tensor | Sequence[int] | None = None,
             labels: tf.Tensor | None = None) -> tf.Tensor:
-        """Negative log-likelihood (nats), one value per event: the training objective.
+        """Negative log-likelihood (nats), one value per event: ``objective(...).nll``.
 
         ``-log p(x)`` (``-log p(x | y)`` with ``labels``) of continuous
-        inputs.  A model of discrete data (8-bit images, ``RealNVP``) also
-        takes the discrete data itself: it dequantizes them with its
-        dequantizer (``x + u`` with ``log q(u | x)``, from the stateless
-        ``seed`` if given) and returns the dequantization bound ``-log p(x +
-        u) + log q(u | x)``.  Minimize its mean plus ``regularization_loss()``.
+        inputs; of 8-bit images, the dequantization bound ``-log p(x + u) +
+        log q(u | x)`` (see ``objective``).  Minimize its mean plus
+        ``regularization_loss()``.
         """
         return self._objective_call("nll", self._nll, x, training, seed, labels)
 
@@ -359,14 +407,41 @@ class FlowModel(keras.Model):
         x, seed = self._check_nll_inputs(x, seed)
         if training:
             self._check_training_batch(x)
-        labels = self._checked_labels(self._event_of(x), self._batch_of(x), labels)
+        labels = self._labels_for(x, labels)
         return self._compiled_call(method, body, self._batch_rank(x), (x, labels), (seed,),
                                    training=_mode(training), **options)
 
+    def _log_density(self, x: tf.Tensor, labels: tf.Tensor | None, training: Training
+                     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """``(log_prob, log_prior, log_det)`` of continuous inputs: eq. (3), ``log p(x) =
+        log p_Z(f(x)) + log|det df/dx|`` (``Objective``).
+
+        Computed as ``tfd.TransformedDistribution.log_prob`` does (``inverse``,
+        then the log-det from the chain's cache, then the prior of ``z``), bit for
+        bit, keeping the two terms apart."""
+        context, distribution = self._conditioned(x, labels)
+        kwargs = self._bijector_kwargs(training, context)
+        z = distribution.bijector.inverse(x, **kwargs)
+        log_det = distribution.bijector.inverse_log_det_jacobian(
+            x, event_ndims=len(self.event_shape), **kwargs)
+        log_prior = distribution.distribution.log_prob(z)
+        return log_prior + log_det, log_prior, log_det
+
+    def _objective(self, x: tf.Tensor, labels: tf.Tensor | None, seed: tf.Tensor | None,
+                   training: Training) -> Objective:
+        """The one composition of the objective (``Objective``'s math), on checked inputs:
+        dequantization, the density (``_log_density``), the bound and bits/dim."""
+        x, log_q = self._dequantize(x, seed, training, labels)
+        log_prob, log_prior, log_det = self._log_density(x, labels, training)
+        log_q = tf.zeros_like(log_prob) + log_q  # 0 for continuous inputs.
+        nll = log_q - log_prob
+        return Objective(nll=nll, log_prob=log_prob, log_prior=log_prior, log_det=log_det,
+                         log_q=log_q, bits_per_dim=bits_per_dim_from_log_prob(
+                             -nll, int(np.prod(self._event_of(x)))))
+
     def _nll(self, x: tf.Tensor, labels: tf.Tensor | None, seed: tf.Tensor | None,
              training: Training) -> tf.Tensor:
-        x, log_q = self._dequantize(x, seed, training, labels)
-        return log_q - self._log_prob(x, labels, training)
+        return self._objective(x, labels, seed, training).nll
 
     @staticmethod
     def _eager_seed(seed) -> tf.Tensor:
@@ -397,10 +472,18 @@ class FlowModel(keras.Model):
                                                dtype=self.flow_dtype.name, name="prior")
             self.prior.build((None,))  # Records the labels' shape (summary()).
 
-    def _checked_labels(self, event: tuple[int, ...], batch: tf.TensorShape,
-                        labels) -> tf.Tensor | None:
-        """``labels`` checked for events of shape ``event`` in a batch of shape ``batch``:
-        int32 labels for a class-conditional model, ``None`` for an unconditional one."""
+    def _labels_for(self, t: tf.Tensor, labels, per: str = "input") -> tf.Tensor | None:
+        """``_checked_labels`` for the inputs (or latents) ``t``: one label per event."""
+        batch = self._batch_of(t)
+        size = None if batch.is_fully_defined() else tf.shape(t)[:self._batch_rank(t)]
+        return self._checked_labels(self._event_of(t), batch, labels, size, per)
+
+    def _checked_labels(self, event: tuple[int, ...], batch: tf.TensorShape, labels,
+                        size: tf.Tensor | None = None, per: str = "input") -> tf.Tensor | None:
+        """``labels`` checked for events of shape ``event`` in a batch of shape ``batch``
+        (at run time ``size``, checked where ``batch`` is not fully known; ``per``: what
+        one label is for, in messages): int32 labels for a class-conditional model,
+        ``None`` for an unconditional one."""
         if self.num_classes is None:
             if labels is not None:
                 raise ValueError("labels were given, but the model is unconditional "
@@ -412,7 +495,7 @@ class FlowModel(keras.Model):
         if event != self.event_shape:
             raise ValueError(f"A class-conditional model's prior is defined for events of shape "
                              f"{self.event_shape}, got {event}.")
-        return check_labels(labels, self.num_classes, batch, self.validate_args)
+        return check_labels(labels, self.num_classes, batch, self.validate_args, size, per)
 
     def _conditioned(self, t: tf.Tensor,
                      labels: tf.Tensor | None) -> tuple[tf.Tensor | None, tfd.Distribution]:
@@ -457,7 +540,7 @@ class FlowModel(keras.Model):
         """Latent ``z = f(x)`` (``f(x; y)`` with ``labels``) of the input's shape
         (evaluation mode)."""
         x = self._check_inputs(x)
-        labels = self._checked_labels(self._event_of(x), self._batch_of(x), labels)
+        labels = self._labels_for(x, labels)
         return self._compiled_call("encode", self._encode, self._batch_rank(x), (x, labels))
 
     def _encode(self, x: tf.Tensor, labels: tf.Tensor | None) -> tf.Tensor:
@@ -479,7 +562,7 @@ class FlowModel(keras.Model):
         finite.
         """
         z = self._check_latents(z)
-        labels = self._checked_labels(self._event_of(z), self._batch_of(z), labels)
+        labels = self._labels_for(z, labels, "latent")
         return self._compiled_call("decode", self._decode, self._batch_rank(z), (z, labels))
 
     def _decode(self, z: tf.Tensor, labels: tf.Tensor | None) -> tf.Tensor:
@@ -507,7 +590,10 @@ class FlowModel(keras.Model):
         tensor); without one, an eager
         call draws one from TensorFlow's global generator (so
         ``tf.random.set_seed`` makes it repeatable).  Values lie in
-        ``data_support`` (see ``decode``).
+        ``data_support`` (see ``decode``).  Inside a ``tf.function`` whose
+        ``num_samples``, ``temperature`` or labels are tensors of unknown value
+        (an export's inputs), ``validate_args`` checks them at run time: a
+        non-negative count, a finite non-negative temperature, one label per sample.
         """
         static_temperature = tf.get_static_value(temperature)
         if static_temperature is not None and not np.all(
@@ -520,10 +606,28 @@ class FlowModel(keras.Model):
             num_samples = int(num_samples)
             if num_samples < 0:
                 raise ValueError(f"num_samples must be non-negative, got {num_samples}.")
-        labels = self._checked_labels(
-            event, tf.TensorShape([tf.get_static_value(num_samples)]), labels)
+        static_count = tf.get_static_value(num_samples)
+        checks = []  # Values known only at run time (a traced or exported function's inputs).
+        if self.validate_args and static_count is None:
+            checks.append(validation.require(
+                num_samples >= 0, "num_samples: expected a non-negative count, got {}",
+                num_samples))
+        if self.validate_args and static_temperature is None:
+            checks.append(validation.require(
+                tf.math.is_finite(temperature) & (temperature >= 0),
+                "temperature: expected a finite non-negative number, got {}", temperature))
+        with tf.control_dependencies(checks):  # Before the labels' count is checked.
+            if checks and static_count is None:
+                num_samples = tf.identity(num_samples)
+            if checks and static_temperature is None:
+                temperature = tf.identity(temperature)
+            labels = self._checked_labels(
+                event, tf.TensorShape([static_count]), labels,
+                None if static_count is not None else tf.reshape(num_samples, [1]), "sample")
         if tf.inside_function():
             seed = validation.check_seed(seed)
+            if tf.is_tensor(temperature):  # E.g. an export's float32 input.
+                temperature = tf.cast(temperature, self.flow_dtype)
         else:
             # Tensors, so that a new count, temperature or seed does not retrace.
             num_samples = tf.convert_to_tensor(num_samples, tf.int32)
@@ -595,7 +699,7 @@ class FlowModel(keras.Model):
             x, labels = tuple(batch) if isinstance(batch, (tuple, list)) else (batch, None)
             if used == 0:
                 x = tf.convert_to_tensor(x)
-                self._checked_labels(self._event_of(x), self._batch_of(x), labels)
+                self._labels_for(x, labels)
                 if not all(layer.built for layer in self.batch_norm_layers()):
                     self.log_prob(self._dequantize(x, None, False, labels)[0],
                                   labels=labels)  # Builds the conditioners.
@@ -675,12 +779,13 @@ class FlowModel(keras.Model):
                              "are not supported (the dataset yields inputs or (inputs, labels)).")
         return x, labels
 
-    def _objective(self, data, training: bool) -> tuple[tf.Tensor, tf.Tensor, int]:
-        """``(loss, nll, D)`` of a batch: ``loss = mean(nll) + regularization_loss()``."""
+    def _fit_loss(self, data, training: bool) -> tuple[tf.Tensor, Objective]:
+        """``(loss, objective)`` of a batch: ``loss = mean(nll) + regularization_loss()``."""
         x, labels = self._unpack(data)
-        nll = self.nll(x, training=training, labels=labels)
-        loss = tf.reduce_mean(nll) + tf.cast(self.regularization_loss(), nll.dtype)
-        return loss, nll, int(np.prod(self._event_of(tf.convert_to_tensor(x))))
+        objective = self.objective(x, training=training, labels=labels)
+        loss = tf.reduce_mean(objective.nll) + tf.cast(self.regularization_loss(),
+                                                       objective.nll.dtype)
+        return loss, objective
 
     def compile(self, *args, **kwargs) -> None:
         """Keras' ``compile``, then the optimizer's variables built for the trainable weights.
@@ -735,22 +840,22 @@ class FlowModel(keras.Model):
         ``bits_per_dim`` is ``nll / (D ln 2)`` without the L2 term.
         """
         with tf.GradientTape() as tape:
-            loss, nll, dims = self._objective(data, training=True)
+            loss, objective = self._fit_loss(data, training=True)
             # The loss scale of a LossScaleOptimizer (float16 conditioners; see compile),
             # whose apply() unscales the gradients; other optimizers return the loss.
             scaled = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
         self.optimizer.apply(tape.gradient(scaled, variables), variables)
-        return self._update_metrics(loss, nll, dims)
+        return self._update_metrics(loss, objective)
 
     @tf.autograph.experimental.do_not_convert
     def test_step(self, data) -> dict[str, tf.Tensor]:
         """``evaluate``'s (and ``fit``'s validation) step: the objective in evaluation
         mode (running batch-norm statistics)."""
-        return self._update_metrics(*self._objective(data, training=False))
+        return self._update_metrics(*self._fit_loss(data, training=False))
 
-    def _update_metrics(self, loss: tf.Tensor, nll: tf.Tensor, dims: int) -> dict[str, tf.Tensor]:
+    def _update_metrics(self, loss: tf.Tensor, objective: Objective) -> dict[str, tf.Tensor]:
         if self._loss_tracker is not None:
-            self._loss_tracker.update_state(loss, sample_weight=tf.shape(nll)[0])
-        self._untracked.bits_per_dim.update_state(bits_per_dim_from_log_prob(-nll, dims))
+            self._loss_tracker.update_state(loss, sample_weight=tf.shape(objective.nll)[0])
+        self._untracked.bits_per_dim.update_state(objective.bits_per_dim)
         return self.get_metrics_result()

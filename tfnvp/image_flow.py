@@ -265,7 +265,7 @@ class ImageFlowModel(FlowModel):
         ``bits_per_dim`` dequantize exactly so.
         """
         images = self._check_uint8_images(images)
-        labels = self._checked_labels(self._event_of(images), self._batch_of(images), labels)
+        labels = self._labels_for(images, labels)
         return self._dequantize(images, validation.check_seed(seed), training, labels)
 
     def _dequantize(self, x, seed, training: Training | None,
@@ -308,15 +308,14 @@ class ImageFlowModel(FlowModel):
 
     def _bits_per_dim(self, images: tf.Tensor, labels: tf.Tensor | None, seed: tf.Tensor | None,
                       training: Training, num_samples: int = 1) -> tf.Tensor:
-        dims = int(np.prod(images.shape[-3:]))
         if num_samples == 1:
-            return bits_per_dim_from_log_prob(-self._nll(images, labels, seed, training), dims)
+            return self._objective(images, labels, seed, training).bits_per_dim
         seeds = ([None] * num_samples if seed is None
                  else tf.unstack(tf.random.experimental.stateless_split(seed, num_samples)))
-        log_weights = tf.stack([-self._nll(images, labels, s, training) for s in seeds])
+        log_weights = tf.stack([-self._objective(images, labels, s, training).nll for s in seeds])
         log_mean = (tf.reduce_logsumexp(log_weights, axis=0)
                     - tf.constant(math.log(num_samples), log_weights.dtype))
-        return bits_per_dim_from_log_prob(log_mean, dims)
+        return bits_per_dim_from_log_prob(log_mean, int(np.prod(images.shape[-3:])))
 
     def sample(self, num_samples: int, temperature: float = 1.0,
                seed: tf.Tensor | Sequence[int] | None = None,

@@ -12,7 +12,19 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = ["check_image_shape", "check_images", "check_latents", "check_seed",
-           "check_uint8_images"]
+           "check_uint8_images", "require"]
+
+
+def require(condition: tf.Tensor, template: str, *values: tf.Tensor) -> tf.Operation:
+    """Asserts ``condition`` at run time (a value check of a traced or exported function).
+
+    Its error's message is ``template`` formatted with the runtime ``values``
+    (``tf.strings.format``), e.g. ``assertion failed: [labels: expected shape [4]
+    (one label per input), got shape [1]]``: the argument, what is expected and what
+    was given, on the status message's first line.  Use it under
+    ``tf.control_dependencies`` of what the check guards.
+    """
+    return tf.debugging.Assert(condition, [tf.strings.format(template, values, summarize=8)])
 
 
 def check_image_shape(shape: tuple[int, ...], channels: int, squeezes: int) -> None:

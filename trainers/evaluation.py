@@ -108,11 +108,10 @@ class Evaluator:
 
     def _bits_per_dim(self, seed: tf.Tensor, x: tf.Tensor,
                       labels: tf.Tensor | None = None) -> tf.Tensor:
-        if x.dtype == tf.uint8:
-            bits = self.model.bits_per_dim(x, seed=seed, training=False, labels=labels)
-            return tf.cast(bits, tf.float64)
-        log_prob = self.model.log_prob(x, training=False, labels=labels)
-        return tfnvp.bits_per_dim_from_log_prob(tf.cast(log_prob, tf.float64), self.num_dims)
+        """``model.objective``'s bits/dim (uint8 ``x``: the dequantization bound with ``u``
+        drawn from ``seed``), divided by ``D ln 2`` in float64."""
+        nll = self.model.objective(x, training=False, seed=seed, labels=labels).nll
+        return tfnvp.bits_per_dim_from_log_prob(-tf.cast(nll, tf.float64), self.num_dims)
 
     def evaluate(self, dataset: tf.data.Dataset) -> EvalResult:
         """Mean bits/dim (and its standard error) over one pass of ``dataset`` (batches,

@@ -101,9 +101,7 @@ class _ExportModule(tf.Module):
         self.tf_variables = [weight.value for weight in model.weights]
         self.metadata = tf.saved_model.Asset(metadata_path)
         height, width, channels = model.image_shape
-        dtype = model.flow_dtype
         images = tf.TensorSpec([None, height, width, channels], tf.float32)
-        flow_images = tf.TensorSpec([None, height, width, channels], dtype)
         uint8 = tf.TensorSpec([None, height, width, channels], tf.uint8)
         seed = tf.TensorSpec([2], tf.int32)
         scalar_int = tf.TensorSpec([], tf.int32)
@@ -111,7 +109,6 @@ class _ExportModule(tf.Module):
         # Class-conditional models take the labels as every function's last input.
         labels = [tf.TensorSpec([None], tf.int32)] if model.num_classes is not None else []
         out = lambda t: tf.cast(t, tf.float32)  # noqa: E731
-        num_dims = height * width * channels
 
         def shaped(t: tf.Tensor, name: str) -> tf.Tensor:
             """``t``, checked at run time to be ``[N, H, W, C]``.
@@ -129,96 +126,37 @@ class _ExportModule(tf.Module):
                     f"height, width, channels); got shape", tf.shape(t)], summarize=8)]):
                 return tf.identity(t)
 
-        def checked(labels: tf.Tensor | None, count: tf.Tensor,
-                    per: str) -> tuple[tf.Tensor, ...]:
-            """The labels (if any), checked before anything uses them: one per ``per``
-            (``count`` of them; as the library, never broadcast) and classes."""
-            if labels is None:
-                return ()
-            with tf.control_dependencies([
-                    _require(tf.equal(tf.size(labels), count),
-                             f"labels: expected shape [{{}}] (one label per {per}), got "
-                             "shape [{}]", count, tf.size(labels)),
-                    _require(tf.reduce_all((labels >= 0) & (labels < model.num_classes)),
-                             f"labels: expected classes in [0, num_classes={model.num_classes}),"
-                             " got {}", labels)]):
-                return (tf.identity(labels),)
-
-        def batch(t: tf.Tensor) -> tf.Tensor:
-            return tf.shape(t, out_type=tf.int32)[0]
-
-        # flow_log_prob and flow_decode are traced once each, in the flow's
-        # dtype, and shared: bits_per_dim calls flow_log_prob, sample calls
-        # flow_decode (nested function calls), so the SavedModel holds three
-        # copies of the flow graph (with encode) instead of five, and exporting
-        # traces three.
-        @tf.function(autograph=False, input_signature=[flow_images] + labels)
-        def flow_log_prob(x, labels=None):
-            return model.log_prob(x, training=False, labels=labels)
-
-        @tf.function(autograph=False, input_signature=[flow_images] + labels)
-        def flow_decode(z, labels=None):
-            return model.decode(z, labels=labels)
-
+        # The model's own methods, in evaluation mode, with its checks (the labels: one per
+        # image or sample, in [0, num_classes); the sampling temperature and count): traced
+        # with validate_args on (_validating), they check at run time what the signature's
+        # inputs leave unknown.
         @tf.function(autograph=False, input_signature=[images] + labels)
         def log_prob(x, labels=None):
-            return out(flow_log_prob(tf.cast(shaped(x, "x"), dtype),
-                                     *checked(labels, batch(x), "image of x")))
+            return out(model.log_prob(shaped(x, "x"), training=False, labels=labels))
 
         @tf.function(autograph=False, input_signature=[uint8, seed] + labels)
         def bits_per_dim(images, seed, labels=None):
-            # RealNVP.bits_per_dim through the model's dequantizer (uniform or learned,
-            # evaluation mode), with the log-density graph shared with log_prob.
-            images = shaped(images, "images")
-            labels = checked(labels, batch(images), "image of images")
-            x, log_q = model.dequantize(images, seed=seed, labels=labels[0] if labels else None)
-            return out(tfnvp.bits_per_dim_from_log_prob(flow_log_prob(x, *labels) - log_q,
-                                                        num_dims))
+            # The model's dequantizer (uniform or learned, evaluation mode) and objective.
+            return out(model.bits_per_dim(shaped(images, "images"), seed=seed, labels=labels))
 
         @tf.function(autograph=False, input_signature=[scalar_int, scalar_float, seed] + labels)
         def sample(num_samples, temperature, seed, labels=None):
-            # RealNVP.sample with a tensor count and temperature (it wants
-            # Python values): the same stateless_normal draw, then decode.
-            checks = [
-                _require(num_samples >= 0, "num_samples: expected a non-negative count, got {}",
-                         num_samples),
-                _require(tf.math.is_finite(temperature) & (temperature >= 0.0),
-                         "temperature: expected a finite non-negative number, got {}",
-                         temperature),
-            ]
-            labels = checked(labels, num_samples, "sample: labels[i] is the class of sample i")
-            with tf.control_dependencies(checks):
-                shape = tf.concat([tf.reshape(num_samples, [1]), model.image_shape], axis=0)
-            z = tf.random.stateless_normal(shape, seed=seed, dtype=dtype)
-            z = tf.cast(temperature, dtype) * tf.ensure_shape(z, [None, height, width, channels])
-            if labels:  # z ~ p(z | y) = N(mu_y, sigma_y^2), as RealNVP.sample.
-                loc, scale = model.prior.parameters_of(*labels)
-                z = loc + scale * z
-            return out(flow_decode(z, *labels))
+            return out(model.sample(num_samples, temperature=temperature, seed=seed,
+                                    labels=labels))
 
         @tf.function(autograph=False, input_signature=[images] + labels)
         def encode(x, labels=None):
-            x = shaped(x, "x")
-            return out(model.encode(x, *checked(labels, batch(x), "image of x")))
+            return out(model.encode(shaped(x, "x"), labels=labels))
 
         @tf.function(autograph=False, input_signature=[images] + labels)
         def decode(z, labels=None):
-            z = shaped(z, "z")
-            return out(flow_decode(tf.cast(z, dtype), *checked(labels, batch(z), "latent of z")))
+            return out(model.decode(shaped(z, "z"), labels=labels))
 
         self.log_prob = log_prob
         self.bits_per_dim = bits_per_dim
         self.sample = sample
         self.encode = encode
         self.decode = decode
-
-
-def _require(condition: tf.Tensor, template: str, *values: tf.Tensor) -> tf.Operation:
-    """Asserts ``condition``; its error's message is ``template`` formatted with the runtime
-    ``values`` (``tf.strings.format``), e.g. ``assertion failed: [labels: expected shape
-    [4] (one label per image of x), got shape [1]]``: the argument, what is expected and
-    what was given, on the status message's first line."""
-    return tf.debugging.Assert(condition, [tf.strings.format(template, values, summarize=8)])
 
 
 def _given(labels: tf.Tensor | None) -> tuple[tf.Tensor, ...]:

@@ -4,10 +4,10 @@ One training step, for a global batch of ``B`` images split across ``R`` replica
 
 1. each replica computes, in training mode (batch-norm bijectors normalize with
    the statistics of the *global* batch, all-reduced across replicas), the
-   model's objective ``loss_r = sum(model.nll(x_i))/B + l2 *
-   model.weight_scale_penalty() / R`` (``FlowModel.regularization_loss``) and
-   its gradients (a class-conditional model's batches are ``(x, labels)``
-   pairs and its objective ``model.nll(x_i, labels=y_i)``, ``-log p(x | y)``);
+   model's objective ``loss_r = sum(nll_i)/B + l2 * model.weight_scale_penalty()
+   / R`` (``nll_i``: ``model.objective(x_i).nll``; ``FlowModel.regularization_loss``)
+   and its gradients (a class-conditional model's batches are ``(x, labels)``
+   pairs and ``nll_i`` is ``-log p(x_i | y_i)``);
 2. the gradients (and the loss) are summed across replicas **once, here**, so
    that gradient-norm clipping and the finiteness check see the global
    gradient and take the same decision on every replica;
@@ -164,9 +164,8 @@ class TrainSteps:
         seed = tf.stack([self.noise_seed * self.num_replicas + tf.cast(replica, tf.int64),
                          tf.cast(self.optimizer.iterations, tf.int64)])
         with tf.GradientTape() as tape:
-            nll = tf.reduce_sum(tf.cast(
-                self.model.nll(x, training=True, labels=labels, seed=seed),
-                tf.float32)) / self.global_batch_size
+            objective = self.model.objective(x, training=True, labels=labels, seed=seed)
+            nll = tf.reduce_sum(tf.cast(objective.nll, tf.float32)) / self.global_batch_size
             penalty = (self.model.weight_scale_penalty() / self.num_replicas if self.l2
                        else tf.zeros([], tf.float32))
             loss = nll + self.l2 * penalty
@@ -238,27 +237,19 @@ class TrainSteps:
     def _diagnostics(self, x: tf.Tensor, labels: tf.Tensor | None = None):
         """Evaluation-mode split of bits/dim into the prior and log-det terms.
 
-        ``-log p(x) = -log N(z) - log|det dz/dx|``, both per dimension in bits,
-        averaged over the batch: ``bits_per_dim = prior + log_det``.  For a
-        class-conditional model (``labels``) the prior is ``p(z | y)`` and the
-        log-det is ``log p(x | y) - log p(z | y)``.  uint8 batches (a learned
-        dequantizer) are dequantized first, in evaluation mode, and the split is
-        that of ``-log p(x + u)`` (without ``log q(u | x)``).
+        ``-log p(x) = -log p_Z(z) - log|det dz/dx|`` (``model.objective``'s
+        ``log_prior`` and ``log_det``; ``p_Z(z | y)`` for a class-conditional
+        model), both per dimension in bits, averaged over the batch:
+        ``bits_per_dim = prior + log_det``.  uint8 batches (a learned
+        dequantizer) are dequantized by the model in evaluation mode with the
+        seed ``[0, 0]``, and the split is that of ``-log p(x + u)`` (without
+        ``log q(u | x)``).
         """
-        if x.dtype == tf.uint8:
-            x, _ = self.model.dequantize(x, seed=tf.constant([0, 0]), labels=labels)
-            x = tf.cast(x, tf.float32)
-        if labels is None:
-            flow = self.model.distribution
-            z = flow.bijector.inverse(x, training=False, context=None)
-            log_det = flow.bijector.inverse_log_det_jacobian(x, event_ndims=3, training=False,
-                                                             context=None)
-            prior = flow.distribution.log_prob(z)
-        else:
-            z = self.model.encode(x, labels=labels)
-            prior = self.model.prior.distribution(labels).log_prob(z)
-            log_det = self.model.log_prob(x, training=False, labels=labels) - prior
-        prior_bits = tf.reduce_mean(tfnvp.bits_per_dim_from_log_prob(prior, self.num_dims))
-        log_det_bits = tf.reduce_mean(tfnvp.bits_per_dim_from_log_prob(log_det, self.num_dims))
+        objective = self.model.objective(x, training=False, seed=tf.constant([0, 0]),
+                                         labels=labels)
+        prior_bits, log_det_bits = (
+            tf.reduce_mean(tf.cast(tfnvp.bits_per_dim_from_log_prob(term, self.num_dims),
+                                   tf.float32))
+            for term in (objective.log_prior, objective.log_det))
         return dict(prior_bits_per_dim=prior_bits, log_det_bits_per_dim=log_det_bits,
                     bits_per_dim=prior_bits + log_det_bits)
