@@ -257,6 +257,25 @@ def test_loaded_keras_file_resumes_training_with_its_optimizer_state(name, tmp_p
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7, err_msg=b.path)
 
 
+def test_the_adam_string_compiles_a_fused_adam_that_round_trips(tmp_path):
+    """``compile(optimizer="adam")`` is Keras' Adam with its defaults as ``tfnvp.FusedAdam``
+    (one kernel per weight), saved and loaded as such."""
+    images = _images(32)
+    x = (images + np.random.default_rng(3).uniform(0, 1, images.shape)).astype(np.float32)
+    model = MODELS["realnvp"]()
+    model.compile(optimizer="adam")
+    assert type(model.optimizer) is tfnvp.FusedAdam
+
+    def settings(optimizer):
+        return {k: v for k, v in optimizer.get_config().items() if k != "name"}
+
+    assert settings(model.optimizer) == settings(keras.optimizers.Adam())
+    model.fit(x, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert type(loaded.optimizer) is tfnvp.FusedAdam and int(loaded.optimizer.iterations) == 2
+
+
 @pytest.fixture
 def global_policy():
     """Sets Keras' global dtype policy for one test and restores it afterwards."""
