@@ -10,29 +10,28 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_a_case_reports_import_build_first_and_steady_times(tmp_path):
+def _bench(tmp_path, *args: str) -> tuple[str, list[dict]]:
+    """``bench/first_result.py`` on the digits model, batch 4: (its table, its results)."""
     out = tmp_path / "first.json"
     run = subprocess.run(
         [sys.executable, os.path.join(REPO, "bench", "first_result.py"), "--models=digits",
-         "--paths=sample", "--traced_once=both", "--repeats=1", "--batch=4", f"--out={out}"],
+         "--repeats=1", "--batch=4", f"--out={out}", *args],
         capture_output=True, text=True, cwd=REPO, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
-    results = json.loads(out.read_text())["results"]
+    return run.stdout, json.loads(out.read_text())["results"]
+
+
+def test_a_case_reports_import_build_first_and_steady_times(tmp_path):
+    stdout, results = _bench(tmp_path, "--paths=sample", "--traced_once=both")
     assert [(r["model"], r["path"], r["traced_once"], r["batch"]) for r in results] == [
         ("digits", "sample", True, 4), ("digits", "sample", False, 4)]
     for r in results:
         assert 0 < r["steady"] <= r["first"] and r["import"] > 0 and r["build"] > 0
         assert r["overhead"] == r["first"] - r["steady"]
-    assert run.stdout.count("| digits | sample |") == 2
+    assert stdout.count("| digits | sample |") == 2
 
 
 def test_the_user_paths_take_the_chosen_adam(tmp_path):
-    out = tmp_path / "first.json"
-    run = subprocess.run(
-        [sys.executable, os.path.join(REPO, "bench", "first_result.py"), "--models=digits",
-         "--paths=user_loop", "--optimizer=fused", "--repeats=1", "--batch=4", f"--out={out}"],
-        capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    [result] = json.loads(out.read_text())["results"]
+    stdout, [result] = _bench(tmp_path, "--paths=user_loop", "--optimizer=fused")
     assert (result["path"], result["optimizer"]) == ("user_loop", "fused")
-    assert "| digits | user_loop | " in run.stdout and "| fused |" in run.stdout
+    assert "| digits | user_loop | " in stdout and "| fused |" in stdout
