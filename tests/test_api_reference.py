@@ -41,7 +41,7 @@ def test_reference_builds_without_warnings_and_covers_every_export(tmp_path):
             for member in getattr(getattr(tfnvp, name), "__all__", []):
                 assert f"tfnvp.{name}.{member}" in documented, f"tfnvp.{name}.{member}"
         else:
-            # Documented where it is defined (tfnvp.model.RealNVP is tfnvp.RealNVP).
+            # Documented where it is defined (tfnvp.models.realnvp.RealNVP is tfnvp.RealNVP).
             assert any(d.startswith("tfnvp.") and d.endswith(f".{name}") for d in documented), (
                 f"tfnvp.{name} is not in the API reference")
 

@@ -1,4 +1,4 @@
-"""Tests of the dense Real NVP (tfnvp.dense) and its MLP conditioner (tfnvp.nets.mlp).
+"""Tests of the dense Real NVP (tfnvp.models.dense) and its MLP conditioner (tfnvp.nets.mlp).
 
 Exactness is checked against autodiff Jacobians of flows with random,
 non-identity weights (a zero-initialized flow is the identity and would pass
@@ -16,9 +16,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfnvp import toy_data
+from tfnvp.experiments import toy_data
 from tfnvp.bijectors.coupling import AffineCoupling
-from tfnvp.dense import DenseRealNVP, random_half_mask
+from tfnvp.models.dense import DenseRealNVP, random_half_mask
 from tfnvp.nets.mlp import MLP
 from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
 

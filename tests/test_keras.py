@@ -18,7 +18,7 @@ from tfnvp.bijectors.actnorm import ActNormParameters
 from tfnvp.bijectors.batch_norm import BatchNormStatistics
 from tfnvp.bijectors.invertible_conv import InvertibleConv1x1Weights
 from tfnvp.bijectors.piecewise_linear import PiecewiseLinearParams
-from tfnvp.conditional import ClassConditionalPrior
+from tfnvp.models.conditional import ClassConditionalPrior
 from tfnvp.nets.glow_net import GlowAffineHead, GlowNet
 from tfnvp.nets.mlp import MLP
 from tfnvp.nets.resnet import BatchNormalization, ResNet

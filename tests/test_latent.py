@@ -15,7 +15,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 import tfnvp
-from tfnvp import latent
+from tfnvp.experiments import latent
 
 SHAPE = (8, 8, 1)
 PIXEL_ATOL = 1e-3  # pixel levels

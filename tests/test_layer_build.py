@@ -18,7 +18,7 @@ from tfnvp.nets.logistic_mixture_parameters import LogisticMixtureParameters
 from tfnvp.nets.mlp import MLP
 from tfnvp.nets.resnet import ResNet
 from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
-from tfnvp.variational_dequantization import ConvNet
+from tfnvp.dequantizers.variational import ConvNet
 
 _X = (2, 4, 4, 3)
 _CONTEXT = (2, 2)

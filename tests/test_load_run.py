@@ -62,11 +62,11 @@ def test_load_run_errors(run, tmp_path):
     # A damaged newest checkpoint is skipped (with a warning); the older one is used.
     (copy / "checkpoints" / "ckpt-3.index").write_bytes(b"garbage")
     np.testing.assert_array_equal(tfnvp.load_run(copy).log_prob(_x()).numpy(), older)
-    with pytest.raises(tfnvp.runs.CheckpointError, match="ckpt-3"):
+    with pytest.raises(tfnvp.io.runs.CheckpointError, match="ckpt-3"):
         tfnvp.load_run(copy, "ckpt-3")
     for data in (copy / "checkpoints").glob("ckpt-2.data-*"):
         data.write_bytes(b"")
-    with pytest.raises(tfnvp.runs.CheckpointError, match="No checkpoint .* restores completely"):
+    with pytest.raises(tfnvp.io.runs.CheckpointError, match="No checkpoint .* restores completely"):
         tfnvp.load_run(copy)
     shutil.rmtree(copy / "checkpoints")
     with pytest.raises(FileNotFoundError, match="No checkpoint in"):
@@ -90,7 +90,7 @@ def test_another_architectures_checkpoint_is_one_clear_error(tmp_path):
     try:
         for load in (lambda: tfnvp.load_run(tmp_path), lambda: tfnvp.load_run(tmp_path, 1),
                      lambda: run_dir.restore_run(str(tmp_path))):
-            with pytest.raises(tfnvp.runs.CheckpointError, match="ckpt-1"):
+            with pytest.raises(tfnvp.io.runs.CheckpointError, match="ckpt-1"):
                 load()
             gc.collect()
     finally:

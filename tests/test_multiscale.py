@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import tfnvp
 from tfnvp.bijectors import FusedBijector, FusedChain
-from tfnvp.multiscale import (Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp,
+from tfnvp.steps.multiscale import (Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp,
                               build_bijectors, check_scales, create_layers, latent_scale_index,
                               walk)
 
@@ -74,7 +74,7 @@ def test_a_new_step_type_plugs_into_the_engine():
 
 
 def test_real_nvp_declaration_reproduces_the_paper_layout():
-    scales = tfnvp.model.real_nvp_scales(3, "checkerboard")
+    scales = tfnvp.models.realnvp.real_nvp_scales(3, "checkerboard")
     positions = [(step.mask, step.parity, p.channels, p.depth) for step, p in walk(scales, 3)]
     assert positions[:6] == [("checkerboard", k % 2, 3, 0) for k in range(3)] + [
         ("channel", k % 2, 12, 1) for k in range(3)]

@@ -133,7 +133,8 @@ def test_library_works_without_the_trainer_dependencies():
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert {"tfnvp.toy_data", "tfnvp.grid", "tfnvp.latent", "tfnvp.model"} <= set(report["modules"])
+    assert {"tfnvp.experiments.toy_data", "tfnvp.experiments.grid", "tfnvp.experiments.latent",
+            "tfnvp.models.realnvp"} <= set(report["modules"])
     assert report["finite"] and report["grid"][2] == 1
     assert report["loaded"] == []
 
@@ -141,7 +142,7 @@ def test_library_works_without_the_trainer_dependencies():
 def test_save_png_without_pillow_names_the_extra(tmp_path, monkeypatch):
     import numpy as np
 
-    from tfnvp import grid
+    from tfnvp.experiments import grid
 
     monkeypatch.setitem(sys.modules, "PIL", None)  # `import PIL` now raises ImportError
     with pytest.raises(ImportError, match=r"pip install pillow \(or tfnvp\[train\]\)"):

@@ -9,12 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfnvp import toy_data
-from tfnvp.bijectors.piecewise_linear import (
-    PiecewiseLinear,
-    PiecewiseLinearFlow,
-    PiecewiseLinearParams,
-)
+from tfnvp.bijectors.piecewise_linear import PiecewiseLinear, PiecewiseLinearParams
+from tfnvp.experiments import toy_data
+from tfnvp.models.piecewise_linear_flow import PiecewiseLinearFlow
 
 X_MIN, X_MAX = -1.5, 2.0
 

@@ -37,13 +37,13 @@ def _weights(run: Path, step: int, averaged: bool) -> list[np.ndarray]:
     """The trainable weights of checkpoint ``step``: raw, or its Polyak averages as
     ``tfnvp.load_run`` gives them (``restore_polyak_averages``)."""
     if run not in _MODELS:
-        _MODELS[run] = tfnvp.runs.build_model(tfnvp.runs.read_config(str(run)))
+        _MODELS[run] = tfnvp.io.runs.build_model(tfnvp.io.runs.read_config(str(run)))
     model = _MODELS[run]
     path = str(run / "checkpoints" / f"ckpt-{step}")
     status = tf.train.Checkpoint(model=model).restore(path)
     status.expect_partial().assert_existing_objects_matched()
     if averaged:
-        assert tfnvp.runs.restore_polyak_averages(model, path) == DECAY
+        assert tfnvp.io.runs.restore_polyak_averages(model, path) == DECAY
     return [v.numpy() for v in model.trainable_variables]
 
 
@@ -83,7 +83,7 @@ def test_average_follows_the_ema_formula_across_a_resumption(runs):
         assert moved > 1e-5  # The average is not the weights.
     for t in (1, 4):
         path = str(run / "checkpoints" / f"ckpt-{t}")
-        assert tfnvp.runs.checkpoint_polyak_decay(path) == DECAY
+        assert tfnvp.io.runs.checkpoint_polyak_decay(path) == DECAY
     config = json.loads((run / "config.json").read_text())
     assert config["training"]["polyak_decay"] == DECAY
 
@@ -96,7 +96,7 @@ def test_training_goes_on_from_the_raw_weights(runs):
                                _weights(runs["plain"], step, averaged=False)):
             np.testing.assert_array_equal(ours, plain)
     plain_path = str(runs["plain"] / "checkpoints" / "ckpt-3")
-    assert tfnvp.runs.checkpoint_polyak_decay(plain_path) == 0.0
+    assert tfnvp.io.runs.checkpoint_polyak_decay(plain_path) == 0.0
     assert tf.train.load_checkpoint(plain_path).has_tensor(
         "polyak_decay/.ATTRIBUTES/VARIABLE_VALUE") is False
 

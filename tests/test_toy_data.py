@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from tfnvp import toy_data
+from tfnvp.experiments import toy_data
 
 N = 20_000
 EXPECTED_DIM = {

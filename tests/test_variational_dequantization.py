@@ -11,7 +11,7 @@ import scipy.stats
 import tensorflow as tf
 
 import tfnvp
-from tfnvp.variational_dequantization import dequantization_flow
+from tfnvp.dequantizers.variational import dequantization_flow
 
 from bijector_checks import assert_exact_bijector, numerical_log_det, perturb_weights
 

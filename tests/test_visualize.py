@@ -21,7 +21,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 import tfnvp
-from tfnvp import grid as grid_lib
+from tfnvp.experiments import grid as grid_lib
 from trainers import run_dir, visualize
 
 SHAPE = (8, 8, 1)

@@ -12,19 +12,23 @@ _ONEDNN_CHOSEN = "tensorflow" not in _sys.modules and "TF_ENABLE_ONEDNN_OPTS" no
 if _ONEDNN_CHOSEN:
     _os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
 
-from tfnvp import _compat, bijectors, conditional, grid, latent, multiscale, nets, toy_data
-from tfnvp.bijectors.piecewise_linear import PiecewiseLinearFlow
-from tfnvp.dense import DenseRealNVP
-from tfnvp.flow_model import Objective
-from tfnvp.dequantization import UniformDequantizer, bits_per_dim_from_log_prob, dequantize
+from tfnvp import _compat, bijectors, nets
+from tfnvp.dequantizers.uniform import (UniformDequantizer, bits_per_dim_from_log_prob,
+                                        dequantize)
+from tfnvp.dequantizers.variational import VariationalDequantizer
 from tfnvp.errors import UsageError
-from tfnvp.fused_adam import FusedAdam
-from tfnvp.glow import GLOW_PAPER_CONFIGS, Glow, glow_latent_scale_index
-from tfnvp.glow_step import GlowStep
-from tfnvp.image_flow import ImageFlowModel
-from tfnvp.model import PAPER_CONFIGS, RealNVP, latent_scale_index
-from tfnvp.runs import load_run
-from tfnvp.variational_dequantization import VariationalDequantizer
+from tfnvp.experiments import grid, latent, toy_data
+from tfnvp.io.runs import load_run
+from tfnvp.models import conditional
+from tfnvp.models.dense import DenseRealNVP
+from tfnvp.models.flow_model import Objective
+from tfnvp.models.glow import GLOW_PAPER_CONFIGS, Glow, glow_latent_scale_index
+from tfnvp.models.image_flow import ImageFlowModel
+from tfnvp.models.piecewise_linear_flow import PiecewiseLinearFlow
+from tfnvp.models.realnvp import PAPER_CONFIGS, RealNVP, latent_scale_index
+from tfnvp.optimizers.fused_adam import FusedAdam
+from tfnvp.steps import multiscale
+from tfnvp.steps.glow_step import GlowStep
 
 __all__ = ["DenseRealNVP", "FusedAdam", "GLOW_PAPER_CONFIGS", "Glow", "GlowStep", "ImageFlowModel",
            "Objective", "PAPER_CONFIGS", "PiecewiseLinearFlow", "RealNVP", "UniformDequantizer",

@@ -103,7 +103,7 @@ _warn_if_unsupported()
 # ``tfnvp.bijectors.chain.FusedChain`` derives from it.
 Chain: type = _private("tensorflow_probability.python.bijectors.chain", "_Chain")
 # Likewise what ``tfd.TransformedDistribution`` builds for such a bijector
-# (``tfnvp.checked_distribution``).
+# (``tfnvp.models.checked_distribution``).
 TransformedDistribution: type = _private(
     "tensorflow_probability.python.distributions.transformed_distribution",
     "_TransformedDistribution")
@@ -144,7 +144,7 @@ def stop_recording() -> ContextManager[None]:
 def maybe_merge_call(fn: Callable, strategy: tf.distribute.Strategy, *args, **kwargs) -> Any:
     """``fn(strategy, *args, **kwargs)`` in cross-replica context: through ``merge_call``
     from a replica context, directly otherwise (what Keras' optimizers use to apply
-    updates; ``trainers/fused_adam.py``)."""
+    updates; ``tfnvp/optimizers/fused_adam.py``)."""
     try:
         merge = tf.__internal__.distribute.interim.maybe_merge_call
     except AttributeError:

@@ -27,7 +27,7 @@ overwrite the intact older checkpoints with the new run's.  Here instead:
   newest one.
 
 The reading half (candidates, restore, ``CheckpointError``) is the library's
-``tfnvp.runs`` (which ``tfnvp.load_run`` uses); this module adds the logging,
+``tfnvp.io.runs`` (which ``tfnvp.load_run`` uses); this module adds the logging,
 the state repair and the writing side.
 
 Every worker of a cluster runs the same candidate search over the same files,
@@ -51,9 +51,9 @@ __all__ = ["PREFIX", "CheckpointError", "CheckpointWriteError", "Skipped", "cand
            "state_names", "write_state",
            "newest_with_index", "set_aside", "remove_leftovers", "remove_partial", "is_disk_full"]
 
-from tfnvp.runs import (CheckpointError, Skipped, candidates, checkpoint_step, first_line,
+from tfnvp.io.runs import (CheckpointError, Skipped, candidates, checkpoint_step, first_line,
                         restore_error)
-from tfnvp import runs as _runs
+from tfnvp.io import runs as _runs
 
 PREFIX = _runs.CHECKPOINT_PREFIX
 STATE_FILE = _runs.STATE_FILE
@@ -65,7 +65,7 @@ class CheckpointWriteError(RuntimeError):
 
 def restore_newest_intact(checkpoint: tf.train.Checkpoint, directory: str,
                           partial: bool = False) -> tuple[str | None, list[Skipped]]:
-    """``tfnvp.runs.restore_newest_intact`` with every skipped checkpoint logged.
+    """``tfnvp.io.runs.restore_newest_intact`` with every skipped checkpoint logged.
 
     Returns ``(path, skipped)``; ``(None, [])`` when there is no checkpoint at
     all.  Raises ``CheckpointError`` if checkpoints exist and none restores.

@@ -44,7 +44,7 @@ import tensorflow as tf
 from absl import logging
 
 import tfnvp
-from tfnvp import grid
+from tfnvp.experiments import grid
 from tfnvp.errors import UsageError
 
 from trainers import data
@@ -172,7 +172,7 @@ class Sampler:
         return grid.save_png(picture, path, scale=scale), picture
 
 
-def describe_statistics(model: tfnvp.flow_model.FlowModel, recalibration_batches: int) -> str:
+def describe_statistics(model: tfnvp.models.flow_model.FlowModel, recalibration_batches: int) -> str:
     """What an evaluation's batch-norm statistics are, for logs and reports."""
     if not model.batch_norm_layers():
         return "none (the model has no batch norm)"
@@ -184,7 +184,7 @@ def describe_statistics(model: tfnvp.flow_model.FlowModel, recalibration_batches
 def describe_weights(checkpoint_path: str) -> str:
     """Which weights eval/export of a checkpoint use (``run_dir.restore_run``'s): its
     Polyak averages if it holds them."""
-    return tfnvp.runs.describe_weights(tfnvp.runs.checkpoint_polyak_decay(checkpoint_path))
+    return tfnvp.io.runs.describe_weights(tfnvp.io.runs.checkpoint_polyak_decay(checkpoint_path))
 
 
 def checkpoint_recalibration(checkpoint_path: str) -> int:

@@ -38,7 +38,7 @@ for ``log_prob``/``bits_per_dim`` and ``"samples"``, ``"z"``, ``"x"`` for
 holds the image shape, the model's ``get_config()``, ``num_classes`` (null for
 an unconditional model), ``weights`` (which weights were exported, in the
 words of the trainer's log and ``eval.json``: ``"Polyak-averaged weights
-(decay D)"`` or ``"training weights"``, ``tfnvp.runs.describe_weights``; null
+(decay D)"`` or ``"training weights"``, ``tfnvp.io.runs.describe_weights``; null
 when the caller did not say) and the versions used.
 
 Usage::
@@ -224,7 +224,7 @@ def export_saved_model(model: tfnvp.RealNVP, export_dir: str, weights: str | Non
     """Writes ``model`` as a SavedModel to ``export_dir``; returns its absolute path.
 
     See the module docstring for the exported functions; ``weights`` says
-    which weights ``model`` holds (``tfnvp.runs.describe_weights``), for the
+    which weights ``model`` holds (``tfnvp.io.runs.describe_weights``), for the
     metadata.  The SavedModel and
     its metadata are written to a temporary directory next to ``export_dir``
     (same filesystem), then moved into place by renames: an existing export

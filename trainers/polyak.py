@@ -15,9 +15,9 @@ recalibration that precedes them, ``--mode=eval``/``export``, ``tfnvp.load_run``
 uses ``a``: ``AveragedWeights`` swaps them in on every replica and back.
 
 The checkpoint reaches the averages twice, as optimizer state and under
-``tfnvp.runs.POLYAK_KEY`` (the same variables, saved once), with the decay
-under ``tfnvp.runs.POLYAK_DECAY_KEY``, so that a model can be given its
-averages without the optimizer (``tfnvp.runs.restore_polyak_averages``).
+``tfnvp.io.runs.POLYAK_KEY`` (the same variables, saved once), with the decay
+under ``tfnvp.io.runs.POLYAK_DECAY_KEY``, so that a model can be given its
+averages without the optimizer (``tfnvp.io.runs.restore_polyak_averages``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Iterator
 import keras
 import tensorflow as tf
 
-from tfnvp import runs
+from tfnvp.io import runs
 
 __all__ = ["averages_of", "AveragedWeights", "checkpoint_objects"]
 

@@ -32,10 +32,10 @@ from absl import logging
 
 import tfnvp
 # The format's reading half is the library's (tfnvp.load_run): one definition.
-from tfnvp.runs import (ARCHITECTURE_KEY, ARCHITECTURES, CHECKPOINT_DIR, CONFIG_FILE,
+from tfnvp.io.runs import (ARCHITECTURE_KEY, ARCHITECTURES, CHECKPOINT_DIR, CONFIG_FILE,
                         LEGACY_MODEL_DEFAULTS, build_model, checkpoint_dir,
                         discarded_quietly_on_failure, read_config, restore_polyak_averages)
-from tfnvp.runs import split_architecture as _split_architecture
+from tfnvp.io.runs import split_architecture as _split_architecture
 
 __all__ = ["CONFIG_FILE", "CHECKPOINT_DIR", "LEGACY_MODEL_DEFAULTS", "ARCHITECTURES",
            "ARCHITECTURE_KEY", "DATA_CHANGES_KEY", "DATA_IDENTITY_KEYS", "ConfigMismatchError", "write_json_atomic", "read_config",
@@ -215,7 +215,7 @@ def restore_run(output_dir: str, checkpoint_path: str | None = None, averaged: b
     it, the newest checkpoint whose model weights all restore is used, skipping
     damaged newer ones with a logged reason (``checkpoints.restore_newest_intact``,
     as a resumed training run does).  The weights are the checkpoint's Polyak
-    averages if it holds them (``tfnvp.runs.restore_polyak_averages``) and
+    averages if it holds them (``tfnvp.io.runs.restore_polyak_averages``) and
     ``averaged``, else the raw training weights.
     """
     return discarded_quietly_on_failure(

@@ -45,9 +45,9 @@ import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from tfnvp import toy_data  # noqa: E402
-from tfnvp.bijectors.piecewise_linear import PiecewiseLinearFlow  # noqa: E402
-from tfnvp.dense import DenseRealNVP  # noqa: E402
+from tfnvp.experiments import toy_data  # noqa: E402
+from tfnvp.models.dense import DenseRealNVP  # noqa: E402
+from tfnvp.models.piecewise_linear_flow import PiecewiseLinearFlow  # noqa: E402
 
 __all__ = ["DATASETS", "run", "define_flags", "main", "console_main"]
 

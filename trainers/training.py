@@ -124,9 +124,9 @@ class TrainConfig:
     model: str = "realnvp"  # A key of run_dir.ARCHITECTURES.
     steps_per_scale: int | None = None  # Glow only.
     conditional: bool = False  # Class-conditional on the dataset's labels.
-    dequantization: str = "uniform"  # A name of tfnvp.image_flow.DEQUANTIZATIONS.
-    dequantizer_channels: int = tfnvp.image_flow.DEQUANTIZER_CHANNELS  # Variational only.
-    coupling: str = "affine"  # Real NVP only: a tfnvp.coupling_step.COUPLINGS entry.
+    dequantization: str = "uniform"  # A name of tfnvp.models.image_flow.DEQUANTIZATIONS.
+    dequantizer_channels: int = tfnvp.models.image_flow.DEQUANTIZER_CHANNELS  # Variational only.
+    coupling: str = "affine"  # Real NVP only: a tfnvp.steps.coupling_step.COUPLINGS entry.
     mixture_components: int = 4  # Real NVP with coupling="logistic_mixture".
     attention: bool = False  # Gated self-attention in the conditioners at squeeze depth >= 1.
     attention_heads: int = 4
@@ -141,8 +141,8 @@ class TrainConfig:
         if self.mixed_precision not in MIXED_PRECISION:
             raise UsageError(f"mixed_precision must be one of {sorted(MIXED_PRECISION)}, "
                              f"got {self.mixed_precision!r}.")
-        if self.dequantization not in tfnvp.image_flow.DEQUANTIZATIONS:
-            raise UsageError(f"dequantization must be one of {tfnvp.image_flow.DEQUANTIZATIONS}, "
+        if self.dequantization not in tfnvp.models.image_flow.DEQUANTIZATIONS:
+            raise UsageError(f"dequantization must be one of {tfnvp.models.image_flow.DEQUANTIZATIONS}, "
                              f"got {self.dequantization!r}.")
         if self.model not in run_dir.ARCHITECTURES:
             raise UsageError(f"model must be one of {sorted(run_dir.ARCHITECTURES)}, "

@@ -59,8 +59,8 @@ import tensorflow as tf
 from absl import app, flags, logging
 from PIL import Image, UnidentifiedImageError
 
-from tfnvp import grid as grid_lib
-from tfnvp import latent
+from tfnvp.experiments import grid as grid_lib
+from tfnvp.experiments import latent
 from tfnvp.errors import UsageError
 from trainers import run_dir
 

@@ -5,7 +5,8 @@ Real NVP (Dinh, Sohl-Dickstein & Bengio, ICLR 2017, §3.1) trains a bijection
 change-of-variable formula ``log p_X(x) = log p_Z(f(x)) + log |det df/dx|``.
 This module provides the simplest such ``f`` for scalar data, the
 piecewise-linear map of the lecture formulation, together with a Keras 3 layer
-that owns its parameters and a small Keras model for 1-D density estimation.
+that owns its parameters (the 1-D density model built on it is
+``tfnvp.models.piecewise_linear_flow.PiecewiseLinearFlow``).
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ import tensorflow_probability as tfp
 from tfnvp.bijectors.base import IdentityParameterized
 
 tfb = tfp.bijectors
-tfd = tfp.distributions
 
-__all__ = ["PiecewiseLinear", "PiecewiseLinearParams", "PiecewiseLinearFlow"]
+__all__ = ["PiecewiseLinear", "PiecewiseLinearParams"]
 
 # Initial latent image of [x_min, x_max] used by `PiecewiseLinearParams`:
 # the interval [-3, 3] covers +-3 standard deviations of the Normal base.
@@ -248,57 +248,6 @@ class PiecewiseLinear(IdentityParameterized, tfb.Bijector):
 
     def _inverse_log_det_jacobian(self, x: tf.Tensor, **kwargs) -> tf.Tensor:
         return tf.gather(self._log_slopes(), self._bin(x, self.edges()))
-
-
-@keras.saving.register_keras_serializable(package="tfnvp")
-class PiecewiseLinearFlow(keras.Model):
-    """1-D density model ``p(x) = N(f(x); 0, 1) · f'(x)`` with f piecewise linear.
-
-    ``self.distribution`` is ``tfd.TransformedDistribution(tfd.Normal(0, 1),
-    PiecewiseLinear(...))``; the parameters live in ``self.bin_params`` so
-    ``self.trainable_variables`` contains α and ξ. Calling the model returns
-    ``log_prob(x)`` elementwise (train by minimizing its negative mean).
-
-    Args:
-      num_bins: number of bins Q >= 1.
-      x_min, x_max: binned data interval (see `PiecewiseLinear`).
-      **kwargs: forwarded to `keras.Model` (e.g. ``name``, ``dtype``).
-
-    Example:
-      >>> model = PiecewiseLinearFlow(32, x_min=-5.0, x_max=5.0)
-      >>> nll = -tf.reduce_mean(model(x))       # x: float32, any shape
-      >>> samples = model.distribution.sample(1000)
-    """
-
-    def __init__(self, num_bins: int, x_min: float, x_max: float, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.bin_params = PiecewiseLinearParams(num_bins, dtype=self.dtype_policy)
-        self.bijector = PiecewiseLinear(num_bins, x_min, x_max, self.bin_params)
-        dtype = self.bijector.dtype
-        self.distribution = tfd.TransformedDistribution(
-            tfd.Normal(tf.zeros([], dtype), tf.ones([], dtype)), self.bijector
-        )
-        self.x_min, self.x_max = float(x_min), float(x_max)
-        self.built = True
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "num_bins": self.bin_params.num_bins,
-                "x_min": self.x_min, "x_max": self.x_max}
-
-    def log_prob(self, x: Any) -> tf.Tensor:
-        # Evaluate on a fresh tensor: TFP caches bijector results keyed by the
-        # input tensor object, so re-evaluating the same eager tensor after a
-        # weight update would return stale values (tensorflow/probability#1510).
-        x = tf.identity(tf.convert_to_tensor(x, self.distribution.dtype))
-        return self.distribution.log_prob(x)
-
-    def nll(self, x: Any, training: bool = False) -> tf.Tensor:
-        """``-log p(x)`` elementwise, the training objective (as ``FlowModel.nll``;
-        the flow has no training mode, ``training`` is ignored)."""
-        return -self.log_prob(x)
-
-    def call(self, x: Any) -> tf.Tensor:
-        return self.log_prob(x)
 
 
 def _check_num_bins(num_bins: int) -> None:

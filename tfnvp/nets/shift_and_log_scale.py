@@ -50,7 +50,7 @@ def concat_context(x: tf.Tensor, context: tf.Tensor) -> tf.Tensor:
     ``context`` is either per example, ``[batch, K]``, broadcast over the
     positions of ``x``, or a feature map of the rank of ``x``, ``[batch, ...,
     K]`` with the positions of ``x`` (e.g. the image features of a variational
-    dequantizer, ``tfnvp.variational_dequantization``), concatenated as it is.
+    dequantizer, ``tfnvp.dequantizers.variational``), concatenated as it is.
     """
     if context.shape[-1] is None or context.shape.rank not in (2, x.shape.rank):
         raise ValueError(f"context must have shape [batch, K] or [batch, ..., K] of the "

@@ -38,7 +38,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 import tensorflow as tf
 
-from tfnvp import grid as grid_lib
+from tfnvp.experiments import grid as grid_lib
 from tfnvp import validation
 
 __all__ = [

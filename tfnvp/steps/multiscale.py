@@ -4,7 +4,7 @@ A flow is declared as a tuple of ``Scale`` s, finest first.  Each scale has a
 ``body``, in the data -> latent direction, of
 
 * ``Step(builder, mask, parity)``: one step of a step type (a ``StepBuilder``:
-  a Real NVP coupling with its batch norm, ``tfnvp.coupling_step``; a Glow
+  a Real NVP coupling with its batch norm, ``tfnvp.steps.coupling_step``; a Glow
   step; ...), which creates the step's Keras layers and its bijectors;
 * ``SqueezeOp(order)`` / ``UnsqueezeOp(order)``: a 2x2 squeeze (``Squeeze``'s
   ``inverse``) and its undoing.  Squeezes in a body must be undone, in

@@ -31,7 +31,7 @@ from tfnvp.bijectors.batch_norm import BatchNorm, BatchNormStatistics
 from tfnvp.bijectors.coupling import AffineCoupling
 from tfnvp.bijectors.logistic_mixture_coupling import LogisticMixtureCoupling
 from tfnvp.errors import UsageError
-from tfnvp.multiscale import Position, Step, StepBuilder
+from tfnvp.steps.multiscale import Position, Step, StepBuilder
 from tfnvp.nets.logistic_mixture_parameters import LogisticMixtureParameters
 from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
 

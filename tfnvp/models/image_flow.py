@@ -32,16 +32,17 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfnvp import multiscale, validation
+from tfnvp import validation
+from tfnvp.steps import multiscale
 from tfnvp.bijectors.chain import FusedChain
 from tfnvp.bijectors.logit import LogitPreprocess
-from tfnvp.checked_distribution import EventCheckedDistribution
-from tfnvp.conditional import one_hot_context
-from tfnvp.dequantization import UniformDequantizer, bits_per_dim_from_log_prob
+from tfnvp.models.checked_distribution import EventCheckedDistribution
+from tfnvp.models.conditional import one_hot_context
+from tfnvp.dequantizers.uniform import UniformDequantizer, bits_per_dim_from_log_prob
 from tfnvp.errors import UsageError
-from tfnvp.flow_model import Flow, FlowModel
+from tfnvp.models.flow_model import Flow, FlowModel
 from tfnvp.running_average import Training
-from tfnvp.variational_dequantization import VariationalDequantizer
+from tfnvp.dequantizers.variational import VariationalDequantizer
 
 tfd = tfp.distributions
 
@@ -49,7 +50,7 @@ __all__ = ["DEQUANTIZATIONS", "DEQUANTIZER_CHANNELS", "ImageFlowModel", "LOGIT_M
 
 LOGIT_MAPS = ("symmetric", "asymmetric")
 #: The image models' dequantizers (``dequantization=``): section 4.1's uniform noise, or
-#: Flow++'s learned ``q(u | x)`` (``tfnvp.variational_dequantization``).
+#: Flow++'s learned ``q(u | x)`` (``tfnvp.dequantizers.variational``).
 DEQUANTIZATIONS = ("uniform", "variational")
 #: Default width of a variational dequantizer's networks (``VariationalDequantizer``'s
 #: ``hidden_channels``; its context map has half as many features).
@@ -288,7 +289,7 @@ class ImageFlowModel(FlowModel):
         ``log q = 0``, ``tfnvp.dequantize``, or a learned ``q``; from the
         stateless ``seed`` if given) and the result is ``nll(images) / (D ln
         2) = (-log p(x) + log q) / (D ln 2)`` per image: the dequantization
-        bound on the discrete model's bits/dim (see ``tfnvp.dequantization``).
+        bound on the discrete model's bits/dim (see ``tfnvp.dequantizers.uniform``).
 
         ``num_samples = K > 1`` gives the importance-weighted bound (Burda et
         al., 2016; Flow++ section 3.1) with ``u_k ~ q(u | x)``::

@@ -42,9 +42,9 @@ from typing import Any
 import tensorflow as tf
 
 from tfnvp.errors import UsageError
-from tfnvp.glow import Glow
-from tfnvp.image_flow import ImageFlowModel
-from tfnvp.model import RealNVP
+from tfnvp.models.glow import Glow
+from tfnvp.models.image_flow import ImageFlowModel
+from tfnvp.models.realnvp import RealNVP
 
 __all__ = ["ARCHITECTURES", "ARCHITECTURE_KEY", "CHECKPOINT_DIR", "CONFIG_FILE",
            "CheckpointError", "LEGACY_MODEL_DEFAULTS", "POLYAK_DECAY_KEY", "POLYAK_KEY",

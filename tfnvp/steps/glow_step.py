@@ -31,7 +31,7 @@ import tensorflow_probability as tfp
 from tfnvp.bijectors.actnorm import ActNorm, ActNormParameters
 from tfnvp.bijectors.glow_coupling import glow_coupling
 from tfnvp.bijectors.invertible_conv import InvertibleConv1x1, InvertibleConv1x1Weights
-from tfnvp.multiscale import Position, Step, StepBuilder
+from tfnvp.steps.multiscale import Position, Step, StepBuilder
 from tfnvp.nets.glow_net import GlowAffineHead, GlowNet
 
 tfb = tfp.bijectors

@@ -3,7 +3,7 @@
 A ``FlowModel`` is a ``keras.Model`` that owns the layers of a flow (so
 ``trainable_variables`` is complete) and exposes it as a
 ``tfd.TransformedDistribution`` over ``N(0, I)``.  Subclasses (``RealNVP`` and
-``Glow`` for images, via ``tfnvp.image_flow``; ``DenseRealNVP`` for vectors) declare their architecture once, as
+``Glow`` for images, via ``tfnvp.models.image_flow``; ``DenseRealNVP`` for vectors) declare their architecture once, as
 ``tfnvp.multiscale`` scales of steps (``_create_steps``), from which the
 layers, the bijector chain (``_flow_bijectors``) and the latent layout
 derive, and say how inputs are checked.  This base class provides
@@ -41,11 +41,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfnvp import _compat, multiscale, validation
+from tfnvp import _compat, validation
+from tfnvp.steps import multiscale
 from tfnvp.bijectors.batch_norm import BatchNormStatistics
-from tfnvp.conditional import ClassConditionalPrior, check_labels, one_hot_context
-from tfnvp.dequantization import bits_per_dim_from_log_prob
-from tfnvp.fused_adam import FusedAdam
+from tfnvp.models.conditional import ClassConditionalPrior, check_labels, one_hot_context
+from tfnvp.dequantizers.uniform import bits_per_dim_from_log_prob
+from tfnvp.optimizers.fused_adam import FusedAdam
 from tfnvp.nets.resnet import BatchNormalization
 from tfnvp.nets.weight_norm import WeightNormConv2D
 from tfnvp.running_average import RECALIBRATE, Training
@@ -87,7 +88,7 @@ class Objective(NamedTuple):
     Discrete data (8-bit images) are first dequantized, ``x = images + u`` with
     ``u ~ q(u | images)`` (uniform noise and ``log q = 0``, section 4.1, or a
     learned ``q``), and ``E_q[log p(x) - log q(u | images)] <= log P(images)``
-    (the dequantization bound, ``tfnvp.dequantization``), so the loss is::
+    (the dequantization bound, ``tfnvp.dequantizers.uniform``), so the loss is::
 
         nll = -log p(x) + log q(u | images)               (log_q = 0 for continuous inputs)
         bits_per_dim = nll / (D ln 2)                     (D = dimensions of one event)

@@ -12,7 +12,7 @@ levels of ``K = steps_per_scale`` steps::
     level L-1:      squeeze, K steps of flow
 
 A step of flow is actnorm, an invertible 1x1 convolution and an affine
-coupling (``tfnvp.glow_step.GlowStep``); every coupling network
+coupling (``tfnvp.steps.glow_step.GlowStep``); every coupling network
 (``tfnvp.nets.GlowNet``) has ``hidden_channels`` feature maps at every level,
 as in the paper.  The split is the engine's factor-out in the
 ``space_to_depth`` order: the first half of the squeezed tensor's channels
@@ -60,11 +60,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfnvp import multiscale
+from tfnvp.steps import multiscale
 from tfnvp.errors import UsageError
-from tfnvp.glow_step import GlowStep
-from tfnvp.image_flow import DEQUANTIZER_CHANNELS, ImageFlowModel
-from tfnvp.multiscale import Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp
+from tfnvp.steps.glow_step import GlowStep
+from tfnvp.models.image_flow import DEQUANTIZER_CHANNELS, ImageFlowModel
+from tfnvp.steps.multiscale import Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp
 
 __all__ = ["Glow", "GLOW_PAPER_CONFIGS", "glow_scales", "glow_latent_scale_index"]
 

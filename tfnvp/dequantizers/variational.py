@@ -1,6 +1,6 @@
 """Variational dequantization (Ho et al., 2019, Flow++ section 3.1).
 
-Uniform dequantization (``tfnvp.dequantization``) trains ``p`` on ``x + u``,
+Uniform dequantization (``tfnvp.dequantizers.uniform``) trains ``p`` on ``x + u``,
 ``u ~ U[0, 1)^D``, and reports ``-E_u log p(x + u)``: a bound that is loose
 wherever ``p`` is not constant across a bin.  With a learned dequantization
 distribution ``q(u | x)`` on ``[0, 1)^D`` the bound is
@@ -66,7 +66,7 @@ from tfnvp import validation
 from tfnvp.bijectors.base import IdentityParameterized
 from tfnvp.bijectors.chain import FusedChain
 from tfnvp.bijectors.coupling import AffineCoupling
-from tfnvp.dequantization import UniformDequantizer
+from tfnvp.dequantizers.uniform import UniformDequantizer
 from tfnvp.errors import UsageError
 from tfnvp.nets.empty_batches import unless_empty
 from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale

@@ -15,7 +15,7 @@ coordinate is transformed by every other coupling.  Data -> latent::
     x --coupling(mask, 0)--[BN]--coupling(mask, 1)--[BN]-- ... --> z ~ N(0, I)
 
 A single coordinate cannot be split in two halves: for ``dim = 1`` use
-``tfnvp.bijectors.piecewise_linear.PiecewiseLinearFlow``.
+``tfnvp.models.piecewise_linear_flow.PiecewiseLinearFlow``.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfnvp.bijectors.chain import FusedChain
-from tfnvp.checked_distribution import EventCheckedDistribution
-from tfnvp.coupling_step import CouplingStep
-from tfnvp.flow_model import Flow, FlowModel
-from tfnvp.multiscale import Position, Scale, Step
+from tfnvp.models.checked_distribution import EventCheckedDistribution
+from tfnvp.steps.coupling_step import CouplingStep
+from tfnvp.models.flow_model import Flow, FlowModel
+from tfnvp.steps.multiscale import Position, Scale, Step
 from tfnvp.nets.mlp import MLP
 
 tfb = tfp.bijectors
@@ -92,7 +92,7 @@ class DenseRealNVP(FlowModel):
       activation: hidden activation of the MLPs.
       coupling: ``"affine"`` (Real NVP eqs. 6-9) or ``"logistic_mixture"``: Flow++'s
         logistic-mixture CDF coupling (``tfnvp.bijectors.LogisticMixtureCoupling``,
-        ``tfnvp.coupling_step``) with ``mixture_components`` components per coordinate.
+        ``tfnvp.steps.coupling_step``) with ``mixture_components`` components per coordinate.
       mixture_components: ``K`` of the logistic-mixture coupling.
       dtype: float32 or float64, for every variable and the flow arithmetic.
       validate_args: check for NaN/Inf in the user-facing methods; static
@@ -126,7 +126,7 @@ class DenseRealNVP(FlowModel):
             raise ValueError(
                 "DenseRealNVP needs dim >= 2: a coupling layer splits the coordinates into two "
                 "non-empty halves, which one coordinate cannot provide. For 1-D data use "
-                "tfnvp.bijectors.piecewise_linear.PiecewiseLinearFlow (PiecewiseLinear bijector).")
+                "tfnvp.models.piecewise_linear_flow.PiecewiseLinearFlow (PiecewiseLinear bijector).")
         if num_couplings < 1:
             raise ValueError(f"num_couplings must be at least 1, got {num_couplings}.")
         if mask is None:

@@ -72,11 +72,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfnvp import multiscale
-from tfnvp.coupling_step import COUPLINGS, CouplingStep
+from tfnvp.steps import multiscale
+from tfnvp.steps.coupling_step import COUPLINGS, CouplingStep
 from tfnvp.errors import UsageError
-from tfnvp.image_flow import DEQUANTIZER_CHANNELS, LOGIT_MAPS, ImageFlowModel
-from tfnvp.multiscale import Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp
+from tfnvp.models.image_flow import DEQUANTIZER_CHANNELS, LOGIT_MAPS, ImageFlowModel
+from tfnvp.steps.multiscale import Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp
 from tfnvp.nets.resnet import ResNet
 
 __all__ = ["RealNVP", "PAPER_CONFIGS", "FACTOR_OUT_ORDERS", "LOGIT_MAPS", "latent_scale_index",
