@@ -140,10 +140,10 @@ def _load(dataset: str, data_dir: str | None):
     in a fixed random order (the JPEG folder's files are sorted by class)."""
     import numpy as np
 
-    from trainers import datasets
+    from trainers import sources
 
     kind, default_dir = DATASETS[dataset]
-    source = datasets.get_source(kind, data_dir or default_dir)
+    source = sources.get_source(kind, data_dir or default_dir)
 
     def images(training: bool):
         split = source.split(training, seed=0)  # records in file order

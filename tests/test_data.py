@@ -1,4 +1,4 @@
-"""Tests of the trainer's input pipelines (trainers/data.py, trainers/datasets.py).
+"""Tests of the trainer's input pipelines (trainers/data.py, trainers/sources/).
 
 Expected images are computed independently: scikit-learn / numpy for arrays, a
 hand-written IDX parser, PIL for image files and for the crop/resize geometry.
@@ -21,7 +21,9 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from trainers import data, datasets
+from trainers import data, sources
+from trainers.sources.base import decode_image_bytes
+from trainers.sources.folder import read_image_header
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 MNIST_DIR = SHARED_DATA / "mnist"
@@ -341,8 +343,8 @@ def test_image_header_agrees_with_the_decoder(tmp_path, mode, extension, options
     rng = np.random.default_rng(5)
     path = tmp_path / f"x.{extension}"
     Image.fromarray(rng.integers(0, 256, (7, 9, 3), np.uint8)).convert(mode).save(path, **options)
-    header = datasets.read_image_header(str(path))
-    decoded = datasets.decode_image_bytes(tf.io.read_file(str(path)), channels=0)
+    header = read_image_header(str(path))
+    decoded = decode_image_bytes(tf.io.read_file(str(path)), channels=0)
     assert (header.height, header.width, header.channels) == tuple(decoded.shape)
     assert header.bits == (1 if mode == "1" else 8)
 
@@ -444,10 +446,10 @@ def test_flips_on_give_both_orientations_and_off_never(tmp_path):
     assert orientations(False) == orientations(None) == {"kept": 32}  # npz: off by default.
 
 
-@pytest.mark.parametrize("name", sorted(set(datasets.NAMES) - {"mnist_idx", "image_folder", "npz"}))
+@pytest.mark.parametrize("name", sorted(set(sources.NAMES) - {"mnist_idx", "image_folder", "npz"}))
 def test_flip_defaults_follow_the_paper(name):
     # Section 4.1: horizontal flips for CIFAR-10, CelebA and every LSUN category only.
-    assert datasets.get_source(name, None).flip_default is (
+    assert sources.get_source(name, None).flip_default is (
         name in {"cifar10", "celeba", "lsun_bedroom", "lsun_tower", "lsun_church"}
     )
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainers import datasets, launch, run_dir, steps, train
+from trainers import launch, run_dir, steps, train
+from trainers.sources.base import file_fingerprint
 
 TINY = ["--dataset=npz", "--num_scales=1", "--num_res_blocks=0", "--hidden_channels=4",
         "--batch_size=4", "--eval_batch_size=8", "--num_sample_images=0",
@@ -49,19 +50,19 @@ def _config(run: Path) -> dict:
 def test_file_fingerprint_reads_samples_and_tells_files_apart(tmp_path):
     small = tmp_path / "small"
     small.write_bytes(b"abc")
-    first = datasets.file_fingerprint(small)
+    first = file_fingerprint(small)
     small.write_bytes(b"abd")  # Up to 1 MiB, every byte counts.
-    assert datasets.file_fingerprint(small) != first and first.startswith("3 bytes, sha256 ")
+    assert file_fingerprint(small) != first and first.startswith("3 bytes, sha256 ")
     big = tmp_path / "big"
     data = np.random.default_rng(0).integers(0, 256, 5 << 20, np.uint8)
     big.write_bytes(data.tobytes())
-    fingerprint = datasets.file_fingerprint(big)
+    fingerprint = file_fingerprint(big)
     assert fingerprint.startswith(f"{5 << 20} bytes, sha256 ")
     data[-1] ^= 1  # A byte in the last sampled block.
     big.write_bytes(data.tobytes())
-    assert datasets.file_fingerprint(big) != fingerprint
+    assert file_fingerprint(big) != fingerprint
     big.write_bytes(data.tobytes() + b"x")  # Another size.
-    assert not datasets.file_fingerprint(big).startswith(f"{5 << 20} bytes")
+    assert not file_fingerprint(big).startswith(f"{5 << 20} bytes")
 
 
 def test_resuming_with_other_data_is_refused_unless_allowed(tmp_path, capfd):
@@ -70,7 +71,7 @@ def test_resuming_with_other_data_is_refused_unless_allowed(tmp_path, capfd):
     assert _run(f"--data_dir={a}", f"--output_dir={run}", "--train_steps=1") == 0
     stored = _config(run)["data"]
     assert stored["data_path"] == str(a)
-    assert stored["data_fingerprint"] == datasets.file_fingerprint(a)
+    assert stored["data_fingerprint"] == file_fingerprint(a)
     before = _hashes(run)
     capfd.readouterr()
 
@@ -99,7 +100,7 @@ def test_resuming_with_other_data_is_refused_unless_allowed(tmp_path, capfd):
     (change,) = config[run_dir.DATA_CHANGES_KEY]
     assert change["from"] == {"data_path": str(a), "data_fingerprint": stored["data_fingerprint"]}
     assert change["to"] == {"data_path": str(b),
-                            "data_fingerprint": datasets.file_fingerprint(b)}
+                            "data_fingerprint": file_fingerprint(b)}
     assert change["after_checkpoint"] == "ckpt-1"
     # b is the run's data now, a the other data.
     capfd.readouterr()

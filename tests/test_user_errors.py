@@ -10,7 +10,7 @@ import pytest
 from absl import flags
 
 import tfnvp
-from trainers import checkout, console, datasets, train, visualize
+from trainers import checkout, console, sources, train, visualize
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["train.py", "--flagfile=digits.flags", "--num_scales=1", "--num_res_blocks=0",
@@ -22,7 +22,7 @@ def _fail_deep_inside(monkeypatch, error: Exception) -> None:
     def get_source(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(datasets, "get_source", get_source)
+    monkeypatch.setattr(sources, "get_source", get_source)
 
 
 def test_trainer_user_error_is_one_line_and_exit_1(tmp_path, monkeypatch, capfd):

@@ -1,6 +1,6 @@
 """Input pipelines for training and evaluating Real NVP: dequantized image batches.
 
-Every source of `trainers/datasets.py` goes through the same steps:
+Every source of `trainers/sources/` goes through the same steps:
 
   records --shard--> [shuffle] --decode--> [cache, shuffle] --repeat--> fit, flip,
   dequantize --batch--> prefetch
@@ -33,7 +33,7 @@ from absl import logging
 import tfnvp
 from tfnvp.errors import UsageError
 
-from trainers import datasets
+from trainers import sources
 
 _AUTOTUNE = tf.data.AUTOTUNE
 _CACHE_LIMIT_BYTES = 2 * 1024**3
@@ -44,7 +44,7 @@ class DataConfig:
     """What data to read and how to batch it.
 
     Attributes:
-      dataset: a name of `datasets.NAMES`.
+      dataset: a name of `sources.NAMES`.
       data_dir: folder or file for on-disk datasets; TFDS data_dir for TFDS ones.
       batch_size: global training batch size.
       eval_batch_size: evaluation batch size.
@@ -57,7 +57,7 @@ class DataConfig:
         over the split (every k-th) when its size is known, else the first ones.
       channels: image channels (1-4) the images are converted to (image_folder) or must
         have (other datasets); None: the dataset's own, which all files must agree on.
-      labels: yield (images, labels) pairs with the class labels (`datasets` module
+      labels: yield (images, labels) pairs with the class labels (`sources` package
         docstring says where each dataset's come from); a clear error for a dataset
         without labels.
       dequantize: add the uniform noise (float32 batches in [0, 256)); False: yield the
@@ -97,8 +97,8 @@ def pipeline_dequantizes(model: tfnvp.ImageFlowModel) -> bool:
     return isinstance(model.dequantizer, tfnvp.UniformDequantizer)
 
 
-def _source(config: DataConfig) -> datasets.Source:
-    return datasets.get_source(config.dataset, config.data_dir, config.channels)
+def _source(config: DataConfig) -> sources.Source:
+    return sources.get_source(config.dataset, config.data_dir, config.channels)
 
 
 def image_shape(config: DataConfig) -> tuple[int, int, int]:
@@ -107,7 +107,7 @@ def image_shape(config: DataConfig) -> tuple[int, int, int]:
 
 
 def identity(config: DataConfig) -> dict[str, str]:
-    """Where the dataset is and a cheap fingerprint of it (`datasets.Source.identity`)."""
+    """Where the dataset is and a cheap fingerprint of it (`sources.Source.identity`)."""
     return _source(config).identity()
 
 
@@ -132,7 +132,7 @@ def _cardinality(records: tf.data.Dataset) -> int | None:
     return size if size >= 0 else None
 
 
-def _fits_in_memory(config: DataConfig, split: datasets.Split, size: int | None) -> bool:
+def _fits_in_memory(config: DataConfig, split: sources.Split, size: int | None) -> bool:
     if not config.cache or split.example_bytes is None or size is None:
         return False
     total = split.example_bytes * size
@@ -166,11 +166,11 @@ def _resize_smaller_side(image: tf.Tensor, side: int) -> tf.Tensor:
 
 def _fit(
     image: tf.Tensor,
-    shape: datasets.Shape,
-    geometry: datasets.Geometry,
+    shape: sources.Shape,
+    geometry: sources.Geometry,
     random_crop_seed: tf.Tensor | None,
 ) -> tf.Tensor:
-    """Applies `geometry` (see datasets.Geometry) to a uint8 image of any size."""
+    """Applies `geometry` (see sources.Geometry) to a uint8 image of any size."""
     if geometry.center_crop is not None:
         square = tf.minimum(geometry.center_crop, tf.reduce_min(tf.shape(image)[:2]))
         image = _central_crop(image, square, square)
@@ -186,7 +186,7 @@ def _fit(
 def _finish(
     images: tf.data.Dataset,
     config: DataConfig,
-    source: datasets.Source,
+    source: sources.Source,
     base_seed: tuple[int, int],
     training: bool,
     flip: bool,
@@ -244,7 +244,7 @@ def make_train_dataset(
     return batches.batch(batch_size, drop_remainder=True).prefetch(_AUTOTUNE)
 
 
-def _eval_split(config: DataConfig) -> tuple[datasets.Source, datasets.Split, tf.data.Dataset]:
+def _eval_split(config: DataConfig) -> tuple[sources.Source, sources.Split, tf.data.Dataset]:
     source = _source(config)
     split = source.split(training=False, seed=config.eval_seed, labels=config.labels)
     records = split.records

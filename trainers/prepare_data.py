@@ -23,13 +23,13 @@ from trainers import console  # noqa: E402
 
 console.start_tensorflow()  # Its C++ errors only, unless TF_CPP_MIN_LOG_LEVEL says otherwise.
 
-from trainers import data, datasets, tfds_prepare  # noqa: E402
+from trainers import data, sources, tfds_prepare  # noqa: E402
 
 
 def run(argv: list[str]) -> int:
     """Parses ``argv`` (without the program name), prepares the dataset; the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True, choices=sorted(datasets.TFDS_NAMES))
+    parser.add_argument("--dataset", required=True, choices=sorted(sources.TFDS_NAMES))
     parser.add_argument("--data_dir", default=None,
                         help="TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     args = parser.parse_args(argv)

@@ -14,7 +14,7 @@ A run started again with the same ``--output_dir`` resumes; one whose model or
 data configuration differs from ``config.json`` is refused with an error
 instead of silently starting over or loading mismatched weights.  The data
 configuration includes the data's identity (path and a cheap fingerprint,
-``datasets.Source.identity``): other data of the same kind and shape are
+``sources.Source.identity``): other data of the same kind and shape are
 refused too, unless ``--allow_other_data`` (recorded in ``config.json``).
 """
 
@@ -67,7 +67,7 @@ def write_json_atomic(path: str, payload: Any) -> None:
             os.remove(tmp)
 
 
-#: The ``"data"`` keys naming the data themselves (``datasets.Source.identity``): a run may
+#: The ``"data"`` keys naming the data themselves (``sources.Source.identity``): a run may
 #: change them only on purpose (``allow_other_data``, ``--allow_other_data``).
 DATA_IDENTITY_KEYS = ("data_path", "data_fingerprint")
 #: ``config.json``'s record of the data changes a run was allowed.

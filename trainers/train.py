@@ -77,7 +77,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", "train", ["train", "eval", "export"], "What to do with --output_dir.")
 flags.DEFINE_string("output_dir", None, "Run directory (config, checkpoints, samples, summaries); "
                     "default: runs/<--flagfile name>, else runs/<--dataset>.")
-flags.DEFINE_string("dataset", None, "Dataset name (see trainers/datasets.py); for eval/export "
+flags.DEFINE_string("dataset", None, "Dataset name (see trainers/sources/); for eval/export "
                     "defaults to the run's.")
 flags.DEFINE_string("data_dir", None, "Data folder or file; TFDS data_dir for TFDS datasets. A "
                     "relative path missing from the working directory is tried from the repo root.")
