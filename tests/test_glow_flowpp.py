@@ -156,7 +156,8 @@ def test_gradients_checkpoint_and_config_round_trip(tmp_path):
     assert not {*OPTIONS, "attention_min_depth"} & set(plain)
     # A run's stored config (config.json, export metadata: JSON) builds the same model,
     # and the checkpoint restores every weight into it.
-    restored = tfnvp.io.runs.build_model({"model": json.loads(json.dumps(run_dir.model_config(model)))})
+    restored = tfnvp.io.runs.build_model(
+        {"model": json.loads(json.dumps(run_dir.model_config(model)))})
     assert type(restored) is tfnvp.Glow and restored.get_config() == config
     assert training.weights_fingerprint(restored) != training.weights_fingerprint(model)
     path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))

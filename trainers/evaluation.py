@@ -172,7 +172,8 @@ class Sampler:
         return grid.save_png(picture, path, scale=scale), picture
 
 
-def describe_statistics(model: tfnvp.models.flow_model.FlowModel, recalibration_batches: int) -> str:
+def describe_statistics(model: tfnvp.models.flow_model.FlowModel,
+                        recalibration_batches: int) -> str:
     """What an evaluation's batch-norm statistics are, for logs and reports."""
     if not model.batch_norm_layers():
         return "none (the model has no batch norm)"

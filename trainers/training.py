@@ -142,7 +142,8 @@ class TrainConfig:
             raise UsageError(f"mixed_precision must be one of {sorted(MIXED_PRECISION)}, "
                              f"got {self.mixed_precision!r}.")
         if self.dequantization not in tfnvp.models.image_flow.DEQUANTIZATIONS:
-            raise UsageError(f"dequantization must be one of {tfnvp.models.image_flow.DEQUANTIZATIONS}, "
+            raise UsageError("dequantization must be one of "
+                             f"{tfnvp.models.image_flow.DEQUANTIZATIONS}, "
                              f"got {self.dequantization!r}.")
         if self.model not in run_dir.ARCHITECTURES:
             raise UsageError(f"model must be one of {sorted(run_dir.ARCHITECTURES)}, "

@@ -126,7 +126,7 @@ class DenseRealNVP(FlowModel):
             raise ValueError(
                 "DenseRealNVP needs dim >= 2: a coupling layer splits the coordinates into two "
                 "non-empty halves, which one coordinate cannot provide. For 1-D data use "
-                "tfnvp.models.piecewise_linear_flow.PiecewiseLinearFlow (PiecewiseLinear bijector).")
+                "tfnvp.PiecewiseLinearFlow (PiecewiseLinear bijector).")
         if num_couplings < 1:
             raise ValueError(f"num_couplings must be at least 1, got {num_couplings}.")
         if mask is None:

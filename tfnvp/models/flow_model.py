@@ -3,7 +3,8 @@
 A ``FlowModel`` is a ``keras.Model`` that owns the layers of a flow (so
 ``trainable_variables`` is complete) and exposes it as a
 ``tfd.TransformedDistribution`` over ``N(0, I)``.  Subclasses (``RealNVP`` and
-``Glow`` for images, via ``tfnvp.models.image_flow``; ``DenseRealNVP`` for vectors) declare their architecture once, as
+``Glow`` for images, via ``tfnvp.models.image_flow``; ``DenseRealNVP`` for vectors)
+declare their architecture once, as
 ``tfnvp.multiscale`` scales of steps (``_create_steps``), from which the
 layers, the bijector chain (``_flow_bijectors``) and the latent layout
 derive, and say how inputs are checked.  This base class provides
