@@ -37,9 +37,11 @@ def test_reference_builds_without_warnings_and_covers_every_export(tmp_path):
     modules = {"bijectors", "conditional", "grid", "latent", "multiscale", "nets", "toy_data"}
     for name in tfnvp.__all__:
         if name in modules:
-            assert f"tfnvp.{name}" in documented, name
+            # Documented where it is defined (tfnvp.multiscale is tfnvp.steps.multiscale).
+            module = getattr(tfnvp, name).__name__
+            assert module in documented, name
             for member in getattr(getattr(tfnvp, name), "__all__", []):
-                assert f"tfnvp.{name}.{member}" in documented, f"tfnvp.{name}.{member}"
+                assert f"{module}.{member}" in documented, f"{module}.{member}"
         else:
             # Documented where it is defined (tfnvp.models.realnvp.RealNVP is tfnvp.RealNVP).
             assert any(d.startswith("tfnvp.") and d.endswith(f".{name}") for d in documented), (
