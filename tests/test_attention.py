@@ -5,7 +5,6 @@ the trainer's --attention."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import keras
@@ -22,6 +21,7 @@ from tfnvp.nets.attention import sinusoidal_position_encoding
 from trainers import training
 
 from bijector_checks import assert_exact_bijector, perturb_weights
+from trainer_flags import trainer_spec
 
 
 def _x(shape=(2, 3, 4, 8), seed=0, dtype=tf.float64, scale=1.0) -> tf.Tensor:
@@ -260,13 +260,11 @@ def test_mixed_precision_model_is_finite():
 
 # ----------------------------------------------------------------- the trainer
 def test_trainer_builds_the_attention_model():
-    config = training.TrainConfig(output_dir="unused", train_steps=1, num_scales=2,
-                                  num_res_blocks=1, hidden_channels=4, attention=True,
-                                  attention_heads=2)
-    model = training.build_model(config, (4, 4, 1))
+    flags = ("--num_scales=2", "--hidden_channels=4", "--attention", "--attention_heads=2")
+    model = training.build_model(trainer_spec(*flags, "--num_res_blocks=1", shape=(4, 4, 1)))
     assert model.get_config()["attention_heads"] == 2
     assert sum(bool(c.body.attentions) for c in model.conditioners) == 7
     # Glow takes it too (tests/test_glow_flowpp.py): every level is at squeeze depth >= 1.
-    glow = training.build_model(dataclasses.replace(config, model="glow", steps_per_scale=1,
-                                                    num_res_blocks=None), (4, 4, 1))
+    glow = training.build_model(trainer_spec(*flags, "--model=glow", "--steps_per_scale=1",
+                                              shape=(4, 4, 1)))
     assert all(c.body.gated_attention is not None for c in glow.conditioners)

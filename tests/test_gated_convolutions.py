@@ -4,7 +4,6 @@ training mode only; a whole float64 RealNVP exact against the numerical Jacobian
 configs and checkpoints; bad arguments (including dropout with recompute_gradients); the
 trainer's options."""
 
-import dataclasses
 
 import keras
 import numpy as np
@@ -19,6 +18,7 @@ from tfnvp.nets import resnet as resnet_lib
 from trainers import training
 
 from bijector_checks import assert_exact_bijector, perturb_weights
+from trainer_flags import trainer_spec
 
 
 def _x(shape=(2, 4, 4, 3), seed=0, dtype=tf.float64) -> tf.Tensor:
@@ -217,14 +217,12 @@ def test_dropout_with_recompute_gradients_is_refused():
 
 # ----------------------------------------------------------------- the trainer
 def test_trainer_builds_the_model():
-    config = training.TrainConfig(output_dir="unused", train_steps=1, num_scales=1,
-                                  num_res_blocks=1, hidden_channels=4, gated_convolutions=True,
-                                  dropout=0.2)
-    model = training.build_model(config, (4, 4, 1))
+    flags = ("--num_scales=1", "--hidden_channels=4", "--gated_convolutions", "--dropout=0.2")
+    model = training.build_model(trainer_spec(*flags, "--num_res_blocks=1", shape=(4, 4, 1)))
     assert (model.get_config()["gated_convolutions"], model.get_config()["dropout"]) == (True, 0.2)
     # Glow takes them too (tests/test_glow_flowpp.py).
-    glow = training.build_model(dataclasses.replace(config, model="glow", steps_per_scale=1,
-                                                    num_res_blocks=None), (4, 4, 1))
+    glow = training.build_model(trainer_spec(*flags, "--model=glow", "--steps_per_scale=1",
+                                              shape=(4, 4, 1)))
     assert all(c.body.gated and c.body.drop.rate == 0.2 for c in glow.conditioners)
 
 

@@ -4,7 +4,6 @@ only, a float64 Glow's log-det exact against the numerical Jacobian in training 
 sampled dropout mask (evaluation mode: tests/test_glow.py's whole-flow check), gradients,
 checkpoint and config round trips, bad arguments, the trainer's options."""
 
-import dataclasses
 import json
 
 import keras
@@ -19,6 +18,7 @@ from tfnvp.nets.glow_net import GlowNet
 from trainers import run_dir, training
 
 from bijector_checks import numerical_log_det, perturb_weights
+from trainer_flags import trainer_spec
 
 SHAPE = (8, 8, 1)
 OPTIONS = dict(attention=True, attention_heads=2, gated_convolutions=True, dropout=0.3)
@@ -179,14 +179,10 @@ def test_bad_arguments_are_named():
 
 
 # ----------------------------------------------------------------- the trainer
-def test_trainer_builds_glow_with_the_options_and_refuses_coupling():
-    config = training.TrainConfig(output_dir="unused", train_steps=1, num_scales=2,
-                                  num_res_blocks=None, hidden_channels=4, model="glow",
-                                  steps_per_scale=1, attention=True, attention_heads=2,
-                                  gated_convolutions=True, dropout=0.2)
-    model = training.build_model(config, (8, 8, 1))
+def test_trainer_builds_glow_with_the_options():
+    spec = trainer_spec("--model=glow", "--num_scales=2", "--steps_per_scale=1",
+                         "--hidden_channels=4", "--attention", "--attention_heads=2",
+                         "--gated_convolutions", "--dropout=0.2")
+    model = training.build_model(spec)
     assert isinstance(model, tfnvp.Glow)
     assert {k: model.get_config()[k] for k in OPTIONS} == {**OPTIONS, "dropout": 0.2}
-    with pytest.raises(ValueError, match="--coupling=logistic_mixture is a Real NVP option "
-                                         r"\(--model=realnvp\): --model=glow has its own"):
-        dataclasses.replace(config, coupling="logistic_mixture")

@@ -238,22 +238,18 @@ def test_affine_default_config_unchanged():
 
 
 def test_trainer_flags_build_and_record_the_coupling(tmp_path):
-    from trainers import train, training
+    from trainers import model_flags, train, training
 
     train.FLAGS.unparse_flags()
     train.FLAGS(train.resolve_flagfiles([
         "train.py", "--flagfile=digits.flags", "--num_scales=1", "--num_res_blocks=0",
         "--hidden_channels=4", "--coupling=logistic_mixture", "--mixture_components=2",
         f"--output_dir={tmp_path}"]))
-    config = train.train_config()
-    assert (config.coupling, config.mixture_components) == ("logistic_mixture", 2)
-    model = training.build_model(config, (8, 8, 1))
+    spec = model_flags.model_spec(train.FLAGS, "digits", (8, 8, 1), None, None)
+    train.FLAGS.unparse_flags()
+    assert (spec.coupling, spec.mixture_components) == ("logistic_mixture", 2)
+    model = training.build_model(spec)
     assert model.get_config()["coupling"] == "logistic_mixture"
     assert model.get_config()["mixture_components"] == 2
     assert all(isinstance(c, LogisticMixtureParameters) and c.components == 2
                for c in model.conditioners)
-    train.FLAGS.unparse_flags()
-    with pytest.raises(ValueError, match="Real NVP option"):
-        training.TrainConfig(output_dir=str(tmp_path), train_steps=1, num_scales=1,
-                             num_res_blocks=None, hidden_channels=4, model="glow",
-                             steps_per_scale=1, coupling="logistic_mixture")

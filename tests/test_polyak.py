@@ -246,8 +246,7 @@ def test_polyak_decay_outside_0_1_is_a_flag_error(value, tmp_path, capsys):
     with pytest.raises(ValueError, match=r"polyak_decay must be in \[0, 1\)"):
         steps_lib.make_optimizer(1e-3, polyak_decay=float(value))
     with pytest.raises(ValueError, match=r"polyak_decay must be in \[0, 1\)"):
-        training.TrainConfig(output_dir=str(tmp_path), train_steps=1, num_scales=1,
-                             num_res_blocks=0, hidden_channels=4, polyak_decay=float(value))
+        training.TrainConfig(output_dir=str(tmp_path), train_steps=1, polyak_decay=float(value))
 
 
 @pytest.mark.parametrize("flagfile, decay", [("flowpp_cifar.flags", 0.999),

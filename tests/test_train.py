@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -20,7 +19,8 @@ import tensorflow as tf
 from PIL import Image
 
 import tfnvp
-from trainers import console, data, evaluation, run_dir, train, train_toy, training, visualize
+from trainers import (console, data, evaluation, model_flags, run_dir, train, train_toy, training,
+                      visualize)
 from trainers import steps as steps_lib
 from trainers import strategy as strategy_lib
 
@@ -196,14 +196,17 @@ def test_flagfile_parses_and_builds_pipeline_and_model(path, tmp_path):
     assert flags.train_steps and flags.train_steps >= 300
     config = train.train_config()
     data_config = train.data_config(flags.dataset, flags.data_dir)
-    paper = train._paper_config_name(flags.dataset)
+    paper = model_flags.paper_preset_name(flags.dataset, flags.model)
+    if paper:  # The flagfile's image shape is its paper preset's.
+        spec = model_flags.model_spec(flags, flags.dataset,
+                                      tfnvp.models.architectures.spec_class(flags.model).paper(
+                                          paper).image_shape, None, None)
     # Flow++'s components (flowpp_cifar.flags: tests/test_train_variational.py).
-    flowpp = (config.dequantization, config.coupling, config.attention) != (
-        "uniform", "affine", False)
+    flowpp = paper and (spec.dequantization, getattr(spec, "coupling", "affine"),
+                        spec.conditioner.attention) != ("uniform", "affine", False)
     # Real NVP's paper settings (glow_cifar.flags: tests/test_train_glow.py).
     if paper and flags.model == "realnvp" and not flowpp:  # The paper's model and training (4.1).
-        for key in ("num_scales", "num_res_blocks", "hidden_channels"):
-            assert getattr(config, key) == tfnvp.PAPER_CONFIGS[paper][key]
+        assert spec.preset_fields() == tfnvp.RealNVPSpec.paper(paper).preset_fields()
         assert (data_config.batch_size, config.learning_rate, config.l2) == (64, 1e-3, 5e-5)
         assert config.clip_grad_norm == 100.0  # the authors' release
         assert data_config.flip == (flags.dataset in PAPER_FLIPS)
@@ -220,21 +223,21 @@ def test_flagfile_parses_and_builds_pipeline_and_model(path, tmp_path):
             data.DataConfig(flags.dataset, data_config.data_dir, eval_batch_size=2,
                             max_eval_examples=2))))
     if paper:
-        assert tuple(shape) == tfnvp.PAPER_CONFIGS[paper]["image_shape"]
+        assert tuple(shape) == spec.image_shape
+    else:
+        spec = model_flags.model_spec(flags, flags.dataset, shape, None, None)
     assert batch.shape[1:] == tuple(shape) and batch.dtype == tf.float32
     assert 0.0 <= float(tf.reduce_min(batch)) and float(tf.reduce_max(batch)) < 256.0
     # The real model for cifar and the small offline runs; a narrow one of the same
     # shape and scales for the big paper models (only their build time differs).
     if paper and (flags.dataset != "cifar10" or flags.model == "glow" or flowpp):
-        config = dataclasses.replace(config, num_res_blocks=config.num_res_blocks and int(
-                                         config.attention),  # attention follows a block
-                                     steps_per_scale=config.steps_per_scale and 1,
-                                     hidden_channels=4, mixture_components=2)
-    key = (config.model, tuple(shape), config.num_scales, config.num_res_blocks,
-           config.steps_per_scale, config.hidden_channels, config.dequantization,
-           config.coupling, config.attention, config.gated_convolutions, config.dropout)
+        narrow = {"num_res_blocks": int(spec.conditioner.attention),  # attention follows a block
+                  "steps_per_scale": 1, "mixture_components": 2}
+        spec = spec.with_options(hidden_channels=4, attention_heads=2, **{
+            key: value for key, value in narrow.items() if key in spec.options()})
+    key = json.dumps(tfnvp.models.architectures.stored_config(spec), sort_keys=True)
     if key not in _MODELS:
-        built = training.build_model(config, shape)
+        built = training.build_model(spec)
         _MODELS[key] = built, tf.function(built.log_prob, reduce_retracing=True)
     model, log_prob = _MODELS[key]
     assert model.get_config()["num_scales"] == flags.num_scales
@@ -315,7 +318,7 @@ def test_help_lists_the_commands_own_flags_by_group_and_exits_0(monkeypatch, cap
     assert exited.value.code == 0
     text = capsys.readouterr().out
     source = (REPO / "trainers" / "train.py").read_text()
-    defined = re.findall(r'flags\.DEFINE_\w+\("(\w+)"', source)
+    defined = re.findall(r'flags\.DEFINE_\w+\("(\w+)"', source) + model_flags.flag_names()
     grouped = [name for names in train.HELP_GROUPS.values() for name in names]
     assert sorted(grouped) == sorted(defined)  # Every flag of the trainer, once.
     headings = [line for line in text.splitlines() if line and not line.startswith(" ")]

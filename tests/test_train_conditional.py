@@ -66,7 +66,7 @@ def _eval_batch(count: int = 16, dequantize: bool = True) -> tuple[np.ndarray, n
 def test_conditional_run_records_classes_and_draws_one_row_per_class(conditional_run):
     config = run_dir.read_config(conditional_run)
     assert config["model"]["num_classes"] == 10
-    assert config["training"]["conditional"] is True and config["input"]["labels"] is True
+    assert config["input"]["labels"] is True  # --conditional: the model has num_classes.
     # The trainer's grid at step 20: 10 rows (classes) of ceil(20 / 10) = 2 samples,
     # enlarged 16x (128 // 8).
     grid = _png(conditional_run / "samples" / "step_00000020.png")

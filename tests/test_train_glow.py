@@ -14,6 +14,8 @@ import tensorflow as tf
 import tfnvp
 from trainers import data, evaluation, run_dir, train, visualize
 
+from trainer_flags import trainer_spec
+
 # Two replicas here (tests/conftest.py): the actnorms initialize from the global batch.
 TINY_GLOW = ["--dataset=digits", "--model=glow", "--num_scales=2", "--steps_per_scale=1",
              "--hidden_channels=8", "--batch_size=16", "--eval_batch_size=300",
@@ -77,20 +79,14 @@ def test_glow_cifar_flagfile_is_the_glow_papers_model(tmp_path):
     train.FLAGS(train.resolve_flagfiles(["train.py", "--flagfile=glow_cifar.flags",
                                          f"--output_dir={tmp_path}"]))
     config = train.train_config()
-    paper = tfnvp.GLOW_PAPER_CONFIGS["cifar10"]
-    assert config.model == "glow" and config.num_res_blocks is None
-    assert (config.num_scales, config.steps_per_scale, config.hidden_channels) == (
-        paper["num_scales"], paper["steps_per_scale"], paper["hidden_channels"]) == (3, 32, 512)
+    spec = trainer_spec("--flagfile=glow_cifar.flags", dataset="cifar10", shape=(32, 32, 3))
+    assert spec == tfnvp.GlowSpec.cifar10()  # 3 levels, K = 32, 512 channels.
+    assert (spec.num_scales, spec.steps_per_scale, spec.hidden_channels) == (3, 32, 512)
     assert (config.learning_rate, config.l2, config.clip_grad_norm) == (1e-3, 0.0, None)
     assert config.warmup_steps == 7813  # The release: 10 epochs of 50,000 images at batch 64.
     # Without the flags, --model=glow takes the Glow paper's configuration for CIFAR-10.
-    train.FLAGS.unparse_flags()
-    train.FLAGS(["train.py", "--dataset=cifar10", "--model=glow", "--train_steps=1",
-                 f"--output_dir={tmp_path}"])
-    defaults = train.train_config()
-    assert (defaults.num_scales, defaults.steps_per_scale, defaults.hidden_channels) == (3, 32, 512)
-    train.FLAGS.unparse_flags()
-    train.FLAGS(["train.py", "--dataset=digits", "--model=glow", "--num_scales=2",
-                 "--train_steps=1", f"--output_dir={tmp_path}"])
-    with pytest.raises(tfnvp.UsageError, match="--steps_per_scale is required for --model=glow"):
-        train.train_config()
+    defaults = trainer_spec("--model=glow", dataset="cifar10", shape=(32, 32, 3))
+    assert defaults == tfnvp.GlowSpec.cifar10()
+    with pytest.raises(tfnvp.UsageError, match="--model=glow --dataset=digits needs "
+                                               "--hidden_channels, --steps_per_scale "):
+        trainer_spec("--model=glow", "--num_scales=2")

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfnvp
-from trainers import data, run_dir, train
+from trainers import data, model_flags, run_dir, train
 
 VARIATIONAL = ["--flagfile=digits.flags", "--dequantization=variational",
                "--dequantizer_channels=6", "--num_scales=1",
@@ -68,15 +68,16 @@ def test_flowpp_cifar_flagfile_has_the_three_flowpp_components(tmp_path):
     train.FLAGS(train.resolve_flagfiles(["train.py", "--flagfile=flowpp_cifar.flags",
                                          f"--output_dir={tmp_path}"]))
     config = train.train_config()
+    spec = model_flags.model_spec(train.FLAGS, "cifar10", (32, 32, 3), None, None)
     assert (train.FLAGS.dataset, train.FLAGS.batch_size) == ("cifar10", 64)
     train.FLAGS.unparse_flags()
-    assert config.model == "realnvp"
-    assert (config.dequantization, config.coupling, config.attention) == (
+    assert isinstance(spec, tfnvp.RealNVPSpec)
+    assert (spec.dequantization, spec.coupling, spec.conditioner.attention) == (
         "variational", "logistic_mixture", True)
     # The Flow++ release's CIFAR-10 sizes: 96 filters, 10 blocks, 32 components, 4 heads.
-    assert (config.hidden_channels, config.num_res_blocks, config.mixture_components,
-            config.attention_heads) == (96, 10, 32, 4)
+    assert (spec.hidden_channels, spec.num_res_blocks, spec.mixture_components,
+            spec.conditioner.attention_heads) == (96, 10, 32, 4)
     # Flow++'s gated residual blocks with dropout 0.2 in the conditioners.
-    assert (config.gated_convolutions, config.dropout) == (True, 0.2)
-    assert config.dequantizer_channels == 32
+    assert (spec.conditioner.gated_convolutions, spec.conditioner.dropout) == (True, 0.2)
+    assert spec.dequantizer_channels == 32
     assert (config.learning_rate, config.warmup_steps) == (1e-3, 200)

@@ -140,7 +140,8 @@ def test_installed_code_edits_no_sys_path():
     (lambda: tfnvp.Glow((8, 8, 1), num_scales=1, steps_per_scale=0, hidden_channels=4),
      "steps_per_scale must be at least 1"),
     (lambda: tfnvp.Glow((8, 8, 1), num_scales=1, steps_per_scale=1, hidden_channels=6,
-                        attention=True, attention_heads=4), "must be >= 1 and divide channels"),
+                        attention=True, attention_heads=4),
+     "attention_heads must divide the 6 feature maps"),
 ])
 def test_model_options_the_library_refuses_are_usage_errors(build, message):
     """A constructor's refusal of its arguments (what the trainer's flags become) is a

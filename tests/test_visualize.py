@@ -228,8 +228,9 @@ def test_runs_and_exports_older_than_the_architecture_options(tmp_path):
     config = {"model": dict(image_shape=list(SHAPE), num_scales=2, num_res_blocks=1,
                             hidden_channels=4)}
     model = run_dir.build_model(config)
-    assert {k: model.get_config()[k] for k in run_dir.LEGACY_MODEL_DEFAULTS} == \
-        run_dir.LEGACY_MODEL_DEFAULTS
+    legacy = tfnvp.RealNVPSpec.legacy_defaults()
+    assert legacy == dict(skip_connections=False, logit_map="asymmetric", factor_out="channel")
+    assert {k: model.get_config()[k] for k in legacy} == legacy
     assert not model.conditioners[0].body.skips
     metadata = tmp_path / "tfnvp_export.json"
     metadata.write_text(json.dumps({"image_shape": list(SHAPE),

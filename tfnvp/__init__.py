@@ -22,16 +22,18 @@ from tfnvp.io.runs import load_run
 from tfnvp.models import conditional
 from tfnvp.models.dense import DenseRealNVP
 from tfnvp.models.flow_model import Objective
-from tfnvp.models.glow import GLOW_PAPER_CONFIGS, Glow, glow_latent_scale_index
+from tfnvp.models.glow import GLOW_PAPER_CONFIGS, Glow, GlowSpec, glow_latent_scale_index
 from tfnvp.models.image_flow import ImageFlowModel
 from tfnvp.models.piecewise_linear_flow import PiecewiseLinearFlow
-from tfnvp.models.realnvp import PAPER_CONFIGS, RealNVP, latent_scale_index
+from tfnvp.models.realnvp import PAPER_CONFIGS, RealNVP, RealNVPSpec, latent_scale_index
+from tfnvp.models.spec import ConditionerSpec, ImageFlowSpec
 from tfnvp.optimizers.fused_adam import FusedAdam
 from tfnvp.steps import multiscale
 from tfnvp.steps.glow_step import GlowStep
 
-__all__ = ["DenseRealNVP", "FusedAdam", "GLOW_PAPER_CONFIGS", "Glow", "GlowStep", "ImageFlowModel",
-           "Objective", "PAPER_CONFIGS", "PiecewiseLinearFlow", "RealNVP", "UniformDequantizer",
+__all__ = ["ConditionerSpec", "DenseRealNVP", "FusedAdam", "GLOW_PAPER_CONFIGS", "Glow", "GlowSpec",
+           "GlowStep", "ImageFlowModel", "ImageFlowSpec", "Objective", "PAPER_CONFIGS",
+           "PiecewiseLinearFlow", "RealNVP", "RealNVPSpec", "UniformDequantizer",
            "UsageError", "VariationalDequantizer",
            "bits_per_dim_from_log_prob", "bijectors", "conditional", "dequantize",
            "glow_latent_scale_index", "grid", "latent", "latent_scale_index", "load_run",

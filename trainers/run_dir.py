@@ -32,15 +32,17 @@ from absl import logging
 
 import tfnvp
 # The format's reading half is the library's (tfnvp.load_run): one definition.
-from tfnvp.io.runs import (ARCHITECTURE_KEY, ARCHITECTURES, CHECKPOINT_DIR, CONFIG_FILE,
-                        LEGACY_MODEL_DEFAULTS, build_model, checkpoint_dir,
-                        discarded_quietly_on_failure, read_config, restore_polyak_averages)
-from tfnvp.io.runs import split_architecture as _split_architecture
+from tfnvp.io.runs import (CHECKPOINT_DIR, CONFIG_FILE, build_model, checkpoint_dir,
+                           discarded_quietly_on_failure, read_config, restore_polyak_averages)
+# The architectures by name, and a model's stored specification: one dispatch.
+from tfnvp.models.architectures import (ARCHITECTURE_KEY, ARCHITECTURES, architecture_of,
+                                        spec_from_stored, stored_config)
 
-__all__ = ["CONFIG_FILE", "CHECKPOINT_DIR", "LEGACY_MODEL_DEFAULTS", "ARCHITECTURES",
+__all__ = ["CONFIG_FILE", "CHECKPOINT_DIR", "ARCHITECTURES",
            "ARCHITECTURE_KEY", "DATA_CHANGES_KEY", "DATA_IDENTITY_KEYS", "ConfigMismatchError", "write_json_atomic", "read_config",
            "check_config", "write_or_check_config", "architecture_of", "model_config",
            "build_model", "latent_scale_index", "restore_run", "restore_model", "checkpoint_dir",
+           "spec_from_stored", "stored_config",
            "model_checkpoint_object"]
 
 class ConfigMismatchError(tfnvp.UsageError):
@@ -161,33 +163,17 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def architecture_of(model: tfnvp.ImageFlowModel) -> str:
-    """The ``ARCHITECTURES`` name of ``model``."""
-    for name, cls in ARCHITECTURES.items():
-        if type(model) is cls:
-            return name
-    raise TypeError(f"No architecture name for {type(model).__name__}; known: "
-                    f"{sorted(ARCHITECTURES)}.")
-
-
 def model_config(model: tfnvp.ImageFlowModel) -> dict:
-    """What a run (``config.json``'s ``"model"``) and an export record of ``model``:
-    ``model.get_config()``, plus ``ARCHITECTURE_KEY`` unless it is a ``RealNVP``."""
-    config = model.get_config()
-    name = architecture_of(model)
-    if name != "realnvp":
-        config[ARCHITECTURE_KEY] = name
-    return config
+    """What a run (``config.json``'s ``"model"``) and an export record of ``model``: its
+    specification's stored form (``tfnvp.models.architectures.stored_config``)."""
+    return stored_config(model.spec)
 
 
 def latent_scale_index(stored_model_config: dict, image_shape) -> np.ndarray:
-    """The latent layout (``tfnvp.latent_scale_index``) of a stored model config, without
-    building the model (e.g. for a SavedModel's metadata)."""
-    name, arguments = _split_architecture(stored_model_config)
-    if name == "glow":
-        return tfnvp.glow_latent_scale_index(image_shape, int(arguments["num_scales"]))
-    return tfnvp.latent_scale_index(image_shape, int(arguments["num_scales"]),
-                                    arguments["factor_out"])
+    """The latent layout (``ImageFlowSpec.latent_scale_index``) of a stored model config
+    at ``image_shape``, without building the model (e.g. for a SavedModel's metadata)."""
+    spec = spec_from_stored({**stored_model_config, "image_shape": list(image_shape)})
+    return spec.latent_scale_index()
 
 
 def model_checkpoint_object(model: tfnvp.ImageFlowModel) -> tfnvp.ImageFlowModel:

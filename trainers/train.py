@@ -14,12 +14,14 @@ directory is looked up in ``trainers/`` (installed: the shipped flagfiles).  ``-
 run directory resumes from the latest checkpoint.  TFDS datasets are downloaded and
 prepared before the run directory is created (``trainers/tfds_prepare.py``).
 ``--train_steps`` has no default: every run says how long it trains (the paper-sized
-flagfiles set long runs).  ``--model=realnvp|glow`` picks the architecture; its flags
-(Real NVP: ``--num_scales``, ``--num_res_blocks``, ``--hidden_channels``; Glow:
-``--num_scales``, ``--steps_per_scale``, ``--hidden_channels``) default to its paper's
-configuration (``tfnvp.PAPER_CONFIGS``, ``tfnvp.GLOW_PAPER_CONFIGS``) for the paper's
-datasets and must be given for the others.  ``--conditional`` trains a class-conditional
-model (``num_classes`` = the dataset's classes) on the dataset's labels;
+flagfiles set long runs).  ``--model=realnvp|glow`` picks the architecture; every option
+of its specification (``tfnvp.RealNVPSpec``, ``tfnvp.GlowSpec``) is a flag of the same name
+(``trainers/model_flags.py``).  Its size flags (Real NVP: ``--num_scales``,
+``--num_res_blocks``, ``--hidden_channels``; Glow: ``--num_scales``, ``--steps_per_scale``,
+``--hidden_channels``) default to its paper's preset (``tfnvp.RealNVPSpec.cifar10()``, ...,
+``tfnvp.GlowSpec.cifar10()``) for the paper's datasets and must be given for the others;
+the other options default to the specification's defaults.  ``--conditional`` trains a
+class-conditional model (``num_classes`` = the dataset's classes) on the dataset's labels;
 ``--dequantization=variational`` a model with a learned dequantizer (Flow++), to which
 the pipelines feed uint8 images.  eval and export rebuild the run's own model
 (conditional or not, its dequantizer) from its ``config.json``.
@@ -68,7 +70,10 @@ from trainers import console  # noqa: E402
 
 console.start_tensorflow()  # Its C++ errors only, unless TF_CPP_MIN_LOG_LEVEL says otherwise.
 
+from tfnvp.models.architectures import ARCHITECTURES  # noqa: E402
+
 from trainers import launch  # noqa: E402
+from trainers import model_flags  # noqa: E402
 from trainers import strategy as strategy_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -105,47 +110,15 @@ flags.DEFINE_float("polyak_decay", 0.0, "Polyak averaging: exponential moving av
 flags.DEFINE_float("l2", 5e-5, "L2 penalty coefficient on the conditioners' kernels (= their "
                    "weight-norm scales; paper: 5e-5), added to the loss.")
 flags.DEFINE_float("clip_grad_norm", None, "Clip the global gradient norm to this (unset: no clipping).")
-flags.DEFINE_enum("model", "realnvp", ["realnvp", "glow"], "Architecture: Real NVP "
+flags.DEFINE_enum("model", "realnvp", list(ARCHITECTURES), "Architecture: Real NVP "
                   "(tfnvp.RealNVP) or Glow (tfnvp.Glow: actnorm, 1x1 convolutions, Glow "
                   "couplings; no batch norm). eval/export use the run's.")
 flags.DEFINE_boolean("conditional", False, "Class-conditional model p(x | y) (num_classes = the "
                      "dataset's classes) trained on the dataset's labels; its sample grids have "
                      "one row per class and its exports take labels. eval/export use the run's.")
-flags.DEFINE_enum("dequantization", "uniform", ["uniform", "variational"],
-                  "uniform: u ~ U[0, 1) added by the input pipeline (section 4.1); variational: "
-                  "a learned q(u | x) (Flow++, tfnvp.VariationalDequantizer) trained with the "
-                  "model on the variational bound, the pipeline feeding uint8 images. "
-                  "eval/export use the run's.")
-flags.DEFINE_integer("dequantizer_channels", 32, "With --dequantization=variational: the width "
-                     "of the dequantizer's networks (its context map half as wide; "
-                     "tfnvp.RealNVP(dequantizer_channels=)).", lower_bound=2)
-flags.DEFINE_enum("coupling", "affine", ["affine", "logistic_mixture"], "Real NVP: the coupling "
-                  "of every step: affine (the paper's) or logistic_mixture (Flow++'s "
-                  "logistic-mixture CDF coupling; sampling inverts it by bisection). eval/export "
-                  "use the run's.")
-flags.DEFINE_integer("mixture_components", 4, "Real NVP with --coupling=logistic_mixture: "
-                     "logistic components K per coupled entry.")
-flags.DEFINE_integer("num_scales", None, "Scales (Glow: levels) of the multi-scale architecture "
-                     "(default: the --model's paper's for --dataset).")
-flags.DEFINE_integer("num_res_blocks", None, "Real NVP: residual blocks per conditioner "
-                     "(default: paper's).")
-flags.DEFINE_integer("steps_per_scale", None, "Glow: steps of flow per level, K (default: the "
-                     "Glow paper's for --dataset).")
-flags.DEFINE_integer("hidden_channels", None, "Feature maps of the finest scale's conditioners "
-                     "(Glow: of every coupling network; default: the --model's paper's).")
-flags.DEFINE_boolean("attention", False, "Flow++'s gated multi-head self-attention in the "
-                     "conditioners at squeeze depth >= 1 (Real NVP: after every residual block "
-                     "of the coarse scales'; Glow: in every coupling network; "
-                     "tfnvp.RealNVP/Glow(attention=True)). eval/export use the run's.")
-flags.DEFINE_integer("attention_heads", 4, "With --attention: heads of each attention; must "
-                     "divide --hidden_channels * 2 (Real NVP) or --hidden_channels (Glow).")
-flags.DEFINE_boolean("gated_convolutions", False, "Flow++'s gated convolutions in every "
-                     "conditioner (Real NVP: residual blocks h + a * sigmoid(g); Glow: the "
-                     "hidden layer; tfnvp.RealNVP/Glow(gated_convolutions=True)). eval/export "
-                     "use the run's.")
-flags.DEFINE_float("dropout", 0.0, "Dropout rate in [0, 1) on the conditioners' hidden "
-                   "activations (Real NVP: in the residual blocks; Glow: before the hidden "
-                   "convolution), in training only (Flow++: 0.2).")
+# One flag per option of the models' specifications (tfnvp.RealNVPSpec, tfnvp.GlowSpec):
+# --num_scales, --hidden_channels, --coupling, --attention, ... (trainers/model_flags.py).
+model_flags.define_flags()
 flags.DEFINE_integer("eval_every", 1000, "Evaluate (held-out bits/dim and a sample grid) every N steps.")
 flags.DEFINE_integer("checkpoint_every", 1000, "Checkpoint every N steps (and at the end).")
 flags.DEFINE_integer("summary_every", 100, "TensorBoard training summaries every N steps.")
@@ -170,8 +143,6 @@ flags.DEFINE_integer("recalibration_batches", 20, "Recompute the batch-norm stat
                      "final checkpoint (and in eval/export of a checkpoint that was not); 0: use "
                      "the debiased running averages. 20 batches of 64 take ~7 training steps' "
                      "time and estimate every statistic from 1,280 images.")
-flags.DEFINE_boolean("running_average_batch_norm", False, "Appendix E: the batch-norm bijectors "
-                     "normalize training batches with their running averages.")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in RUN/checkpoints.")
 flags.DEFINE_string("checkpoint", None, "--mode=eval/export: this checkpoint (e.g. "
                     "RUN/checkpoints/ckpt-1000) instead of the latest.")
@@ -191,14 +162,10 @@ flags.register_validator("max_consecutive_skipped", lambda v: v >= 1, message="m
 for _name in ("batch_size", "eval_batch_size", "eval_every", "checkpoint_every", "summary_every",
               "log_every"):
     flags.register_validator(_name, lambda v: v is not None and v >= 1, message="must be >= 1.")
-for _name in ("train_steps", "num_scales", "hidden_channels", "max_eval_examples",
-              "steps_per_scale", "mixture_components"):
+for _name in ("train_steps", "max_eval_examples"):
     flags.register_validator(_name, lambda v: v is None or v >= 1, message="must be >= 1.")
 flags.register_validator("channels", lambda v: v is None or 1 <= v <= 4,
                          message="must be 1, 2, 3 or 4 (leave it unset to infer it).")
-flags.register_validator("num_res_blocks", lambda v: v is None or v >= 0, message="must be >= 0.")
-flags.register_validator("attention_heads", lambda v: v >= 1, message="must be >= 1.")
-flags.register_validator("dropout", lambda v: 0.0 <= v < 1.0, message="must be in [0, 1).")
 flags.register_validator("polyak_decay", lambda v: 0.0 <= v < 1.0,
                          message="must be in [0, 1) (0: no Polyak averaging; Flow++: 0.999).")
 flags.register_validator("num_sample_images", lambda v: v >= 0, message="must be >= 0.")
@@ -217,10 +184,7 @@ flags.register_multi_flags_validator(
 HELP_GROUPS = {
     "Data": ("dataset", "data_dir", "allow_other_data", "channels", "flip", "batch_size",
              "seed"),
-    "Model": ("model", "num_scales", "num_res_blocks", "steps_per_scale", "hidden_channels",
-              "coupling", "mixture_components", "conditional", "dequantization",
-              "dequantizer_channels", "attention", "attention_heads", "gated_convolutions",
-              "dropout", "running_average_batch_norm"),
+    "Model": ("model", "conditional", *model_flags.flag_names()),
     "Training": ("train_steps", "learning_rate", "warmup_steps", "l2", "clip_grad_norm",
                  "polyak_decay", "mixed_precision", "jit_compile", "strategy",
                  "max_consecutive_skipped"),
@@ -265,46 +229,6 @@ def _resolve_data_dir(path: str | None) -> str | None:
     return from_root if os.path.exists(from_root) else path
 
 
-# --model -> (its architecture flags, the one it ignores).
-_MODEL_FLAGS = {"realnvp": (("num_scales", "num_res_blocks", "hidden_channels"), "steps_per_scale"),
-                "glow": (("num_scales", "steps_per_scale", "hidden_channels"), "num_res_blocks")}
-
-
-def _paper_configs(model: str = "realnvp") -> dict:
-    import tfnvp
-
-    return tfnvp.GLOW_PAPER_CONFIGS if model == "glow" else tfnvp.PAPER_CONFIGS
-
-
-def _paper_config_name(dataset: str, model: str = "realnvp") -> str | None:
-    name = "lsun" if dataset.startswith("lsun_") else dataset
-    return name if name in _paper_configs(model) else None
-
-
-def model_flags(dataset: str) -> dict:
-    """``model`` and its architecture flags (``_MODEL_FLAGS``) from flags or its paper."""
-    from tfnvp import UsageError
-
-    model = FLAGS.model
-    keys, ignored = _MODEL_FLAGS[model]
-    if FLAGS[ignored].value is not None:
-        logging.warning("--%s=%s is not a --model=%s setting: ignored.", ignored,
-                        FLAGS[ignored].value, model)
-    papers = _paper_configs(model)
-    paper = _paper_config_name(dataset, model)
-    values = {"model": model, ignored: None}
-    for key in keys:
-        value = FLAGS[key].value
-        if value is None:
-            if paper is None:
-                raise UsageError(f"--{key} is required for --model={model} --dataset={dataset} "
-                                 f"(it has no paper configuration; those exist for "
-                                 f"{sorted(papers)}).")
-            value = papers[paper][key]
-        values[key] = value
-    return values
-
-
 def data_config(dataset: str, data_dir: str | None, channels: int | None = None,
                 labels: bool = False):
     from trainers import data
@@ -319,7 +243,7 @@ def train_config():
     from trainers import training
 
     return training.TrainConfig(
-        output_dir=FLAGS.output_dir, train_steps=FLAGS.train_steps, **model_flags(FLAGS.dataset),
+        output_dir=FLAGS.output_dir, train_steps=FLAGS.train_steps,
         learning_rate=FLAGS.learning_rate, warmup_steps=FLAGS.warmup_steps,
         polyak_decay=FLAGS.polyak_decay, l2=FLAGS.l2, clip_grad_norm=FLAGS.clip_grad_norm,
         mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile, seed=FLAGS.seed,
@@ -328,13 +252,17 @@ def train_config():
         num_sample_images=FLAGS.num_sample_images, temperature=FLAGS.temperature,
         max_consecutive_skipped=FLAGS.max_consecutive_skipped,
         recalibration_batches=FLAGS.recalibration_batches,
-        running_average_batch_norm=FLAGS.running_average_batch_norm,
-        keep_checkpoints=FLAGS.keep_checkpoints, conditional=FLAGS.conditional,
-        dequantization=FLAGS.dequantization, dequantizer_channels=FLAGS.dequantizer_channels,
-        coupling=FLAGS.coupling, mixture_components=FLAGS.mixture_components,
-        attention=FLAGS.attention, attention_heads=FLAGS.attention_heads,
-        gated_convolutions=FLAGS.gated_convolutions, dropout=FLAGS.dropout,
-        allow_other_data=FLAGS.allow_other_data)
+        keep_checkpoints=FLAGS.keep_checkpoints, allow_other_data=FLAGS.allow_other_data)
+
+
+def model_spec(run_data) -> "tfnvp.ImageFlowSpec":
+    """The --model's specification from the model flags (``trainers/model_flags.py``), for
+    the images (and, with --conditional, the classes) of ``run_data``."""
+    from trainers import data, training
+
+    num_classes = data.num_classes(run_data) if FLAGS.conditional else None
+    return model_flags.model_spec(FLAGS, FLAGS.dataset, data.image_shape(run_data), num_classes,
+                                  training.MIXED_PRECISION[FLAGS.mixed_precision])
 
 
 def _run_data_config():
@@ -385,7 +313,8 @@ def execute(flagfile: str | None = None) -> dict:
                 if strategy_lib.is_chief(strategy):  # One trainer per run directory.
                     stop.add_cleanup(
                         stack.enter_context(run_lock.RunLock(FLAGS.output_dir)).release)
-                return training.train(train_config(), run_data, strategy)
+                return training.train(train_config(), model_spec(run_data), run_data,
+                                      strategy)
     print(launch.describe(FLAGS.output_dir), flush=True)
     if FLAGS.mode == "eval":
         from trainers import evaluation

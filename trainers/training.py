@@ -1,7 +1,8 @@
 """The training loop of the image flows (Real NVP, Glow): model, checkpoints, resumption,
 summaries and evaluations.
 
-``train(config, data_config, strategy)`` trains ``config.train_steps`` steps into
+``train(config, spec, data_config, strategy)`` trains the model of ``spec`` (a
+``tfnvp.RealNVPSpec`` or ``tfnvp.GlowSpec``) ``config.train_steps`` steps into
 ``config.output_dir`` (layout: ``trainers/run_dir.py``):
 
 * **Resumption.** A run directory with checkpoints is resumed from its latest
@@ -43,7 +44,7 @@ summaries and evaluations.
   training bits/dim, gradient norm, images/s and ETA; TensorBoard summaries in
   ``RUN/tensorboard/{train,eval}``; at every evaluation the held-out bits/dim
   and a PNG grid of samples ``RUN/samples/step_XXXXXXXX.png``.
-* **Class-conditional** (``conditional``): the model is built with
+* **Class-conditional** (a specification with ``num_classes``, ``--conditional``): the model has
   ``num_classes`` = the dataset's number of classes (recorded in
   ``config.json``'s model, so eval/export/visualize rebuild it), trains on
   ``-log p(x | y)`` with the dataset's labels, and its sample grids have one
@@ -71,6 +72,7 @@ from absl import logging
 
 import tfnvp
 from tfnvp.errors import UsageError
+from tfnvp.models import architectures
 
 from trainers import checkpoints as checkpoints_lib
 from trainers import data
@@ -96,13 +98,11 @@ class TrainingError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything ``train`` needs besides the data (see ``trainers/train.py``'s flags)."""
+    """The training options: everything ``train`` needs besides the model's specification
+    and the data (see ``trainers/train.py``'s flags)."""
 
     output_dir: str
     train_steps: int
-    num_scales: int
-    num_res_blocks: int | None  # Real NVP only.
-    hidden_channels: int
     learning_rate: float = 1e-3
     warmup_steps: int = 0  # Linear learning-rate warm-up (steps_lib.make_optimizer).
     polyak_decay: float = 0.0  # Polyak averaging of the weights (trainers/polyak.py); 0: off.
@@ -119,19 +119,7 @@ class TrainConfig:
     temperature: float = 1.0
     max_consecutive_skipped: int = 20
     recalibration_batches: int = 20
-    running_average_batch_norm: bool = False
     keep_checkpoints: int = 3
-    model: str = "realnvp"  # A key of run_dir.ARCHITECTURES.
-    steps_per_scale: int | None = None  # Glow only.
-    conditional: bool = False  # Class-conditional on the dataset's labels.
-    dequantization: str = "uniform"  # A name of tfnvp.models.image_flow.DEQUANTIZATIONS.
-    dequantizer_channels: int = tfnvp.models.image_flow.DEQUANTIZER_CHANNELS  # Variational only.
-    coupling: str = "affine"  # Real NVP only: a tfnvp.steps.coupling_step.COUPLINGS entry.
-    mixture_components: int = 4  # Real NVP with coupling="logistic_mixture".
-    attention: bool = False  # Gated self-attention in the conditioners at squeeze depth >= 1.
-    attention_heads: int = 4
-    gated_convolutions: bool = False  # Flow++'s gated convolutions in every conditioner.
-    dropout: float = 0.0  # In every conditioner, training mode only.
     allow_other_data: bool = False  # Resume on data of another identity (run_dir.check_config).
 
     def __post_init__(self) -> None:
@@ -141,41 +129,18 @@ class TrainConfig:
         if self.mixed_precision not in MIXED_PRECISION:
             raise UsageError(f"mixed_precision must be one of {sorted(MIXED_PRECISION)}, "
                              f"got {self.mixed_precision!r}.")
-        if self.dequantization not in tfnvp.models.image_flow.DEQUANTIZATIONS:
-            raise UsageError("dequantization must be one of "
-                             f"{tfnvp.models.image_flow.DEQUANTIZATIONS}, "
-                             f"got {self.dequantization!r}.")
-        if self.model not in run_dir.ARCHITECTURES:
-            raise UsageError(f"model must be one of {sorted(run_dir.ARCHITECTURES)}, "
-                             f"got {self.model!r}.")
-        if self.coupling != "affine" and self.model != "realnvp":
-            raise UsageError(f"--coupling={self.coupling} is a Real NVP option (--model=realnvp): "
-                             f"--model={self.model} has its own affine coupling.")
 
 
-def build_model(config: TrainConfig, image_shape, synchronized_batch_norm: bool = False,
-                num_classes: int | None = None) -> tfnvp.ImageFlowModel:
-    """The ``config.model`` architecture (Glow has no batch norm to synchronize),
-    class-conditional with ``num_classes``."""
-    flowpp_options = dict(attention=config.attention, attention_heads=config.attention_heads,
-                          gated_convolutions=config.gated_convolutions, dropout=config.dropout)
-    if config.model == "glow":
-        return tfnvp.Glow(image_shape, num_scales=config.num_scales,
-                          steps_per_scale=config.steps_per_scale,
-                          hidden_channels=config.hidden_channels,
-                          conditioner_dtype=MIXED_PRECISION[config.mixed_precision],
-                          num_classes=num_classes, dequantization=config.dequantization,
-                          dequantizer_channels=config.dequantizer_channels,
-                          **flowpp_options)
-    return tfnvp.RealNVP(
-        image_shape, num_scales=config.num_scales, num_res_blocks=config.num_res_blocks,
-        hidden_channels=config.hidden_channels,
-        synchronized_batch_norm=synchronized_batch_norm,
-        running_average_batch_norm=config.running_average_batch_norm,
-        conditioner_dtype=MIXED_PRECISION[config.mixed_precision], num_classes=num_classes,
-        dequantization=config.dequantization, dequantizer_channels=config.dequantizer_channels,
-        coupling=config.coupling, mixture_components=config.mixture_components,
-        **flowpp_options)
+#: The option of a specification that follows the number of replicas, not the architecture.
+_SYNCHRONIZED = "synchronized_batch_norm"
+
+
+def build_model(spec: tfnvp.ImageFlowSpec, replicas: int = 1) -> tfnvp.ImageFlowModel:
+    """The model of ``spec`` (``tfnvp.models.architectures.build``); with several replicas,
+    a Real NVP's batch-norm statistics are synchronized across them (Glow has none)."""
+    if replicas > 1 and _SYNCHRONIZED in spec.options():
+        spec = spec.with_options(**{_SYNCHRONIZED: True})
+    return architectures.build(spec)
 
 
 def run_config(model: tfnvp.ImageFlowModel, data_config: data.DataConfig,
@@ -183,16 +148,16 @@ def run_config(model: tfnvp.ImageFlowModel, data_config: data.DataConfig,
     """``config.json``: what a resumed run must share (model, data: its kind, image shape and
     identity, ``data.identity``) plus informational flags.
 
-    The model is ``run_dir.model_config`` (Glow's names its architecture).
-    Real NVP's batch-norm synchronization follows the number of replicas, not
-    the architecture, so it is stored as ``False``: a run may resume on
-    another number of devices.
+    The model is its specification's stored form (``run_dir.stored_config``;
+    Glow's names its architecture).  Real NVP's batch-norm synchronization
+    follows the number of replicas, not the architecture, so it is stored as
+    ``False``: a run may resume on another number of devices.
     """
-    model_config = run_dir.model_config(model)
-    if "synchronized_batch_norm" in model_config:
-        model_config["synchronized_batch_norm"] = False
+    spec = model.spec
+    if _SYNCHRONIZED in spec.options():
+        spec = spec.with_options(**{_SYNCHRONIZED: False})
     return dict(
-        model=model_config,
+        model=run_dir.stored_config(spec),
         data=dict(dataset=data_config.dataset, image_shape=list(model.image_shape),
                   **data.identity(data_config)),
         training={k: v for k, v in dataclasses.asdict(config).items() if k != "output_dir"},
@@ -362,22 +327,20 @@ class _Progress:
         return mean
 
 
-def train(config: TrainConfig, data_config: data.DataConfig,
+def train(config: TrainConfig, spec: tfnvp.ImageFlowSpec, data_config: data.DataConfig,
           strategy: tf.distribute.Strategy) -> dict:
-    """Trains (or resumes) a run; returns its final step, statistics and evaluation."""
+    """Trains (or resumes) a run of the model ``spec``; returns its final step, statistics
+    and evaluation."""
     chief = strategy_lib.is_chief(strategy)
     _, task = strategy_lib.task_id(strategy)
     replicas = strategy.num_replicas_in_sync
     if data_config.batch_size % replicas:
         raise UsageError(f"--batch_size={data_config.batch_size} (global) must be divisible by "
                          f"the number of replicas, {replicas}.")
-    image_shape = tuple(data.image_shape(data_config))
-    data_config = dataclasses.replace(data_config, labels=config.conditional)
-    num_classes = data.num_classes(data_config) if config.conditional else None
+    data_config = dataclasses.replace(data_config, labels=spec.num_classes is not None)
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        model = build_model(config, image_shape, synchronized_batch_norm=replicas > 1,
-                            num_classes=num_classes)
+        model = build_model(spec, replicas)
     data_config = evaluation.for_model(data_config, model)  # uint8 for a learned dequantizer.
     cfg = run_config(model, data_config, config)
     _check_polyak(config.output_dir, config.polyak_decay)

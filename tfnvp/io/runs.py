@@ -6,12 +6,13 @@ A run directory (written by ``tfnvp-train`` / ``trainers/train.py``)::
     RUN/checkpoints/     tf.train.CheckpointManager files: ckpt-N.index, ckpt-N.data-*,
                          and the state file "checkpoint" (Checkpoint(model=, optimizer=, ...))
 
-``config.json``'s ``"model"`` is the model's ``get_config()``; a model other
-than ``RealNVP`` names its class under ``ARCHITECTURE_KEY`` (``"glow"``), and a
-Real NVP config written before an option existed takes its
-``LEGACY_MODEL_DEFAULTS`` value.  This module is the one definition of that
-format: the trainers write and resume runs through it (``trainers/run_dir.py``,
-``trainers/checkpoints.py``), and it reads no flags.
+``config.json``'s ``"model"`` is the model's specification in its stored form
+(``tfnvp.models.architectures.stored_config``: ``get_config()``, plus the
+architecture's name under ``ARCHITECTURE_KEY`` unless it is Real NVP); a key
+written before its option existed takes the option's ``legacy`` value
+(``spec_from_stored``).  This module is the one definition of the run
+directory's format: the trainers write and resume runs through it
+(``trainers/run_dir.py``, ``trainers/checkpoints.py``), and it reads no flags.
 
 Which checkpoint: every ``ckpt-N`` that a file of ``checkpoints/`` or the state
 file names is a candidate, newest first (a damaged state file does not hide
@@ -42,17 +43,15 @@ from typing import Any
 import tensorflow as tf
 
 from tfnvp.errors import UsageError
-from tfnvp.models.glow import Glow
+from tfnvp.models import architectures
 from tfnvp.models.image_flow import ImageFlowModel
-from tfnvp.models.realnvp import RealNVP
 
-__all__ = ["ARCHITECTURES", "ARCHITECTURE_KEY", "CHECKPOINT_DIR", "CONFIG_FILE",
-           "CheckpointError", "LEGACY_MODEL_DEFAULTS", "POLYAK_DECAY_KEY", "POLYAK_KEY",
+__all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "CheckpointError", "POLYAK_DECAY_KEY", "POLYAK_KEY",
            "PolyakAverages", "Skipped", "build_model", "candidates", "checkpoint_dir",
            "checkpoint_polyak_decay", "checkpoint_step", "describe_weights",
            "discarded_quietly_on_failure", "first_line",
            "load_run", "read_config", "restore_error", "restore_newest_intact",
-           "restore_polyak_averages", "split_architecture"]
+           "restore_polyak_averages"]
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -60,17 +59,6 @@ CHECKPOINT_PREFIX = "ckpt"
 STATE_FILE = "checkpoint"
 _FILE = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)(?:\.index|\.data-\d+-of-\d+)$")
 _IN_STATE = re.compile(rf"{CHECKPOINT_PREFIX}-(\d+)\b")
-
-# Model options added after runs had been written: a config.json (or export
-# metadata) without them describes a model built before they existed, i.e.
-# with these values.
-LEGACY_MODEL_DEFAULTS = dict(skip_connections=False, logit_map="asymmetric",
-                             factor_out="channel")
-
-# A run's model config names its architecture under ARCHITECTURE_KEY unless it
-# is Real NVP: configs written before other architectures existed stay equal.
-ARCHITECTURES: dict[str, type[ImageFlowModel]] = {"realnvp": RealNVP, "glow": Glow}
-ARCHITECTURE_KEY = "architecture"
 
 # The checkpoint's Polyak averages of the weights and their decay (absent: none).
 POLYAK_KEY = "polyak_averages"
@@ -113,23 +101,11 @@ def read_config(run_dir: str) -> dict:
     return config
 
 
-def split_architecture(model_config: dict) -> tuple[str, dict]:
-    """``(architecture name, constructor arguments)`` of a stored model config."""
-    config = dict(model_config)
-    name = config.pop(ARCHITECTURE_KEY, "realnvp")
-    if name not in ARCHITECTURES:
-        raise UsageError(f"Unknown model architecture {name!r} in the run's config (known: "
-                         f"{sorted(ARCHITECTURES)}): written by a newer tfnvp?")
-    if name == "realnvp":
-        config = {**LEGACY_MODEL_DEFAULTS, **config}
-    return name, config
-
-
 def build_model(config: dict, **overrides) -> ImageFlowModel:
-    """A fresh model (``RealNVP`` or ``Glow``, by ``ARCHITECTURE_KEY``) from a run's
-    config (``overrides`` replace model keys)."""
-    name, arguments = split_architecture(config["model"])
-    return ARCHITECTURES[name](**{**arguments, **overrides})
+    """A fresh model of a run's config (its ``"model"`` specification, e.g. a ``RealNVP``
+    or a ``Glow``; ``overrides`` replace options, ``ImageFlowSpec.with_options``)."""
+    spec = architectures.spec_from_stored(config["model"])
+    return architectures.build(spec.with_options(**overrides) if overrides else spec)
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -54,35 +54,83 @@ levels, K = 32, 512 channels):
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tfnvp.steps import multiscale
 from tfnvp.errors import UsageError
 from tfnvp.steps.glow_step import GlowStep
-from tfnvp.models.image_flow import DEQUANTIZER_CHANNELS, ImageFlowModel
+from tfnvp.models.image_flow import ImageFlowModel
+from tfnvp.models.spec import ImageFlowSpec, option
 from tfnvp.steps.multiscale import Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp
 
-__all__ = ["Glow", "GLOW_PAPER_CONFIGS", "glow_scales", "glow_latent_scale_index"]
+__all__ = ["Glow", "GlowSpec", "GLOW_PAPER_CONFIGS", "glow_scales", "glow_latent_scale_index"]
 
-#: Glow's configuration (Kingma & Dhariwal 2018, section 5 and appendix), CIFAR-10 with
-#: L = 3 levels of K = 32 steps and 512-channel coupling networks.
-GLOW_PAPER_CONFIGS: dict[str, dict] = {
-    "cifar10": dict(image_shape=(32, 32, 3), num_scales=3, steps_per_scale=32,
-                    hidden_channels=512),
-}
+
+@dataclasses.dataclass(frozen=True)
+class GlowSpec(ImageFlowSpec):
+    """Every option of a ``Glow``, validated once (``tfnvp.models.spec``).
+
+    ``GlowSpec(image_shape, **options)``: ``ImageFlowSpec``'s fields (image
+    shape, logit map, dtypes, class conditioning, dequantizer, ``conditioner``:
+    Flow++'s options) and Glow's own below.  The preset ``GlowSpec.cifar10()``
+    is the paper's CIFAR-10 model.
+    """
+
+    num_scales: int = option(3, "Levels L (L - 1 splits); every level squeezes first.",
+                             preset=True)
+    steps_per_scale: int = option(32, "Steps of flow per level, K.", preset=True)
+    hidden_channels: int = option(512, "Feature maps of every coupling network.", preset=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._require(self.steps_per_scale >= 1, "steps_per_scale", "must be at least 1")
+
+    @property
+    def squeezes(self) -> int:
+        return self.num_scales  # Every level squeezes.
+
+    def step_depths(self) -> range:
+        return range(1, self.num_scales + 1)  # Level i's steps are at squeeze depth i + 1.
+
+    def conditioner_width(self, depth: int) -> int:
+        return self.hidden_channels  # The same at every level, as in the paper.
+
+    def layout(self) -> tuple[Scale, ...]:
+        return glow_scales(self.num_scales, self.steps_per_scale)
+
+    @classmethod
+    def cifar10(cls, **overrides) -> GlowSpec:
+        """CIFAR-10 (Kingma & Dhariwal 2018, section 5 and appendix): L = 3 levels of
+        K = 32 steps, 512-channel coupling networks."""
+        return cls(**{"image_shape": (32, 32, 3), "num_scales": 3, "steps_per_scale": 32,
+                      "hidden_channels": 512, **overrides})
+
+    @classmethod
+    def presets(cls) -> dict:
+        return {"cifar10": cls.cifar10}
+
+
+#: Glow's published configurations (``GlowSpec``'s presets' image shape, levels, steps and
+#: width): CIFAR-10 with L = 3 levels of K = 32 steps and 512-channel coupling networks.
+GLOW_PAPER_CONFIGS: dict[str, dict] = {name: preset().preset_fields()
+                                       for name, preset in GlowSpec.presets().items()}
 
 
 @keras.saving.register_keras_serializable(package="tfnvp")
 class Glow(ImageFlowModel):
     """Glow for images with values in ``[0, 256)``; see the module docstring.
 
+    ``Glow(spec)`` with a ``GlowSpec``, or ``Glow(image_shape, **options)`` with
+    the specification's fields as keyword arguments.  The main ones:
+
     Args:
       image_shape: ``(H, W, C)``; ``H`` and ``W`` divisible by ``2**num_scales``
-        (every level squeezes).
+        (every level squeezes); or a ``GlowSpec`` (then no options).
+      name: the Keras model's name.
       num_scales: levels ``L`` (``L - 1`` splits).
       steps_per_scale: steps of flow per level, ``K``.
       hidden_channels: feature maps of every coupling network.
@@ -110,43 +158,18 @@ class Glow(ImageFlowModel):
         x = model.sample(16, temperature=0.7)
     """
 
-    paper_configs = GLOW_PAPER_CONFIGS
+    spec_class = GlowSpec
 
-    def __init__(self, image_shape: Sequence[int], num_scales: int = 3,
-                 steps_per_scale: int = 32, hidden_channels: int = 512, alpha: float = 0.05,
-                 logit_map: str = "symmetric", dtype: tf.DType | str = tf.float32,
-                 conditioner_dtype: str | None = None, validate_args: bool = True,
-                 num_classes: int | None = None,
-                 dequantization: str = "uniform",
-                 dequantizer_channels: int = DEQUANTIZER_CHANNELS,
-                 attention: bool = False, attention_heads: int = 4,
-                 attention_min_depth: int = 1, gated_convolutions: bool = False,
-                 dropout: float = 0.0, name: str = "glow"):
-        super().__init__(dtype=dtype, validate_args=validate_args, name=name)
-        image_shape = self._set_image_shape(image_shape, num_scales, num_scales, logit_map)
-        if steps_per_scale < 1:
-            raise UsageError(f"steps_per_scale must be at least 1, got {steps_per_scale}.")
-        if hidden_channels < 1:
-            raise UsageError(f"hidden_channels must be at least 1, got {hidden_channels}.")
-        conditioner_dtype = self._conditioner_policy(conditioner_dtype)
-        self._config = dict(
-            image_shape=image_shape, num_scales=int(num_scales),
-            steps_per_scale=int(steps_per_scale), hidden_channels=int(hidden_channels),
-            alpha=float(alpha), logit_map=logit_map, dtype=self.flow_dtype.name,
-            conditioner_dtype=conditioner_dtype, validate_args=bool(validate_args))
-        if num_classes is not None:
-            self._config["num_classes"] = int(num_classes)
-        # Level i's steps are at squeeze depth i + 1.
-        self._set_flowpp_options(attention, attention_heads, attention_min_depth,
-                                 range(1, num_scales + 1), gated_convolutions, dropout)
-        step = GlowStep(hidden_channels, self.flow_dtype, conditioner_dtype=conditioner_dtype,
-                        context_channels=int(num_classes or 0),
-                        attention_min_depth=attention_min_depth if attention else None,
-                        attention_heads=attention_heads, gated=gated_convolutions,
-                        dropout=dropout)
-        self._create_steps(glow_scales(num_scales, steps_per_scale, step), image_shape[-1],
-                           event_ndims=3)
-        self._finish_image_flow(num_classes, dequantization, dequantizer_channels)
+    def __init__(self, image_shape: Sequence[int] | GlowSpec, *, name: str = "glow",
+                 **options):
+        super().__init__(GlowSpec.of(image_shape, **options), name=name)
+        spec = self.spec
+        step = GlowStep(spec.hidden_channels, self.flow_dtype,
+                        conditioner_dtype=self.conditioner_policy,
+                        context_channels=spec.num_classes or 0, conditioner=spec.conditioner)
+        self._create_steps(glow_scales(spec.num_scales, spec.steps_per_scale, step),
+                           spec.image_shape[-1], event_ndims=3)
+        self._finish_image_flow()
 
     @property
     def actnorms(self) -> list:

@@ -12,17 +12,18 @@ dequantizer of 8-bit images (``dequantization="uniform"`` or
 ``"variational"``, ``DEQUANTIZATIONS``; ``bits_per_dim``, with the
 importance-weighted bound for ``num_samples > 1``), ``sample`` and
 ``distribution_for`` at other image sizes, ``latent_scale_index`` and
-``from_paper`` over the subclass's ``paper_configs``.
+``from_paper`` over the subclass's specification presets.
 
-Subclasses call ``_set_image_shape`` first and ``_finish_image_flow`` last in
-``__init__``, after ``_create_steps``, and keep their constructor arguments
-in ``self._config`` (``get_config``; it must hold ``alpha`` and ``logit_map``);
-``_set_flowpp_options`` checks and records Flow++'s conditioner options
-(attention, gated convolutions, dropout), which both models take.
+A model is built from its specification (``spec_class``, a
+``tfnvp.models.spec.ImageFlowSpec``: every option, validated once), which it
+keeps as ``self.spec`` and stores as its ``get_config()``.  Subclasses call
+``super().__init__(spec, name)`` first and ``_finish_image_flow()`` last in
+``__init__``, after ``_create_steps``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from typing import ClassVar, Sequence
@@ -39,8 +40,9 @@ from tfnvp.bijectors.logit import LogitPreprocess
 from tfnvp.models.checked_distribution import EventCheckedDistribution
 from tfnvp.models.conditional import one_hot_context
 from tfnvp.dequantizers.uniform import UniformDequantizer, bits_per_dim_from_log_prob
-from tfnvp.errors import UsageError
 from tfnvp.models.flow_model import Flow, FlowModel
+from tfnvp.models.spec import (DEQUANTIZATIONS, DEQUANTIZER_CHANNELS, LOGIT_MAPS,
+                               ImageFlowSpec)
 from tfnvp.running_average import Training
 from tfnvp.dequantizers.variational import VariationalDequantizer
 
@@ -48,45 +50,26 @@ tfd = tfp.distributions
 
 __all__ = ["DEQUANTIZATIONS", "DEQUANTIZER_CHANNELS", "ImageFlowModel", "LOGIT_MAPS"]
 
-LOGIT_MAPS = ("symmetric", "asymmetric")
-#: The image models' dequantizers (``dequantization=``): section 4.1's uniform noise, or
-#: Flow++'s learned ``q(u | x)`` (``tfnvp.dequantizers.variational``).
-DEQUANTIZATIONS = ("uniform", "variational")
-#: Default width of a variational dequantizer's networks (``VariationalDequantizer``'s
-#: ``hidden_channels``; its context map has half as many features).
-DEQUANTIZER_CHANNELS = 32
-
 
 class ImageFlowModel(FlowModel):
     """Base class of the image flows; see the module docstring."""
 
     data_support = (0.0, 256.0)
-    # Name -> constructor arguments of published configurations (``from_paper``).
-    paper_configs: ClassVar[dict[str, dict]] = {}
+    #: The model's specification class (``tfnvp.models.spec.ImageFlowSpec`` subclass).
+    spec_class: ClassVar[type[ImageFlowSpec]]
 
-    def _set_image_shape(self, image_shape: Sequence[int], num_scales: int, squeezes: int,
-                         logit_map: str) -> tuple[int, ...]:
-        """Checks and sets ``image_shape`` (``H``, ``W`` divisible by ``2**squeezes``)."""
-        image_shape = tuple(int(d) for d in image_shape)
-        if len(image_shape) != 3 or min(image_shape) < 1:
-            raise UsageError(f"image_shape must be (height, width, channels), got {image_shape}.")
-        if num_scales < 1:
-            raise UsageError(f"num_scales must be at least 1, got {num_scales}.")
-        if logit_map not in LOGIT_MAPS:
-            raise UsageError(f"logit_map must be one of {LOGIT_MAPS}, got {logit_map!r}.")
-        factor = 2 ** squeezes
-        if image_shape[0] % factor or image_shape[1] % factor:
-            raise UsageError(
-                f"image_shape {image_shape}: height and width must be divisible by "
-                f"{factor} for num_scales={num_scales} (the flow halves them {squeezes} times).")
-        self.image_shape = image_shape
-        self.event_shape = image_shape
-        self.num_scales = int(num_scales)
-        self._squeezes = int(squeezes)
-        return image_shape
+    def __init__(self, spec: ImageFlowSpec, name: str):
+        """Records ``spec`` (``self.spec``) with its conditioner dtype policy resolved
+        (``_conditioner_policy``); subclasses then create their steps."""
+        super().__init__(dtype=spec.dtype, validate_args=spec.validate_args, name=name)
+        self.spec = dataclasses.replace(spec, conditioner_dtype=self._conditioner_policy(spec))
+        self.image_shape = spec.image_shape
+        self.event_shape = spec.image_shape
+        self.num_scales = spec.num_scales
+        self._squeezes = spec.squeezes
 
-    def _conditioner_policy(self, conditioner_dtype: str | None) -> str | None:
-        """``conditioner_dtype``, else Keras' global dtype policy if it is a mixed one.
+    def _conditioner_policy(self, spec: ImageFlowSpec) -> str | None:
+        """``spec.conditioner_dtype``, else Keras' global dtype policy if it is a mixed one.
 
         ``keras.mixed_precision.set_global_policy("mixed_bfloat16")`` (or
         ``"mixed_float16"``) before building a float32 model applies to its
@@ -94,63 +77,37 @@ class ImageFlowModel(FlowModel):
         arithmetic, log-dets and loss stay in the model's ``dtype`` (exactness), and
         ``get_config`` records the policy used.  ``None``: the flow's dtype.
         """
-        if conditioner_dtype is None and self.flow_dtype == tf.float32:
+        if spec.conditioner_dtype is None and self.flow_dtype == tf.float32:
             policy = keras.config.dtype_policy().name
             if policy.startswith("mixed_"):
                 return policy
-        return conditioner_dtype
+        return spec.conditioner_dtype
 
-    def _set_flowpp_options(self, attention: bool, attention_heads: int,
-                            attention_min_depth: int, depths: range,
-                            gated_convolutions: bool, dropout: float) -> None:
-        """Checks Flow++'s conditioner options and records those that are set.
+    @property
+    def conditioner_policy(self) -> str:
+        """The Keras dtype policy of the coupling networks."""
+        return self.spec.conditioner_dtype or self.spec.dtype
 
-        ``depths`` are the squeeze depths of the model's steps: attention goes
-        to the steps at depth ``>= attention_min_depth``, which must be one of
-        them.  Each option enters ``self._config`` only when set, so that
-        configurations written before they existed stay as they were.
-        """
-        if attention:
-            if attention_min_depth not in depths:
-                raise UsageError(f"attention_min_depth must be in [{depths[0]}, {depths[-1]}] "
-                                 f"(the squeeze depths of the model's steps), got "
-                                 f"{attention_min_depth}.")
-            self._config.update({"attention": True, "attention_heads": int(attention_heads),
-                                 "attention_min_depth": int(attention_min_depth)})
-        if gated_convolutions:
-            self._config["gated_convolutions"] = True
-        if dropout:
-            self._config["dropout"] = float(dropout)
-
-    def _finish_image_flow(self, num_classes: int | None, dequantization: str = "uniform",
-                           dequantizer_channels: int = DEQUANTIZER_CHANNELS) -> None:
+    def _finish_image_flow(self) -> None:
         """The dequantizer, class conditioning, and every weight built (evaluation mode).
 
-        ``dequantization`` (``DEQUANTIZATIONS``): ``"uniform"`` (section 4.1,
+        ``spec.dequantization`` (``DEQUANTIZATIONS``): ``"uniform"`` (section 4.1,
         ``UniformDequantizer``) or ``"variational"`` (Flow++,
         ``VariationalDequantizer``, whose weights the model owns and trains
-        through ``nll``; ``dequantizer_channels`` wide, its context map half
-        as wide).  Values other than the defaults are recorded in
-        ``self._config`` (so that configurations without them stay as they were).
+        through ``nll``; ``spec.dequantizer_channels`` wide, its context map half
+        as wide).
         """
-        if dequantization not in DEQUANTIZATIONS:
-            raise UsageError(f"dequantization must be one of {DEQUANTIZATIONS}, "
-                             f"got {dequantization!r}.")
-        if int(dequantizer_channels) < 2:
-            raise UsageError(f"dequantizer_channels must be at least 2, got {dequantizer_channels!r}.")
-        if dequantization == "variational":
-            self._config["dequantization"] = dequantization
-            if dequantizer_channels != DEQUANTIZER_CHANNELS:
-                self._config["dequantizer_channels"] = int(dequantizer_channels)
+        spec = self.spec
+        if spec.dequantization == "variational":
             self.dequantizer = VariationalDequantizer(
-                self.image_shape[-1], hidden_channels=int(dequantizer_channels),
-                context_channels=int(dequantizer_channels) // 2, num_classes=num_classes,
+                self.image_shape[-1], hidden_channels=spec.dequantizer_channels,
+                context_channels=spec.dequantizer_channels // 2, num_classes=spec.num_classes,
                 dtype=self.flow_dtype.name, name="dequantizer")
         else:
             self.dequantizer = UniformDequantizer(dtype=self.flow_dtype.name, name="dequantizer")
-        self._make_class_conditional(num_classes)
+        self._make_class_conditional(spec.num_classes)
         # Evaluation mode: no statistic is updated, no actnorm initialized.
-        labels = None if num_classes is None else tf.zeros([1], tf.int32)
+        labels = None if spec.num_classes is None else tf.zeros([1], tf.int32)
         self._dequantize(tf.zeros((1,) + self.image_shape, tf.uint8), [0, 0], False, labels)
         # Its weights exist now (built through `dequantize`): Keras records the shape (summary()).
         self.dequantizer.build((None,) + self.image_shape)
@@ -159,21 +116,20 @@ class ImageFlowModel(FlowModel):
 
     @classmethod
     def from_paper(cls, name: str, **overrides) -> "ImageFlowModel":
-        """The published configuration ``name`` (a key of ``cls.paper_configs``)."""
-        if name not in cls.paper_configs:
-            raise UsageError(f"Unknown paper configuration {name!r} for {cls.__name__}; "
-                             f"choose one of {sorted(cls.paper_configs)}.")
-        return cls(**{**cls.paper_configs[name], **overrides})
+        """The published configuration ``name`` (``cls.spec_class.presets()``), with
+        ``overrides`` of its options."""
+        return cls(cls.spec_class.paper(name, **overrides))
 
     def get_config(self) -> dict:
-        return dict(self._config)
+        """The specification's stored form (``spec.to_config()``): ``from_config`` (the
+        constructor's keyword arguments) rebuilds the same model."""
+        return self.spec.to_config()
 
     # ------------------------------------------------------------------ flow
     def _build_flow(self, image_shape: tuple[int, ...]) -> Flow:
         validation.check_image_shape(image_shape, self.image_shape[-1], self._squeezes)
         bijector = FusedChain(
-            [LogitPreprocess(self._config["alpha"],
-                             symmetric=self._config["logit_map"] == "symmetric",
+            [LogitPreprocess(self.spec.alpha, symmetric=self.spec.logit_map == "symmetric",
                              validate_args=self.validate_args)] + self._flow_bijectors(3),
             name=f"{self.name}_flow")
         base = tfd.Sample(tfd.Normal(tf.zeros([], self.flow_dtype), tf.ones([], self.flow_dtype)),

@@ -57,7 +57,9 @@ The architecture is declared once, by ``real_nvp_scales`` (a
 ``tfnvp.multiscale`` declaration of ``CouplingStep`` steps); the layers, the
 bijector chain and the latent layout all derive from it.
 
-Section 4.1's configurations (``PAPER_CONFIGS``): the recursion is "repeated
+Every option is a field of ``RealNVPSpec`` (validated once; the model keeps
+it as ``model.spec``).  Section 4.1's configurations are its presets
+(``RealNVPSpec.cifar10()``, ..., ``PAPER_CONFIGS``): the recursion is "repeated
 until the input of the last recursion is a 4 x 4 x c tensor", except for
 CIFAR-10, downscaled only once; 8 residual blocks of 64 feature maps for
 CIFAR-10, 4 of 32 for ImageNet 32x32, 2 of 32 for the 64x64 datasets.
@@ -65,68 +67,165 @@ CIFAR-10, 4 of 32 for ImageNet 32x32, 2 of 32 for the 64x64 datasets.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tfnvp.steps import multiscale
 from tfnvp.steps.coupling_step import COUPLINGS, CouplingStep
 from tfnvp.errors import UsageError
-from tfnvp.models.image_flow import DEQUANTIZER_CHANNELS, LOGIT_MAPS, ImageFlowModel
+from tfnvp.models.image_flow import LOGIT_MAPS, ImageFlowModel
+from tfnvp.models.spec import ImageFlowSpec, option
 from tfnvp.steps.multiscale import Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp
 from tfnvp.nets.resnet import ResNet
 
-__all__ = ["RealNVP", "PAPER_CONFIGS", "FACTOR_OUT_ORDERS", "LOGIT_MAPS", "latent_scale_index",
-           "real_nvp_scales"]
-
-
-def _paper_config(size: int, num_res_blocks: int, hidden_channels: int,
-                  num_scales: int | None = None) -> dict:
-    """Section 4.1: scales until the last recursion's input is 4 x 4 (unless given)."""
-    if num_scales is None:
-        num_scales = int(math.log2(size // 4)) + 1
-    return dict(image_shape=(size, size, 3), num_scales=num_scales,
-                num_res_blocks=num_res_blocks, hidden_channels=hidden_channels)
-
-
-#: Real NVP's configurations of section 4.1, by dataset. CIFAR-10 8 residual blocks, 64
-#: feature maps, one downscale (two scales); ImageNet 32x32 4 blocks, 32 feature maps;
-#: the 64x64 datasets 2 blocks, 32 feature maps; all but CIFAR-10 recurse down to 4 x 4
-#: (32x32: 4 scales, 64x64: 5 scales).
-PAPER_CONFIGS: dict[str, dict] = {
-    "cifar10": _paper_config(32, 8, 64, num_scales=2),
-    "imagenet32": _paper_config(32, 4, 32),
-    "imagenet64": _paper_config(64, 2, 32),
-    "celeba": _paper_config(64, 2, 32),
-    "lsun": _paper_config(64, 2, 32),
-}
+__all__ = ["RealNVP", "RealNVPSpec", "PAPER_CONFIGS", "FACTOR_OUT_ORDERS", "LOGIT_MAPS",
+           "latent_scale_index", "real_nvp_scales"]
 
 # Factor-out variant -> the squeeze order of the factor-out step.
 FACTOR_OUT_ORDERS = {"checkerboard": "checkerboard", "channel": "space_to_depth"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RealNVPSpec(ImageFlowSpec):
+    """Every option of a ``RealNVP``, validated once (``tfnvp.models.spec``).
+
+    ``RealNVPSpec(image_shape, **options)``; the fields besides
+    ``ImageFlowSpec``'s (image shape, logit map, dtypes, class conditioning,
+    dequantizer, ``conditioner``: Flow++'s options) are below.  The presets
+    are section 4.1's configurations: ``cifar10``, ``imagenet32``,
+    ``imagenet64``, ``celeba``, ``lsun``.
+    """
+
+    num_scales: int = option(2, "Scales L of the multi-scale architecture (L - 1 squeeze and "
+                             "factor-out steps).", preset=True)
+    num_res_blocks: int = option(8, "Residual blocks per conditioner ResNet.", preset=True)
+    hidden_channels: int = option(64, "Feature maps of the finest scale's conditioners "
+                                  "(doubling at every squeeze).", preset=True)
+    skip_connections: bool = option(True, "The conditioner ResNets' skip connections "
+                                    "(section 4.1); False keeps only the residual ones.",
+                                    legacy=False)
+    factor_out: str = option("checkerboard", "checkerboard (the authors' release) or channel: "
+                             "which half of the variables leaves at each scale (tfnvp.RealNVP).",
+                             choices=tuple(FACTOR_OUT_ORDERS), legacy="channel")
+    batch_norm: bool = option(True, "Follow every coupling with a BatchNorm bijector "
+                              "(section 3.7).")
+    batch_norm_momentum: float = option(0.99, "Decay of the running batch-norm statistics, of "
+                                        "the bijectors and of the conditioners alike.")
+    running_average_batch_norm: bool = option(False, "Appendix E: the batch-norm bijectors "
+                                              "normalize training batches with their running "
+                                              "averages.")
+    synchronized_batch_norm: bool = option(False, "All-reduce batch statistics across "
+                                           "replicas.")
+    recompute_gradients: bool = option(False, "Recompute each conditioner's activations in "
+                                       "the backward pass instead of storing them (~+1/3 "
+                                       "FLOPs, same gradients).")
+    coupling: str = option("affine", "affine (Real NVP's, eqs. 7-9) or logistic_mixture "
+                           "(Flow++'s logistic-mixture CDF coupling; sampling inverts it by "
+                           "bisection) in every step.", choices=COUPLINGS,
+                           recorded_with=("coupling",))
+    mixture_components: int = option(4, "Logistic components K per coupled entry of "
+                                     "coupling=logistic_mixture.", recorded_with=("coupling",))
+
+    def __post_init__(self) -> None:
+        if self.conditioner.attention and self.num_res_blocks < 1:  # Before the depth checks.
+            raise UsageError("attention=True needs num_res_blocks >= 1: the attention follows "
+                             "each residual block; got num_res_blocks=0.")
+        super().__post_init__()
+        self._require(self.num_res_blocks >= 0, "num_res_blocks", "must be at least 0")
+        self._require(0.0 <= self.batch_norm_momentum < 1.0, "batch_norm_momentum",
+                      "must be in [0, 1)")
+        self._require(self.mixture_components >= 1, "mixture_components", "must be at least 1")
+        if self.conditioner.dropout and self.recompute_gradients:
+            raise UsageError(f"recompute_gradients=True cannot be combined with dropout="
+                             f"{self.conditioner.dropout} (the recomputed pass would draw "
+                             "another mask): use dropout=0 or recompute_gradients=False.")
+
+    @property
+    def squeezes(self) -> int:
+        return self.num_scales - 1  # Scale i < L - 1 squeezes once.
+
+    def step_depths(self) -> range:
+        # From the first scale's checkerboard couplings (0) to the last scale's.
+        return range(self.num_scales)
+
+    def conditioner_width(self, depth: int) -> int:
+        return self.hidden_channels * 2 ** depth  # Feature maps double with every squeeze.
+
+    def layout(self) -> tuple[Scale, ...]:
+        return real_nvp_scales(self.num_scales, self.factor_out)
+
+    @classmethod
+    def _section_4_1(cls, size: int, num_res_blocks: int, hidden_channels: int,
+                     num_scales: int | None, overrides: dict) -> RealNVPSpec:
+        """Section 4.1: scales until the last recursion's input is 4 x 4 (unless given)."""
+        if num_scales is None:
+            num_scales = int(math.log2(size // 4)) + 1
+        return cls(**{"image_shape": (size, size, 3), "num_scales": num_scales,
+                      "num_res_blocks": num_res_blocks, "hidden_channels": hidden_channels,
+                      **overrides})
+
+    @classmethod
+    def cifar10(cls, **overrides) -> RealNVPSpec:
+        """CIFAR-10 (section 4.1): 8 residual blocks of 64 feature maps, downscaled once."""
+        return cls._section_4_1(32, 8, 64, 2, overrides)
+
+    @classmethod
+    def imagenet32(cls, **overrides) -> RealNVPSpec:
+        """ImageNet 32x32 (section 4.1): 4 residual blocks of 32 feature maps, 4 scales."""
+        return cls._section_4_1(32, 4, 32, None, overrides)
+
+    @classmethod
+    def imagenet64(cls, **overrides) -> RealNVPSpec:
+        """ImageNet 64x64 (section 4.1): 2 residual blocks of 32 feature maps, 5 scales."""
+        return cls._section_4_1(64, 2, 32, None, overrides)
+
+    @classmethod
+    def celeba(cls, **overrides) -> RealNVPSpec:
+        """CelebA at 64x64 (section 4.1): as ImageNet 64x64."""
+        return cls._section_4_1(64, 2, 32, None, overrides)
+
+    @classmethod
+    def lsun(cls, **overrides) -> RealNVPSpec:
+        """LSUN at 64x64 (section 4.1; bedroom, church, tower): as ImageNet 64x64."""
+        return cls._section_4_1(64, 2, 32, None, overrides)
+
+    @classmethod
+    def presets(cls) -> dict:
+        return {"cifar10": cls.cifar10, "imagenet32": cls.imagenet32,
+                "imagenet64": cls.imagenet64, "celeba": cls.celeba, "lsun": cls.lsun}
+
+
+#: Real NVP's configurations of section 4.1 by dataset (``RealNVPSpec``'s presets' image
+#: shape, scales, residual blocks and feature maps): CIFAR-10 8 blocks of 64 feature maps,
+#: one downscale; ImageNet 32x32 4 blocks of 32, 4 scales; the 64x64 datasets 2 blocks of
+#: 32, 5 scales (all but CIFAR-10 recurse down to 4 x 4).
+PAPER_CONFIGS: dict[str, dict] = {name: preset().preset_fields()
+                                  for name, preset in RealNVPSpec.presets().items()}
 
 
 @keras.saving.register_keras_serializable(package="tfnvp")
 class RealNVP(ImageFlowModel):
     """Real NVP for images with values in ``[0, 256)``.
 
+    ``RealNVP(spec)`` with a ``RealNVPSpec``, or ``RealNVP(image_shape,
+    **options)`` with the specification's fields as keyword arguments
+    (``ImageFlowSpec``'s and ``ConditionerSpec``'s among them; each field's
+    help is its documentation).  The main ones:
+
     Args:
-      image_shape: ``(H, W, C)``; ``H`` and ``W`` divisible by ``2**(num_scales-1)``.
+      image_shape: ``(H, W, C)``; ``H`` and ``W`` divisible by ``2**(num_scales-1)``;
+        or a ``RealNVPSpec`` (then no options).
+      name: the Keras model's name.
       num_scales: number of scales ``L`` (``L - 1`` squeeze + factor-out steps).
       num_res_blocks: residual blocks per conditioner.
       hidden_channels: feature maps of the finest scale's conditioners.
-      alpha: logit preprocessing constant (section 4.1).
-      logit_map: ``"symmetric"`` (the release's ``alpha + (1 - 2 alpha) x/256``)
-        or ``"asymmetric"`` (section 4.1's formula); see ``LogitPreprocess``.
-      skip_connections: the conditioner ResNets' skip connections (section 4.1);
-        False keeps only the residual connections (ablation).
-      factor_out: ``"checkerboard"`` or ``"channel"`` (module docstring).
-      batch_norm: follow every coupling with a ``BatchNorm`` bijector.
-      batch_norm_momentum: decay of the running statistics, of the batch-norm
-        bijectors and of the conditioners' batch norms alike.
-      running_average_batch_norm: appendix-E variant (see ``BatchNorm``).
+      alpha, logit_map: the logit preprocessing (section 4.1; ``LogitPreprocess``).
+      skip_connections, factor_out, batch_norm: see the module docstring.
+      batch_norm_momentum, running_average_batch_norm: the batch norms (section 3.7).
       synchronized_batch_norm: all-reduce batch statistics across replicas.
       dtype: float32 or float64, for every variable and the flow arithmetic.
       conditioner_dtype: Keras dtype policy of the conditioner bodies, e.g.
@@ -143,8 +242,7 @@ class RealNVP(ImageFlowModel):
       coupling: ``"affine"`` (Real NVP's, eqs. 7-9) or ``"logistic_mixture"``
         (Flow++'s logistic-mixture CDF coupling, section 3.2; sampling inverts
         it by bisection, see ``tfnvp.bijectors.LogisticMixtureCoupling``) in
-        every step.
-      mixture_components: the logistic mixture's ``K`` (ignored by ``"affine"``).
+        every step; ``mixture_components``: its ``K``.
       num_classes: ``K`` makes the model class-conditional (``tfnvp.conditional``):
         one-hot labels reach every conditioner and the prior is ``N(mu_y,
         sigma_y^2)`` per class; ``log_prob``, ``nll``, ``bits_per_dim``,
@@ -152,100 +250,48 @@ class RealNVP(ImageFlowModel):
       dequantization: ``"uniform"`` (section 4.1) or ``"variational"``: a learned
         ``q(u | x)`` (Flow++, ``tfnvp.VariationalDequantizer``; ``q(u | x, y)``
         with ``num_classes``), trained with the flow on the variational bound
-        ``nll``; see ``ImageFlowModel``.
-      dequantizer_channels: width of the variational dequantizer's networks
-        (its context map: half); ignored by ``"uniform"``.
-      attention: gated self-attention in the coarse scales' conditioners
-        (module docstring); default off.
-      attention_heads: heads of each attention; must divide the feature maps
-        at every depth that has attention (``hidden_channels * 2**depth``).
-      attention_min_depth: steps at this squeeze depth or deeper get attention
-        (0 to ``num_scales - 1``, the deepest; 0: every conditioner).
-      gated_convolutions: Flow++'s gated residual blocks in every conditioner,
-        ``h + a * sigmoid(g)`` (module docstring; section 3.3); default off.
-      dropout: dropout rate in ``[0, 1)`` in every conditioner's residual
-        blocks, training mode only (Flow++: 0.2 on CIFAR-10); needs
-        ``recompute_gradients=False``.
+        ``nll``; see ``ImageFlowModel``.  ``dequantizer_channels``: its width.
+      attention, attention_heads, attention_min_depth: Flow++'s attention
+        (``tfnvp.ConditionerSpec``; module docstring).
+      gated_convolutions, dropout: Flow++'s gated blocks and dropout (module
+        docstring); dropout needs ``recompute_gradients=False``.
 
     Example::
 
         model = tfnvp.RealNVP((32, 32, 3), num_scales=2, num_res_blocks=2, hidden_channels=32)
+        model = tfnvp.RealNVP(tfnvp.RealNVPSpec.cifar10())   # section 4.1
         dist = model.distribution
         log_p = dist.log_prob(x)                # nats, x float in [0, 256)
         bpd = model.bits_per_dim(x_uint8)       # uniform dequantization
         x = model.sample(16, temperature=0.7)   # in [0, 256): see FlowModel.decode
     """
 
-    paper_configs = PAPER_CONFIGS
+    spec_class = RealNVPSpec
 
-    def __init__(self, image_shape: Sequence[int], num_scales: int = 2,
-                 num_res_blocks: int = 8, hidden_channels: int = 64, alpha: float = 0.05,
-                 logit_map: str = "symmetric", skip_connections: bool = True,
-                 factor_out: str = "checkerboard", batch_norm: bool = True, batch_norm_momentum: float = 0.99,
-                 running_average_batch_norm: bool = False,
-                 synchronized_batch_norm: bool = False, dtype: tf.DType | str = tf.float32,
-                 conditioner_dtype: str | None = None, validate_args: bool = True,
-                 recompute_gradients: bool = False, num_classes: int | None = None,
-                 dequantization: str = "uniform",
-                 dequantizer_channels: int = DEQUANTIZER_CHANNELS,
-                 coupling: str = "affine", mixture_components: int = 4,
-                 attention: bool = False, attention_heads: int = 4,
-                 attention_min_depth: int = 1, gated_convolutions: bool = False,
-                 dropout: float = 0.0, name: str = "real_nvp"):
-        super().__init__(dtype=dtype, validate_args=validate_args, name=name)
-        flow_dtype = self.flow_dtype
-        # Scale i < L - 1 squeezes once (its channel couplings, then its factor-out).
-        image_shape = self._set_image_shape(image_shape, num_scales, num_scales - 1, logit_map)
-        if factor_out not in FACTOR_OUT_ORDERS:
-            raise UsageError(f"factor_out must be one of {tuple(FACTOR_OUT_ORDERS)}, "
-                             f"got {factor_out!r}.")
-        conditioner_dtype = self._conditioner_policy(conditioner_dtype)
-        self._config = dict(
-            image_shape=image_shape, num_scales=int(num_scales),
-            num_res_blocks=int(num_res_blocks), hidden_channels=int(hidden_channels),
-            alpha=float(alpha), logit_map=logit_map, skip_connections=bool(skip_connections),
-            factor_out=factor_out, batch_norm=bool(batch_norm),
-            batch_norm_momentum=float(batch_norm_momentum),
-            running_average_batch_norm=bool(running_average_batch_norm),
-            synchronized_batch_norm=bool(synchronized_batch_norm), dtype=flow_dtype.name,
-            conditioner_dtype=conditioner_dtype, validate_args=bool(validate_args),
-            recompute_gradients=bool(recompute_gradients))
-        if num_classes is not None:
-            # Only then: unconditional configs stay as they were (resumable runs).
-            self._config["num_classes"] = int(num_classes)
-        if coupling not in COUPLINGS:
-            raise UsageError(f"coupling must be one of {COUPLINGS}, got {coupling!r}.")
-        if coupling != "affine":  # Likewise: affine configs stay as they were.
-            self._config.update({"coupling": coupling, "mixture_components": int(mixture_components)})
-        if attention and num_res_blocks < 1:
-            raise UsageError("attention=True needs num_res_blocks >= 1: the attention "
-                             "follows each residual block.")
-        # Steps at squeeze depths 0 (the first scale's checkerboard couplings) to
-        # num_scales - 1 (the last scale's).
-        self._set_flowpp_options(attention, attention_heads, attention_min_depth,
-                                 range(num_scales), gated_convolutions, dropout)
-        body_policy = conditioner_dtype or flow_dtype.name
+    def __init__(self, image_shape: Sequence[int] | RealNVPSpec, *, name: str = "real_nvp",
+                 **options):
+        super().__init__(RealNVPSpec.of(image_shape, **options), name=name)
+        spec = self.spec
 
         def resnet(position: multiscale.Position, out_channels: int) -> ResNet:
-            # Feature maps double with every squeeze (the resolution halves).
-            return ResNet(hidden_channels * 2 ** position.depth, num_res_blocks, out_channels,
-                          synchronized_batch_norm=synchronized_batch_norm,
-                          batch_norm_momentum=batch_norm_momentum,
-                          skip_connections=skip_connections,
-                          attention=attention and position.depth >= attention_min_depth,
-                          attention_heads=attention_heads, gated=gated_convolutions,
-                          dropout=dropout, dtype=body_policy, name=f"resnet_{position.index}")
+            return ResNet(spec.conditioner_width(position.depth), spec.num_res_blocks,
+                          out_channels, synchronized_batch_norm=spec.synchronized_batch_norm,
+                          batch_norm_momentum=spec.batch_norm_momentum,
+                          skip_connections=spec.skip_connections,
+                          **spec.conditioner.layer_options(position.depth),
+                          dtype=self.conditioner_policy, name=f"resnet_{position.index}")
 
-        coupling = CouplingStep(resnet, flow_dtype, batch_norm=batch_norm,
-                                batch_norm_momentum=batch_norm_momentum,
-                                running_average_batch_norm=running_average_batch_norm,
-                                recompute_gradients=recompute_gradients,
-                                coupling=coupling, mixture_components=mixture_components)
+        coupling = CouplingStep(resnet, self.flow_dtype, batch_norm=spec.batch_norm,
+                                batch_norm_momentum=spec.batch_norm_momentum,
+                                running_average_batch_norm=spec.running_average_batch_norm,
+                                recompute_gradients=spec.recompute_gradients,
+                                coupling=spec.coupling,
+                                mixture_components=spec.mixture_components)
         # The layers do not depend on the image size: the same weights build
         # the flow at any size (extrapolation, appendix C).
-        self._create_steps(real_nvp_scales(num_scales, factor_out, coupling), image_shape[-1],
-                           event_ndims=3)
-        self._finish_image_flow(num_classes, dequantization, dequantizer_channels)
+        self._create_steps(real_nvp_scales(spec.num_scales, spec.factor_out, coupling),
+                           spec.image_shape[-1], event_ndims=3)
+        self._finish_image_flow()
 
 
 def real_nvp_scales(num_scales: int, factor_out: str = "checkerboard",

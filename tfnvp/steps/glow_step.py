@@ -31,6 +31,7 @@ import tensorflow_probability as tfp
 from tfnvp.bijectors.actnorm import ActNorm, ActNormParameters
 from tfnvp.bijectors.glow_coupling import glow_coupling
 from tfnvp.bijectors.invertible_conv import InvertibleConv1x1, InvertibleConv1x1Weights
+from tfnvp.models.spec import ConditionerSpec
 from tfnvp.steps.multiscale import Position, Step, StepBuilder
 from tfnvp.nets.glow_net import GlowAffineHead, GlowNet
 
@@ -50,33 +51,28 @@ class GlowStep(StepBuilder):
       seed: seed of the 1x1 convolutions' initial random rotations (step ``i``
         uses ``seed + i``); ``None`` draws it from NumPy's global generator
         (``keras.utils.set_random_seed`` seeds it).
-      attention_min_depth: the coupling networks of steps at this squeeze
-        depth or deeper get ``GlowNet(attention=True)``; ``None``: none do.
-      attention_heads: heads of each attention; must divide ``hidden_channels``.
-      gated, dropout: ``GlowNet``'s, in every coupling network.
+      conditioner: Flow++'s options of the coupling networks (``ConditionerSpec``:
+        attention at the steps of squeeze depth ``>= attention_min_depth``,
+        gated convolutions, dropout; ``ConditionerSpec.layer_options``).
     """
 
     def __init__(self, hidden_channels: int, dtype: tf.DType | str,
                  conditioner_dtype: str | None = None, context_channels: int = 0,
-                 seed: int | None = None, attention_min_depth: int | None = None,
-                 attention_heads: int = 4, gated: bool = False, dropout: float = 0.0):
+                 seed: int | None = None, conditioner: ConditionerSpec = ConditionerSpec()):
         self._hidden = int(hidden_channels)
         self._dtype = tf.as_dtype(dtype).name
         self._net_dtype = conditioner_dtype or self._dtype
         self._context = int(context_channels)
         self._seed = int(np.random.randint(2**31 - 1)) if seed is None else int(seed)
-        self._attention_min_depth = attention_min_depth
-        self._net_options = dict(attention_heads=int(attention_heads), gated=bool(gated),
-                                 dropout=float(dropout))
+        self._conditioner = conditioner
 
     def layers(self, step: Step, position: Position) -> dict[str, keras.layers.Layer]:
         if step.mask != "channel":
             raise ValueError(f"A Glow step couples the channel halves, got mask={step.mask!r}.")
         width, index = position.channels, position.index
-        attention = (self._attention_min_depth is not None
-                     and position.depth >= self._attention_min_depth)
-        net = GlowNet(width, self._hidden, context_channels=self._context, attention=attention,
-                      **self._net_options, dtype=self._net_dtype, name=f"glow_net_{index}")
+        net = GlowNet(width, self._hidden, context_channels=self._context,
+                      **self._conditioner.layer_options(position.depth), dtype=self._net_dtype,
+                      name=f"glow_net_{index}")
         return {
             "actnorm": ActNormParameters(width, dtype=self._dtype, name=f"actnorm_{index}"),
             "conv1x1": InvertibleConv1x1Weights(width, seed=self._seed + index, dtype=self._dtype,
