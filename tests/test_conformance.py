@@ -19,13 +19,13 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfnvp.bijectors import (ActNorm, ActNormParameters, AffineCoupling, BatchNorm,
-                             BatchNormStatistics, FactorOut, FusedChain, InvertibleConv1x1,
-                             InvertibleConv1x1Weights, LogisticMixtureCoupling,
+from tfnvp.bijectors import (ActNorm, ActNormParameters, AdditiveCoupling, AffineCoupling,
+                             BatchNorm, BatchNormStatistics, FactorOut, FusedChain,
+                             InvertibleConv1x1, InvertibleConv1x1Weights, LogisticMixtureCoupling,
                              LogitPreprocess, PiecewiseLinear,
                              PiecewiseLinearParams, Squeeze, glow_coupling)
 from tfnvp.nets import LogisticMixtureParameters, ResNet, ShiftAndLogScale
-from tfnvp.nets.glow_net import GlowAffineHead, GlowNet
+from tfnvp.nets.glow_net import GlowAdditiveHead, GlowAffineHead, GlowNet
 
 from bijector_checks import assert_exact_bijector, perturb_weights
 
@@ -112,6 +112,14 @@ def glow_affine_coupling(parity: int) -> AffineCoupling:
     return glow_coupling(head)
 
 
+def glow_additive_coupling(parity: int) -> AdditiveCoupling:
+    body = GlowNet(EVENT[-1] // 2, hidden_channels=8, dtype="float64")  # t only
+    head = GlowAdditiveHead(body, EVENT[-1], parity=parity, dtype="float64")
+    head(_data(), training=True)  # Initializes the net's actnorms.
+    perturb_weights([head], scale=0.3)
+    return glow_coupling(head, additive=True)
+
+
 def fused_chain() -> FusedChain:
     """Batch norm, Glow coupling, 1x1 convolution, actnorm (data -> latent order).
 
@@ -143,6 +151,8 @@ CASES: dict[str, tuple[Callable[[], tfp.bijectors.Bijector], tuple[int, ...], st
     "invertible_conv_1x1": (invertible_conv, EVENT, "latent"),
     "glow_coupling_parity0": (lambda: glow_affine_coupling(0), EVENT, "latent"),
     "glow_coupling_parity1": (lambda: glow_affine_coupling(1), EVENT, "latent"),
+    "glow_additive_coupling_parity0": (lambda: glow_additive_coupling(0), EVENT, "latent"),
+    "glow_additive_coupling_parity1": (lambda: glow_additive_coupling(1), EVENT, "latent"),
 }
 
 

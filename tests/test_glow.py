@@ -48,6 +48,8 @@ def _perturb(model: tfnvp.Glow, first_step: int = 0, seed: int = 0) -> None:
     # Flow++'s conditioner options (tests/test_glow_flowpp.py); evaluation mode: no dropout.
     ((8, 8, 1), 2, False, dict(steps_per_scale=1, attention=True, attention_heads=2,
                                gated_convolutions=True, dropout=0.3)),
+    # The additive coupling (the release's flow_coupling=0).
+    ((8, 8, 1), 2, False, dict(coupling="additive")),
 ])
 def test_whole_flow_exact_against_numerical_jacobian(image_shape, num_scales, graph_mode,
                                                      options):
@@ -254,3 +256,32 @@ def test_digits_training_improves_held_out_bits_per_dim():
     assert np.isfinite(final) and final < initial - 0.1
     assert model.batch_norm_layers() == []
     np.testing.assert_allclose(held_out(True), final, rtol=1e-6)
+
+
+def test_additive_coupling_is_volume_preserving_with_half_the_network_outputs():
+    """coupling="additive": each coupling's log-det is exactly 0, y_b - x_b is the network's
+    output t (no scale), and the networks give half the affine ones' features."""
+    additive = _initialized_and_perturbed(steps_per_scale=1, coupling="additive")
+    affine = _model(steps_per_scale=1)
+    assert additive.get_config()["coupling"] == "additive" and "coupling" not in affine.get_config()
+    for head, affine_head in zip(additive.conditioners, affine.conditioners):
+        assert type(head).__name__ == "GlowAdditiveHead"
+        assert 2 * head.body.out_channels == affine_head.body.out_channels == head.channels
+    # The model's couplings (GlowStep: glow_coupling of each head).
+    couplings = [tfnvp.bijectors.glow_coupling(head, additive=True)
+                 for head in additive.conditioners]
+    for coupling in couplings:
+        channels = coupling.conditioner.channels  # 4, then 8 (level 2)
+        x = tf.constant(np.random.default_rng(4).standard_normal((3, 4, 4, channels)),
+                        tf.float64)
+        y = coupling.inverse(tf.identity(x))
+        np.testing.assert_array_equal(
+            coupling.inverse_log_det_jacobian(tf.identity(x), event_ndims=3).numpy(), 0.0)
+        np.testing.assert_array_equal(
+            coupling.forward_log_det_jacobian(tf.identity(y), event_ndims=3).numpy(), 0.0)
+        (t,) = coupling.conditioner(x * coupling.mask(x))
+        half = channels // 2
+        kept = slice(0, half) if coupling.parity == 0 else slice(half, channels)
+        np.testing.assert_array_equal(y.numpy()[..., kept], x.numpy()[..., kept])
+        np.testing.assert_allclose(y.numpy() - x.numpy(), t.numpy(), atol=1e-12)
+        assert np.abs(t.numpy()).max() > 1e-3  # Perturbed: not the identity.

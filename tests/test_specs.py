@@ -47,6 +47,8 @@ SMALL = dict(image_shape=(8, 8, 1), num_scales=2, hidden_channels=4)
     (tfnvp.RealNVPSpec, dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
     (tfnvp.RealNVPSpec, dict(no_such_option=1), r"unknown options \['no_such_option'\]"),
     (tfnvp.GlowSpec, dict(steps_per_scale=0), "steps_per_scale must be at least 1, got 0"),
+    (tfnvp.GlowSpec, dict(coupling="logistic_mixture"),
+     r"coupling must be one of \('affine', 'additive'\), got 'logistic_mixture'"),
     (tfnvp.GlowSpec, dict(num_scales=4), "divisible by 16 for num_scales=4"),
     (tfnvp.GlowSpec, dict(attention=True, attention_min_depth=0),
      r"attention_min_depth must be in \[1, 2\]"),
@@ -152,7 +154,7 @@ def test_the_stored_form_is_the_old_get_config(name):
                       coupling="logistic_mixture", mixture_components=2, factor_out="channel",
                       conditioner=tfnvp.ConditionerSpec(attention=True, attention_heads=2,
                                                         dropout=0.2)),
-    tfnvp.GlowSpec(**SMALL, steps_per_scale=1, dequantization="variational",
+    tfnvp.GlowSpec(**SMALL, steps_per_scale=1, coupling="additive", dequantization="variational",
                    dequantizer_channels=6,
                    conditioner=tfnvp.ConditionerSpec(gated_convolutions=True)),
 ], ids=["realnvp", "glow"])
@@ -207,6 +209,10 @@ def test_the_trainer_flags_produce_the_spec():
     with pytest.raises(tfnvp.UsageError,
                        match="--model=realnvp: hidden_channels must be at least 1, got 0"):
         trainer_spec("--num_scales=2", "--num_res_blocks=1", "--hidden_channels=0")
+    with pytest.raises(tfnvp.UsageError, match="--model=glow: coupling must be one of "
+                                               r"\('affine', 'additive'\), got 'logistic_mix"):
+        trainer_spec("--model=glow", "--num_scales=2", "--steps_per_scale=1",
+                     "--hidden_channels=4", "--coupling=logistic_mixture")
     with pytest.raises(tfnvp.UsageError, match="--model=realnvp --dataset=digits needs "
                                                r"--num_res_blocks \(the dataset has no paper"):
         trainer_spec("--num_scales=2", "--hidden_channels=4")

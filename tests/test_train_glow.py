@@ -74,6 +74,22 @@ def test_glow_digits_run_trains_evaluates_and_exports(tmp_path):
     assert evaluation.checkpoint_step(tf.train.latest_checkpoint(str(run / "checkpoints"))) == 3
 
 
+def test_glow_with_the_additive_coupling_trains_a_step(tmp_path):
+    """--model=glow --coupling=additive (the release's flow_coupling=0): the run records the
+    option and restores the additive couplings."""
+    run = tmp_path / "additive"
+    assert _run(*TINY_GLOW, "--coupling=additive", f"--output_dir={run}", "--train_steps=1",
+                "--checkpoint_every=1", "--num_sample_images=0") == 0
+    assert json.loads((run / "config.json").read_text())["model"]["coupling"] == "additive"
+    model = tfnvp.load_run(run)
+    assert model.spec.coupling == "additive"
+    assert all(type(head).__name__ == "GlowAdditiveHead" for head in model.conditioners)
+    # Real NVP's couplings are not Glow's: a clear error, nothing written.
+    assert _run(*TINY_GLOW, "--coupling=logistic_mixture", f"--output_dir={tmp_path / 'no'}",
+                "--train_steps=1") == 1
+    assert not (tmp_path / "no").exists()
+
+
 def test_glow_cifar_flagfile_is_the_glow_papers_model(tmp_path):
     train.FLAGS.unparse_flags()
     train.FLAGS(train.resolve_flagfiles(["train.py", "--flagfile=glow_cifar.flags",

@@ -8,7 +8,8 @@ every bijector's ``inverse``.
 from tfnvp.bijectors.actnorm import ActNorm, ActNormParameters
 from tfnvp.bijectors.base import FusedBijector
 from tfnvp.bijectors.batch_norm import BatchNorm, BatchNormStatistics
-from tfnvp.bijectors.coupling import AffineCoupling, MaskedCoupling, channel_mask, checkerboard_mask
+from tfnvp.bijectors.coupling import (AdditiveCoupling, AffineCoupling, MaskedCoupling,
+                                     channel_mask, checkerboard_mask)
 from tfnvp.bijectors.chain import FusedChain
 from tfnvp.bijectors.factor_out import FactorOut
 from tfnvp.bijectors.glow_coupling import glow_coupling
@@ -20,6 +21,7 @@ from tfnvp.bijectors.squeeze import Squeeze
 
 __all__ = [
     "ActNorm", "ActNormParameters", "InvertibleConv1x1", "InvertibleConv1x1Weights", "glow_coupling",
-    "AffineCoupling", "BatchNorm", "BatchNormStatistics", "FactorOut", "FusedBijector", "FusedChain",
+    "AdditiveCoupling", "AffineCoupling", "BatchNorm", "BatchNormStatistics", "FactorOut",
+    "FusedBijector", "FusedChain",
     "LogisticMixtureCoupling", "LogitPreprocess", "MaskedCoupling", "PiecewiseLinear", "PiecewiseLinearParams", "Squeeze", "channel_mask", "checkerboard_mask",
 ]

@@ -18,7 +18,9 @@ Jacobian triangular.
 
 ``MaskedCoupling`` holds what every coupling shares (masks, parity, the
 conditioner call on any batch shape); ``AffineCoupling`` is the affine one
-above, ``tfnvp.bijectors.LogisticMixtureCoupling`` Flow++'s.
+above, ``AdditiveCoupling`` its special case ``s = 0`` (NICE's additive
+coupling, Glow's ``coupling="additive"``), ``tfnvp.bijectors.LogisticMixtureCoupling``
+Flow++'s.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import tensorflow as tf
 from tfnvp.bijectors.base import FusedBijector
 from tfnvp.running_average import Training
 
-__all__ = ["AffineCoupling", "MaskedCoupling", "checkerboard_mask", "channel_mask", "MASK_TYPES"]
+__all__ = ["AdditiveCoupling", "AffineCoupling", "MaskedCoupling", "checkerboard_mask",
+           "channel_mask", "MASK_TYPES"]
 
 MASK_TYPES = ("checkerboard", "channel")
 
@@ -220,3 +223,51 @@ class AffineCoupling(MaskedCoupling):
         x = unchanged + (1.0 - mask) * (y - shift) * tf.exp(-log_scale)
         fldj = -self._sum_event(log_scale)
         return x, {"fldj": fldj, "ildj": -fldj}
+
+
+class AdditiveCoupling(MaskedCoupling):
+    """Additive coupling: NICE's (Dinh, Krueger & Bengio 2015, eq. 5), Glow's
+    ``flow_coupling=0`` (Kingma & Dhariwal 2018, section 3.3).
+
+    Math (data ``x`` -> latent ``y`` is ``inverse``, as for ``AffineCoupling``)::
+
+        inverse(x) = b*x + (1-b)*(x + t(b*x))
+        forward(y) = b*y + (1-b)*(y - t(b*y))
+        log|det dy/dx| = 0                                  (volume-preserving)
+
+    ``AffineCoupling`` with ``s = 0``, without computing a scale: the
+    conditioner gives only the shift, and both log-dets are exactly 0.
+
+    Args (and ``mask``, ``parity``, ``event_ndims`` as in ``MaskedCoupling``):
+      conditioner: a layer mapping ``b * x``, ``training=`` and ``context=`` to a
+        1-tuple ``(shift,)`` of the shape of ``x`` (e.g. ``tfnvp.nets.GlowAdditiveHead``).
+    """
+
+    default_name = "additive_coupling"
+
+    def _shift(self, unchanged: tf.Tensor, mask: tf.Tensor, training: Training,
+               context: tf.Tensor | None) -> tf.Tensor:
+        (shift,) = self._conditioner_outputs(unchanged, training, context)
+        return tf.cast(shift, unchanged.dtype) * (1.0 - mask)
+
+    def _zero_log_det(self, x: tf.Tensor) -> tf.Tensor:
+        """Exactly 0 for each event of ``x`` (the batch shape)."""
+        return tf.zeros(tf.shape(x)[:x.shape.rank - self.forward_min_event_ndims], x.dtype)
+
+    def _augmented_inverse(self, x: tf.Tensor, training: Training = False,
+                           context: tf.Tensor | None = None
+                           ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        mask = self.mask(x)
+        unchanged = x * mask
+        y = unchanged + (1.0 - mask) * x + self._shift(unchanged, mask, training, context)
+        zero = self._zero_log_det(x)
+        return y, {"ildj": zero, "fldj": zero}
+
+    def _augmented_forward(self, y: tf.Tensor, training: Training = False,
+                           context: tf.Tensor | None = None
+                           ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        mask = self.mask(y)
+        unchanged = y * mask
+        x = unchanged + (1.0 - mask) * y - self._shift(unchanged, mask, training, context)
+        zero = self._zero_log_det(y)
+        return x, {"fldj": zero, "ildj": zero}

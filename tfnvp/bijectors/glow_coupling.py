@@ -26,17 +26,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from tfnvp.bijectors.coupling import AffineCoupling
+from tfnvp.bijectors.coupling import AdditiveCoupling, AffineCoupling
 
 __all__ = ["glow_coupling"]
 
 
-def glow_coupling(head: Any, name: str = "glow_coupling") -> AffineCoupling:
-    """Glow's coupling: ``AffineCoupling`` on the channel mask of ``head.parity``.
+def glow_coupling(head: Any, additive: bool = False,
+                  name: str = "glow_coupling") -> AffineCoupling | AdditiveCoupling:
+    """Glow's coupling: ``AffineCoupling`` on the channel mask of ``head.parity``, or with
+    ``additive`` the ``AdditiveCoupling`` ``y_b = x_b + t(x_a)`` (the release's
+    ``flow_coupling=0``; log-det 0).
 
     Args:
-      head: a ``tfnvp.nets.GlowAffineHead`` (owned by the model); its
-        ``parity`` says which half of the channels is kept.
+      head: a ``tfnvp.nets.GlowAffineHead`` (``additive``: a ``GlowAdditiveHead``), owned by
+        the model; its ``parity`` says which half of the channels is kept.
+      additive: the additive coupling.
 
     Example::
 
@@ -44,4 +48,5 @@ def glow_coupling(head: Any, name: str = "glow_coupling") -> AffineCoupling:
         coupling = glow_coupling(head)
         y = coupling.inverse(x)        # y_b = (x_b + t) * sigmoid(h + 2)
     """
-    return AffineCoupling(head, mask="channel", parity=head.parity, event_ndims=3, name=name)
+    kind = AdditiveCoupling if additive else AffineCoupling
+    return kind(head, mask="channel", parity=head.parity, event_ndims=3, name=name)

@@ -41,7 +41,10 @@ levels, K = 32, 512 channels):
   W/2``); ``gated_convolutions=True`` makes every network's hidden layer
   Flow++'s gated convolution; ``dropout=p`` drops hidden activations in
   training mode only (evaluation, sampling and export are deterministic);
-* the coupling's scale ``s = sigmoid(h + 2)`` is floored at ``e^-7``
+* the coupling is the paper's affine one by default; ``coupling="additive"``
+  is the authors' release's default (``flow_coupling=0``): ``y_b = x_b +
+  t(x_a)``, log-det 0, each network giving only ``t`` (half the outputs);
+* the affine coupling's scale ``s = sigmoid(h + 2)`` is floored at ``e^-7``
   (``tfnvp.nets.glow_net.MIN_LOG_SCALE``): sampling divides by ``s``, and
   without a floor a trained model drew about 1% non-finite samples at
   temperature 1;
@@ -67,7 +70,12 @@ from tfnvp.models.image_flow import ImageFlowModel
 from tfnvp.models.spec import ImageFlowSpec, option
 from tfnvp.steps.multiscale import Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp
 
-__all__ = ["Glow", "GlowSpec", "GLOW_PAPER_CONFIGS", "glow_scales", "glow_latent_scale_index"]
+__all__ = ["Glow", "GlowSpec", "GLOW_COUPLINGS", "GLOW_PAPER_CONFIGS", "glow_scales",
+           "glow_latent_scale_index"]
+
+#: Glow's couplings (``coupling=``): the paper's affine one, or the additive one
+#: (``y_b = x_b + t(x_a)``, log-det 0; the authors' release's default ``flow_coupling=0``).
+GLOW_COUPLINGS = ("affine", "additive")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +92,10 @@ class GlowSpec(ImageFlowSpec):
                              preset=True)
     steps_per_scale: int = option(32, "Steps of flow per level, K.", preset=True)
     hidden_channels: int = option(512, "Feature maps of every coupling network.", preset=True)
+    coupling: str = option("affine", "affine ((x_b + t) * sigmoid(h + 2), the paper's) or "
+                           "additive (x_b + t, log-det 0: the release's default "
+                           "flow_coupling=0) in every step.", choices=GLOW_COUPLINGS,
+                           recorded_with=("coupling",))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -134,6 +146,9 @@ class Glow(ImageFlowModel):
       num_scales: levels ``L`` (``L - 1`` splits).
       steps_per_scale: steps of flow per level, ``K``.
       hidden_channels: feature maps of every coupling network.
+      coupling: ``"affine"`` (the paper's, default) or ``"additive"``: ``y_b = x_b +
+        t(x_a)``, volume-preserving (log-det 0; the release's ``flow_coupling=0``,
+        ``tfnvp.bijectors.AdditiveCoupling``), its networks giving ``t`` only.
       alpha, logit_map: the logit preprocessing, as in ``RealNVP``.
       dtype: float32 or float64, for every variable and the flow arithmetic.
       conditioner_dtype: Keras dtype policy of the coupling networks (e.g.
@@ -166,7 +181,8 @@ class Glow(ImageFlowModel):
         spec = self.spec
         step = GlowStep(spec.hidden_channels, self.flow_dtype,
                         conditioner_dtype=self.conditioner_policy,
-                        context_channels=spec.num_classes or 0, conditioner=spec.conditioner)
+                        context_channels=spec.num_classes or 0, conditioner=spec.conditioner,
+                        additive=spec.coupling == "additive")
         self._create_steps(glow_scales(spec.num_scales, spec.steps_per_scale, step),
                            spec.image_shape[-1], event_ndims=3)
         self._finish_image_flow()

@@ -32,6 +32,11 @@ zero: a new coupling is the same map whatever the options.  With dropout,
 the hidden actnorm initializes from its first training batch as dropped
 (inverted dropout keeps the activations' mean).
 
+``GlowAdditiveHead`` is the additive coupling's conditioner (Glow's
+``coupling="additive"``, the release's ``flow_coupling=0``): the network, with
+half as many outputs, gives the shift ``t`` of ``y_b = x_b + t(x_a)``
+(``tfnvp.bijectors.AdditiveCoupling``, log-det 0).
+
 ``GlowAffineHead`` turns the network into a conditioner for
 ``tfnvp.bijectors.AffineCoupling`` computing Glow's sigmoid-scaled affine
 coupling (see ``tfnvp.bijectors.glow_coupling``): of the channel-masked
@@ -65,7 +70,7 @@ from tfnvp.nets.gating import (ReplicaDropout, check_dropout, dropped, flowpp_op
 from tfnvp.nets import shared_body
 from tfnvp.nets.shift_and_log_scale import BodyConfig, ShiftAndLogScale
 
-__all__ = ["GlowAffineHead", "GlowNet", "MIN_LOG_SCALE"]
+__all__ = ["GlowAdditiveHead", "GlowAffineHead", "GlowHead", "GlowNet", "MIN_LOG_SCALE"]
 
 _LOGSCALE_FACTOR = 3.0  # The release's `logscale_factor` of its zero-initialized convolution.
 _SCALE_OFFSET = 2.0  # sigmoid(h + 2): the coupling starts as a contraction by sigmoid(2).
@@ -181,8 +186,45 @@ class GlowNet(keras.layers.Layer):
         return self.conv_out(h) * scale
 
 
+class GlowHead(BodyConfig, keras.layers.Layer):
+    """What Glow's coupling heads share: the body on the kept half of the channels
+    (``parity`` 0: the first half, ``channel_mask``; 1: the second), and the
+    transformed half's parameters placed beside zeros on the kept half."""
+
+    def __init__(self, body: keras.layers.Layer, channels: int, parity: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if channels < 2 or channels % 2:
+            raise UsageError(f"Glow's coupling needs an even number of channels, got {channels}.")
+        if parity not in (0, 1):
+            raise UsageError(f"parity must be 0 or 1, got {parity!r}.")
+        self.body = body
+        self.channels = int(channels)
+        self.parity = parity
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "channels": self.channels, "parity": self.parity}
+
+    def build(self, x_shape: tuple[int | None, ...],
+              context_shape: tuple[int | None, ...] | None = None) -> None:
+        """Builds ``body`` on the kept half (and the context), without tracing ``call``."""
+        kept = tuple(x_shape[:-1]) + (self.channels // 2,)
+        self.body.build(kept, *([] if context_shape is None else [context_shape]))
+
+    def _body_outputs(self, x: tf.Tensor, training: bool,
+                      context: tf.Tensor | None) -> tf.Tensor:
+        """The body on the kept half, in the variables' dtype."""
+        half = self.channels // 2
+        kept = x[..., :half] if self.parity == 0 else x[..., half:]
+        return tf.cast(shared_body.call(self.body, kept, training, context), self.variable_dtype)
+
+    def _placed(self, values: tf.Tensor) -> tf.Tensor:
+        """``values`` of the transformed half, zeros on the kept half."""
+        zeros = tf.zeros_like(values)
+        return tf.concat([zeros, values] if self.parity == 0 else [values, zeros], -1)
+
+
 @keras.saving.register_keras_serializable(package="tfnvp")
-class GlowAffineHead(BodyConfig, keras.layers.Layer):
+class GlowAffineHead(GlowHead):
     """Conditioner for ``AffineCoupling(mask="channel")`` computing Glow's coupling.
 
     Math (``a`` = kept half, ``[t, h] = body(a)``; see the module docstring)::
@@ -204,38 +246,35 @@ class GlowAffineHead(BodyConfig, keras.layers.Layer):
       **kwargs: forwarded to ``keras.layers.Layer``.
     """
 
-    def __init__(self, body: keras.layers.Layer, channels: int, parity: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        if channels < 2 or channels % 2:
-            raise UsageError(f"Glow's coupling needs an even number of channels, got {channels}.")
-        if parity not in (0, 1):
-            raise UsageError(f"parity must be 0 or 1, got {parity!r}.")
-        self.body = body
-        self.channels = int(channels)
-        self.parity = parity
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "channels": self.channels, "parity": self.parity}
-
-    def build(self, x_shape: tuple[int | None, ...],
-              context_shape: tuple[int | None, ...] | None = None) -> None:
-        """Builds ``body`` on the kept half (and the context), without tracing ``call``."""
-        kept = tuple(x_shape[:-1]) + (self.channels // 2,)
-        self.body.build(kept, *([] if context_shape is None else [context_shape]))
-
     # (shift, log_scale), each of x's shape.
     compute_output_shape = ShiftAndLogScale.compute_output_shape
 
     def call(self, x: tf.Tensor, training: bool = False,
              context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
-        half = self.channels // 2
-        kept = x[..., :half] if self.parity == 0 else x[..., half:]
-        raw = tf.cast(shared_body.call(self.body, kept, training, context), self.variable_dtype)
+        raw = self._body_outputs(x, training, context)
         shift, pre_scale = raw[..., 0::2], raw[..., 1::2] + _SCALE_OFFSET
         floor = tf.constant(MIN_LOG_SCALE, pre_scale.dtype)
         log_scale = tf.maximum(tf.math.log_sigmoid(pre_scale), floor)
         shift = shift * tf.maximum(tf.sigmoid(pre_scale), tf.exp(floor))
-        zeros = tf.zeros_like(shift)
-        if self.parity == 0:
-            return tf.concat([zeros, shift], -1), tf.concat([zeros, log_scale], -1)
-        return tf.concat([shift, zeros], -1), tf.concat([log_scale, zeros], -1)
+        return self._placed(shift), self._placed(log_scale)
+
+
+@keras.saving.register_keras_serializable(package="tfnvp")
+class GlowAdditiveHead(GlowHead):
+    """Conditioner for ``AdditiveCoupling(mask="channel")`` computing Glow's additive
+    coupling (the release's ``flow_coupling=0``): ``shift = t = body(a)`` on the
+    transformed half, so the coupling is ``y_b = x_b + t(x_a)`` with log-det 0.
+
+    Args as ``GlowAffineHead``'s, but ``body`` maps ``[..., H, W, C/2]`` to ``C/2``
+    features (``GlowNet(out_channels=C/2)``: half an affine head's).
+    """
+
+    def compute_output_shape(self, x_shape: tuple[int | None, ...],
+                             context_shape: tuple[int | None, ...] | None = None
+                             ) -> tuple[tuple[int | None, ...]]:
+        """The shape of ``(shift,)``: ``x``'s."""
+        return (tuple(x_shape[:-1]) + (self.channels,),)
+
+    def call(self, x: tf.Tensor, training: bool = False,
+             context: tf.Tensor | None = None) -> tuple[tf.Tensor]:
+        return (self._placed(self._body_outputs(x, training, context)),)

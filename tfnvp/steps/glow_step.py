@@ -5,11 +5,12 @@ One step of flow (Kingma & Dhariwal 2018, section 3 and Table 1), data -> latent
     y = actnorm(x)              (x + b) * exp(s), data-dependent init     (section 3.1)
     y = conv1x1(y)              y @ W, W = P L (U + diag(s))               (section 3.2, eq. 10)
     y = coupling(y)             y_b <- (y_b + t) * sigmoid(h + 2), [t, h] = NN(y_a)   (3.3)
+                                additive: y_b <- y_b + t, t = NN(y_a); log-det 0
 
 ``GlowStep`` is a ``tfnvp.multiscale.StepBuilder``: it creates the step's
 layers -- ``actnorm`` (``ActNormParameters``), ``conv1x1``
-(``InvertibleConv1x1Weights``) and ``conditioner`` (a ``GlowAffineHead``
-around a ``GlowNet``), tracked as ``<role>_<index>`` -- and builds the three
+(``InvertibleConv1x1Weights``) and ``conditioner`` (a ``GlowAffineHead``, or
+a ``GlowAdditiveHead``, around a ``GlowNet``), tracked as ``<role>_<index>`` -- and builds the three
 bijectors from them.  ``Step.parity`` says which half of the channels the
 coupling keeps (``mask`` is always the channel mask).  Used by ``tfnvp.Glow``.
 
@@ -33,7 +34,7 @@ from tfnvp.bijectors.glow_coupling import glow_coupling
 from tfnvp.bijectors.invertible_conv import InvertibleConv1x1, InvertibleConv1x1Weights
 from tfnvp.models.spec import ConditionerSpec
 from tfnvp.steps.multiscale import Position, Step, StepBuilder
-from tfnvp.nets.glow_net import GlowAffineHead, GlowNet
+from tfnvp.nets.glow_net import GlowAdditiveHead, GlowAffineHead, GlowNet
 
 tfb = tfp.bijectors
 
@@ -54,31 +55,39 @@ class GlowStep(StepBuilder):
       conditioner: Flow++'s options of the coupling networks (``ConditionerSpec``:
         attention at the steps of squeeze depth ``>= attention_min_depth``,
         gated convolutions, dropout; ``ConditionerSpec.layer_options``).
+      additive: the additive coupling ``y_b = x_b + t(x_a)`` (log-det 0; a
+        ``GlowAdditiveHead``, its network half as wide at the output) instead of
+        the affine one.
     """
 
     def __init__(self, hidden_channels: int, dtype: tf.DType | str,
                  conditioner_dtype: str | None = None, context_channels: int = 0,
-                 seed: int | None = None, conditioner: ConditionerSpec = ConditionerSpec()):
+                 seed: int | None = None, conditioner: ConditionerSpec = ConditionerSpec(),
+                 additive: bool = False):
         self._hidden = int(hidden_channels)
         self._dtype = tf.as_dtype(dtype).name
         self._net_dtype = conditioner_dtype or self._dtype
         self._context = int(context_channels)
         self._seed = int(np.random.randint(2**31 - 1)) if seed is None else int(seed)
         self._conditioner = conditioner
+        self._additive = bool(additive)
 
     def layers(self, step: Step, position: Position) -> dict[str, keras.layers.Layer]:
         if step.mask != "channel":
             raise ValueError(f"A Glow step couples the channel halves, got mask={step.mask!r}.")
         width, index = position.channels, position.index
-        net = GlowNet(width, self._hidden, context_channels=self._context,
+        # The affine coupling's network gives t and h for each transformed channel, the
+        # additive one's t only.
+        net = GlowNet(width // 2 if self._additive else width, self._hidden,
+                      context_channels=self._context,
                       **self._conditioner.layer_options(position.depth), dtype=self._net_dtype,
                       name=f"glow_net_{index}")
         return {
             "actnorm": ActNormParameters(width, dtype=self._dtype, name=f"actnorm_{index}"),
             "conv1x1": InvertibleConv1x1Weights(width, seed=self._seed + index, dtype=self._dtype,
                                                 name=f"conv1x1_{index}"),
-            "conditioner": GlowAffineHead(net, width, parity=step.parity, dtype=self._dtype,
-                                          name=f"coupling_{index}"),
+            "conditioner": (GlowAdditiveHead if self._additive else GlowAffineHead)(
+                net, width, parity=step.parity, dtype=self._dtype, name=f"coupling_{index}"),
         }
 
     def bijectors(self, step: Step, layers: Mapping[str, keras.layers.Layer],
@@ -88,4 +97,4 @@ class GlowStep(StepBuilder):
         index = position.index
         return [ActNorm(layers["actnorm"], name=f"actnorm_{index}"),
                 InvertibleConv1x1(layers["conv1x1"], name=f"conv1x1_{index}"),
-                glow_coupling(layers["conditioner"], name=f"coupling_{index}")]
+                glow_coupling(layers["conditioner"], self._additive, name=f"coupling_{index}")]
