@@ -20,8 +20,9 @@ flagfiles set long runs).  ``--model=realnvp|glow`` picks the architecture; its 
 configuration (``tfnvp.PAPER_CONFIGS``, ``tfnvp.GLOW_PAPER_CONFIGS``) for the paper's
 datasets and must be given for the others.  ``--conditional`` trains a class-conditional
 model (``num_classes`` = the dataset's classes) on the dataset's labels;
-``--dequantization=variational`` a model with a learned dequantizer (Flow++), to which
-the pipelines feed uint8 images.  eval and export rebuild the run's own model
+``--dequantization=variational`` a model with a learned dequantizer (Flow++).  The
+pipelines feed every model uint8 images with a noise seed per image, which its
+dequantizer turns into dequantized ones.  eval and export rebuild the run's own model
 (conditional or not, its dequantizer) from its ``config.json``.
 
 Modes:
@@ -112,10 +113,10 @@ flags.DEFINE_boolean("conditional", False, "Class-conditional model p(x | y) (nu
                      "dataset's classes) trained on the dataset's labels; its sample grids have "
                      "one row per class and its exports take labels. eval/export use the run's.")
 flags.DEFINE_enum("dequantization", "uniform", ["uniform", "variational"],
-                  "uniform: u ~ U[0, 1) added by the input pipeline (section 4.1); variational: "
-                  "a learned q(u | x) (Flow++, tfnvp.VariationalDequantizer) trained with the "
-                  "model on the variational bound, the pipeline feeding uint8 images. "
-                  "eval/export use the run's.")
+                  "The model's dequantizer of the pipeline's uint8 images. uniform: u ~ U[0, 1) "
+                  "(section 4.1); variational: a learned q(u | x) (Flow++, "
+                  "tfnvp.VariationalDequantizer) trained with the model on the variational "
+                  "bound. eval/export use the run's.")
 flags.DEFINE_integer("dequantizer_channels", 32, "With --dequantization=variational: the width "
                      "of the dequantizer's networks (its context map half as wide; "
                      "tfnvp.RealNVP(dequantizer_channels=)).", lower_bound=2)

@@ -378,7 +378,6 @@ def train(config: TrainConfig, data_config: data.DataConfig,
     with strategy.scope():
         model = build_model(config, image_shape, synchronized_batch_norm=replicas > 1,
                             num_classes=num_classes)
-    data_config = evaluation.for_model(data_config, model)  # uint8 for a learned dequantizer.
     cfg = run_config(model, data_config, config)
     _check_polyak(config.output_dir, config.polyak_decay)
     if chief:
@@ -423,8 +422,7 @@ def train(config: TrainConfig, data_config: data.DataConfig,
     iterator = iter(dataset)
     steps = steps_lib.TrainSteps(
         model, optimizer, strategy, iterator.element_spec, data_config.batch_size, l2=config.l2,
-        clip_grad_norm=config.clip_grad_norm, jit_compile=config.jit_compile,
-        noise_seed=data_seed)
+        clip_grad_norm=config.clip_grad_norm, jit_compile=config.jit_compile)
 
     outputs = _Outputs(config, data_config, model) if chief else None
     recalibrate = _Recalibration(config, data_config, model, strategy)
@@ -546,7 +544,7 @@ class _Outputs:
         board = os.path.join(config.output_dir, TENSORBOARD_DIR)
         self.writers = {name: summaries.SummaryWriter(os.path.join(board, name))
                         for name in ("train", "eval")}
-        self.evaluator = evaluation.Evaluator(model, data_config.eval_seed)
+        self.evaluator = evaluation.Evaluator(model)
         self._eval_dataset: tf.data.Dataset | None = None  # Built once: its cache is reused.
         self.sampler = (evaluation.Sampler(model, config.num_sample_images, config.temperature,
                                            config.seed) if config.num_sample_images else None)
