@@ -57,15 +57,15 @@ def batch_statistics_bits(output_dir: str, stats_batch: int) -> tuple[float, int
     """Training-mode bits/dim of the latest checkpoint on the run's held-out images."""
     config = run_dir.read_config(output_dir)
     model = run_dir.restore_model(output_dir, conditioner_dtype=None)
-    data_config = data.DataConfig(**{**config["input"], "eval_batch_size": stats_batch})
+    data_config = data.from_record(config["input"], eval_batch_size=stats_batch)
     num_dims = int(np.prod(model.image_shape))
 
     @tf.function
-    def bits(x):
-        log_prob = model.log_prob(x, training=True)
-        return tfnvp.bits_per_dim_from_log_prob(tf.cast(log_prob, tf.float64), num_dims)
+    def bits(batch):
+        nll = model.objective(**batch, training=True).nll
+        return tfnvp.bits_per_dim_from_log_prob(-tf.cast(nll, tf.float64), num_dims)
 
-    values = np.concatenate([bits(x).numpy() for x in data.make_eval_dataset(data_config)])
+    values = np.concatenate([bits(batch).numpy() for batch in data.make_eval_dataset(data_config)])
     return float(values.mean()), int(values.size)
 
 

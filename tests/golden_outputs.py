@@ -128,12 +128,13 @@ def outputs(model, given: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     deq_x, log_q = model.dequantize(images, seed=seed, **by_label)
     result.update(dequantized=deq_x, log_q=tf.broadcast_to(log_q, [BATCH]))
 
-    # The trainer's evaluator: float images for a pipeline that dequantizes, else uint8.
-    evaluator = evaluation.Evaluator(model, seed=11)
-    eval_input = x if tfnvp.UniformDequantizer is type(model.dequantizer) else images
-    result["evaluator_bits_per_dim"] = evaluator.bits_per_dim(
-        tf.constant([11, 0], tf.int64), tf.constant(eval_input, evaluator.bits_per_dim
-                                                    .input_signature[1].dtype), *by_label.values())
+    # The trainer's evaluator, as the golden file was computed: float32 dequantized images
+    # for a uniform dequantizer, else uint8 images with the seed [11, 0] for the batch.
+    uint8 = tfnvp.UniformDequantizer is not type(model.dequantizer)
+    eval_batch = (dict(x=tf.constant(images), seed=tf.constant([11, 0], tf.int64)) if uint8
+                  else dict(x=tf.constant(x, tf.float32)))
+    result["evaluator_bits_per_dim"] = evaluation.Evaluator(model).bits_per_dim(
+        dict(eval_batch, **by_label))
 
     # The exported SavedModel (float32 inputs and outputs).
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,14 +152,16 @@ def outputs(model, given: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         )
         del loaded
 
-    # One training step of the trainer (default strategy), then the updated model's log_prob.
+    # One training step of the trainer (default strategy), then the updated model's log_prob;
+    # as the golden file was computed: float32 dequantized images for a uniform dequantizer,
+    # else uint8 images with the seed [2, 0] for the batch.
     strategy = tf.distribute.get_strategy()
-    uint8 = tfnvp.UniformDequantizer is not type(model.dequantizer)
-    batch = tf.constant(images) if uint8 else tf.constant(x, tf.float32)
-    element = batch if labels is None else (batch, tf.constant(labels))
+    element = (dict(x=tf.constant(images), seed=tf.constant([2, 0], tf.int64)) if uint8
+               else dict(x=tf.constant(x, tf.float32)))
+    if labels is not None:
+        element["labels"] = tf.constant(labels)
     spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), element)
-    train = steps.TrainSteps(model, steps.make_optimizer(1e-3), strategy, spec, BATCH,
-                             l2=5e-5, noise_seed=2)
+    train = steps.TrainSteps(model, steps.make_optimizer(1e-3), strategy, spec, BATCH, l2=5e-5)
     stats = train.train_step(element)
     result.update({f"train_{key}": stats[key] for key in ("nll", "l2_penalty", "grad_norm")})
     result["log_prob_after_step"] = model.log_prob(x, **by_label)

@@ -52,7 +52,7 @@ def build(strategy: tf.distribute.Strategy, synchronized: bool, recompute_gradie
     return model, optimizer
 
 
-def train(strategy: tf.distribute.Strategy, model, optimizer, batch: tf.Tensor):
+def train(strategy: tf.distribute.Strategy, model, optimizer, batch: dict[str, tf.Tensor]):
     dataset = tf.data.Dataset.from_tensor_slices(batch).batch(GLOBAL_BATCH)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
     element = next(iterator)

@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from sklearn.datasets import load_digits
 
+import tfnvp
 from trainers import data, sources
 from trainers.sources.base import decode_image_bytes
 from trainers.sources.folder import read_image_header
@@ -30,16 +31,16 @@ MNIST_DIR = SHARED_DATA / "mnist"
 CIFAR_JPEG_DIR = SHARED_DATA / "cifar10_jpeg"
 
 
-def _batches(dataset: tf.data.Dataset, count: int | None = None) -> np.ndarray:
-    """The first `count` batches (all if None), concatenated."""
-    return np.concatenate([b.numpy() for b in dataset.take(-1 if count is None else count)])
+def _batches(dataset: tf.data.Dataset, count: int | None = None, key: str = "x") -> np.ndarray:
+    """The `key` part ("x": images, "seed": noise seeds) of the first `count` batches (all if
+    None), concatenated."""
+    return np.concatenate([b[key].numpy() for b in dataset.take(-1 if count is None else count)])
 
 
 def _pixels(x: np.ndarray) -> np.ndarray:
-    """Dequantized floats back to uint8, checking they are float32 in [0, 256)."""
-    assert x.dtype == np.float32
-    assert x.min() >= 0.0 and x.max() < 256.0
-    return np.floor(x).astype(np.uint8)
+    """The pipelines' images, checked to be uint8 (the model dequantizes them)."""
+    assert x.dtype == np.uint8
+    return x
 
 
 def _multiset(images: np.ndarray) -> collections.Counter:
@@ -73,17 +74,22 @@ def test_unknown_dataset_lists_valid_names():
 # --- digits -------------------------------------------------------------------------
 
 
-def test_digits_train_batches_are_dequantized_training_images():
+def test_digits_train_batches_are_training_images_with_a_seed_each():
     config = data.DataConfig("digits", batch_size=64)
     assert data.image_shape(config) == (8, 8, 1)
     dataset = data.make_train_dataset(config)
-    assert dataset.element_spec.shape.as_list() == [64, 8, 8, 1]
-    x = _batches(dataset, 3)
-    pixels = _pixels(x)
-    assert np.mean(x != pixels) > 0.99  # Noise is present almost everywhere...
-    assert 0.45 < np.mean(x - pixels) < 0.55  # ... and uniform on [0, 1).
+    assert {key: (spec.shape.as_list(), spec.dtype) for key, spec in
+            dataset.element_spec.items()} == {"x": ([64, 8, 8, 1], tf.uint8),
+                                              "seed": ([64, 2], tf.int64)}
+    pixels = _pixels(_batches(dataset, 3))
     all_images = _multiset(_digits())
     assert all(all_images[image.tobytes()] for image in pixels)
+    seeds = _batches(dataset, 3, "seed")
+    assert len(np.unique(seeds, axis=0)) == len(seeds) == 192  # One seed per example.
+    # The model's uniform dequantization from them: noise almost everywhere, uniform on [0, 1).
+    x = tfnvp.dequantize(pixels, seed=seeds).numpy()
+    np.testing.assert_array_equal(np.floor(x), pixels)
+    assert np.mean(x != pixels) > 0.99 and 0.45 < np.mean(x - pixels) < 0.55
 
 
 def test_digits_split_is_fixed_disjoint_and_complete():
@@ -98,29 +104,36 @@ def test_digits_split_is_fixed_disjoint_and_complete():
 
 def test_eval_noise_is_fixed_across_calls_and_batch_sizes():
     config = data.DataConfig("digits", eval_batch_size=256)
-    first = _batches(data.make_eval_dataset(config))
-    again = _batches(data.make_eval_dataset(config))
+    eval_data = data.make_eval_dataset(config)
+    first, seeds = _pixels(_batches(eval_data)), _batches(eval_data, key="seed")
     small_batches = data.make_eval_dataset(dataclasses.replace(config, eval_batch_size=100))
-    assert [b.shape[0] for b in small_batches] == [100, 100, 97]  # Partial batch kept.
-    np.testing.assert_array_equal(first, again)
-    np.testing.assert_array_equal(first, _batches(small_batches))
+    assert [b["x"].shape[0] for b in small_batches] == [100, 100, 97]  # Partial batch kept.
+    for again in (data.make_eval_dataset(config), small_batches):
+        np.testing.assert_array_equal(_batches(again), first)
+        np.testing.assert_array_equal(_batches(again, key="seed"), seeds)
     subset = data.make_eval_dataset(dataclasses.replace(config, max_eval_examples=50))
     # An evenly spread subset (every 297 // 50 = 5th example), not the first 50.
-    np.testing.assert_array_equal(_pixels(_batches(subset)), _pixels(first)[::5][:50])
-    noise = (first - _pixels(first)).reshape(len(first), -1)
+    np.testing.assert_array_equal(_pixels(_batches(subset)), first[::5][:50])
+    # The model's dequantization: each example's noise from its own seed, whatever the batch.
+    x = tfnvp.dequantize(first, seed=seeds).numpy()
+    np.testing.assert_array_equal(tfnvp.dequantize(first[100:200], seed=seeds[100:200]),
+                                  x[100:200])
+    noise = (x - first).reshape(len(first), -1)
     # Independent noise per example: E|u - v| = 1/3 for independent uniforms.
     assert np.abs(noise[1:] - noise[:-1]).mean(axis=1).min() > 0.2
-    other_seed = _batches(data.make_eval_dataset(dataclasses.replace(config, eval_seed=7)))
-    np.testing.assert_array_equal(_pixels(other_seed), _pixels(first))
-    assert np.mean(other_seed != first) > 0.99
+    other_seed = data.make_eval_dataset(dataclasses.replace(config, eval_seed=7))
+    np.testing.assert_array_equal(_pixels(_batches(other_seed)), first)
+    assert np.all(np.any(_batches(other_seed, key="seed") != seeds, axis=1))
 
 
 def test_training_is_deterministic_given_the_seed():
-    def first_batches(seed: int) -> np.ndarray:
-        return _batches(data.make_train_dataset(data.DataConfig("digits", seed=seed)), 2)
+    def first_batches(seed: int) -> tuple[np.ndarray, np.ndarray]:
+        dataset = data.make_train_dataset(data.DataConfig("digits", seed=seed))
+        return _batches(dataset, 2), _batches(dataset, 2, "seed")
 
-    np.testing.assert_array_equal(first_batches(3), first_batches(3))
-    assert not np.array_equal(first_batches(3), first_batches(4))
+    for ours, again, other in zip(first_batches(3), first_batches(3), first_batches(4)):
+        np.testing.assert_array_equal(ours, again)
+        assert not np.array_equal(ours, other)
 
 
 def test_dequantized_values_stay_below_256(tmp_path):
@@ -130,8 +143,9 @@ def test_dequantized_values_stay_below_256(tmp_path):
         train=np.full((256, 32, 32, 3), 255, np.uint8),
         test=np.full((1, 32, 32, 3), 255, np.uint8),
     )
-    x = _batches(data.make_train_dataset(data.DataConfig("npz", path, batch_size=256)), 1)
-    assert np.all(_pixels(x) == 255)
+    batch = next(iter(data.make_train_dataset(data.DataConfig("npz", path, batch_size=256))))
+    x = tfnvp.dequantize(batch["x"], seed=batch["seed"]).numpy()  # The model's dequantizer's.
+    assert x.dtype == np.float32 and x.max() < 256.0 and np.all(np.floor(x) == 255)
 
 
 # --- mnist_idx --------------------------------------------------------------------------
@@ -464,7 +478,7 @@ def test_sharding_splits_the_data_and_the_batch(tmp_path):
             num_input_pipelines=2, input_pipeline_id=pipeline, num_replicas_in_sync=2
         )
         dataset = data.make_train_dataset(config, context)
-        assert dataset.element_spec.shape.as_list() == [16, 1, 1, 1]
+        assert dataset.element_spec["x"].shape.as_list() == [16, 1, 1, 1]
         seen.append(set(_pixels(_batches(dataset, 2)).ravel()))  # One epoch of the shard.
     assert len(seen[0]) == len(seen[1]) == 32
     assert seen[0].isdisjoint(seen[1]) and seen[0] | seen[1] == set(range(64))
@@ -523,7 +537,7 @@ def test_tfds_datasets_under_mock_data(name, shape):
         assert data.image_shape(config) == shape
         train = _batches(data.make_train_dataset(config), 2)
         assert train.shape == (8, *shape)
-        _pixels(train)  # Asserts float32 in [0, 256).
+        _pixels(train)  # Asserts uint8.
         x = _batches(data.make_eval_dataset(config))
         expected = np.stack([geometry(image) for image in _encoded_tfds_images(tfds_name, split)])
     assert x.shape == (6, *shape)
@@ -543,3 +557,15 @@ def test_lsun_training_crops_are_random_windows():
     ]
     for crop in crops:
         assert any(np.abs(resized[y : y + 64, x : x + 64] - crop).max() <= 1 for y, x in offsets)
+
+
+def test_a_runs_recorded_input_gives_its_data_config():
+    """config.json's "input" of a run written before pipelines yielded uint8 images (it holds
+    "dequantize", no longer a field) still gives the run's DataConfig."""
+    import json
+
+    legacy = pathlib.Path(__file__).parent / "data" / "legacy_307fba3" / "runs" / "realnvp"
+    recorded = json.loads((legacy / "config.json").read_text())["input"]
+    assert recorded["dequantize"] is True
+    config = data.from_record(recorded, eval_batch_size=7)
+    assert config == data.DataConfig("digits", batch_size=16, eval_batch_size=7)

@@ -191,6 +191,36 @@ def test_class_conditional_fit_takes_images_and_labels(tmp_path):
                                   model.log_prob(x, labels=labels).numpy())
 
 
+def test_fit_evaluate_and_recalibrate_take_dict_batches_with_a_seed_per_image():
+    """The trainers' batches ({"x": uint8 images, "seed": [B, 2], "labels"}): each image is
+    dequantized from its own seed, as model.objective(**batch) does."""
+    images, seeds = _images(16), np.arange(32, dtype=np.int64).reshape(16, 2)
+    labels = np.arange(16, dtype=np.int32) % 3
+    model = MODELS["realnvp"](num_classes=3)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    batches = tf.data.Dataset.from_tensor_slices(dict(x=images, seed=seeds, labels=labels))
+    result = model.evaluate(batches.batch(16), verbose=0, return_dict=True)
+    expected = model.objective(images, seed=seeds, labels=labels).bits_per_dim
+    assert result["bits_per_dim"] == pytest.approx(float(np.mean(expected)), rel=1e-6)
+    # Recalibrating on them is recalibrating on the images dequantized from their seeds.
+    x, _ = model.dequantize(images, seed=seeds, labels=labels)
+    initial = [v.numpy() for v in model.non_trainable_variables]
+    statistics = []
+    for batch in (dict(x=images, seed=seeds, labels=labels), (x, labels)):
+        for variable, value in zip(model.non_trainable_variables, initial):
+            variable.assign(value)  # mu + (b - mu) / 1 rounds differently for another mu.
+        model.recalibrate([batch], 1)
+        statistics.append([v.numpy() for v in model.non_trainable_variables])
+    for ours, expected in zip(*statistics):
+        np.testing.assert_array_equal(ours, expected)
+    history = model.fit(batches.batch(8), epochs=1, verbose=0)
+    assert np.isfinite(history.history["bits_per_dim"][0])
+    with pytest.raises(ValueError, match=r"holds 'x' and optionally 'labels' and 'seed'.*"
+                                         r"\['images'\]"):
+        model.evaluate(tf.data.Dataset.from_tensor_slices(dict(images=images)).batch(8),
+                       verbose=0)
+
+
 def test_dense_real_nvp_fits_vectors(tmp_path):
     x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32) * [1.0, 2.0, 0.5]
     model = tfnvp.DenseRealNVP(3, hidden_dim=8, num_couplings=2, batch_norm=True)

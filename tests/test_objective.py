@@ -88,3 +88,31 @@ def test_a_traced_function_gets_one_label_per_input_and_sample():
         sample(tf.constant(2), tf.constant(0.5), tf.constant([2, 0])),
         model.sample(2, temperature=tf.constant(0.5, tf.float32), seed=[1, 2], labels=[2, 0]),
         rtol=1e-12)
+
+
+@pytest.mark.parametrize("options", [{}, {"dequantization": "variational"}],
+                         ids=["uniform", "variational"])
+def test_one_seed_per_image_gives_each_image_its_own_noise_in_any_batch(options):
+    """The trainers' pipelines yield a seed per image ([batch, 2]): an image's objective is
+    the same alone or in a batch, and the compiled method traces once for every size."""
+    model = _model(**options)
+    images = _images((5, 4, 4, 2))
+    seeds = np.random.default_rng(4).integers(0, 2**31, (5, 2)).astype(np.int64)
+    objective = model.objective(images, seed=seeds)
+    for i in range(5):
+        alone = model.objective(images[i:i + 1], seed=seeds[i:i + 1])
+        for name in ("nll", "log_prob", "log_q"):
+            np.testing.assert_allclose(getattr(alone, name), getattr(objective, name)[i:i + 1],
+                                       rtol=1e-12, err_msg=name)
+    x, _ = model.dequantize(images, seed=seeds)
+    np.testing.assert_allclose(objective.log_prob, model.log_prob(x), rtol=1e-12)
+    assert [f.experimental_get_tracing_count()
+            for f in model.compiled_functions()["objective"]] == [1]
+    # K importance samples: each image's seed is split as a [2] seed would be.
+    k2 = model.bits_per_dim(images, seed=seeds, num_samples=2).numpy()
+    for i in (0, 3):
+        np.testing.assert_allclose(k2[i:i + 1], model.bits_per_dim(
+            images[i:i + 1], seed=seeds[i], num_samples=2), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"one seed per example \(shape \[5, 2\]\), got "
+                                         r"shape \[4, 2\]"):
+        model.objective(images, seed=seeds[:4])

@@ -102,9 +102,7 @@ def test_training_goes_on_from_the_raw_weights(runs):
 
 
 # ------------------------------------------------------- what uses the average
-def _eval_data(model) -> data.DataConfig:
-    return evaluation.for_model(
-        data.DataConfig("digits", eval_batch_size=300, max_eval_examples=64), model)
+EVAL_DATA = data.DataConfig("digits", eval_batch_size=300, max_eval_examples=64)
 
 
 def test_periodic_evaluation_and_sample_grid_use_the_averaged_weights(runs):
@@ -113,7 +111,7 @@ def test_periodic_evaluation_and_sample_grid_use_the_averaged_weights(runs):
     bits = {}
     for averaged in (True, False):
         model = tfnvp.load_run(runs["averaged"], 4, averaged=averaged)
-        dataset = data.make_eval_dataset(_eval_data(model))
+        dataset = data.make_eval_dataset(EVAL_DATA)
         bits[averaged] = evaluation.Evaluator(model).evaluate(dataset).bits_per_dim
         if averaged:
             grid = runs["averaged"] / "reproduced.png"
@@ -174,7 +172,8 @@ def test_skipped_step_leaves_the_average_alone():
     model = _tiny_model(strategy)
     with strategy.scope():
         optimizer = steps_lib.make_optimizer(1e-2, polyak_decay=DECAY)
-    good = next(iter(data.make_train_dataset(data.DataConfig("digits", batch_size=16))))
+    batch = next(iter(data.make_train_dataset(data.DataConfig("digits", batch_size=16))))
+    good, _ = model.dequantize(batch["x"], seed=batch["seed"])  # Float batches, dequantized.
     bad = tf.tensor_scatter_nd_update(good, [[3, 2, 2, 0]], [float("nan")])
     batches = tf.data.Dataset.from_tensor_slices(tf.concat([good, bad, good], 0)).batch(16)
     iterator = iter(strategy.experimental_distribute_dataset(batches))

@@ -91,9 +91,10 @@ def test_recalibrating_on_one_batch_reproduces_its_batch_statistics(trained):
     """Each layer's statistics are those of its inputs normalized by the recalibrated
     earlier layers: over a single batch, exactly the training-mode computation."""
     model, batches = trained
-    x = next(iter(batches.skip(100)))
-    assert model.recalibrate([x], 1) == 1
+    batch = next(iter(batches.skip(100)))  # uint8 images, dequantized from their seeds.
+    assert model.recalibrate([batch], 1) == 1
     assert all(float(layer.num_updates) == 1.0 for layer in model.batch_norm_layers())
+    x, _ = model.dequantize(batch["x"], seed=batch["seed"])
     evaluated = model.log_prob(x, training=False).numpy()
     with_batch_statistics = model.log_prob(x, training=True).numpy()
     np.testing.assert_allclose(evaluated, with_batch_statistics, rtol=2e-5)
@@ -103,7 +104,8 @@ def test_recalibrated_held_out_bits_match_batch_statistics(trained):
     """After a short run, evaluation-mode bits/dim on held-out digits are within
     0.03 bits/dim of the same images' batch-statistics bits/dim."""
     model, batches = trained
-    held_out = next(iter(data.make_eval_dataset(data.DataConfig("digits", eval_batch_size=300))))
+    batch = next(iter(data.make_eval_dataset(data.DataConfig("digits", eval_batch_size=300))))
+    held_out, _ = model.dequantize(batch["x"], seed=batch["seed"])
     dims = 64
 
     def bits(training):

@@ -58,8 +58,8 @@ def _latest_step(run: Path) -> int:
 def _finite_loss(run: Path) -> bool:
     """Whether the newest checkpoint's training loss (batch statistics) is finite."""
     model = run_dir.restore_model(str(run))
-    x = next(iter(data.make_train_dataset(data.DataConfig("digits", batch_size=16))))
-    return bool(np.all(np.isfinite(model.log_prob(x, training=True).numpy())))
+    batch = next(iter(data.make_train_dataset(data.DataConfig("digits", batch_size=16))))
+    return bool(np.all(np.isfinite(model.objective(**batch, training=True).nll.numpy())))
 
 
 @pytest.fixture(scope="module")

@@ -97,7 +97,9 @@ def test_train_step_traces_once_and_learns():
     evaluator = evaluation.Evaluator(model)  # 297 examples in batches of 128: 128, 128, 41.
     result = evaluator.evaluate(data.make_eval_dataset(data.DataConfig("digits", eval_batch_size=128)))
     assert result.num_examples == 297
-    assert evaluator.bits_per_dim.experimental_get_tracing_count() == 1
+    # The model's objective, compiled once for every batch size.
+    assert [f.experimental_get_tracing_count()
+            for f in model.compiled_functions()["objective"]] == [1]
 
 
 @pytest.mark.parametrize("option", ["jit_compile", "float16"])
@@ -124,9 +126,11 @@ def test_diagnostics_split_bits_per_dim_into_prior_and_log_det():
     strategy = strategy_lib.make_strategy("one_device")
     with strategy.scope():
         model = tfnvp.RealNVP((8, 8, 1), num_scales=2, num_res_blocks=0, hidden_channels=4)
-    x = next(iter(data.make_train_dataset(data.DataConfig("digits", batch_size=16))))
-    steps, _, _ = _tiny_steps(strategy, model, tf.data.Dataset.from_tensor_slices(x).batch(16))
-    parts = steps.diagnostics(x)
+    batch = next(iter(data.make_train_dataset(data.DataConfig("digits", batch_size=16))))
+    steps, _, _ = _tiny_steps(strategy, model,
+                              tf.data.Dataset.from_tensor_slices(batch).batch(16))
+    parts = steps.diagnostics(batch)
+    x, _ = model.dequantize(batch["x"], seed=batch["seed"])  # As the step: the batch's seeds.
     expected = tf.reduce_mean(tfnvp.bits_per_dim_from_log_prob(model.log_prob(x), 64))
     assert float(parts["bits_per_dim"]) == pytest.approx(float(expected), rel=1e-5)
     assert float(parts["prior_bits_per_dim"] + parts["log_det_bits_per_dim"]) == pytest.approx(
@@ -156,7 +160,8 @@ def test_nonfinite_batch_skips_the_update_and_keeps_statistics():
         model = tfnvp.RealNVP((8, 8, 1), num_scales=1, num_res_blocks=0, hidden_channels=8,
                               synchronized_batch_norm=strategy.num_replicas_in_sync > 1,
                               validate_args=False)
-    good = next(iter(data.make_train_dataset(data.DataConfig("digits", batch_size=16))))
+    batch = next(iter(data.make_train_dataset(data.DataConfig("digits", batch_size=16))))
+    good, _ = model.dequantize(batch["x"], seed=batch["seed"])  # Float batches, dequantized.
     bad = tf.tensor_scatter_nd_update(good, [[3, 2, 2, 0]], [float("nan")])
     steps, iterator, optimizer = _tiny_steps(
         strategy, model, tf.data.Dataset.from_tensor_slices(tf.concat([bad, good], 0)).batch(16))
@@ -226,8 +231,8 @@ def test_flagfile_parses_and_builds_pipeline_and_model(path, tmp_path):
         assert tuple(shape) == spec.image_shape
     else:
         spec = model_flags.model_spec(flags, flags.dataset, shape, None, None)
-    assert batch.shape[1:] == tuple(shape) and batch.dtype == tf.float32
-    assert 0.0 <= float(tf.reduce_min(batch)) and float(tf.reduce_max(batch)) < 256.0
+    assert batch["x"].shape[1:] == tuple(shape) and batch["x"].dtype == tf.uint8
+    assert batch["seed"].shape[1:] == [2] and batch["seed"].dtype == tf.int64
     # The real model for cifar and the small offline runs; a narrow one of the same
     # shape and scales for the big paper models (only their build time differs).
     if paper and (flags.dataset != "cifar10" or flags.model == "glow" or flowpp):
@@ -238,10 +243,11 @@ def test_flagfile_parses_and_builds_pipeline_and_model(path, tmp_path):
     key = json.dumps(tfnvp.models.architectures.stored_config(spec), sort_keys=True)
     if key not in _MODELS:
         built = training.build_model(spec)
-        _MODELS[key] = built, tf.function(built.log_prob, reduce_retracing=True)
-    model, log_prob = _MODELS[key]
+        _MODELS[key] = built, tf.function(lambda batch: built.objective(**batch).nll,
+                                          reduce_retracing=True)
+    model, nll = _MODELS[key]
     assert model.get_config()["num_scales"] == flags.num_scales
-    assert np.all(np.isfinite(log_prob(batch).numpy()))
+    assert np.all(np.isfinite(nll(batch).numpy()))
 
 
 # -------------------------------------------------------------- errors

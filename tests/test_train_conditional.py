@@ -55,11 +55,11 @@ def conditional_model(conditional_run):
     return model
 
 
-def _eval_batch(count: int = 16, dequantize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _eval_batch(count: int = 16) -> dict[str, np.ndarray]:
+    """The first ``count`` held-out images ("x", uint8), their noise seeds and labels."""
     config = data.DataConfig("digits", eval_batch_size=count, max_eval_examples=count,
-                             labels=True, dequantize=dequantize)
-    x, labels = next(iter(data.make_eval_dataset(config)))
-    return x.numpy(), labels.numpy()
+                             labels=True)
+    return {key: value.numpy() for key, value in next(iter(data.make_eval_dataset(config))).items()}
 
 
 # ------------------------------------------------------------ the trainer's path
@@ -82,13 +82,12 @@ def test_conditional_eval_and_export_agree_with_the_model(conditional_run, condi
     model = conditional_model
     assert model.dequantizer.num_classes == 10
     # --mode=eval is the bound on -log P(x | y) over the held-out split with its labels:
-    # model.bits_per_dim of the uint8 images, seed (eval_seed, batch index).
-    images, labels = _eval_batch(297, dequantize=False)
-    config = data.DataConfig("digits", labels=True)
-    bits = model.bits_per_dim(images, seed=tf.constant([config.eval_seed, 0], tf.int64),
-                              labels=labels).numpy()
+    # model.bits_per_dim of the uint8 images, each dequantized from its own seed.
+    batch = _eval_batch(297)
+    images, labels = batch["x"], batch["labels"]
+    bits = model.bits_per_dim(images, seed=batch["seed"], labels=labels).numpy()
     assert report["bits_per_dim"] == pytest.approx(bits.mean(), rel=1e-5)
-    x = _eval_batch(297)[0]
+    x = model.dequantize(images, seed=batch["seed"], labels=labels)[0].numpy()
 
     assert _run(f"--output_dir={conditional_run}", "--mode=export", "--export_version=1") == 0
     loaded = tf.saved_model.load(str(conditional_run / "saved_model" / "1"))
@@ -151,11 +150,13 @@ def test_unconditional_pipeline_is_unchanged_by_labels():
     """labels=True adds labels to the same images in the same order."""
     for make, size in ((data.make_train_dataset, "batch_size"),
                        (data.make_eval_dataset, "eval_batch_size")):
-        plain = data.DataConfig("digits", seed=3, **{size: 40})
-        x = next(iter(make(plain))).numpy()
-        x_labelled, labels = next(iter(make(data.DataConfig("digits", seed=3, labels=True,
-                                                            **{size: 40}))))
-        np.testing.assert_array_equal(x, x_labelled.numpy())
+        plain = next(iter(make(data.DataConfig("digits", seed=3, **{size: 40}))))
+        labelled = next(iter(make(data.DataConfig("digits", seed=3, labels=True,
+                                                  **{size: 40}))))
+        assert sorted(labelled) == ["labels", "seed", "x"]
+        for key in ("x", "seed"):
+            np.testing.assert_array_equal(plain[key].numpy(), labelled[key].numpy())
+        labels = labelled["labels"]
         assert labels.dtype == tf.int32 and labels.shape == (40,)
 
 
@@ -164,8 +165,8 @@ def test_digits_labels_are_sklearns_targets():
 
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    x, labels = _eval_batch(297)
-    for image, label in zip(np.floor(x[..., 0]).astype(np.uint8), labels):
+    batch = _eval_batch(297)
+    for image, label in zip(batch["x"][..., 0], batch["labels"]):
         matches = np.flatnonzero((images == image).all(axis=(1, 2)))
         assert len(matches) and label in digits.target[matches]
     assert data.num_classes(data.DataConfig("digits")) == 10
@@ -175,9 +176,9 @@ def test_digits_labels_are_sklearns_targets():
 def _labelled(config: data.DataConfig) -> tuple[np.ndarray, np.ndarray]:
     """Every held-out (pixel value, label) pair: the test images encode their class."""
     pixels, labels = [], []
-    for x, y in data.make_eval_dataset(config):
-        pixels.append(np.floor(x.numpy()).reshape(len(y), -1)[:, 0])
-        labels.append(y.numpy())
+    for batch in data.make_eval_dataset(config):
+        pixels.append(batch["x"].numpy().reshape(len(batch["labels"]), -1)[:, 0])
+        labels.append(batch["labels"].numpy())
     return np.concatenate(pixels).astype(int), np.concatenate(labels)
 
 
@@ -198,10 +199,10 @@ def test_image_folder_labels_are_sorted_class_folders(tmp_path):
     pixels, labels = _labelled(config)
     np.testing.assert_array_equal(labels, [{20: 0, 10: 1, 30: 2}[p] for p in pixels])
     assert sorted(pixels) == [20, 30]
-    x, y = next(iter(data.make_train_dataset(
+    batch = next(iter(data.make_train_dataset(
         data.DataConfig("image_folder", str(tmp_path), batch_size=9, labels=True))))
-    np.testing.assert_array_equal(y.numpy(), [{20: 0, 10: 1, 30: 2}[int(p)]
-                                              for p in np.floor(x.numpy()[:, 0, 0, 0])])
+    np.testing.assert_array_equal(batch["labels"].numpy(), [
+        {20: 0, 10: 1, 30: 2}[int(p)] for p in batch["x"].numpy()[:, 0, 0, 0]])
 
     _save_png(tmp_path / "test" / "dog" / "y.png", 40)
     with pytest.raises(ValueError, match=r"class folder\(s\) \['dog'\] that .*train lacks"):
@@ -274,9 +275,9 @@ def test_tfds_labels_under_mock_data():
     with tfds.testing.mock_data(num_examples=6):
         config = data.DataConfig("mnist", batch_size=4, eval_batch_size=6, labels=True)
         assert data.num_classes(config) == 10
-        x, labels = next(iter(data.make_train_dataset(config)))
-        assert x.shape == (4, 28, 28, 1) and labels.dtype == tf.int32
-        _, eval_labels = next(iter(data.make_eval_dataset(config)))
+        batch = next(iter(data.make_train_dataset(config)))
+        assert batch["x"].shape == (4, 28, 28, 1) and batch["labels"].dtype == tf.int32
+        eval_labels = next(iter(data.make_eval_dataset(config)))["labels"]
         expected = [int(example["label"]) for example in
                     tfds.builder("mnist").as_dataset(split="test")]
     np.testing.assert_array_equal(eval_labels.numpy(), expected)

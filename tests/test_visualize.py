@@ -82,10 +82,9 @@ def _eval_images(count: int) -> np.ndarray:
     from trainers import data
 
     config = data.DataConfig(dataset="digits")
-    full = np.concatenate([b.numpy() for b in data.make_eval_dataset(config)])
-    # The command shows an evenly spread subset of the held-out split (every k-th
-    # image); dequantization noise depends on the position, so compare pixels.
-    return np.floor(full[:: len(full) // count][:count])
+    full = np.concatenate([b["x"].numpy() for b in data.make_eval_dataset(config)])
+    # The command shows an evenly spread subset of the held-out split (every k-th image).
+    return full[:: len(full) // count][:count]
 
 
 def test_restores_run_and_reconstructs_eval_images(run, tmp_path, monkeypatch):

@@ -98,8 +98,9 @@ def check_uint8_images(images, channels: int | None = None, squeezes: int = 0) -
     return images
 
 
-def check_seed(seed) -> tf.Tensor | None:
-    """A stateless seed: ``None``, or an integer tensor of shape ``[2]``.
+def check_seed(seed, batch_shape: tf.TensorShape | None = None) -> tf.Tensor | None:
+    """A stateless seed: ``None``, an integer tensor of shape ``[2]`` or, where
+    ``batch_shape`` is given, one seed per example (shape ``batch_shape + [2]``).
 
     Accepts what ``tf.random.stateless_*`` accept (a pair of ints, a shape-[2]
     integer tensor) and, as Keras' random ops do, a single int ``s``, which
@@ -122,7 +123,13 @@ def check_seed(seed) -> tf.Tensor | None:
         raise TypeError(f"seed must be integers (a stateless seed), got dtype {seed.dtype.name}.")
     if seed.shape.rank == 0:
         return tf.stack([seed, tf.zeros_like(seed)])
-    if not seed.shape.is_compatible_with([2]):
-        raise ValueError(f"seed must be an int or a pair of ints (shape [2]), got shape "
-                         f"{seed.shape.as_list()}.")
-    return seed
+    if seed.shape.is_compatible_with([2]):
+        return seed
+    per_example = None if batch_shape is None else tf.TensorShape(batch_shape).concatenate([2])
+    if per_example is not None and per_example.rank > 1 and seed.shape.is_compatible_with(
+            per_example):
+        return seed
+    also = ("" if per_example is None or per_example.rank == 1
+            else f", or one seed per example (shape {per_example.as_list()})")
+    raise ValueError(f"seed must be an int or a pair of ints (shape [2]){also}, got shape "
+                     f"{seed.shape.as_list()}.")

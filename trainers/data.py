@@ -1,26 +1,28 @@
-"""Input pipelines for training and evaluating Real NVP: dequantized image batches.
+"""Input pipelines for training and evaluating Real NVP: batches of 8-bit images.
 
 Every source of `trainers/sources/` goes through the same steps:
 
   records --shard--> [shuffle] --decode--> [cache, shuffle] --repeat--> fit, flip,
-  dequantize --batch--> prefetch
+  seed --batch--> prefetch
 
-* Dequantization: x = uint8 pixel + u, u ~ U[0, 1), so x lies in [0, 256); the
-  noise (and random crops and flips) of example i comes from stateless ops seeded
-  with fold_in(seed, i), so a pipeline is deterministic given its seed. For
-  evaluation the seed is `eval_seed`, so held-out values are a pure function of
-  (eval_seed, example index): identical across runs and batch sizes.
+* Elements: dicts of the model's batch keys (`tfnvp.models.flow_model.unpack_batch`,
+  `objective`'s arguments): "x", the uint8 images [B, H, W, C]; "seed", one
+  stateless seed per image (int64 [B, 2]); with `labels=True`, "labels", the
+  int32 class labels [B] (for class-conditional models), each travelling with
+  its image through the same steps.
+* Dequantization is the model's (its dequantizer, `model.objective(**batch)`):
+  the pipelines add no noise; image i's seed is the one its noise is drawn from,
+  x = pixel + u, u ~ q(u | pixel) (uniform: U[0, 1)), so x lies in [0, 256).
+  The random crops, flips and noise seed of example i come from stateless ops
+  seeded with fold_in(seed, i), so a pipeline is deterministic given its seed.
+  For evaluation the seed is `eval_seed`, so held-out images and their seeds
+  are a pure function of (eval_seed, example index): identical across runs and
+  batch sizes.
 * Shuffling: sources whose records are indices or paths shuffle a whole epoch of
   them; when the decoded split fits in memory (< 2 GiB) and `cache` is on, the
   decoded images are cached and a whole epoch of them is shuffled (cached tensors
   are shared, not copied); large TFDS datasets stream through `shuffle_buffer`.
 * Flips: `flip=None` uses the paper's choice (cifar10, celeba and lsun_bedroom).
-* `dequantize=False` (a model with a learned dequantizer, `--dequantization=variational`):
-  the pipelines stop before the dequantization and yield the uint8 images (fitted
-  and flipped); the model dequantizes them (`model.nll`, `model.bits_per_dim`).
-* Labels (`labels=True`, for class-conditional models): every element is an
-  (images, int32 labels [B]) pair instead, each label travelling with its image
-  through the same steps; without it the pipeline is the unconditional one.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import dataclasses
 import tensorflow as tf
 from absl import logging
 
-import tfnvp
 from tfnvp.errors import UsageError
 
 from trainers import sources
@@ -57,11 +58,9 @@ class DataConfig:
         over the split (every k-th) when its size is known, else the first ones.
       channels: image channels (1-4) the images are converted to (image_folder) or must
         have (other datasets); None: the dataset's own, which all files must agree on.
-      labels: yield (images, labels) pairs with the class labels (`sources` package
+      labels: yield the class labels too ("labels"; the `sources` package
         docstring says where each dataset's come from); a clear error for a dataset
         without labels.
-      dequantize: add the uniform noise (float32 batches in [0, 256)); False: yield the
-        uint8 images for a model that dequantizes them itself (`for_model`).
     """
 
     dataset: str
@@ -76,7 +75,6 @@ class DataConfig:
     max_eval_examples: int | None = None
     channels: int | None = None
     labels: bool = False
-    dequantize: bool = True
 
     def __post_init__(self) -> None:
         if self.channels is not None and self.channels not in (1, 2, 3, 4):
@@ -91,10 +89,11 @@ class DataConfig:
             )
 
 
-def pipeline_dequantizes(model: tfnvp.ImageFlowModel) -> bool:
-    """Whether the pipelines add the noise for `model` (its uniform dequantizer: the
-    pipeline draws it per example) or the model does (a learned dequantizer, uint8 input)."""
-    return isinstance(model.dequantizer, tfnvp.UniformDequantizer)
+def from_record(record: dict, **overrides) -> DataConfig:
+    """The `DataConfig` a run recorded (config.json's "input"), with `overrides`; keys
+    that are not `DataConfig` fields (as in runs of other versions) are left out."""
+    fields = {field.name for field in dataclasses.fields(DataConfig)}
+    return DataConfig(**{**{k: v for k, v in record.items() if k in fields}, **overrides})
 
 
 def _source(config: DataConfig) -> sources.Source:
@@ -185,27 +184,27 @@ def _fit(
 
 def _finish(
     images: tf.data.Dataset,
-    config: DataConfig,
     source: sources.Source,
     base_seed: tuple[int, int],
     training: bool,
     flip: bool,
 ) -> tf.data.Dataset:
-    """Fits, flips (if `flip`) and dequantizes (if `config.dequantize`) each uint8 image
-    with per-example seeds (an (image, label) element keeps its label)."""
+    """Fits and flips (if `flip`) each uint8 image with per-example seeds, and gives it
+    its noise seed: an element {"x": image, "seed": seed} (and its "labels")."""
     shape = source.image_shape()
     base = tf.constant(base_seed, tf.int64)
     random_crop = training and source.geometry.random_crop
-    dequantize = config.dequantize
 
-    def finish_one(index: tf.Tensor, element):
+    def finish_one(index: tf.Tensor, element) -> dict[str, tf.Tensor]:
         image, label = element if isinstance(element, tuple) else (element, None)
         crop_seed, flip_seed, noise_seed = tf.unstack(_example_seeds(base, index))
         image = _fit(image, shape, source.geometry, crop_seed if random_crop else None)
         if flip:
             image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
-        x = tfnvp.dequantize(image, seed=noise_seed) if dequantize else image
-        return x if label is None else (x, label)
+        example = dict(x=image, seed=noise_seed)
+        if label is not None:
+            example["labels"] = label
+        return example
 
     return images.enumerate().map(finish_one, num_parallel_calls=_AUTOTUNE)
 
@@ -213,8 +212,8 @@ def _finish(
 def make_train_dataset(
     config: DataConfig, input_context: tf.distribute.InputContext | None = None
 ) -> tf.data.Dataset:
-    """Infinite, shuffled, augmented, dequantized float32 [B, H, W, C] batches in [0, 256)
-    (with `config.labels`: (batch, int32 labels [B]) pairs).
+    """Infinite, shuffled, augmented batches: uint8 images [B, H, W, C] with their noise
+    seeds (and with `config.labels` their labels; the module docstring).
 
     Args:
       config: the data configuration.
@@ -240,7 +239,7 @@ def make_train_dataset(
     logging.info(
         "%s: training batches of %d, flips %s.", config.dataset, batch_size, "on" if flip else "off"
     )
-    batches = _finish(images, config, source, (config.seed, pipeline), training=True, flip=flip)
+    batches = _finish(images, source, (config.seed, pipeline), training=True, flip=flip)
     return batches.batch(batch_size, drop_remainder=True).prefetch(_AUTOTUNE)
 
 
@@ -258,17 +257,17 @@ def _eval_split(config: DataConfig) -> tuple[sources.Source, sources.Split, tf.d
 
 
 def make_eval_dataset(config: DataConfig) -> tf.data.Dataset:
-    """One pass over the held-out split: float32 [B, H, W, C] batches in [0, 256)
-    (with `config.labels`: (batch, int32 labels [B]) pairs).
+    """One pass over the held-out split: uint8 images [B, H, W, C] with their noise
+    seeds (and with `config.labels` their labels; the module docstring).
 
-    No augmentation (central crops); the last partial batch is kept. The noise of
+    No augmentation (central crops); the last partial batch is kept. The noise seed of
     example i is a function of (eval_seed, i) only.
     """
     source, split, records = _eval_split(config)
     images = split.decode(records)
     if _fits_in_memory(config, split, _cardinality(records)):
         images = images.cache()
-    batches = _finish(images, config, source, (config.eval_seed, 0), training=False, flip=False)
+    batches = _finish(images, source, (config.eval_seed, 0), training=False, flip=False)
     return batches.batch(config.eval_batch_size).prefetch(_AUTOTUNE)
 
 

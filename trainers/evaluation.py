@@ -1,14 +1,13 @@
 """Held-out bits/dim and sample grids of a Real NVP model.
 
-Bits/dim are exact for the dequantized data: ``-log p(x + u) / (D ln 2)`` with the
-evaluation pipeline's fixed noise ``u`` (a function of the evaluation seed and
-the example's index only), averaged over every example of the held-out split,
-with the standard error of that mean.  A model with a learned dequantizer
-(``--dequantization=variational``) is given the uint8 images (``for_model``)
-and evaluated by ``model.bits_per_dim``: the variational bound ``(-log p(x +
-u) + log q(u | x)) / (D ln 2)`` with ``u ~ q`` drawn in evaluation mode from
-the stateless seed ``(eval_seed, batch index)`` (so for a given
-``--eval_batch_size``).
+Bits/dim are those of ``model.objective`` on the evaluation pipeline's uint8
+images, each dequantized by the model from its own fixed seed (a function of
+the evaluation seed and the example's index only, ``trainers/data.py``), in
+evaluation mode: ``(-log p(x + u) + log q(u | x)) / (D ln 2)`` (uniform
+dequantization: ``log q = 0``, exact for the dequantized data; a learned
+dequantizer, ``--dequantization=variational``: the variational bound), averaged
+over every example of the held-out split, with the standard error of that
+mean.  The figures do not depend on ``--eval_batch_size``.
 
 Evaluation runs in cross-replica context on the local device: evaluation mode
 uses the model's batch-norm statistics, so it needs no communication, and only
@@ -46,12 +45,13 @@ from absl import logging
 import tfnvp
 from tfnvp.experiments import grid
 from tfnvp.errors import UsageError
+from tfnvp.models.flow_model import unpack_batch
 
 from trainers import data
 from trainers import run_dir
 
 __all__ = ["EvalResult", "Evaluator", "Sampler", "sample_grid_path", "evaluate_run",
-           "for_model", "class_rows",
+           "class_rows",
            "RECALIBRATION_KEY", "describe_statistics", "describe_weights",
            "checkpoint_recalibration",
            "recalibration_dataset", "recalibrate", "prepare_statistics"]
@@ -76,11 +76,9 @@ class EvalResult:
                 f"{self.num_examples} examples ({self.seconds:.1f} s)")
 
 
-def for_model(data_config: data.DataConfig, model: tfnvp.ImageFlowModel) -> data.DataConfig:
-    """``data_config`` yielding labels exactly when ``model`` is class-conditional, and
-    uint8 images (``dequantize=False``) when the model has a learned dequantizer."""
-    return dataclasses.replace(data_config, labels=model.num_classes is not None,
-                               dequantize=data.pipeline_dequantizes(model))
+def _labels_for(data_config: data.DataConfig, model: tfnvp.ImageFlowModel) -> data.DataConfig:
+    """``data_config`` yielding labels exactly when ``model`` is class-conditional."""
+    return dataclasses.replace(data_config, labels=model.num_classes is not None)
 
 
 def class_rows(num_classes: int, per_class: int) -> np.ndarray:
@@ -90,38 +88,30 @@ def class_rows(num_classes: int, per_class: int) -> np.ndarray:
 
 
 class Evaluator:
-    """Per-example bits/dim of a model, traced once for ``[None, H, W, C]`` batches
-    (with ``[None]`` labels for a class-conditional model): float32 dequantized
-    batches, or uint8 ones for a model with a learned dequantizer
-    (``data.pipeline_dequantizes``), whose noise is drawn from ``(seed, batch index)``."""
+    """Per-example bits/dim of a model on the evaluation pipeline's batches (uint8
+    images with one noise seed each, and labels for a class-conditional model;
+    ``trainers/data.py``), or any batch the model takes (``unpack_batch``): the
+    model's ``objective`` in evaluation mode, compiled by the model once per input
+    signature, whatever the batch size (``FlowModel._compiled_call``)."""
 
-    def __init__(self, model: tfnvp.ImageFlowModel, seed: int = 0):
+    def __init__(self, model: tfnvp.ImageFlowModel):
         self.model = model
         self.num_dims = int(math.prod(model.image_shape))
-        self.seed = int(seed)
-        images = tf.float32 if data.pipeline_dequantizes(model) else tf.uint8
-        spec = [tf.TensorSpec([2], tf.int64),
-                tf.TensorSpec((None,) + tuple(model.image_shape), images)]
-        if model.num_classes is not None:
-            spec.append(tf.TensorSpec([None], tf.int32))
-        self.bits_per_dim = tf.function(self._bits_per_dim, input_signature=spec, autograph=False)
 
-    def _bits_per_dim(self, seed: tf.Tensor, x: tf.Tensor,
-                      labels: tf.Tensor | None = None) -> tf.Tensor:
-        """``model.objective``'s bits/dim (uint8 ``x``: the dequantization bound with ``u``
-        drawn from ``seed``), divided by ``D ln 2`` in float64."""
+    def bits_per_dim(self, batch) -> tf.Tensor:
+        """``model.objective``'s nll of each example of ``batch`` (uint8 images: the
+        dequantization bound with ``u`` drawn from the batch's seeds) divided by ``D ln
+        2`` in float64."""
+        x, labels, seed = unpack_batch(batch)
         nll = self.model.objective(x, training=False, seed=seed, labels=labels).nll
         return tfnvp.bits_per_dim_from_log_prob(-tf.cast(nll, tf.float64), self.num_dims)
 
     def evaluate(self, dataset: tf.data.Dataset) -> EvalResult:
-        """Mean bits/dim (and its standard error) over one pass of ``dataset`` (batches,
-        or (batch, labels) pairs for a class-conditional model)."""
+        """Mean bits/dim (and its standard error) over one pass of ``dataset``."""
         start = time.perf_counter()
         count, total, total_sq = 0, 0.0, 0.0
-        for index, batch in enumerate(dataset):
-            seed = tf.constant([self.seed, index], tf.int64)
-            bits = (self.bits_per_dim(seed, *batch) if isinstance(batch, tuple)
-                    else self.bits_per_dim(seed, batch)).numpy()
+        for batch in dataset:
+            bits = self.bits_per_dim(batch).numpy()
             if not np.all(np.isfinite(bits)):
                 raise FloatingPointError(
                     f"Non-finite bits/dim for {int(np.sum(~np.isfinite(bits)))} held-out examples.")
@@ -199,7 +189,7 @@ def recalibration_dataset(data_config: data.DataConfig, num_batches: int,
                           seed: int) -> tf.data.Dataset:
     """``num_batches`` fixed training batches (the same at every recalibration).
 
-    The training pipeline (augmentation and dequantization included) with
+    The training pipeline (augmentation and the images' noise seeds included) with
     its own ``seed``, so it does not touch the training order; not cached as
     a whole, only the batches taken are kept (``cache``) and replayed.
     """
@@ -233,7 +223,7 @@ def prepare_statistics(model: tfnvp.RealNVP, checkpoint_path: str, output_dir: s
     if stored or not num_batches:
         return stored
     run = run_dir.read_config(output_dir)
-    config = dataclasses.replace(for_model(data_config, model),
+    config = dataclasses.replace(_labels_for(data_config, model),
                                  batch_size=run["input"]["batch_size"], flip=run["input"]["flip"])
     seed = run.get("training", {}).get("seed", 0)
     logging.info("%s holds running averages: recalibrating over %d training batches.",
@@ -271,11 +261,11 @@ def evaluate_run(output_dir: str, data_config: data.DataConfig, checkpoint: str 
                                  recalibration_batches)
     statistics = describe_statistics(model, batches)
     weights = describe_weights(checkpoint)
-    data_config = dataclasses.replace(for_model(data_config, model), max_eval_examples=None)
+    data_config = dataclasses.replace(_labels_for(data_config, model), max_eval_examples=None)
     expected = data.num_eval_examples(data_config)
     logging.info("Evaluating %s (step %d; %s; batch-norm statistics: %s) on %d held-out %s "
                  "examples.", checkpoint, step, weights, statistics, expected, data_config.dataset)
-    result = Evaluator(model, data_config.eval_seed).evaluate(data.make_eval_dataset(data_config))
+    result = Evaluator(model).evaluate(data.make_eval_dataset(data_config))
     if result.num_examples != expected:
         raise RuntimeError(f"Evaluated {result.num_examples} examples, expected {expected}.")
     report = dict(bits_per_dim=result.bits_per_dim, std_error=result.std_error,

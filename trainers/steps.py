@@ -5,9 +5,10 @@ One training step, for a global batch of ``B`` images split across ``R`` replica
 1. each replica computes, in training mode (batch-norm bijectors normalize with
    the statistics of the *global* batch, all-reduced across replicas), the
    model's objective ``loss_r = sum(nll_i)/B + l2 * model.weight_scale_penalty()
-   / R`` (``nll_i``: ``model.objective(x_i).nll``; ``FlowModel.regularization_loss``)
-   and its gradients (a class-conditional model's batches are ``(x, labels)``
-   pairs and ``nll_i`` is ``-log p(x_i | y_i)``);
+   / R`` (``nll_i``: ``model.objective(x_i, seed=seed_i).nll``, the uint8 image
+   dequantized by the model from its seed; ``FlowModel.regularization_loss``)
+   and its gradients (a class-conditional model's batches hold labels too and
+   ``nll_i`` is ``-log p(x_i | y_i)``);
 2. the gradients (and the loss) are summed across replicas **once, here**, so
    that gradient-norm clipping and the finiteness check see the global
    gradient and take the same decision on every replica;
@@ -28,8 +29,11 @@ With ``mixed_precision="float16"`` the optimizer is a ``LossScaleOptimizer``,
 which skips non-finite updates itself (and lowers its loss scale); the step
 then always hands it the gradients.
 
-Steps are ``tf.function``s with fixed input signatures (the distributed
-iterator's ``element_spec``), so they trace once.
+Batches are those of ``trainers/data.py`` (``{"x": uint8 images, "seed": one
+seed per image, "labels"}``) or any other form a model trains on
+(``tfnvp.models.flow_model.unpack_batch``: e.g. float images taken as
+dequantized).  Steps are ``tf.function``s with fixed input signatures (the
+distributed iterator's ``element_spec``), so they trace once.
 """
 
 from __future__ import annotations
@@ -42,8 +46,7 @@ import tensorflow as tf
 
 import tfnvp
 from tfnvp import FusedAdam, _compat
-
-from trainers import data
+from tfnvp.models.flow_model import unpack_batch
 
 __all__ = ["pre_reduced", "make_optimizer", "TrainSteps"]
 
@@ -108,14 +111,12 @@ class TrainSteps:
       model: a ``RealNVP`` created under ``strategy.scope()``.
       optimizer: from ``make_optimizer`` (or any ``pre_reduced`` optimizer).
       strategy: the distribution strategy.
-      element_spec: the distributed training iterator's ``element_spec`` (images, or
-        ``(images, labels)`` for a class-conditional model).
+      element_spec: the distributed training iterator's ``element_spec`` (a batch as
+        ``unpack_batch`` reads it; the trainer's: ``{"x", "seed"}`` and ``"labels"`` for a
+        class-conditional model).
       global_batch_size: images per step over all replicas.
       l2: coefficient of the model's ``weight_scale_penalty`` (``regularization_loss``).
       clip_grad_norm: clip the global gradient norm to this (None: no clipping).
-      noise_seed: with uint8 batches (a model with a learned dequantizer), the
-        dequantization noise of step ``t`` on replica ``r`` comes from the stateless
-        seed ``(noise_seed * R + r, t)``: a function of the run's data seed and the step.
       jit_compile: XLA-compile the forward and backward pass; needs a
         ``OneDeviceStrategy`` (or none): under mirrored strategies the batch-norm
         statistics are mirrored variables whose updates synchronize replicas,
@@ -124,15 +125,13 @@ class TrainSteps:
 
     def __init__(self, model: tfnvp.RealNVP, optimizer, strategy: tf.distribute.Strategy,
                  element_spec, global_batch_size: int, l2: float = 0.0,
-                 clip_grad_norm: float | None = None, jit_compile: bool = False,
-                 noise_seed: int = 0):
+                 clip_grad_norm: float | None = None, jit_compile: bool = False):
         self.model = model
         self.optimizer = optimizer
         self.strategy = strategy
         self.global_batch_size = int(global_batch_size)
         self.l2 = float(l2)
         self.clip_grad_norm = clip_grad_norm
-        self.noise_seed = int(noise_seed)
         self.num_dims = int(math.prod(model.image_shape))
         self.num_replicas = strategy.num_replicas_in_sync
         self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
@@ -151,18 +150,13 @@ class TrainSteps:
             forward_backward = tf.function(forward_backward, jit_compile=True)
         self._compute = forward_backward
         self.train_step = tf.function(self._train_step, input_signature=[element_spec], autograph=False)
-        images = tf.float32 if data.pipeline_dequantizes(model) else tf.uint8  # See noise_seed.
-        image_spec = tf.TensorSpec((None,) + tuple(model.image_shape), images)
-        label_spec = [tf.TensorSpec([None], tf.int32)] if model.num_classes is not None else []
-        self.diagnostics = tf.function(self._diagnostics, autograph=False,
-                                       input_signature=[image_spec] + label_spec)
+        # Traced for one replica's share of the training batches (diagnose).
+        self.diagnostics = tf.function(self._diagnostics, autograph=False, reduce_retracing=True)
 
     # ------------------------------------------------------------- training
-    def _forward_backward(self, x: tf.Tensor, labels: tf.Tensor | None = None):
+    def _forward_backward(self, x: tf.Tensor, labels: tf.Tensor | None = None,
+                          seed: tf.Tensor | None = None):
         """One replica's share: (nll share, penalty share, gradients)."""
-        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-        seed = tf.stack([self.noise_seed * self.num_replicas + tf.cast(replica, tf.int64),
-                         tf.cast(self.optimizer.iterations, tf.int64)])
         with tf.GradientTape() as tape:
             objective = self.model.objective(x, training=True, labels=labels, seed=seed)
             nll = tf.reduce_sum(tf.cast(objective.nll, tf.float32)) / self.global_batch_size
@@ -178,8 +172,7 @@ class TrainSteps:
         return nll, penalty, grads
 
     def _replica_step(self, batch):
-        nll, penalty, grads = self._compute(*batch) if isinstance(batch, tuple) else (
-            self._compute(batch))
+        nll, penalty, grads = self._compute(*unpack_batch(batch))
         ctx = tf.distribute.get_replica_context()
         if self.num_replicas > 1:
             nll, penalty, *grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [nll, penalty, *grads])
@@ -231,22 +224,20 @@ class TrainSteps:
     # ---------------------------------------------------------- diagnostics
     def diagnose(self, batch) -> dict:
         """``diagnostics`` of the first local replica's share of a distributed batch."""
-        local = _local(self.strategy, batch)
-        return self.diagnostics(*local) if isinstance(local, tuple) else self.diagnostics(local)
+        return self.diagnostics(_local(self.strategy, batch))
 
-    def _diagnostics(self, x: tf.Tensor, labels: tf.Tensor | None = None):
+    def _diagnostics(self, batch):
         """Evaluation-mode split of bits/dim into the prior and log-det terms.
 
         ``-log p(x) = -log p_Z(z) - log|det dz/dx|`` (``model.objective``'s
         ``log_prior`` and ``log_det``; ``p_Z(z | y)`` for a class-conditional
         model), both per dimension in bits, averaged over the batch:
-        ``bits_per_dim = prior + log_det``.  uint8 batches (a learned
-        dequantizer) are dequantized by the model in evaluation mode with the
-        seed ``[0, 0]``, and the split is that of ``-log p(x + u)`` (without
-        ``log q(u | x)``).
+        ``bits_per_dim = prior + log_det``.  uint8 images are dequantized by the
+        model in evaluation mode from the batch's seeds (as in training), and the
+        split is that of ``-log p(x + u)`` (without ``log q(u | x)``).
         """
-        objective = self.model.objective(x, training=False, seed=tf.constant([0, 0]),
-                                         labels=labels)
+        x, labels, seed = unpack_batch(batch)
+        objective = self.model.objective(x, training=False, seed=seed, labels=labels)
         prior_bits, log_det_bits = (
             tf.reduce_mean(tf.cast(tfnvp.bits_per_dim_from_log_prob(term, self.num_dims),
                                    tf.float32))

@@ -22,8 +22,9 @@ of its specification (``tfnvp.RealNVPSpec``, ``tfnvp.GlowSpec``) is a flag of th
 ``tfnvp.GlowSpec.cifar10()``) for the paper's datasets and must be given for the others;
 the other options default to the specification's defaults.  ``--conditional`` trains a
 class-conditional model (``num_classes`` = the dataset's classes) on the dataset's labels;
-``--dequantization=variational`` a model with a learned dequantizer (Flow++), to which
-the pipelines feed uint8 images.  eval and export rebuild the run's own model
+``--dequantization=variational`` a model with a learned dequantizer (Flow++).  The
+pipelines feed every model uint8 images with a noise seed per image, which its
+dequantizer turns into dequantized ones.  eval and export rebuild the run's own model
 (conditional or not, its dequantizer) from its ``config.json``.
 
 Modes:

@@ -341,7 +341,6 @@ def train(config: TrainConfig, spec: tfnvp.ImageFlowSpec, data_config: data.Data
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = build_model(spec, replicas)
-    data_config = evaluation.for_model(data_config, model)  # uint8 for a learned dequantizer.
     cfg = run_config(model, data_config, config)
     _check_polyak(config.output_dir, config.polyak_decay)
     if chief:
@@ -386,8 +385,7 @@ def train(config: TrainConfig, spec: tfnvp.ImageFlowSpec, data_config: data.Data
     iterator = iter(dataset)
     steps = steps_lib.TrainSteps(
         model, optimizer, strategy, iterator.element_spec, data_config.batch_size, l2=config.l2,
-        clip_grad_norm=config.clip_grad_norm, jit_compile=config.jit_compile,
-        noise_seed=data_seed)
+        clip_grad_norm=config.clip_grad_norm, jit_compile=config.jit_compile)
 
     outputs = _Outputs(config, data_config, model) if chief else None
     recalibrate = _Recalibration(config, data_config, model, strategy)
@@ -509,7 +507,7 @@ class _Outputs:
         board = os.path.join(config.output_dir, TENSORBOARD_DIR)
         self.writers = {name: summaries.SummaryWriter(os.path.join(board, name))
                         for name in ("train", "eval")}
-        self.evaluator = evaluation.Evaluator(model, data_config.eval_seed)
+        self.evaluator = evaluation.Evaluator(model)
         self._eval_dataset: tf.data.Dataset | None = None  # Built once: its cache is reused.
         self.sampler = (evaluation.Sampler(model, config.num_sample_images, config.temperature,
                                            config.seed) if config.num_sample_images else None)

@@ -24,8 +24,8 @@ left); the other pictures encode images without labels and are refused for it.
 
 ``--num`` defaults: samples 16 per temperature, manifold 9 x 9, compression 4
 images, extrapolate 4 samples, interpolate 8 steps, reconstruct 8 images.
-Held-out images are the first ones of the split (fixed dequantization noise);
-manifold takes 4 and interpolate 2.
+Held-out images are the first ones of the split, at their pixel centres (uint8 + 0.5,
+as image files are); manifold takes 4 and interpolate 2.
 
 The model comes from ``--output_dir`` (config.json + latest checkpoint) or a
 ``--saved_model`` export.  Images come from ``--images`` (PNG/JPEG files,
@@ -233,17 +233,17 @@ def _data_config(output_dir: str | None, saved_model: str | None) -> dict | None
 
 
 def _eval_images(data: dict, count: int, data_dir: str | None = None) -> np.ndarray:
-    """The first ``count`` images of the held-out split (fixed dequantization noise)."""
+    """The first ``count`` images of the held-out split as float pixel centres (``uint8 +
+    0.5``, as ``load_image_files``)."""
     from trainers import data as data_lib  # Imported late: only this path needs it.
 
-    fields = {f.name for f in dataclasses.fields(data_lib.DataConfig)}
-    config = data_lib.DataConfig(**{k: v for k, v in data.items() if k in fields
-                                    and k != "labels"})
+    config = data_lib.from_record(data, labels=False)
     if data_dir is not None:
         config = dataclasses.replace(config, data_dir=data_dir)
     config = dataclasses.replace(config, eval_batch_size=min(config.eval_batch_size, count),
                                  max_eval_examples=count)
-    images = np.concatenate([b.numpy() for b in data_lib.make_eval_dataset(config)], axis=0)
+    images = np.concatenate([batch["x"].numpy() for batch in data_lib.make_eval_dataset(config)],
+                            axis=0).astype(np.float32) + 0.5
     if len(images) < count:
         raise UsageError(f"The held-out split of {config.dataset!r} has only {len(images)} "
                          f"images; {count} are needed.")

@@ -11,6 +11,12 @@ With a dequantization distribution ``q(u | x)`` in general (Ho et al., 2019:
 variational dequantization) the bound is ``log P(x) >= E_q [log p(x + u) -
 log q(u | x)]``; a dequantizer is a model component returning ``(x + u,
 log q(u | x))``.  ``UniformDequantizer`` is the uniform one: ``log q = 0``.
+
+Seeds: the noise is drawn from a stateless seed of shape ``[2]`` (one draw for
+the whole batch) or from one seed per example (shape ``[batch..., 2]``:
+example ``i``'s noise is ``stateless_uniform(event shape, seed_i)``, the same
+whatever batch it comes in; ``uniform_noise``), as the trainers' input
+pipelines yield them beside the uint8 images.
 """
 
 from __future__ import annotations
@@ -23,7 +29,32 @@ import tensorflow as tf
 
 from tfnvp import validation
 
-__all__ = ["UniformDequantizer", "bits_per_dim_from_log_prob", "dequantize"]
+__all__ = ["UniformDequantizer", "bits_per_dim_from_log_prob", "dequantize", "uniform_noise"]
+
+
+def uniform_noise(like: tf.Tensor, seed: tf.Tensor | None, dtype: tf.DType,
+                  minval: float = 0.0) -> tf.Tensor:
+    """``u ~ U[minval, 1)`` of ``like``'s shape, as ``dtype``, from a checked ``seed``
+    (``tfnvp.validation.check_seed``).
+
+    * ``None``: ``tf.random.uniform`` (TensorFlow's global generator);
+    * shape ``[2]``: ``tf.random.stateless_uniform(shape, seed)``, one draw for all of ``like``;
+    * shape ``[batch..., 2]`` (the leading ``k`` axes of ``like``, ``k = rank(seed) - 1``):
+      one seed per example, example ``i``'s noise ``stateless_uniform(shape[k:], seed_i)``
+      (drawn example by example, ``tf.map_fn``): a function of its own seed only.
+    """
+    if seed is None:
+        return tf.random.uniform(tf.shape(like), minval=minval, dtype=dtype)
+    if seed.shape.rank == 1:
+        return tf.random.stateless_uniform(tf.shape(like), seed=seed, minval=minval, dtype=dtype)
+    batch_rank = seed.shape.rank - 1
+    event = like.shape[batch_rank:]
+    event_size = event.as_list() if event.is_fully_defined() else tf.shape(like)[batch_rank:]
+    noise = tf.map_fn(
+        lambda example_seed: tf.random.stateless_uniform(event_size, seed=example_seed,
+                                                         minval=minval, dtype=dtype),
+        tf.reshape(seed, [-1, 2]), fn_output_signature=tf.TensorSpec(event, dtype))
+    return tf.reshape(noise, tf.shape(like))
 
 
 def dequantize(images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
@@ -32,16 +63,14 @@ def dequantize(images: tf.Tensor, seed: tf.Tensor | Sequence[int] | None = None,
 
     With a ``seed`` (an int ``s``, meaning ``[s, 0]``, a pair of ints or a shape-[2]
     tensor; ``tfnvp.validation.check_seed``) the noise is
-    ``tf.random.stateless_uniform``'s, a pure function of the seed.  The sum is clamped strictly below
+    ``tf.random.stateless_uniform``'s, a pure function of the seed; images ``[batch...,
+    H, W, C]`` also take one seed per image (shape ``[batch..., 2]``, ``uniform_noise``).
+    The sum is clamped strictly below
     ``pixel + 1``: in float32 ``255 + u`` rounds to 256.0 for
     ``u > 1 - 2**-17``, which would leave the bin and the support ``[0, 256)``.
     """
     pixels = tf.cast(images, dtype)
-    seed = validation.check_seed(seed)
-    if seed is None:
-        noise = tf.random.uniform(tf.shape(pixels), dtype=dtype)
-    else:
-        noise = tf.random.stateless_uniform(tf.shape(pixels), seed=seed, dtype=dtype)
+    noise = uniform_noise(pixels, validation.check_seed(seed, pixels.shape[:-3]), dtype)
     return tf.minimum(pixels + noise, tf.math.nextafter(pixels + 1.0, pixels))
 
 

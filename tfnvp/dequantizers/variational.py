@@ -66,7 +66,7 @@ from tfnvp import validation
 from tfnvp.bijectors.base import IdentityParameterized
 from tfnvp.bijectors.chain import FusedChain
 from tfnvp.bijectors.coupling import AffineCoupling
-from tfnvp.dequantizers.uniform import UniformDequantizer
+from tfnvp.dequantizers.uniform import UniformDequantizer, uniform_noise
 from tfnvp.errors import UsageError
 from tfnvp.nets.empty_batches import unless_empty
 from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
@@ -183,9 +183,9 @@ class VariationalDequantizer(keras.layers.Layer):
     ``dequantize(images, seed, training, context) -> (x, log_q)``: ``x =
     images + u`` with ``u ~ q(u | images)`` and ``log_q = log q(u | images)``
     per image, like ``tfnvp.UniformDequantizer``.  With a ``seed`` (shape
-    ``[2]``) ``eps`` is a stateless draw, so ``u`` is a pure function of the
-    seed and the weights.  A new dequantizer is exactly uniform dequantization
-    (module docstring).  ``context`` is a class-conditional model's one-hot
+    ``[2]``, or one per image, ``[batch..., 2]``: ``uniform_noise``) ``eps`` is a
+    stateless draw, so ``u`` is a pure function of the seed and the weights.  A new
+    dequantizer is exactly uniform dequantization (module docstring).  ``context`` is a class-conditional model's one-hot
     labels (``[batch..., num_classes]``, ``tfnvp.conditional.one_hot_context``):
     required with ``num_classes``, refused without.  No normalization layers, so
     ``training`` changes nothing; the gains of its weight-normalized
@@ -284,11 +284,10 @@ class VariationalDequantizer(keras.layers.Layer):
         # eps = logit(v), v ~ U(tiny, 1): tfd.Logistic's sampler, drawn here because
         # TFP's takes only int32 seeds (the trainer's are int64).
         tiny = float(np.finfo(dtype.as_numpy_dtype).tiny)
-        seed = validation.check_seed(seed)
-        if seed is None:
-            v = tf.random.uniform(tf.shape(flat), minval=tiny, dtype=dtype)
-        else:
-            v = tf.random.stateless_uniform(tf.shape(flat), seed=seed, minval=tiny, dtype=dtype)
+        seed = validation.check_seed(seed, images.shape[:-3])
+        if seed is not None and seed.shape.rank > 1:  # One seed per image.
+            seed = tf.reshape(seed, [-1, 2])
+        v = uniform_noise(flat, seed, dtype, minval=tiny)
         eps = tf.math.log(v) - tf.math.log1p(-v)
         base = tfd.Logistic(tf.zeros([], dtype), tf.ones([], dtype))
         kwargs = dict(training=training,

@@ -27,7 +27,7 @@ derive, and say how inputs are checked.  This base class provides
 * Keras' conventions: built at construction (``_build_weights``), ``fit`` and
   ``evaluate`` by maximum likelihood (``train_step``/``test_step`` on
   ``objective``: ``mean(nll)`` plus ``regularization_loss``, its ``bits_per_dim``
-  as a metric); the subclasses are
+  as a metric, on batches of the forms ``unpack_batch`` reads); the subclasses are
   registered serializable, so ``.keras`` files load without ``custom_objects``.
 """
 
@@ -55,10 +55,39 @@ from tfnvp.running_average import RECALIBRATE, Training
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["Flow", "FlowModel", "Objective", "PAPER_L2"]
+__all__ = ["BATCH_KEYS", "Flow", "FlowModel", "Objective", "PAPER_L2", "unpack_batch"]
 
 # Section 4.1: "L2 regularization on the weight scale parameters with coefficient 5 * 10^-5".
 PAPER_L2 = 5e-5
+
+#: The keys of a batch given as a dict (``unpack_batch``): ``objective``'s arguments.
+BATCH_KEYS = ("x", "labels", "seed")
+
+
+def unpack_batch(batch) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor | None]:
+    """``(x, labels, seed)`` of a batch a model trains or evaluates on.
+
+    A batch (a dataset's element for ``fit``, ``evaluate`` and ``recalibrate``,
+    and the trainers' steps and evaluator) is the inputs ``x``, ``(x, labels)``
+    for a class-conditional model, or a dict of ``objective``'s arguments,
+    ``{"x": ..., "labels": ..., "seed": ...}`` (``BATCH_KEYS``; labels and seed
+    optional): the trainers' input pipelines yield uint8 images with one stateless
+    seed per image (``[batch, 2]``), from which the model's dequantizer draws the
+    image's noise.  Absent parts are ``None``; sample weights are refused (a flow
+    is fit by maximum likelihood, every example counted once).
+    """
+    if isinstance(batch, dict):
+        unknown = sorted(set(batch) - set(BATCH_KEYS))
+        if unknown or "x" not in batch:
+            raise ValueError(f"A batch given as a dict holds 'x' and optionally 'labels' and "
+                             f"'seed' (objective's arguments); got the keys {sorted(batch)}.")
+        return batch["x"], batch.get("labels"), batch.get("seed")
+    x, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+    if sample_weight is not None:
+        raise ValueError("tfnvp models are trained by maximum likelihood: sample weights "
+                         "are not supported (the dataset yields inputs, (inputs, labels) or "
+                         "a dict with 'x', 'labels' and 'seed').")
+    return x, labels, None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -383,8 +412,10 @@ class FlowModel(keras.Model):
         ``x``: continuous inputs (``log_q = 0``), or, for a model of discrete
         data (8-bit images, ``RealNVP``, ``Glow``), the uint8 images themselves,
         dequantized by the model's dequantizer (from the stateless ``seed`` if
-        given; called eagerly without one, a seed is drawn from TensorFlow's
-        global generator).  ``labels``: a class-conditional model's classes.
+        given: shape ``[2]`` for the batch, or one seed per image, ``[batch...,
+        2]``, for noise that does not depend on the batch an image comes in;
+        called eagerly without one, a seed is drawn from TensorFlow's global
+        generator).  ``labels``: a class-conditional model's classes.
         ``training`` as in ``log_prob``.  Minimize ``mean(nll)`` plus
         ``regularization_loss()``; ``nll``, ``log_prob`` and ``bits_per_dim``
         are this method's fields.  Called eagerly it runs compiled.
@@ -411,6 +442,9 @@ class FlowModel(keras.Model):
         if training:
             self._check_training_batch(x)
         labels = self._labels_for(x, labels)
+        if seed is not None and tf.convert_to_tensor(seed).shape.rank > 1:  # One seed per example: batched too.
+            return self._compiled_call(method, body, self._batch_rank(x), (x, labels, seed),
+                                       training=_mode(training), **options)
         return self._compiled_call(method, body, self._batch_rank(x), (x, labels), (seed,),
                                    training=_mode(training), **options)
 
@@ -447,11 +481,12 @@ class FlowModel(keras.Model):
         return self._objective(x, labels, seed, training).nll
 
     @staticmethod
-    def _eager_seed(seed) -> tf.Tensor:
-        """``seed`` as a tensor, or (if ``None``) a stateless seed drawn now from
-        TensorFlow's global generator (``tf.random.set_seed``): a compiled call
+    def _eager_seed(seed, batch_shape: tf.TensorShape | None = None) -> tf.Tensor:
+        """``seed`` checked (one per example allowed with a ``batch_shape``,
+        ``validation.check_seed``) as a tensor, or (if ``None``) a stateless seed drawn now
+        from TensorFlow's global generator (``tf.random.set_seed``): a compiled call
         then draws its noise from it, statelessly, without retracing."""
-        seed = validation.check_seed(seed)
+        seed = validation.check_seed(seed, batch_shape)
         if seed is None:
             return tf.random.uniform([2], maxval=tf.int32.max, dtype=tf.int32)
         return seed
@@ -683,10 +718,11 @@ class FlowModel(keras.Model):
         never sees.  With ``N`` batches of ``B`` examples, each estimate has
         the sampling error of ``N * B`` examples.
 
-        ``dataset`` yields batches of model inputs, or ``(inputs, labels)``
-        for a class-conditional model (e.g. the trainer's
-        training pipeline: dequantized, augmented images; uint8 images are
-        dequantized by the model's dequantizer, in evaluation mode).  Under
+        ``dataset`` yields batches (``unpack_batch``): model inputs, ``(inputs,
+        labels)`` for a class-conditional model, or a dict with their ``seed`` (e.g.
+        the trainer's training pipeline: augmented uint8 images and a seed per
+        image); uint8 images are dequantized by the model's dequantizer, in
+        evaluation mode, from the seed if there is one.  Under
         ``tf.distribute`` call it in cross-replica context (inside
         ``strategy.scope()``): every replica's copy gets the same statistics.
         """
@@ -694,12 +730,13 @@ class FlowModel(keras.Model):
             raise ValueError(f"num_batches must be >= 1, got {num_batches!r}.")
         if self._untracked.recalibration_step is None:
             self._untracked.recalibration_step = tf.function(
-                lambda x, labels=None: self.log_prob(self._dequantize(x, None, False, labels)[0],
-                                                     training=RECALIBRATE, labels=labels),
+                lambda x, labels=None, seed=None: self.log_prob(
+                    self._dequantize(x, seed, False, labels)[0], training=RECALIBRATE,
+                    labels=labels),
                 reduce_retracing=True, autograph=False)
         used = 0
         for batch in dataset:
-            x, labels = tuple(batch) if isinstance(batch, (tuple, list)) else (batch, None)
+            x, labels, seed = unpack_batch(batch)
             if used == 0:
                 x = tf.convert_to_tensor(x)
                 self._labels_for(x, labels)
@@ -708,7 +745,7 @@ class FlowModel(keras.Model):
                                   labels=labels)  # Builds the conditioners.
                 for layer in self.batch_norm_layers():
                     layer.num_updates.assign(0.0)
-            self._untracked.recalibration_step(x, labels)
+            self._untracked.recalibration_step(x, labels, seed)
             used += 1
             if used == int(num_batches):
                 break
@@ -774,18 +811,11 @@ class FlowModel(keras.Model):
         _refuse_weights("evaluate", sample_weight=sample_weight)
         return super().evaluate(x, y, *args, **kwargs)
 
-    def _unpack(self, data) -> tuple[tf.Tensor, tf.Tensor | None]:
-        """``fit``'s batch: ``images`` or ``(images, labels)`` (class-conditional)."""
-        x, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if sample_weight is not None:
-            raise ValueError("tfnvp models are trained by maximum likelihood: sample weights "
-                             "are not supported (the dataset yields inputs or (inputs, labels)).")
-        return x, labels
-
     def _fit_loss(self, data, training: bool) -> tuple[tf.Tensor, Objective]:
-        """``(loss, objective)`` of a batch: ``loss = mean(nll) + regularization_loss()``."""
-        x, labels = self._unpack(data)
-        objective = self.objective(x, training=training, labels=labels)
+        """``(loss, objective)`` of a batch (``unpack_batch``): ``loss = mean(nll) +
+        regularization_loss()``."""
+        x, labels, seed = unpack_batch(data)
+        objective = self.objective(x, training=training, seed=seed, labels=labels)
         loss = tf.reduce_mean(objective.nll) + tf.cast(self.regularization_loss(),
                                                        objective.nll.dtype)
         return loss, objective
@@ -844,9 +874,10 @@ class FlowModel(keras.Model):
         Minimizes ``mean(nll(x, training=True)) + regularization_loss()`` (the
         paper's objective, as the trainer does): batch statistics, updated
         running averages, data-dependent actnorm initialization on the first
-        batch, and 8-bit images dequantized by the model's dequantizer (float
-        inputs are taken as already dequantized), float16 conditioners with
-        dynamic loss scaling.  ``loss`` is that objective;
+        batch, and 8-bit images dequantized by the model's dequantizer (from the
+        batch's ``seed`` if it has one, ``unpack_batch``; float inputs are taken
+        as already dequantized), float16 conditioners with dynamic loss scaling.
+        ``loss`` is that objective;
         ``bits_per_dim`` is ``nll / (D ln 2)`` without the L2 term.
         """
         with tf.GradientTape() as tape:

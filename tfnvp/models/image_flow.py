@@ -51,6 +51,19 @@ tfd = tfp.distributions
 __all__ = ["DEQUANTIZATIONS", "DEQUANTIZER_CHANNELS", "ImageFlowModel", "LOGIT_MAPS"]
 
 
+def _split_seed(seed: tf.Tensor, num: int) -> list[tf.Tensor]:
+    """``num`` seeds from ``seed``: ``stateless_split(seed, num)``, or, for one seed per
+    example (``[batch..., 2]``), each example's seed split likewise (``num`` seeds of the
+    same shape)."""
+    if seed.shape.rank == 1:
+        return tf.unstack(tf.random.experimental.stateless_split(seed, num))
+    split = tf.map_fn(lambda s: tf.random.experimental.stateless_split(s, num),
+                      tf.reshape(seed, [-1, 2]),
+                      fn_output_signature=tf.TensorSpec([num, 2], seed.dtype))
+    split = tf.reshape(split, tf.concat([tf.shape(seed)[:-1], [num, 2]], 0))
+    return tf.unstack(split, num=num, axis=-2)
+
+
 class ImageFlowModel(FlowModel):
     """Base class of the image flows; see the module docstring."""
 
@@ -205,7 +218,9 @@ class ImageFlowModel(FlowModel):
         if x.dtype != tf.uint8:
             return self._check_inputs(x), seed
         images = self._check_uint8_images(x)
-        return images, validation.check_seed(seed) if tf.inside_function() else self._eager_seed(seed)
+        batch = self._batch_of(images)
+        return images, (validation.check_seed(seed, batch) if tf.inside_function()
+                        else self._eager_seed(seed, batch))
 
     def _check_uint8_images(self, images) -> tf.Tensor:
         return validation.check_uint8_images(images, self.image_shape[-1], self._squeezes)
@@ -223,7 +238,8 @@ class ImageFlowModel(FlowModel):
         """
         images = self._check_uint8_images(images)
         labels = self._labels_for(images, labels)
-        return self._dequantize(images, validation.check_seed(seed), training, labels)
+        return self._dequantize(images, validation.check_seed(seed, self._batch_of(images)),
+                                training, labels)
 
     def _dequantize(self, x, seed, training: Training | None,
                     labels: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor | float]:
@@ -254,7 +270,8 @@ class ImageFlowModel(FlowModel):
 
         (logsumexp), tighter than ``K = 1`` in expectation and converging to
         the discrete model's bits/dim as ``K`` grows.  Sample ``k`` uses the
-        seed ``tf.random.experimental.stateless_split(seed, K)[k]``; ``K = 1``
+        seed ``tf.random.experimental.stateless_split(seed, K)[k]`` (with one seed
+        per image, ``[batch..., 2]``, each image's split likewise); ``K = 1``
         uses ``seed`` itself.  Called eagerly it runs compiled, like ``nll``.
         """
         if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
@@ -267,8 +284,7 @@ class ImageFlowModel(FlowModel):
                       training: Training, num_samples: int = 1) -> tf.Tensor:
         if num_samples == 1:
             return self._objective(images, labels, seed, training).bits_per_dim
-        seeds = ([None] * num_samples if seed is None
-                 else tf.unstack(tf.random.experimental.stateless_split(seed, num_samples)))
+        seeds = [None] * num_samples if seed is None else _split_seed(seed, num_samples)
         log_weights = tf.stack([-self._objective(images, labels, s, training).nll for s in seeds])
         log_mean = (tf.reduce_logsumexp(log_weights, axis=0)
                     - tf.constant(math.log(num_samples), log_weights.dtype))
