@@ -36,19 +36,24 @@ def absl_log():
 # ------------------------------------------------------------------ parallel runs
 # setup.cfg runs the suite on one worker process per core (pytest-xdist, `-n auto`), a whole
 # file per worker (module-scoped runs are trained once). Three files share one process-wide
-# run (tests/digits_runs.py) and go to the same worker; the slowest files (as measured: trainer
-# runs, subprocesses, numerical Jacobians of whole flows) are handed out first, so that no
-# worker is left with a long file at the end. The order affects the wall time only, never
-# what a test checks.
+# run (tests/digits_runs.py) and go to the same worker; the files of PER_TEST share nothing
+# between their tests (no module-scoped fixture) and hand out each test on its own, so that
+# their long tests (golden outputs, fresh processes) run on both workers. The slowest files (as
+# measured: trainer runs, subprocesses, numerical Jacobians of whole flows) are handed out
+# first, so that no worker is left with a long file at the end. The order and the units affect
+# the wall time only, never what a test checks.
 SAME_WORKER = {"tests/test_conditional.py": "tests/test_training.py",
                "tests/test_recalibration.py": "tests/test_training.py"}
+PER_TEST = {"tests/test_readme.py", "tests/test_golden.py", "tests/test_shared_body.py",
+            "tests/test_first_result.py", "tests/test_api_reference.py"}
 SLOWEST_FIRST = (
-    "test_readme.py", "test_train.py", "test_recovery.py", "test_run_identity.py", "test_model.py", "test_logistic_mixture_coupling.py",
+    "test_train.py", "test_recovery.py", "test_run_identity.py", "test_model.py", "test_logistic_mixture_coupling.py",
     "test_training.py", "test_conditional.py", "test_export.py", "test_attention.py",
     "test_keras.py", "test_polyak.py", "test_train_conditional.py", "test_load_run.py", "test_tfds_download.py",
     "test_distributed.py", "test_packaging.py", "test_recalibration.py",
     "test_train_variational.py", "test_train_glow.py", "test_onednn.py",
-    "test_tfp_conventions.py", "test_shared_body.py",
+    "test_readme.py", "test_golden.py", "test_shared_body.py", "test_first_result.py",
+    "test_api_reference.py", "test_tfp_conventions.py",
     "test_visualize.py",
     "test_examples.py", "test_conformance.py",
 )
@@ -66,11 +71,12 @@ def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadFileScheduling
 
     class Scheduling(LoadFileScheduling):
-        """--dist=loadfile in collection order, with SAME_WORKER's files as one unit."""
+        """--dist=loadfile in collection order, with SAME_WORKER's files as one unit and
+        PER_TEST's tests one unit each."""
 
         def _split_scope(self, nodeid: str) -> str:
             scope = super()._split_scope(nodeid)
-            return SAME_WORKER.get(scope, scope)
+            return nodeid if scope in PER_TEST else SAME_WORKER.get(scope, scope)
 
     config.option.loadscopereorder = False  # Collection order (above), not the test count.
     return Scheduling(config, log)

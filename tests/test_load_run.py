@@ -16,7 +16,10 @@ from trainers import run_dir, train
 
 TINY = ["--dataset=digits", "--num_scales=1", "--hidden_channels=4", "--batch_size=16",
         "--eval_batch_size=300", "--num_sample_images=0", "--log_every=1", "--summary_every=100",
-        "--eval_every=1000", "--checkpoint_every=2", "--recalibration_batches=1"]
+        "--eval_every=1000", "--checkpoint_every=2", "--recalibration_batches=1",
+        # One replica (tests/conftest.py's two logical CPUs would make it two, at about 1.7
+        # times the CPU time): what a run directory holds does not depend on the replica count.
+        "--strategy=one_device"]
 MODELS = {"realnvp": ["--num_res_blocks=1"], "glow": ["--model=glow", "--steps_per_scale=1"]}
 
 

@@ -38,7 +38,12 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
 
 
 def _run(*args: str) -> int:
-    return train.run(["train.py", *TINY, *args])
+    """The trainer in-process, on one replica: tests/conftest.py's two logical CPUs would make
+    the default strategy two replicas, at about 1.7 times the CPU time of a run, and nothing
+    here depends on the replica count (two-replica trainer runs: tests/test_train.py,
+    test_train_conditional.py, test_train_glow.py, test_train_variational.py and
+    test_distributed.py). ``_start``'s trainers, fresh processes, run the default."""
+    return train.run(["train.py", *TINY, "--strategy=one_device", *args])
 
 
 def _hashes(folder: Path) -> dict[str, str]:
