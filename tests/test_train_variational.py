@@ -78,5 +78,8 @@ def test_flowpp_cifar_flagfile_has_the_three_flowpp_components(tmp_path):
             spec.conditioner.attention_heads) == (96, 10, 32, 4)
     # Flow++'s gated residual blocks with dropout 0.2 in the conditioners.
     assert (spec.conditioner.gated_convolutions, spec.conditioner.dropout) == (True, 0.2)
-    assert spec.dequantizer_channels == 32
-    assert (config.learning_rate, config.warmup_steps) == (1e-3, 200)
+    # The release's optimization (aravindsrinivas/flowpp, flows/run_cifar.py: max_lr 3e-4,
+    # warmup_steps 2000, max_grad_norm 1, ema_decay 0.999) and its dequantizer's 96 filters.
+    assert spec.dequantizer_channels == 96
+    assert (config.learning_rate, config.warmup_steps, config.clip_grad_norm,
+            config.polyak_decay) == (3e-4, 2000, 1.0, 0.999)

@@ -101,7 +101,7 @@ flags.DEFINE_integer("batch_size", 64, "GLOBAL batch size, split evenly across r
 flags.DEFINE_integer("eval_batch_size", 256, "Evaluation batch size.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (other Adam settings: Keras defaults).")
 flags.DEFINE_integer("warmup_steps", 0, "Linear learning-rate warm-up: update t uses "
-                     "learning_rate * min(1, t / warmup_steps) (Flow++: 200); 0: none.",
+                     "learning_rate * min(1, t / warmup_steps) (the Flow++ release: 2000); 0: none.",
                      lower_bound=0)
 flags.DEFINE_float("polyak_decay", 0.0, "Polyak averaging: exponential moving averages of the "
                    "weights with this decay (Flow++: 0.999), checkpointed; evaluations, "

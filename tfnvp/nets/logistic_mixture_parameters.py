@@ -11,7 +11,9 @@ channel of the coupled tensor::
     s_k      = max(2 - softplus(2 - raw_s_k), -7)   component log-scales, in [-7, 2)
 
 ``scale`` (per channel, initially 1) bounds ``a`` as ``ShiftAndLogScale``
-bounds its log-scale (Flow++'s release scales ``tanh`` the same way);
+bounds its log-scale.  Flow++'s release (aravindsrinivas/flowpp,
+``MixLogisticAttnCoupling``) uses a plain ``a = tanh(raw_a)``: ours equals it
+at the initial ``scale = 1`` and lets the bound be learned;
 ``s_k >= -7`` is the release's floor on the component log-scales (the
 components stay wider than ``exp(-7)``).
 
