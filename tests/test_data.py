@@ -512,7 +512,8 @@ _PIL_GEOMETRY = {  # The paper's preprocessing, written with PIL.
         "validation",
         lambda x: _center(_pil_resize_smaller_side(x, 32), 32, 32),
     ),
-    "celeba": ("celeb_a", "test", lambda x: _pil_resize_smaller_side(_center(x, 148, 148), 64)),
+    # The authors' release crops CelebA's 218x178 images to [40:188, 15:163] (not centred).
+    "celeba": ("celeb_a", "test", lambda x: _pil_resize_smaller_side(x[40:188, 15:163], 64)),
     "lsun_bedroom": (
         "lsun/bedroom",
         "validation",

@@ -22,7 +22,7 @@ Every source of `trainers/sources/` goes through the same steps:
   them; when the decoded split fits in memory (< 2 GiB) and `cache` is on, the
   decoded images are cached and a whole epoch of them is shuffled (cached tensors
   are shared, not copied); large TFDS datasets stream through `shuffle_buffer`.
-* Flips: `flip=None` uses the paper's choice (cifar10, celeba and lsun_bedroom).
+* Flips: `flip=None` uses the paper's choice (cifar10, celeba and every LSUN category).
 """
 
 from __future__ import annotations
@@ -170,9 +170,9 @@ def _fit(
     random_crop_seed: tf.Tensor | None,
 ) -> tf.Tensor:
     """Applies `geometry` (see sources.Geometry) to a uint8 image of any size."""
-    if geometry.center_crop is not None:
-        square = tf.minimum(geometry.center_crop, tf.reduce_min(tf.shape(image)[:2]))
-        image = _central_crop(image, square, square)
+    if geometry.crop_box is not None:
+        top, left, height, width = geometry.crop_box
+        image = image[top : top + height, left : left + width]
     if geometry.resize_to is not None:
         image = _resize_smaller_side(image, geometry.resize_to)
     if random_crop_seed is not None:

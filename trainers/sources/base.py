@@ -56,14 +56,14 @@ class Split:
 class Geometry:
     """How decoded images of any size >= 1 pixel are fitted to the source's shape.
 
-    Applied in order: a central square crop of `center_crop` pixels (or the largest
-    square that fits), a resize so that the smaller side is `resize_to` pixels
+    Applied in order: the crop `crop_box` = (top, left, height, width) (clamped to
+    the image), a resize so that the smaller side is `resize_to` pixels
     (upscaling small images), then a crop to the output shape, random when training
     with `random_crop`, central otherwise. With the defaults, images must already
     have the output shape and the final crop is the identity.
     """
 
-    center_crop: int | None = None
+    crop_box: tuple[int, int, int, int] | None = None
     resize_to: int | None = None
     random_crop: bool = False
 
