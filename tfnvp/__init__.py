@@ -21,7 +21,7 @@ from tfnvp.experiments import grid, latent, toy_data
 from tfnvp.io.runs import load_run
 from tfnvp.models import conditional
 from tfnvp.models.dense import DenseRealNVP
-from tfnvp.models.flow_model import Objective
+from tfnvp.models.objective import Objective
 from tfnvp.models.glow import GLOW_PAPER_CONFIGS, Glow, GlowSpec, glow_latent_scale_index
 from tfnvp.models.image_flow import ImageFlowModel
 from tfnvp.models.piecewise_linear_flow import PiecewiseLinearFlow

@@ -5,7 +5,7 @@ Every source of `trainers/sources/` goes through the same steps:
   records --shard--> [shuffle] --decode--> [cache, shuffle] --repeat--> fit, flip,
   seed --batch--> prefetch
 
-* Elements: dicts of the model's batch keys (`tfnvp.models.flow_model.unpack_batch`,
+* Elements: dicts of the model's batch keys (`tfnvp.models.keras_fit.unpack_batch`,
   `objective`'s arguments): "x", the uint8 images [B, H, W, C]; "seed", one
   stateless seed per image (int64 [B, 2]); with `labels=True`, "labels", the
   int32 class labels [B] (for class-conditional models), each travelling with

@@ -45,7 +45,7 @@ from absl import logging
 import tfnvp
 from tfnvp.experiments import grid
 from tfnvp.errors import UsageError
-from tfnvp.models.flow_model import unpack_batch
+from tfnvp.models.keras_fit import unpack_batch
 
 from trainers import data
 from trainers import run_dir

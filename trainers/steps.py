@@ -31,7 +31,7 @@ then always hands it the gradients.
 
 Batches are those of ``trainers/data.py`` (``{"x": uint8 images, "seed": one
 seed per image, "labels"}``) or any other form a model trains on
-(``tfnvp.models.flow_model.unpack_batch``: e.g. float images taken as
+(``tfnvp.models.keras_fit.unpack_batch``: e.g. float images taken as
 dequantized).  Steps are ``tf.function``s with fixed input signatures (the
 distributed iterator's ``element_spec``), so they trace once.
 """
@@ -46,7 +46,7 @@ import tensorflow as tf
 
 import tfnvp
 from tfnvp import FusedAdam, _compat
-from tfnvp.models.flow_model import unpack_batch
+from tfnvp.models.keras_fit import unpack_batch
 
 __all__ = ["pre_reduced", "make_optimizer", "TrainSteps"]
 
