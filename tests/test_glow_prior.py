@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import tfnvp
-from tfnvp.nets.glow_prior import GaussianPriorHead
+from tfnvp.nets.glow_prior import GaussianPriorHead, ZeroConv2D
 
 from bijector_checks import perturb_weights
 
@@ -132,3 +132,23 @@ def test_bad_prior_kind_and_channels():
         GaussianPriorHead(4, "bottom")
     with pytest.raises(tfnvp.UsageError, match="split prior needs an even number"):
         GaussianPriorHead(3, "split")
+
+
+def test_zero_conv_is_the_release_conv2d_zeros_with_its_edge_channel():
+    """Against a direct sum: zero padding, a last input channel 1 in the padding and 0
+    inside, a 3x3 convolution plus bias, times exp(3 logs)."""
+    layer = ZeroConv2D(3, dtype="float64")
+    layer.build((None, 4, 5, 2))
+    perturb_weights([layer], scale=0.5)
+    x = np.random.default_rng(1).standard_normal((2, 4, 5, 2))
+    padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)])
+    edge = np.pad(np.zeros((2, 4, 5, 1)), [(0, 0), (1, 1), (1, 1), (0, 0)], constant_values=1.0)
+    inputs = np.concatenate([padded, edge], -1)
+    kernel, bias, logs = (w.numpy() for w in (layer.kernel, layer.bias, layer.logs))
+    expected = np.zeros((2, 4, 5, 3))
+    for i in range(4):
+        for j in range(5):
+            expected[:, i, j] = np.einsum("bhwc,hwco->bo", inputs[:, i:i + 3, j:j + 3], kernel)
+    expected = (expected + bias) * np.exp(3.0 * logs)
+    np.testing.assert_allclose(layer(tf.constant(x)).numpy(), expected, rtol=1e-12)
+    assert ZeroConv2D(3).compute_output_shape((None, 4, 5, 2)) == (None, 4, 5, 3)

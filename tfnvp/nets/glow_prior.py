@@ -12,8 +12,8 @@ the same kind of convolution computes from zeros (``learntop``)::
 
 ``ZeroConv2D`` is the release's ``conv2d_zeros``: a 3x3 convolution, weights
 and bias starting at zero, its output times ``exp(3 * logs)`` with a
-per-channel ``logs`` starting at zero, and -- the release's default
-``edge_bias=True`` -- an extra input channel that is 1 in the zero padding and
+per-channel ``logs`` starting at zero, and (the release's default
+``edge_bias=True``) an extra input channel that is 1 in the zero padding and
 0 inside, so positions at the border can differ.  On the input zeros (the top
 prior) only the bias and the edge channel's weights act, so the top prior's
 convolution is given the edge channel alone (the release's zero channels
@@ -49,29 +49,25 @@ _PRIOR_KINDS = ("split", "top")
 @keras.saving.register_keras_serializable(package="tfnvp")
 class ZeroConv2D(keras.layers.Layer):
     """The release's ``conv2d_zeros`` (module docstring): ``(conv3x3([x, edge]) + b) *
-    exp(3 * logs)``, every weight starting at zero.
+    exp(3 * logs)`` with zero padding, ``edge`` 1 in the padding and 0 inside, every
+    weight starting at zero.  ``x`` may have no channels (the top prior).
 
     Args:
       out_channels: output features.
-      edge_bias: append the channel marking the zero padding (the release's default).
       **kwargs: forwarded to ``keras.layers.Layer`` (``dtype``, ``name``).
     """
 
-    def __init__(self, out_channels: int, edge_bias: bool = True, **kwargs):
+    def __init__(self, out_channels: int, **kwargs):
         super().__init__(**kwargs)
         if out_channels < 1:
             raise UsageError(f"ZeroConv2D needs out_channels >= 1, got {out_channels}.")
         self.out_channels = int(out_channels)
-        self.edge_bias = bool(edge_bias)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "out_channels": self.out_channels,
-                "edge_bias": self.edge_bias}
+        return {**super().get_config(), "out_channels": self.out_channels}
 
     def build(self, x_shape: tuple[int | None, ...]) -> None:
-        inputs = int(x_shape[-1]) + int(self.edge_bias)
-        if inputs < 1:
-            raise UsageError("ZeroConv2D without edge_bias needs at least one input channel.")
+        inputs = int(x_shape[-1]) + 1  # And the edge channel.
         self.kernel = self.add_weight(name="kernel", shape=(3, 3, inputs, self.out_channels),
                                       initializer="zeros")
         self.bias = self.add_weight(name="bias", shape=(self.out_channels,), initializer="zeros")
@@ -82,12 +78,10 @@ class ZeroConv2D(keras.layers.Layer):
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         padding = [[0, 0], [1, 1], [1, 1], [0, 0]]
-        padded = tf.pad(x, padding)
-        if self.edge_bias:  # 1 in the padding, 0 inside.
-            inside = tf.zeros(tf.concat([tf.shape(x)[:-1], [1]], 0), x.dtype)
-            padded = tf.concat([padded, tf.pad(inside, padding, constant_values=1.0)], axis=-1)
-        x = padded
-        h = tf.nn.conv2d(x, tf.cast(self.kernel, x.dtype), 1, "VALID")
+        inside = tf.zeros(tf.concat([tf.shape(x)[:-1], [1]], 0), x.dtype)
+        edge = tf.pad(inside, padding, constant_values=1.0)
+        h = tf.nn.conv2d(tf.concat([tf.pad(x, padding), edge], axis=-1),
+                         tf.cast(self.kernel, x.dtype), 1, "VALID")
         return (h + tf.cast(self.bias, x.dtype)) * tf.exp(
             _LOGSCALE_FACTOR * tf.cast(self.logs, x.dtype))
 
