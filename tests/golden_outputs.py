@@ -44,8 +44,9 @@ _SMALL = dict(dtype="float64")
 MODELS = {
     "realnvp": ("RealNVP", 0.2, dict(image_shape=(8, 8, 1), num_scales=2, num_res_blocks=1,
                                 hidden_channels=4, **_SMALL)),
+    # Without the learned priors, which came later (their default is on): the stored model.
     "glow": ("Glow", 0.05, dict(image_shape=(8, 8, 2), num_scales=2, steps_per_scale=2,
-                          hidden_channels=4, **_SMALL)),
+                          hidden_channels=4, split_prior=False, learn_top=False, **_SMALL)),
     "conditional": ("RealNVP", 0.2, dict(image_shape=(4, 4, 2), num_scales=2, num_res_blocks=1,
                                     hidden_channels=4, num_classes=3, **_SMALL)),
     "variational": ("RealNVP", 0.2, dict(image_shape=(4, 4, 1), num_scales=2, num_res_blocks=1,

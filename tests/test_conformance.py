@@ -26,6 +26,8 @@ from tfnvp.bijectors import (ActNorm, ActNormParameters, AdditiveCoupling, Affin
                              PiecewiseLinearParams, Squeeze, glow_coupling)
 from tfnvp.nets import LogisticMixtureParameters, ResNet, ShiftAndLogScale
 from tfnvp.nets.glow_net import GlowAdditiveHead, GlowAffineHead, GlowNet
+from tfnvp.nets.glow_prior import GaussianPriorHead
+from tfnvp.bijectors.glow_prior import learned_prior
 
 from bijector_checks import assert_exact_bijector, perturb_weights
 
@@ -120,6 +122,14 @@ def glow_additive_coupling(parity: int) -> AdditiveCoupling:
     return glow_coupling(head, additive=True)
 
 
+def glow_prior(kind: str) -> AffineCoupling:
+    """Glow's learned split (``"split"``) or top (``"top"``) prior, weights perturbed."""
+    head = GaussianPriorHead(EVENT[-1], kind, dtype="float64")
+    head(_data())  # Builds the convolution.
+    perturb_weights([head], scale=0.1)
+    return learned_prior(head)
+
+
 def fused_chain() -> FusedChain:
     """Batch norm, Glow coupling, 1x1 convolution, actnorm (data -> latent order).
 
@@ -153,6 +163,8 @@ CASES: dict[str, tuple[Callable[[], tfp.bijectors.Bijector], tuple[int, ...], st
     "glow_coupling_parity1": (lambda: glow_affine_coupling(1), EVENT, "latent"),
     "glow_additive_coupling_parity0": (lambda: glow_additive_coupling(0), EVENT, "latent"),
     "glow_additive_coupling_parity1": (lambda: glow_additive_coupling(1), EVENT, "latent"),
+    "glow_split_prior": (lambda: glow_prior("split"), EVENT, "latent"),
+    "glow_top_prior": (lambda: glow_prior("top"), EVENT, "latent"),
 }
 
 

@@ -27,10 +27,11 @@ def _pixels(n: int = 2, shape=SHAPE, seed: int = 0, dtype=tf.float64) -> tf.Tens
 
 def _initialized_and_perturbed(**kwargs) -> tfnvp.Glow:
     """Actnorms initialized from data (a training-mode pass), then every weight perturbed:
-    far from the identity flow a new Glow is (zero-initialized coupling outputs)."""
+    far from the identity flow a new Glow is (zero-initialized coupling outputs and priors)."""
     model = _model(**kwargs)
     model.log_prob(_pixels(8, model.image_shape, seed=9), training=True)
     _perturb(model)
+    perturb_weights(model.priors, scale=0.1, seed=1)  # The learned priors (default on).
     return model
 
 
@@ -50,6 +51,8 @@ def _perturb(model: tfnvp.Glow, first_step: int = 0, seed: int = 0) -> None:
                                gated_convolutions=True, dropout=0.3)),
     # The additive coupling (the release's flow_coupling=0).
     ((8, 8, 1), 2, False, dict(coupling="additive")),
+    # Without the release's learned priors (the models from before them).
+    ((8, 8, 1), 2, False, dict(split_prior=False, learn_top=False)),
 ])
 def test_whole_flow_exact_against_numerical_jacobian(image_shape, num_scales, graph_mode,
                                                      options):

@@ -140,8 +140,9 @@ def test_gradients_checkpoint_and_config_round_trip(tmp_path):
     model = _model(dtype="float32")
     x = _pixels(8, dtype=tf.float32)
     model.log_prob(x, training=True)  # Initializes the actnorms.
-    # Away from the zero-initialized output layers, which block the others' gradients.
-    perturb_weights(model.conditioners, scale=0.05)
+    # Away from the zero-initialized output layers (and priors), which block the others'
+    # gradients.
+    perturb_weights(model.conditioners + model.priors, scale=0.05)
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(model.nll(x, training=True))
     grads = tape.gradient(loss, model.trainable_variables)

@@ -431,7 +431,7 @@ def test_summary_shows_the_output_shape_of_every_layer(name):
             step = layer.name.rsplit("_", 1)[1]
             assert declared == (model.get_layer(f"coupling_{step}")._build_shapes_dict["x_shape"],)
             continue
-        if layer.name.startswith("coupling_"):
+        if layer.name.startswith(("coupling_", "split_prior_", "top_prior_")):  # Conditioners.
             outputs = layer(tf.zeros(concrete(shapes["x_shape"]), model.flow_dtype), context=context)
         elif layer.name == "dequantizer":
             outputs = model.dequantize(np.zeros((batch,) + SHAPE, np.uint8), seed=[1, 2],

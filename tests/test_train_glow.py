@@ -38,11 +38,15 @@ def test_glow_digits_run_trains_evaluates_and_exports(tmp_path):
     flowpp = {"attention": True, "attention_heads": 2, "attention_min_depth": 1,
               "gated_convolutions": True, "dropout": 0.2}
     assert {k: stored[k] for k in flowpp} == flowpp
+    assert (stored["split_prior"], stored["learn_top"]) == (True, True)  # The release's, default.
 
     # The run restores as a Glow, its actnorms initialized from data (checkpointed).
     model = run_dir.restore_model(str(run))
     assert isinstance(model, tfnvp.Glow)
     assert all(float(a.initialized.numpy()) == 1.0 for a in model.actnorms)
+    # The learned priors were trained: their zero-initialized biases moved.
+    assert [head.kind for head in model.priors] == ["split", "top"]
+    assert all(np.abs(head.net.bias.numpy()).max() > 0 for head in model.priors)
     assert all(c.body.gated_attention is not None and c.body.gated and c.body.drop.rate == 0.2
                for c in model.conditioners)
     assert tfnvp.load_run(run).get_config() == model.get_config()

@@ -7,9 +7,9 @@ architecture (section 3 and Figure 2b), data -> latent, for ``num_scales = L``
 levels of ``K = steps_per_scale`` steps::
 
     x in [0, 256)  --LogitPreprocess-->  logit space   (as RealNVP, section 4.1 of Dinh et al.)
-    level i < L-1:  squeeze, K steps of flow, split: half of the channels
-                    leave as latents, level i+1 runs on the other half
-    level L-1:      squeeze, K steps of flow
+    level i < L-1:  squeeze, K steps of flow, [split prior], split: half of the
+                    channels leave as latents, level i+1 runs on the other half
+    level L-1:      squeeze, K steps of flow, [top prior]
 
 A step of flow is actnorm, an invertible 1x1 convolution and an affine
 coupling (``tfnvp.steps.glow_step.GlowStep``); every coupling network
@@ -23,11 +23,23 @@ the choice immaterial) and the latent keeps the image's shape
 Choices (the paper's CIFAR-10 model is ``Glow.from_paper("cifar10")``: 3
 levels, K = 32, 512 channels):
 
-* the prior is a standard normal ``N(0, I)`` (the paper's learned top-level
-  prior ``--learntop`` is left out); with ``num_classes=K``, the
-  class-conditional prior ``N(mu_y, sigma_y^2)`` of ``tfnvp.conditional`` and
-  one-hot labels to every coupling network (a learned bias after its first
-  actnorm);
+* the authors' release's learned priors, on by default (the release always
+  has the split priors; its published CIFAR-10 run sets ``--learntop``):
+  ``split_prior=True`` gives the half ``z`` of the channels that leaves at a
+  split the prior ``N(mu(h), sigma(h)^2)``, mean and log-scale from a
+  zero-initialized convolution of the half ``h`` that stays (``split2d_prior``);
+  ``learn_top=True`` gives the top latent a learned mean and log-scale, from a
+  zero-initialized convolution of zeros (``learntop``: one value per channel,
+  others at the border positions; ``tfnvp.nets.glow_prior``).  Each is an
+  affine step in the flow, ``eps = (z - mu) * exp(-log_sigma)``
+  (``tfnvp.steps.glow_prior.GlowPrior``), so the base distribution stays
+  ``N(0, I)``; a new prior is the identity, so with the same other weights a
+  new model computes what it computes without them.
+  Models stored before the options existed load without them (``legacy`` False);
+* with ``num_classes=K``, the class-conditional prior ``N(mu_y, sigma_y^2)`` of
+  ``tfnvp.conditional`` on top (the release's ``ycond``, labels into the top
+  prior, and its classification loss are not available), and one-hot labels
+  to every coupling network (a learned bias after its first actnorm);
 * the data go through Real NVP's logit preprocessing (``alpha``,
   ``logit_map``) rather than the paper's ``x / 256 - 1/2``, so Glow and
   RealNVP model the same ``[0, 256)`` data with the same dequantizer and
@@ -65,6 +77,7 @@ import numpy as np
 
 from tfnvp.steps import multiscale
 from tfnvp.errors import UsageError
+from tfnvp.steps.glow_prior import GlowPrior
 from tfnvp.steps.glow_step import GlowStep
 from tfnvp.models.image_flow import ImageFlowModel
 from tfnvp.models.spec import ImageFlowSpec, option
@@ -96,6 +109,15 @@ class GlowSpec(ImageFlowSpec):
                            "additive (x_b + t, log-det 0: the release's default "
                            "flow_coupling=0) in every step.", choices=GLOW_COUPLINGS,
                            recorded_with=("coupling",))
+    split_prior: bool = option(True, "The authors' release's learned split priors "
+                               "(split2d_prior): the half of the channels that leaves at each "
+                               "split is N(mu(h), sigma(h)^2), mu and log sigma from a "
+                               "zero-initialized convolution of the half h that stays.",
+                               legacy=False)
+    learn_top: bool = option(True, "The release's learned top prior (learntop): the top latent "
+                             "is N(mu, sigma^2), mu and log sigma from a zero-initialized "
+                             "convolution of zeros (per channel, other values at the border).",
+                             legacy=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -149,6 +171,8 @@ class Glow(ImageFlowModel):
       coupling: ``"affine"`` (the paper's, default) or ``"additive"``: ``y_b = x_b +
         t(x_a)``, volume-preserving (log-det 0; the release's ``flow_coupling=0``,
         ``tfnvp.bijectors.AdditiveCoupling``), its networks giving ``t`` only.
+      split_prior: the release's learned split priors (default on; module docstring).
+      learn_top: the release's learned top prior (default on; module docstring).
       alpha, logit_map: the logit preprocessing, as in ``RealNVP``.
       dtype: float32 or float64, for every variable and the flow arithmetic.
       conditioner_dtype: Keras dtype policy of the coupling networks (e.g.
@@ -183,7 +207,10 @@ class Glow(ImageFlowModel):
                         conditioner_dtype=self.conditioner_policy,
                         context_channels=spec.num_classes or 0, conditioner=spec.conditioner,
                         additive=spec.coupling == "additive")
-        self._create_steps(glow_scales(spec.num_scales, spec.steps_per_scale, step),
+        split_prior = GlowPrior("split", self.flow_dtype) if spec.split_prior else None
+        top_prior = GlowPrior("top", self.flow_dtype) if spec.learn_top else None
+        self._create_steps(glow_scales(spec.num_scales, spec.steps_per_scale, step, split_prior,
+                                       top_prior),
                            spec.image_shape[-1], event_ndims=3)
         self._finish_image_flow()
 
@@ -194,29 +221,42 @@ class Glow(ImageFlowModel):
         return self._role("actnorm")
 
     @property
+    def priors(self) -> list:
+        """The learned priors' ``GaussianPriorHead`` s (``split_prior``: one per split;
+        ``learn_top``: the top one, last), data -> latent order."""
+        return self._role("split_prior") + self._role("top_prior")
+
+    @property
     def convolutions(self) -> list:
         """Every step's ``InvertibleConv1x1Weights``, data -> latent order."""
         return self._role("conv1x1")
 
 
-def glow_scales(num_scales: int, steps_per_scale: int,
-                step: StepBuilder | None = None) -> tuple[Scale, ...]:
+def glow_scales(num_scales: int, steps_per_scale: int, step: StepBuilder | None = None,
+                split_prior: StepBuilder | None = None,
+                top_prior: StepBuilder | None = None) -> tuple[Scale, ...]:
     """Glow's architecture as a ``tfnvp.multiscale`` declaration.
 
     Every level: squeeze, ``steps_per_scale`` steps of type ``step`` (``None``:
-    a layout-only declaration), un-squeeze; every level but the coarsest then
-    factors out in the ``space_to_depth`` order (the un-squeeze and the
-    factor-out's squeeze cancel, so the split acts on the squeezed tensor).
-    The couplings keep the first half of the channels (parity 0), as in the
-    authors' release: the 1x1 convolutions mix the channels between steps.
+    a layout-only declaration), the level's prior step if any, un-squeeze;
+    every level but the coarsest then factors out in the ``space_to_depth``
+    order (the un-squeeze and the factor-out's squeeze cancel, so the split
+    acts on the squeezed tensor).  The couplings keep the first half of the
+    channels (parity 0), as in the authors' release: the 1x1 convolutions mix
+    the channels between steps.  ``split_prior`` (a ``GlowPrior("split")``) is
+    the last step of every level but the coarsest, on the tensor the split
+    halves; ``top_prior`` (a ``GlowPrior("top")``) the coarsest level's last.
     """
     if num_scales < 1 or steps_per_scale < 1:
         raise UsageError(f"Glow needs num_scales >= 1 and steps_per_scale >= 1, got "
                          f"{num_scales} and {steps_per_scale}.")
-    body = ((SqueezeOp(),) + tuple(Step(step, mask="channel", parity=0)
-                                   for _ in range(int(steps_per_scale))) + (UnsqueezeOp(),))
-    return ((Scale(body, factor_out="space_to_depth"),) * (int(num_scales) - 1)
-            + (Scale(body),))
+    steps = tuple(Step(step, mask="channel", parity=0) for _ in range(int(steps_per_scale)))
+
+    def body(prior: StepBuilder | None) -> tuple:
+        return ((SqueezeOp(),) + steps + ((Step(prior),) if prior else ()) + (UnsqueezeOp(),))
+
+    return ((Scale(body(split_prior), factor_out="space_to_depth"),) * (int(num_scales) - 1)
+            + (Scale(body(top_prior)),))
 
 
 def glow_latent_scale_index(image_shape: Sequence[int], num_scales: int) -> np.ndarray:

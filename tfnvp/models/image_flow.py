@@ -138,6 +138,13 @@ class ImageFlowModel(FlowModel):
         constructor's keyword arguments) rebuilds the same model."""
         return self.spec.to_config()
 
+    @classmethod
+    def from_config(cls, config: dict) -> "ImageFlowModel":
+        """The model of a stored configuration (``get_config``'s, e.g. in a ``.keras``
+        file): a key written before its option existed takes the option's ``legacy``
+        value, so files from before load as the models they were."""
+        return cls(cls.spec_class.from_config(config, legacy=True))
+
     # ------------------------------------------------------------------ flow
     def _build_flow(self, image_shape: tuple[int, ...]) -> Flow:
         validation.check_image_shape(image_shape, self.image_shape[-1], self._squeezes)
