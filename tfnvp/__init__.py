@@ -27,12 +27,13 @@ from tfnvp.models.image_flow import ImageFlowModel
 from tfnvp.models.piecewise_linear_flow import PiecewiseLinearFlow
 from tfnvp.models.realnvp import PAPER_CONFIGS, RealNVP, RealNVPSpec, latent_scale_index
 from tfnvp.models.spec import ConditionerSpec, ImageFlowSpec
+from tfnvp.optimizers.adamax import GlowAdamax
 from tfnvp.optimizers.fused_adam import FusedAdam
 from tfnvp.steps import multiscale
 from tfnvp.steps.glow_step import GlowStep
 
-__all__ = ["ConditionerSpec", "DenseRealNVP", "FusedAdam", "GLOW_PAPER_CONFIGS", "Glow", "GlowSpec",
-           "GlowStep", "ImageFlowModel", "ImageFlowSpec", "Objective", "PAPER_CONFIGS",
+__all__ = ["ConditionerSpec", "DenseRealNVP", "FusedAdam", "GLOW_PAPER_CONFIGS", "Glow", "GlowAdamax",
+           "GlowSpec", "GlowStep", "ImageFlowModel", "ImageFlowSpec", "Objective", "PAPER_CONFIGS",
            "PiecewiseLinearFlow", "RealNVP", "RealNVPSpec", "UniformDequantizer",
            "UsageError", "VariationalDequantizer",
            "bits_per_dim_from_log_prob", "bijectors", "conditional", "dequantize",
