@@ -4,11 +4,13 @@ One training step, for a global batch of ``B`` images split across ``R`` replica
 
 1. each replica computes, in training mode (batch-norm bijectors normalize with
    the statistics of the *global* batch, all-reduced across replicas), the
-   model's objective ``loss_r = sum(nll_i)/B + l2 * model.weight_scale_penalty()
-   / R`` (``nll_i``: ``model.objective(x_i, seed=seed_i).nll``, the uint8 image
-   dequantized by the model from its seed; ``FlowModel.regularization_loss``)
-   and its gradients (a class-conditional model's batches hold labels too and
-   ``nll_i`` is ``-log p(x_i | y_i)``);
+   model's objective ``loss_r = sum(loss_i)/B + l2 * model.weight_scale_penalty()
+   / R`` (``loss_i``: ``model.objective(x_i, seed=seed_i).loss``, the nll of the
+   uint8 image dequantized by the model from its seed, plus Glow's release
+   classification term if the model has one, ``tfnvp.Objective``;
+   ``FlowModel.regularization_loss``) and its gradients (a class-conditional
+   model's batches hold labels too and ``nll_i`` is ``-log p(x_i | y_i)``); the
+   step reports the nll's mean (bits/dim: the likelihood's);
 2. the gradients (and the loss) are summed across replicas **once, here**, so
    that gradient-norm clipping and the finiteness check see the global
    gradient and take the same decision on every replica;
@@ -162,7 +164,10 @@ class TrainSteps:
             nll = tf.reduce_sum(tf.cast(objective.nll, tf.float32)) / self.global_batch_size
             penalty = (self.model.weight_scale_penalty() / self.num_replicas if self.l2
                        else tf.zeros([], tf.float32))
-            loss = nll + self.l2 * penalty
+            # objective.loss is objective.nll (the same tensor) unless the model adds a term.
+            data_loss = (nll if objective.loss is objective.nll else
+                         tf.reduce_sum(tf.cast(objective.loss, tf.float32)) / self.global_batch_size)
+            loss = data_loss + self.l2 * penalty
             if self.loss_scaled:
                 loss = self.optimizer.scale_loss(loss)
         grads = tape.gradient(loss, self._variables)

@@ -22,7 +22,9 @@ derive, and say how inputs are checked.  This base class provides
 * ``regularization_loss``: the paper's L2 penalty on the conditioners'
   weight scales (section 4.1);
 * class conditioning (``_make_class_conditional``, ``tfnvp.conditional``):
-  ``labels=`` become the one-hot ``context`` and select the prior's class;
+  ``labels=`` become the one-hot ``context`` and select the prior's class (or,
+  for a flow whose own steps hold the label's prior, Glow's release form, only
+  the ``context``);
 * ``recalibrate``: every batch-norm statistic recomputed over training batches;
 * Keras' conventions: built at construction (``_build_weights``), ``fit`` and
   ``evaluate`` by maximum likelihood (``tfnvp.models.keras_fit.KerasFit``: its
@@ -91,6 +93,8 @@ class _Untracked:
         self.bits_per_dim = keras.metrics.Mean(name="bits_per_dim")
         # Whether the [0, 1]-pixels warning was given (ImageFlowModel._warn_if_unit_scaled).
         self.unit_scale_warned = False
+        # Whether a class-conditional model's base is ClassConditionalPrior (else N(0, I)).
+        self.class_prior = False
 
 
 def _run_present(body, present: tuple[bool, ...], options: dict, *tensors: tf.Tensor):
@@ -378,9 +382,9 @@ class FlowModel(KerasFit, keras.Model):
                                    training=_mode(training), **options)
 
     def _log_density(self, x: tf.Tensor, labels: tf.Tensor | None, training: Training
-                     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """``(log_prob, log_prior, log_det)`` of continuous inputs: eq. (3), ``log p(x) =
-        log p_Z(f(x)) + log|det df/dx|`` (``Objective``).
+                     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """``(log_prob, log_prior, log_det, z)`` of continuous inputs: eq. (3), ``log p(x) =
+        log p_Z(f(x)) + log|det df/dx|`` (``Objective``), and the latent ``z = f(x)``.
 
         Computed as ``tfd.TransformedDistribution.log_prob`` does (``inverse``,
         then the log-det from the chain's cache, then the prior of ``z``), bit for
@@ -391,19 +395,34 @@ class FlowModel(KerasFit, keras.Model):
         log_det = distribution.bijector.inverse_log_det_jacobian(
             x, event_ndims=len(self.event_shape), **kwargs)
         log_prior = distribution.distribution.log_prob(z)
-        return log_prior + log_det, log_prior, log_det
+        return log_prior + log_det, log_prior, log_det, z
 
     def _objective(self, x: tf.Tensor, labels: tf.Tensor | None, seed: tf.Tensor | None,
                    training: Training) -> Objective:
         """The one composition of the objective (``Objective``'s math), on checked inputs:
-        dequantization, the density (``_log_density``), the bound and bits/dim."""
+        dequantization, the density (``_log_density``), the bound and bits/dim, and the
+        loss: ``nll`` plus the model's label term (``_label_loss``) if it has one."""
         x, log_q = self._dequantize(x, seed, training, labels)
-        log_prob, log_prior, log_det = self._log_density(x, labels, training)
+        log_prob, log_prior, log_det, z = self._log_density(x, labels, training)
         log_q = tf.zeros_like(log_prob) + log_q  # 0 for continuous inputs.
         nll = log_q - log_prob
+        num_dims = int(np.prod(self._event_of(x)))
+        label_terms = self._label_loss(z, labels, num_dims)
+        if label_terms is None:
+            classification_nll, loss = tf.zeros_like(nll), nll
+        else:
+            classification_nll, weighted = label_terms
+            loss = nll + weighted
         return Objective(nll=nll, log_prob=log_prob, log_prior=log_prior, log_det=log_det,
-                         log_q=log_q, bits_per_dim=bits_per_dim_from_log_prob(
-                             -nll, int(np.prod(self._event_of(x)))))
+                         log_q=log_q, bits_per_dim=bits_per_dim_from_log_prob(-nll, num_dims),
+                         classification_nll=classification_nll, loss=loss)
+
+    def _label_loss(self, z: tf.Tensor, labels: tf.Tensor | None, num_dims: int
+                    ) -> tuple[tf.Tensor, tf.Tensor] | None:
+        """``(classification_nll, its weighted term of the loss)`` of the latents ``z``
+        (``_log_density``'s) and their checked ``labels``, per example, in nats
+        (``Objective``); ``None``: the model's loss is ``nll``.  ``num_dims``: ``D``."""
+        return None
 
     def _nll(self, x: tf.Tensor, labels: tf.Tensor | None, seed: tf.Tensor | None,
              training: Training) -> tf.Tensor:
@@ -431,10 +450,15 @@ class FlowModel(KerasFit, keras.Model):
         return x, 0.0
 
     # ------------------------------------------------------------ conditioning
-    def _make_class_conditional(self, num_classes: int | None) -> None:
-        """Makes the model class-conditional (``tfnvp.conditional``) if ``num_classes``."""
+    def _make_class_conditional(self, num_classes: int | None, class_prior: bool = True
+                                ) -> None:
+        """Makes the model class-conditional (``tfnvp.conditional``) if ``num_classes``:
+        labels reach the flow's bijectors as the one-hot ``context``, and with
+        ``class_prior`` the base distribution is ``ClassConditionalPrior`` (else
+        ``N(0, I)``: the flow's own steps hold the label's prior)."""
         self.num_classes = None if num_classes is None else int(num_classes)
-        if self.num_classes is not None:
+        self._untracked.class_prior = self.num_classes is not None and class_prior
+        if self._untracked.class_prior:
             self.prior = ClassConditionalPrior(self.num_classes, self.event_shape,
                                                dtype=self.flow_dtype.name, name="prior")
             self.prior.build((None,))  # Records the labels' shape (summary()).
@@ -471,6 +495,8 @@ class FlowModel(KerasFit, keras.Model):
         if labels is None:
             return None, flow.distribution
         context = one_hot_context(labels, self.num_classes, self.flow_dtype)
+        if not self._untracked.class_prior:
+            return context, flow.distribution
         return context, flow.distribution.with_base(self.prior.distribution(labels))
 
     def regularized_weights(self) -> list[tf.Variable]:
@@ -612,7 +638,7 @@ class FlowModel(KerasFit, keras.Model):
         else:
             z = tf.random.stateless_normal(shape, seed=seed, dtype=self.flow_dtype)
         z = temperature * z
-        if labels is not None:
+        if labels is not None and self._untracked.class_prior:
             loc, scale = self.prior.parameters_of(labels)
             z = loc + scale * z
         return self._decode(z, labels)

@@ -36,10 +36,29 @@ levels, K = 32, 512 channels):
   ``N(0, I)``; a new prior is the identity, so with the same other weights a
   new model computes what it computes without them.
   Models stored before the options existed load without them (``legacy`` False);
-* with ``num_classes=K``, the class-conditional prior ``N(mu_y, sigma_y^2)`` of
-  ``tfnvp.conditional`` on top (the release's ``ycond``, labels into the top
-  prior, and its classification loss are not available), and one-hot labels
-  to every coupling network (a learned bias after its first actnorm);
+* with ``num_classes=K``, two forms of class conditioning
+  (``class_conditioning``).  ``"couplings"`` (the default, the form of models
+  stored before the option existed): the class-conditional prior ``N(mu_y,
+  sigma_y^2)`` of ``tfnvp.conditional`` on every latent, and one-hot labels to
+  every coupling network (a learned bias after its first actnorm).
+  ``"release"`` (the authors' release's ``--ycond``): the label reaches the top
+  prior only, whose mean and log-scale get a zero-initialized linear map of
+  the one-hot label (the release's ``linear_zeros``) added, one value per
+  class and channel at every position, ``[mu_y, log_sigma_y] = ZeroConv2D(0) +
+  LinearZeros(e_y)`` (``tfnvp.nets.glow_prior``); the top prior stays an
+  affine step of the flow, conditioned on the labels (with ``learn_top=False``
+  the label term alone), and nothing else in the flow sees the label (the
+  coupling networks are the unconditional ones; a variational dequantizer,
+  not part of the release, still sees it).  Its optional classification loss
+  (``weight_y > 0``, the release's ``--weight_y``): a zero-initialized linear
+  classifier (``classifier``) of the label from the mean over positions of
+  the top latent ``z`` (the top prior's input), and ::
+
+      loss = nll + weight_y * D * classification_nll,  classification_nll = -log softmax(logits)_y
+
+  the release's ``bits_x + weight_y * bits_y`` times ``D ln 2``
+  (``tfnvp.Objective``): ``fit`` and the trainer minimize it, ``nll`` and
+  bits/dim stay the likelihood's;
 * the data go through Real NVP's logit preprocessing (``alpha``,
   ``logit_map``) rather than the paper's ``x / 256 - 1/2``, so Glow and
   RealNVP model the same ``[0, 256)`` data with the same dequantizer and
@@ -75,20 +94,36 @@ from typing import Sequence
 import keras
 import numpy as np
 
+from typing import Mapping
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
 from tfnvp.steps import multiscale
+from tfnvp.bijectors.squeeze import Squeeze
+from tfnvp.bijectors.without_context import WithoutContext
 from tfnvp.errors import UsageError
+from tfnvp.models.conditional import one_hot_context
+from tfnvp.nets.glow_prior import LinearZeros
 from tfnvp.steps.glow_prior import GlowPrior
 from tfnvp.steps.glow_step import GlowStep
 from tfnvp.models.image_flow import ImageFlowModel
 from tfnvp.models.spec import ImageFlowSpec, option
-from tfnvp.steps.multiscale import Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp
+from tfnvp.steps.multiscale import Position, Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp
 
-__all__ = ["Glow", "GlowSpec", "GLOW_COUPLINGS", "GLOW_PAPER_CONFIGS", "glow_scales",
-           "glow_latent_scale_index"]
+tfb = tfp.bijectors
+
+__all__ = ["Glow", "GlowSpec", "GLOW_CLASS_CONDITIONINGS", "GLOW_COUPLINGS", "GLOW_PAPER_CONFIGS",
+           "glow_scales", "glow_latent_scale_index", "glow_top_latent_positions"]
 
 #: Glow's couplings (``coupling=``): the paper's affine one, or the additive one
 #: (``y_b = x_b + t(x_a)``, log-det 0; the authors' release's default ``flow_coupling=0``).
 GLOW_COUPLINGS = ("affine", "additive")
+
+#: Glow's forms of class conditioning (``class_conditioning=``, with ``num_classes``):
+#: labels to every coupling network and a per-class prior on every latent, or the
+#: authors' release's ``ycond``: labels to the top prior only.
+GLOW_CLASS_CONDITIONINGS = ("couplings", "release")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,10 +153,45 @@ class GlowSpec(ImageFlowSpec):
                              "is N(mu, sigma^2), mu and log sigma from a zero-initialized "
                              "convolution of zeros (per channel, other values at the border).",
                              legacy=False)
+    class_conditioning: str = option(
+        "couplings", "With num_classes: couplings (labels to every coupling network and a "
+        "per-class prior N(mu_y, sigma_y^2) on every latent) or release (the release's ycond: "
+        "labels to the top prior only, a per-class mean and log-scale of the top latent).",
+        choices=GLOW_CLASS_CONDITIONINGS, recorded_with=("class_conditioning",))
+    weight_y: float = option(
+        0.0, "The release's classification loss (class_conditioning=release): loss = nll + "
+        "weight_y * D * cross entropy of a zero-initialized linear classifier of the label "
+        "from the top latent's mean over positions (the release's bits_x + weight_y * bits_y, "
+        "times D ln 2); 0: off. Bits/dim stay the likelihood's.",
+        recorded_with=("weight_y",))
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._require(self.steps_per_scale >= 1, "steps_per_scale", "must be at least 1")
+        self._require(self.class_conditioning == "couplings" or self.num_classes is not None,
+                      "class_conditioning", "needs a class-conditional model",
+                      "Pass num_classes=K (the trainer: --conditional), or leave "
+                      "class_conditioning at 'couplings'.")
+        self._require(bool(np.isfinite(self.weight_y)) and self.weight_y >= 0, "weight_y",
+                      "must be a finite number >= 0 (0: no classification loss)")
+        self._require(self.weight_y == 0 or self.release_labels, "weight_y",
+                      "is the release's classification loss and needs num_classes=K and "
+                      "class_conditioning='release'",
+                      "Pass both (the trainer: --conditional --class_conditioning=release), "
+                      "or weight_y=0.")
+
+    @property
+    def release_labels(self) -> bool:
+        """Whether the labels reach the top prior only (the release's ``ycond``)."""
+        return self.num_classes is not None and self.class_conditioning == "release"
+
+    @property
+    def top_shape(self) -> tuple[int, int, int]:
+        """The top latent's shape ``(H / 2^L, W / 2^L, C * 2^(L+1))``: what the top prior
+        and the classifier see."""
+        height, width, channels = self.image_shape
+        scale = 2 ** self.num_scales
+        return height // scale, width // scale, channels * 2 * scale
 
     @property
     def squeezes(self) -> int:
@@ -173,6 +243,9 @@ class Glow(ImageFlowModel):
         ``tfnvp.bijectors.AdditiveCoupling``), its networks giving ``t`` only.
       split_prior: the release's learned split priors (default on; module docstring).
       learn_top: the release's learned top prior (default on; module docstring).
+      class_conditioning: with ``num_classes``, ``"couplings"`` (default) or
+        ``"release"`` (labels to the top prior only; module docstring).
+      weight_y: the release's classification loss weight (``"release"`` only; 0: off).
       alpha, logit_map: the logit preprocessing, as in ``RealNVP``.
       dtype: float32 or float64, for every variable and the flow arithmetic.
       conditioner_dtype: Keras dtype policy of the coupling networks (e.g.
@@ -203,16 +276,61 @@ class Glow(ImageFlowModel):
                  **options):
         super().__init__(GlowSpec.of(image_shape, **options), name=name)
         spec = self.spec
-        step = GlowStep(spec.hidden_channels, self.flow_dtype,
-                        conditioner_dtype=self.conditioner_policy,
-                        context_channels=spec.num_classes or 0, conditioner=spec.conditioner,
-                        additive=spec.coupling == "additive")
+        release = spec.release_labels
+        step: StepBuilder = GlowStep(
+            spec.hidden_channels, self.flow_dtype, conditioner_dtype=self.conditioner_policy,
+            context_channels=0 if release else spec.num_classes or 0,
+            conditioner=spec.conditioner, additive=spec.coupling == "additive")
+        if release:
+            step = _WithoutLabels(step)
         split_prior = GlowPrior("split", self.flow_dtype) if spec.split_prior else None
-        top_prior = GlowPrior("top", self.flow_dtype) if spec.learn_top else None
+        top_prior = (GlowPrior("top", self.flow_dtype, num_classes=spec.num_classes if release
+                               else None, learned=spec.learn_top)
+                     if spec.learn_top or release else None)
         self._create_steps(glow_scales(spec.num_scales, spec.steps_per_scale, step, split_prior,
                                        top_prior),
                            spec.image_shape[-1], event_ndims=3)
+        if spec.weight_y:
+            self.classifier = LinearZeros(spec.num_classes, dtype=self.flow_dtype.name,
+                                          name="classifier")
+            self.classifier.build((None, spec.top_shape[-1]))
         self._finish_image_flow()
+
+    def _make_class_conditional(self, num_classes: int | None, class_prior: bool = True
+                                ) -> None:
+        # The release's form: the top prior step holds the label's prior; the base is N(0, I).
+        super()._make_class_conditional(num_classes, class_prior and not self.spec.release_labels)
+
+    def top_latent(self, z: tf.Tensor) -> tf.Tensor:
+        """The entries of latents ``z`` (``[batch..., H, W, C]``, ``encode``'s) that the top
+        prior step produced, as ``[batch..., *GlowSpec.top_shape]``
+        (``glow_top_latent_positions``)."""
+        z = tf.convert_to_tensor(z)
+        with tf.init_scope():  # A constant of the layout, computed eagerly when traced.
+            positions = glow_top_latent_positions(self.image_shape, self.spec.num_scales)
+        batch = tf.shape(z)[:-3]
+        flat = tf.reshape(z, tf.concat([batch, [-1]], 0))
+        return tf.reshape(tf.gather(flat, positions, axis=-1),
+                          tf.concat([batch, self.spec.top_shape], 0))
+
+    def _label_loss(self, z: tf.Tensor, labels: tf.Tensor | None, num_dims: int
+                    ) -> tuple[tf.Tensor, tf.Tensor] | None:
+        """The release's classification loss (``weight_y``; module docstring): the top
+        prior's output ``eps`` mapped back to its input ``z_top = mu_y + sigma_y * eps``,
+        logits ``classifier(mean over positions of z_top)``, softmax cross entropy."""
+        if not self.spec.weight_y:
+            return None
+        eps = self.top_latent(z)
+        flat_eps = tf.reshape(eps, (-1,) + self.spec.top_shape)
+        flat_labels = tf.reshape(labels, [-1])
+        head = self._role("top_prior")[0]
+        mean, log_sigma = head.mean_and_log_scale(
+            flat_eps, one_hot_context(flat_labels, self.num_classes, flat_eps.dtype))
+        top = mean + tf.exp(log_sigma) * flat_eps
+        logits = self.classifier(tf.reduce_mean(top, axis=[1, 2]))
+        cross_entropy = tf.reshape(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=flat_labels, logits=logits), tf.shape(labels))
+        return cross_entropy, self.spec.weight_y * num_dims * cross_entropy
 
     @property
     def actnorms(self) -> list:
@@ -230,6 +348,23 @@ class Glow(ImageFlowModel):
     def convolutions(self) -> list:
         """Every step's ``InvertibleConv1x1Weights``, data -> latent order."""
         return self._role("conv1x1")
+
+
+class _WithoutLabels(StepBuilder):
+    """``builder``'s steps with their bijectors called without the flow's context
+    (``WithoutContext``): the release's class conditioning keeps the labels from the
+    coupling networks."""
+
+    def __init__(self, builder: StepBuilder):
+        self._builder = builder
+
+    def layers(self, step: Step, position: Position) -> dict[str, keras.layers.Layer]:
+        return self._builder.layers(step, position)
+
+    def bijectors(self, step: Step, layers: Mapping[str, keras.layers.Layer],
+                  position: Position, event_ndims: int) -> list[tfb.Bijector]:
+        return [WithoutContext(bijector) for bijector in
+                self._builder.bijectors(step, layers, position, event_ndims)]
 
 
 def glow_scales(num_scales: int, steps_per_scale: int, step: StepBuilder | None = None,
@@ -263,3 +398,31 @@ def glow_latent_scale_index(image_shape: Sequence[int], num_scales: int) -> np.n
     """Integer array of a ``Glow`` latent's shape: the level each entry left the flow at
     (0 the finest), derived from the same declaration as the flow (``glow_scales``)."""
     return multiscale.latent_scale_index(glow_scales(num_scales, 1), image_shape)
+
+
+def glow_top_latent_positions(image_shape: Sequence[int], num_scales: int) -> np.ndarray:
+    """Where a ``Glow`` latent (flattened ``H x W x C``, ``encode``'s layout) holds the top
+    prior's tensor: entry ``k`` is the flat position of the top tensor's entry ``k``
+    (row-major over ``GlowSpec.top_shape``).
+
+    Built as ``glow_latent_scale_index`` is, from the same declaration: the top
+    tensor's indices pushed through the coarsest level's un-squeeze and every
+    coarser-to-finer factor-out's ``Squeeze`` (``-1`` for the entries that left earlier).
+    """
+    scales = glow_scales(num_scales, 1)
+
+    def indices(height: int, width: int, channels: int, level: int) -> tf.Tensor:
+        order = scales[level].factor_out
+        if order is None:  # The coarsest level: squeeze, steps, top prior, un-squeeze.
+            top = tf.reshape(tf.range(height * width * channels, dtype=tf.float64),
+                             [height // 2, width // 2, 4 * channels])
+            return Squeeze(order=scales[level].body[0].order).forward(top)
+        left = tf.fill([height // 2, width // 2, 2 * channels], tf.constant(-1.0, tf.float64))
+        inner = indices(height // 2, width // 2, 2 * channels, level + 1)
+        return Squeeze(order=order).forward(tf.concat([left, inner], axis=-1))
+
+    flat = indices(*(int(d) for d in image_shape), 0).numpy().ravel().astype(np.int64)
+    top = flat >= 0
+    positions = np.empty(int(top.sum()), np.int64)
+    positions[flat[top]] = np.flatnonzero(top)
+    return positions

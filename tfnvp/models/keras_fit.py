@@ -5,9 +5,10 @@ Keras' training conventions (as Keras' own ``Model`` takes its ``fit`` from a
 trainer class): ``fit`` and ``evaluate`` by maximum likelihood, their steps
 (``train_step``/``test_step``) minimizing the model's own objective,
 
-    loss = mean(nll) + regularization_loss()       (nll = -log p(x) + log q(u | x))
+    loss = mean(objective.loss) + regularization_loss()   (objective.loss: nll = -log p(x) + log q(u | x),
+                                                           plus Glow's release classification term)
 
-(``FlowModel.objective``; the paper's L2 term, section 4.1), its bits/dim as a
+(``FlowModel.objective``, ``Objective``; the paper's L2 term, section 4.1), its bits/dim as a
 metric, ``compile`` with the fused Adam and loss scaling for float16
 conditioners.  ``unpack_batch`` reads the forms a batch takes, here, in
 ``FlowModel.recalibrate`` and in the trainers.
@@ -91,12 +92,13 @@ class KerasFit:
         return super().evaluate(x, y, *args, **kwargs)
 
     def _fit_loss(self, data, training: bool) -> tuple[tf.Tensor, Objective]:
-        """``(loss, objective)`` of a batch (``unpack_batch``): ``loss = mean(nll) +
-        regularization_loss()``."""
+        """``(loss, objective)`` of a batch (``unpack_batch``): ``loss = mean(objective.loss)
+        + regularization_loss()`` (``Objective``: ``objective.loss`` is ``nll`` but for
+        Glow's release classification loss)."""
         x, labels, seed = unpack_batch(data)
         objective = self.objective(x, training=training, seed=seed, labels=labels)
-        loss = tf.reduce_mean(objective.nll) + tf.cast(self.regularization_loss(),
-                                                       objective.nll.dtype)
+        loss = tf.reduce_mean(objective.loss) + tf.cast(self.regularization_loss(),
+                                                        objective.loss.dtype)
         return loss, objective
 
     def compile(self, optimizer: str | keras.optimizers.Optimizer = "rmsprop", *args,
@@ -150,8 +152,9 @@ class KerasFit:
     def train_step(self, data) -> dict[str, tf.Tensor]:
         """``fit``'s step: maximum likelihood with the compiled optimizer.
 
-        Minimizes ``mean(nll(x, training=True)) + regularization_loss()`` (the
-        paper's objective, as the trainer does): batch statistics, updated
+        Minimizes ``mean(objective(x, training=True).loss) + regularization_loss()``
+        (the paper's objective, as the trainer does; ``loss`` is ``nll`` but for Glow's
+        release classification loss): batch statistics, updated
         running averages, data-dependent actnorm initialization on the first
         batch, and 8-bit images dequantized by the model's dequantizer (from the
         batch's ``seed`` if it has one, ``unpack_batch``; float inputs are taken

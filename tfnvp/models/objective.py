@@ -29,7 +29,19 @@ class Objective(NamedTuple):
 
     the paper's bits/dim: the model's density is already on the 8-bit scale
     ``[0, 256)^D``, so no ``D log 256`` term (``bits_per_dim_from_log_prob``).
-    Every field is in nats but ``bits_per_dim``; shapes are the batch shape.
+
+    ``loss`` is what training minimizes (its mean, plus the model's
+    ``regularization_loss``): ``nll`` itself, except for a ``Glow`` with the
+    release's classification loss (``weight_y > 0``), which also predicts the
+    label ``y`` from the top latent and adds its cross entropy
+    ``classification_nll = -log p(y | x)``::
+
+        loss = nll + weight_y * D * classification_nll
+
+    (the release minimizes ``bits_x + weight_y * bits_y``, both in bits: the same
+    loss divided by ``D ln 2``).  ``classification_nll`` is 0 for every other
+    model.  ``nll`` and ``bits_per_dim`` stay the likelihood's: what evaluation
+    reports.  Every field is in nats but ``bits_per_dim``; shapes are the batch shape.
     """
 
     nll: tf.Tensor
@@ -38,3 +50,5 @@ class Objective(NamedTuple):
     log_det: tf.Tensor
     log_q: tf.Tensor
     bits_per_dim: tf.Tensor
+    classification_nll: tf.Tensor
+    loss: tf.Tensor
