@@ -150,3 +150,34 @@ def test_a_failed_start_leaves_nothing_of_its_own(existing, tmp_path, monkeypatc
     # Nothing pins the next start: it is a new run, with any flags.
     assert launch.describe(str(run), training=True) == f"Run directory: {run} (new run)"
     assert not run_dir.check_config(str(run), {"model": {"hidden_channels": 8}})
+
+
+def test_the_optimizer_is_recorded_and_a_resume_with_another_is_refused(tmp_path, capfd):
+    """--optimizer=adamax (Glow's release's Adamax) trains and is recorded; resuming with
+    --optimizer=adam is one line naming the flag and the fix, and changes nothing."""
+    a = _npz(tmp_path / "a.npz", 0)
+    run = tmp_path / "run"
+    assert _run(f"--data_dir={a}", f"--output_dir={run}", "--train_steps=1",
+                "--optimizer=adamax", "--adamax_beta2=0.99") == 0
+    training = _config(run)["training"]
+    assert (training["optimizer"], training["adamax_beta2"]) == ("adamax", 0.99)
+    before = _hashes(run)
+    capfd.readouterr()
+    assert _run(f"--data_dir={a}", f"--output_dir={run}", "--train_steps=2") == 1
+    err = capfd.readouterr().err
+    assert "--optimizer=adamax" in err and "--optimizer=adam " in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if "--optimizer" in line]) == 1
+    assert _hashes(run) == before
+    # With the run's optimizer it resumes (its checkpoint holds Adamax's slots).
+    assert _run(f"--data_dir={a}", f"--output_dir={run}", "--train_steps=2",
+                "--optimizer=adamax", "--adamax_beta2=0.99") == 0
+
+
+def test_make_optimizer_builds_the_release_adamax():
+    from tfnvp import FusedAdam, GlowAdamax
+
+    adamax = steps.make_optimizer(1e-3, optimizer="adamax", adamax_beta2=0.99)
+    assert isinstance(adamax, GlowAdamax) and adamax.beta_2 == 0.99 and adamax.epsilon == 1e-8
+    assert isinstance(steps.make_optimizer(1e-3), FusedAdam)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        steps.make_optimizer(1e-3, optimizer="sgd")

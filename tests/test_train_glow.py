@@ -94,6 +94,30 @@ def test_glow_with_the_additive_coupling_trains_a_step(tmp_path):
     assert not (tmp_path / "no").exists()
 
 
+def test_glow_with_the_release_class_conditioning_and_adamax_trains(tmp_path):
+    """--conditional --class_conditioning=release --weight_y (the release's --ycond and
+    --weight_y) with --optimizer=adamax: the run records them, the label embedding and the
+    classifier train (their zero-initialized weights move), eval reports the likelihood's
+    bits/dim and the run restores as that model."""
+    run = tmp_path / "release"
+    assert _run(*TINY_GLOW, "--conditional", "--class_conditioning=release", "--weight_y=0.01",
+                "--optimizer=adamax", "--adamax_beta2=0.99", f"--output_dir={run}",
+                "--train_steps=2", "--num_sample_images=0") == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["model"]["class_conditioning"], config["model"]["weight_y"]) == ("release", 0.01)
+    assert config["model"]["num_classes"] == 10
+    assert config["training"]["optimizer"] == "adamax"
+    model = tfnvp.load_run(run)
+    assert model.spec.release_labels and not hasattr(model, "prior")
+    top = model.priors[-1]
+    assert np.abs(top.label_embedding.kernel.numpy()).max() > 0
+    assert np.abs(model.classifier.kernel.numpy()).max() > 0
+    assert all(c.body.context_bias is None for c in model.conditioners)  # Labels: top prior only.
+    assert _run(f"--output_dir={run}", "--mode=eval") == 0
+    report = json.loads((run / "eval.json").read_text())
+    assert 0 < report["bits_per_dim"] < 20 and report["num_examples"] == 297
+
+
 def test_glow_cifar_flagfile_is_the_glow_papers_model(tmp_path):
     train.FLAGS.unparse_flags()
     train.FLAGS(train.resolve_flagfiles(["train.py", "--flagfile=glow_cifar.flags",
@@ -104,6 +128,9 @@ def test_glow_cifar_flagfile_is_the_glow_papers_model(tmp_path):
     assert (spec.num_scales, spec.steps_per_scale, spec.hidden_channels) == (3, 32, 512)
     assert (config.learning_rate, config.l2, config.clip_grad_norm) == (1e-3, 0.0, None)
     assert config.warmup_steps == 7813  # The release: 10 epochs of 50,000 images at batch 64.
+    # The release's default optimizer: its Adamax, beta2 = 1 - 1 / (steps per epoch).
+    assert config.optimizer == "adamax"
+    assert config.adamax_beta2 == pytest.approx(1 - 1 / 782, abs=1e-6)
     # Without the flags, --model=glow takes the Glow paper's configuration for CIFAR-10.
     defaults = trainer_spec("--model=glow", dataset="cifar10", shape=(32, 32, 3))
     assert defaults == tfnvp.GlowSpec.cifar10()

@@ -47,10 +47,14 @@ import keras
 import tensorflow as tf
 
 import tfnvp
-from tfnvp import FusedAdam, _compat
+from tfnvp import FusedAdam, GlowAdamax, _compat
 from tfnvp.models.keras_fit import unpack_batch
 
-__all__ = ["pre_reduced", "make_optimizer", "TrainSteps"]
+__all__ = ["OPTIMIZERS", "pre_reduced", "make_optimizer", "TrainSteps"]
+
+#: The trainer's optimizers (``--optimizer``): Keras' Adam (as ``FusedAdam``), and the
+#: Adamax of Glow's release (``GlowAdamax``).
+OPTIMIZERS = {"adam": FusedAdam, "adamax": GlowAdamax}
 
 
 @functools.cache
@@ -72,9 +76,12 @@ def pre_reduced(optimizer_class: type) -> type:
 
 
 def make_optimizer(learning_rate: float, mixed_precision: str = "none",
-                   warmup_steps: int = 0, polyak_decay: float = 0.0) -> keras.optimizers.Optimizer:
+                   warmup_steps: int = 0, polyak_decay: float = 0.0, optimizer: str = "adam",
+                   adamax_beta2: float = 0.999) -> keras.optimizers.Optimizer:
     """Adam (Keras defaults but ``learning_rate``; ``FusedAdam``: one fused kernel
-    per variable), loss-scaled for float16.
+    per variable), or with ``optimizer="adamax"`` the Adamax of Glow's release
+    (``GlowAdamax``: ``beta_1 = 0.9``, ``beta_2 = adamax_beta2``, ``epsilon = 1e-8``),
+    loss-scaled for float16.
 
     ``warmup_steps > 0``: the learning rate of update ``t`` (0-based, the
     optimizer's ``iterations``, checkpointed, so a resumed run continues the
@@ -94,11 +101,15 @@ def make_optimizer(learning_rate: float, mixed_precision: str = "none",
         learning_rate = keras.optimizers.schedules.CosineDecay(
             0.0, decay_steps=1, alpha=1.0, warmup_target=learning_rate,
             warmup_steps=warmup_steps)
-    optimizer = pre_reduced(FusedAdam)(
-        learning_rate=learning_rate, use_ema=polyak_decay > 0, ema_momentum=polyak_decay)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}.")
+    options = dict(beta_2=adamax_beta2) if optimizer == "adamax" else {}
+    result = pre_reduced(OPTIMIZERS[optimizer])(
+        learning_rate=learning_rate, use_ema=polyak_decay > 0, ema_momentum=polyak_decay,
+        **options)
     if mixed_precision == "float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
+        result = keras.optimizers.LossScaleOptimizer(result)
+    return result
 
 
 def _local(strategy: tf.distribute.Strategy, value):

@@ -99,7 +99,15 @@ flags.DEFINE_integer("train_steps", None, "Total training steps (required for --
                      "default so that no run silently trains for a toy number of steps).")
 flags.DEFINE_integer("batch_size", 64, "GLOBAL batch size, split evenly across replicas.")
 flags.DEFINE_integer("eval_batch_size", 256, "Evaluation batch size.")
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (other Adam settings: Keras defaults).")
+flags.DEFINE_float("learning_rate", 1e-3, "The optimizer's learning rate (other Adam settings: "
+                   "Keras defaults).")
+flags.DEFINE_enum("optimizer", "adam", ["adam", "adamax"], "adam (Keras' Adam, as tfnvp.FusedAdam) "
+                  "or adamax (the Adamax of Glow's release, its default: tfnvp.GlowAdamax, "
+                  "beta_1 0.9, beta_2 --adamax_beta2, epsilon 1e-8). A run keeps the optimizer it "
+                  "started with.")
+flags.DEFINE_float("adamax_beta2", 0.999, "--optimizer=adamax: beta_2. The release's rule: 1 - 1 / "
+                   "(training steps per epoch), e.g. 1 - 1/782 = 0.998721 for CIFAR-10's 50000 "
+                   "images in batches of 64.")
 flags.DEFINE_integer("warmup_steps", 0, "Linear learning-rate warm-up: update t uses "
                      "learning_rate * min(1, t / warmup_steps) (the Flow++ release: 2000); 0: none.",
                      lower_bound=0)
@@ -171,6 +179,8 @@ flags.register_validator("polyak_decay", lambda v: 0.0 <= v < 1.0,
                          message="must be in [0, 1) (0: no Polyak averaging; Flow++: 0.999).")
 flags.register_validator("num_sample_images", lambda v: v >= 0, message="must be >= 0.")
 flags.register_validator("learning_rate", lambda v: v > 0, message="must be > 0.")
+flags.register_validator("adamax_beta2", lambda v: 0.0 < v < 1.0,
+                         message="must be in (0, 1) (the release: 1 - 1 / steps per epoch).")
 flags.register_validator("l2", lambda v: v >= 0, message="must be >= 0.")
 flags.register_validator("clip_grad_norm", lambda v: v is None or v > 0,
                          message="must be > 0 (leave it unset for no clipping).")
@@ -186,7 +196,8 @@ HELP_GROUPS = {
     "Data": ("dataset", "data_dir", "allow_other_data", "channels", "flip", "batch_size",
              "seed"),
     "Model": ("model", "conditional", *model_flags.flag_names()),
-    "Training": ("train_steps", "learning_rate", "warmup_steps", "l2", "clip_grad_norm",
+    "Training": ("train_steps", "learning_rate", "optimizer", "adamax_beta2", "warmup_steps",
+                 "l2", "clip_grad_norm",
                  "polyak_decay", "mixed_precision", "jit_compile", "strategy",
                  "max_consecutive_skipped"),
     "Evaluation": ("eval_every", "eval_batch_size", "max_eval_examples",
@@ -245,7 +256,8 @@ def train_config():
 
     return training.TrainConfig(
         output_dir=FLAGS.output_dir, train_steps=FLAGS.train_steps,
-        learning_rate=FLAGS.learning_rate, warmup_steps=FLAGS.warmup_steps,
+        learning_rate=FLAGS.learning_rate, optimizer=FLAGS.optimizer,
+        adamax_beta2=FLAGS.adamax_beta2, warmup_steps=FLAGS.warmup_steps,
         polyak_decay=FLAGS.polyak_decay, l2=FLAGS.l2, clip_grad_norm=FLAGS.clip_grad_norm,
         mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile, seed=FLAGS.seed,
         eval_every=FLAGS.eval_every, checkpoint_every=FLAGS.checkpoint_every,

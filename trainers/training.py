@@ -104,6 +104,8 @@ class TrainConfig:
     output_dir: str
     train_steps: int
     learning_rate: float = 1e-3
+    optimizer: str = "adam"  # steps_lib.OPTIMIZERS; a run keeps its optimizer (_check_optimizer).
+    adamax_beta2: float = 0.999  # GlowAdamax's beta_2 (the release: 1 - 1 / steps per epoch).
     warmup_steps: int = 0  # Linear learning-rate warm-up (steps_lib.make_optimizer).
     polyak_decay: float = 0.0  # Polyak averaging of the weights (trainers/polyak.py); 0: off.
     l2: float = 5e-5
@@ -126,6 +128,12 @@ class TrainConfig:
         if not 0.0 <= self.polyak_decay < 1.0:
             raise UsageError(f"polyak_decay must be in [0, 1) (0: no Polyak averaging), "
                              f"got {self.polyak_decay}.")
+        if self.optimizer not in steps_lib.OPTIMIZERS:
+            raise UsageError(f"optimizer must be one of {list(steps_lib.OPTIMIZERS)}, "
+                             f"got {self.optimizer!r}.")
+        if not 0.0 < self.adamax_beta2 < 1.0:
+            raise UsageError(f"adamax_beta2 must be in (0, 1) (the release: 1 - 1 / steps per "
+                             f"epoch), got {self.adamax_beta2}.")
         if self.mixed_precision not in MIXED_PRECISION:
             raise UsageError(f"mixed_precision must be one of {sorted(MIXED_PRECISION)}, "
                              f"got {self.mixed_precision!r}.")
@@ -191,6 +199,19 @@ def _check_polyak(output_dir: str, polyak_decay: float) -> None:
             f"{polyak_decay:g} cannot turn it {'off' if stored > 0 else 'on'} when resuming. "
             f"Pass --polyak_decay={stored:g} (any value {'in (0, 1)' if stored > 0 else 'of 0'} "
             "works), or use another --output_dir; the run was left untouched.")
+
+
+def _check_optimizer(output_dir: str, optimizer: str) -> None:
+    """Refuses to resume a run with another ``--optimizer`` than its checkpoints' (their
+    slots are that optimizer's); a run stored before the flag existed trained with Adam."""
+    if not os.path.exists(os.path.join(output_dir, run_dir.CONFIG_FILE)):
+        return
+    stored = run_dir.read_config(output_dir).get("training", {}).get("optimizer", "adam")
+    if stored != optimizer:
+        raise run_dir.ConfigMismatchError(
+            f"{output_dir!r} holds a run trained with --optimizer={stored}; --optimizer="
+            f"{optimizer} cannot resume it (its checkpoints hold {stored}'s moments). Pass "
+            f"--optimizer={stored}, or use another --output_dir; the run was left untouched.")
 
 
 def _nonfinite(variables) -> list[str]:
@@ -343,6 +364,7 @@ def train(config: TrainConfig, spec: tfnvp.ImageFlowSpec, data_config: data.Data
         model = build_model(spec, replicas)
     cfg = run_config(model, data_config, config)
     _check_polyak(config.output_dir, config.polyak_decay)
+    _check_optimizer(config.output_dir, config.optimizer)
     if chief:
         run_dir.write_or_check_config(config.output_dir, cfg, config.allow_other_data)
     else:  # Only the chief writes config.json; the others check it if it is there.
@@ -350,7 +372,8 @@ def train(config: TrainConfig, spec: tfnvp.ImageFlowSpec, data_config: data.Data
 
     with strategy.scope():
         optimizer = steps_lib.make_optimizer(config.learning_rate, config.mixed_precision,
-                                             config.warmup_steps, config.polyak_decay)
+                                             config.warmup_steps, config.polyak_decay,
+                                             config.optimizer, config.adamax_beta2)
         optimizer.build(model.trainable_variables)
     averaged_weights = polyak.AveragedWeights(model.trainable_variables, optimizer, strategy,
                                               config.polyak_decay)
