@@ -349,9 +349,10 @@ class FlowModel(KerasFit, keras.Model):
         2]``, for noise that does not depend on the batch an image comes in;
         called eagerly without one, a seed is drawn from TensorFlow's global
         generator).  ``labels``: a class-conditional model's classes.
-        ``training`` as in ``log_prob``.  Minimize ``mean(nll)`` plus
-        ``regularization_loss()``; ``nll``, ``log_prob`` and ``bits_per_dim``
-        are this method's fields.  Called eagerly it runs compiled.
+        ``training`` as in ``log_prob``.  Minimize ``mean(loss)`` plus
+        ``regularization_loss()`` (``loss`` is ``nll`` but for Glow's release
+        classification loss); ``nll``, ``log_prob`` and ``bits_per_dim`` are this
+        method's fields.  Called eagerly it runs compiled.
         """
         return self._objective_call("objective", self._objective, x, training, seed, labels)
 
