@@ -13,6 +13,7 @@ import tensorflow as tf
 
 import tfnvp
 from tfnvp.models.glow import glow_top_latent_positions
+from tfnvp.nets.glow_prior import GaussianPriorHead, LinearZeros
 
 from bijector_checks import assert_exact_bijector, perturb_weights
 
@@ -92,7 +93,6 @@ def test_a_new_release_model_is_the_unconditional_model():
     conditional.log_prob(_pixels(8, seed=9), training=True, labels=np.arange(8) % K)
     perturb_weights(conditional.actnorms + conditional.convolutions, scale=0.2)
     perturb_weights(conditional.conditioners, scale=0.1)
-    perturb_weights([w for w in conditional.priors], scale=0.0)
     unconditional = tfnvp.Glow(SHAPE, num_scales=2, steps_per_scale=1, hidden_channels=4,
                                dtype="float64")
     for role in ("actnorm", "conv1x1", "conditioner", "split_prior"):
@@ -226,3 +226,25 @@ def test_stored_config_and_legacy_form():
 def test_bad_options_are_refused_by_name(options, match):
     with pytest.raises(tfnvp.UsageError, match=match):
         tfnvp.GlowSpec(SHAPE, **options)
+
+
+def test_linear_zeros_is_the_release_linear_zeros():
+    layer = LinearZeros(4, dtype="float64")
+    layer.build((None, 3))
+    x = np.random.default_rng(2).standard_normal((5, 3))
+    np.testing.assert_array_equal(layer(tf.constant(x)).numpy(), 0.0)  # Zero-initialized.
+    perturb_weights([layer], scale=0.5)
+    kernel, bias, logs = (w.numpy() for w in (layer.kernel, layer.bias, layer.logs))
+    np.testing.assert_allclose(layer(tf.constant(x)).numpy(),
+                               (x @ kernel + bias) * np.exp(3.0 * logs), rtol=1e-12)
+
+
+def test_prior_head_errors_name_the_argument():
+    with pytest.raises(tfnvp.UsageError, match="split prior is always learned"):
+        GaussianPriorHead(4, "split", num_classes=K)
+    with pytest.raises(tfnvp.UsageError, match="neither learned nor conditioned"):
+        GaussianPriorHead(4, "top", learned=False)
+    head = GaussianPriorHead(4, "top", num_classes=K, dtype="float64")
+    head.build((None, 2, 2, 4))
+    with pytest.raises(ValueError, match="pass context="):
+        head.mean_and_log_scale(tf.zeros((1, 2, 2, 4), tf.float64))

@@ -89,13 +89,10 @@ levels, K = 32, 512 channels):
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import keras
 import numpy as np
-
-from typing import Mapping
-
 import tensorflow as tf
 import tensorflow_probability as tfp
 
