@@ -245,7 +245,8 @@ class ImageFlowSpec(Fields):
                                  "user-facing methods; static checks always run.")
     num_classes: int | None = option(
         None, "K makes the model class-conditional (tfnvp.conditional): labels reach every "
-        "coupling network and the prior is N(mu_y, sigma_y^2) per class.",
+        "coupling network and the prior is N(mu_y, sigma_y^2) per class (Glow with "
+        "class_conditioning=release: labels reach its top prior only).",
         recorded_with=("num_classes",))
     dequantization: str = option(
         "uniform", "uniform (section 4.1) or variational (Flow++'s learned q(u | x), trained "
