@@ -78,7 +78,7 @@ from tfnvp.nets.recompute import recompute
 from tfnvp.nets.tracking import track_layers
 from tfnvp.nets.weight_norm import WeightNormConv2D
 
-__all__ = ["ResNet", "BatchNormalization", "normalized_conv"]
+__all__ = ["ResNet", "BatchNormalization", "OutputGain", "normalized_conv", "release_gain"]
 
 _FUSED_DTYPES = (tf.float32, tf.bfloat16, tf.float16)
 
@@ -104,10 +104,28 @@ def _changed(**options: tuple) -> dict:
     return {name: value for name, (value, default) in options.items() if value != default}
 
 
-def release_gain(fan_in: int) -> dict:
-    """The initializer of the release's weight-norm gains (``magnitude``): ``0.01 *
-    sqrt(fan_in / 12)`` (``real_nvp_utils.conv_layer``, ``stddev=1e-2``)."""
-    return {"class_name": "Constant", "config": {"value": 0.01 * math.sqrt(fan_in / 12.0)}}
+def release_gain(fan_in: int) -> float:
+    """The release's initial weight-norm gain (``magnitude``) of a convolution with
+    ``fan_in`` inputs per filter: ``0.01 * sqrt(fan_in / 12)`` (``real_nvp_utils.conv_layer``,
+    ``stddev=1e-2``)."""
+    return 0.01 * math.sqrt(fan_in / 12.0)
+
+
+@keras.saving.register_keras_serializable(package="tfnvp")
+class OutputGain(keras.initializers.Initializer):
+    """The output convolution's initial gains: 0 for the first half of the filters
+    (the shift), ``log_scale_gain`` for the second half (the raw log-scale)."""
+
+    def __init__(self, log_scale_gain: float):
+        self.log_scale_gain = float(log_scale_gain)
+
+    def __call__(self, shape, dtype=None):
+        half = shape[0] // 2
+        return tf.concat([tf.zeros([half], dtype),
+                          tf.fill([shape[0] - half], tf.constant(self.log_scale_gain, dtype))], 0)
+
+    def get_config(self) -> dict:
+        return {"log_scale_gain": self.log_scale_gain}
 
 
 def _trace_settings() -> tuple[bool, bool]:
@@ -350,9 +368,14 @@ class ResNet(keras.layers.Layer):
       batch_norm_epsilon: the batch norms' epsilon (Keras' 1e-3; the release's 1e-4).
       batch_norm_scale: the batch norms' learned scale ``gamma`` (the release has none).
       output_kernel_size: the output convolution's (3; the release's 1).
-      zero_output: the output convolution starts with zero gain (a new coupling
-        is the identity); False: with the release's initial gain ``0.01 *
-        sqrt(fan_in / 12)``, small outputs of random direction.
+      log_scale_gain: the initial gain of the output convolution's second half
+        of filters (``ShiftAndLogScale``'s raw log-scale); the first half (the
+        shift) starts at zero gain.  0 (default): the output starts at zero, a
+        new coupling is the identity.  A coupling whose log-scale factor starts
+        at 0 (the release's checkerboard couplings) needs a nonzero raw
+        log-scale, else neither gets a gradient: ``release_gain(fan_in)``, small
+        random outputs, multiplied by the factor 0, so that coupling too starts
+        as the identity.
       input_mask, input_parity, input_channels: a coupling's mask (``"checkerboard"``
         or ``"channel"``), parity and coupled channels: the input is first
         prepared as in the release (``tfnvp.nets.conditioner_input``); ``None``:
@@ -368,7 +391,7 @@ class ResNet(keras.layers.Layer):
                  skip_connections: bool = True, attention: bool = False,
                  attention_heads: int = 4, gated: bool = False, dropout: float = 0.0,
                  batch_norm_epsilon: float = KERAS_EPSILON, batch_norm_scale: bool = True,
-                 output_kernel_size: int = 3, zero_output: bool = True,
+                 output_kernel_size: int = 3, log_scale_gain: float = 0.0,
                  input_mask: str | None = None, input_parity: int = 0,
                  input_channels: int | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -391,7 +414,7 @@ class ResNet(keras.layers.Layer):
         self.batch_norm_epsilon = float(batch_norm_epsilon)
         self.batch_norm_scale = bool(batch_norm_scale)
         self.output_kernel_size = int(output_kernel_size)
-        self.zero_output = bool(zero_output)
+        self.log_scale_gain = float(log_scale_gain)
         self.input_mask = input_mask
         self.input_parity = int(input_parity)
         self.input_channels = None if input_channels is None else int(input_channels)
@@ -421,8 +444,7 @@ class ResNet(keras.layers.Layer):
                                            synchronized=synchronized_batch_norm, dtype=policy)
         self.conv_out = WeightNormConv2D(
             out_channels, kernel_size=output_kernel_size, dtype=policy,
-            gain_initializer="zeros" if zero_output else release_gain(
-                hidden_channels * output_kernel_size ** 2))
+            gain_initializer=OutputGain(self.log_scale_gain) if self.log_scale_gain else "zeros")
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         """Creates every weight from the input shape (``[..., C_in]``) without
@@ -458,7 +480,7 @@ class ResNet(keras.layers.Layer):
                 **_changed(batch_norm_epsilon=(self.batch_norm_epsilon, KERAS_EPSILON),
                            batch_norm_scale=(self.batch_norm_scale, True),
                            output_kernel_size=(self.output_kernel_size, 3),
-                           zero_output=(self.zero_output, True),
+                           log_scale_gain=(self.log_scale_gain, 0.0),
                            input_mask=(self.input_mask, None),
                            input_parity=(self.input_parity, 0),
                            input_channels=(self.input_channels, None))}
