@@ -22,9 +22,8 @@ import tensorflow as tf
 import tfnvp
 from tfnvp import _compat
 from tfnvp.bijectors import Squeeze
-from tfnvp.bijectors.coupling import checkerboard_mask
 from tfnvp.models.realnvp import real_nvp_scales
-from tfnvp.nets import ResNet, ShiftAndLogScale
+from tfnvp.nets import ShiftAndLogScale
 from tfnvp.nets.conditioner_input import ConditionerInput
 from tfnvp.nets.resnet import BatchNormalization
 from tfnvp.steps.multiscale import SqueezeOp, walk
@@ -72,7 +71,8 @@ def test_checkerboard_input_is_the_release_formula_with_the_mask_channel(parity)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 4, 6, 2))
     context = rng.standard_normal((3, 4, 6, 3))
-    b = checkerboard_mask(4, 6, parity, tf.float64).numpy()
+    odd = (np.add.outer(np.arange(4), np.arange(6)) % 2)[..., None].astype(float)
+    b = odd if parity == 0 else 1.0 - odd  # Section 3.4: parity 0 keeps the odd i + j.
     layer = ConditionerInput(2, "checkerboard", parity, batch_norm_epsilon=1e-4, dtype="float64")
     layer.build((None, 4, 6, 5))
     layer.norm.beta.assign([0.3, -0.2])
@@ -205,7 +205,8 @@ def test_conditioner_batch_norm_momentum_and_epsilon_reach_every_conditioner_bat
 def test_stored_configurations_of_before_are_the_old_form():
     spec = tfnvp.RealNVPSpec((4, 4, 2))
     assert (spec.conditioner_form, spec.channel_squeeze) == ("release", "channel_major")
-    assert (spec.conditioner_batch_norm_momentum, spec.conditioner_batch_norm_epsilon) == (0.9, 1e-4)
+    assert spec.conditioner_batch_norm_momentum == 0.9
+    assert spec.conditioner_batch_norm_epsilon == 1e-4
     stored = {k: v for k, v in spec.to_config().items()
               if k not in ("conditioner_form", "channel_squeeze", "conditioner_batch_norm_momentum",
                            "conditioner_batch_norm_epsilon")}

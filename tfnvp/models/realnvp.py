@@ -74,8 +74,8 @@ deterministic.  Dropout cannot be combined with ``recompute_gradients``
 Factor-out (``factor_out``):
 
 * ``"checkerboard"`` (default, the authors' release): after the channel
-  couplings the tensor is un-squeezed and squeezed again in the checkerboard order (``Squeeze(order="checkerboard")``),
-  the colour ``dy + dx = 1`` of every 2x2 block leaves and the colour ``dy + dx
+  couplings the tensor is un-squeezed and squeezed again in the checkerboard
+  order (``Squeeze(order="checkerboard")``), the colour ``dy + dx = 1`` of every 2x2 block leaves and the colour ``dy + dx
   = 0`` goes on: the next scale sees a quincunx lattice of the image (the
   coarse latents of appendix D are a sub-sampled image).
 * ``"channel"``: the first half of the ``space_to_depth`` squeeze's channels
@@ -120,7 +120,7 @@ __all__ = ["RealNVP", "RealNVPSpec", "PAPER_CONFIGS", "CHANNEL_SQUEEZES", "CONDI
 
 # Factor-out variant -> the squeeze order of the factor-out step.
 FACTOR_OUT_ORDERS = {"checkerboard": "checkerboard", "channel": "space_to_depth"}
-#: The squeeze orders before the channel couplings (``channel_squeeze``; ``tfnvp.bijectors.Squeeze``).
+#: The squeeze orders before the channel couplings (``channel_squeeze``; ``Squeeze``).
 CHANNEL_SQUEEZES = ("channel_major", "space_to_depth")
 #: The forms of the coupling networks (``conditioner_form``; module docstring).
 CONDITIONER_FORMS = ("release", "direct")
