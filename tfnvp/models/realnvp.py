@@ -207,8 +207,8 @@ class RealNVPSpec(ImageFlowSpec):
 
     @property
     def conditioner_momentum(self) -> float:
-        """The coupling networks' batch-norm momentum: ``conditioner_batch_norm_momentum``,
-        or ``batch_norm_momentum`` if that is None (a stored model from before)."""
+        """The coupling networks' batch-norm momentum, ``conditioner_batch_norm_momentum``
+        or, if that is None (a stored model from before), ``batch_norm_momentum``."""
         if self.conditioner_batch_norm_momentum is None:
             return self.batch_norm_momentum
         return self.conditioner_batch_norm_momentum

@@ -33,7 +33,8 @@ from tfnvp.errors import UsageError
 
 __all__ = ["ConditionerInput", "RELEASE_BATCH_NORM_EPSILON", "RELEASE_BATCH_NORM_MOMENTUM"]
 
-#: The release's batch norms in the conditioners: ``decay=.1`` (momentum 0.9), ``epsilon=1e-4``.
+#: The momentum and epsilon of the release's batch norms in the conditioners (``decay=.1``,
+#: ``epsilon=1e-4``).
 RELEASE_BATCH_NORM_MOMENTUM = 0.9
 RELEASE_BATCH_NORM_EPSILON = 1e-4
 
