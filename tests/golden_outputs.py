@@ -41,17 +41,21 @@ GOLDEN_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
                            "golden_outputs.npz")
 
 _SMALL = dict(dtype="float64")
+# Real NVP's coupling networks as they were before the release's form became the default
+# (issue 29): the stored models.
+_DIRECT = dict(conditioner_form="direct", channel_squeeze="space_to_depth",
+               conditioner_batch_norm_momentum=0.99, conditioner_batch_norm_epsilon=1e-3)
 MODELS = {
     "realnvp": ("RealNVP", 0.2, dict(image_shape=(8, 8, 1), num_scales=2, num_res_blocks=1,
-                                hidden_channels=4, **_SMALL)),
+                                hidden_channels=4, **_DIRECT, **_SMALL)),
     # Without the learned priors, which came later (their default is on): the stored model.
     "glow": ("Glow", 0.05, dict(image_shape=(8, 8, 2), num_scales=2, steps_per_scale=2,
                           hidden_channels=4, split_prior=False, learn_top=False, **_SMALL)),
     "conditional": ("RealNVP", 0.2, dict(image_shape=(4, 4, 2), num_scales=2, num_res_blocks=1,
-                                    hidden_channels=4, num_classes=3, **_SMALL)),
+                                    hidden_channels=4, num_classes=3, **_DIRECT, **_SMALL)),
     "variational": ("RealNVP", 0.2, dict(image_shape=(4, 4, 1), num_scales=2, num_res_blocks=1,
                                     hidden_channels=4, dequantization="variational",
-                                    dequantizer_channels=4, **_SMALL)),
+                                    dequantizer_channels=4, **_DIRECT, **_SMALL)),
 }
 BATCH = 3
 LABELS = np.array([0, 2, 1], np.int32)

@@ -54,6 +54,24 @@ def affine_coupling(mask: str, parity: int, channels: int = EVENT[-1]) -> Affine
     return coupling
 
 
+def release_affine_coupling(mask: str, parity: int) -> AffineCoupling:
+    """Real NVP's ``conditioner_form="release"`` coupling: the prepared input (batch norm
+    without gamma, [u, -u(, b)], ReLU), gamma-free residual block, 1x1 output, scalar s-scale."""
+    channels = EVENT[-1]
+    checkerboard = mask == "checkerboard"
+    body = ResNet(8, num_blocks=1, out_channels=2 * channels, batch_norm_momentum=0.9,
+                  batch_norm_epsilon=1e-4, batch_norm_scale=False, output_kernel_size=1,
+                  log_scale_gain=0.05 if checkerboard else 0.0, input_mask=mask,
+                  input_parity=parity, input_channels=channels, dtype="float64")
+    conditioner = ShiftAndLogScale(body, channels, scalar_scale=True,
+                                   initial_scale=0.0 if checkerboard else 1.0,
+                                   regularized_scale=checkerboard, dtype="float64")
+    coupling = AffineCoupling(conditioner, mask=mask, parity=parity)
+    coupling.inverse(tf.zeros((1, *EVENT), tf.float64))  # Builds the layers.
+    perturb_weights([conditioner], scale=0.3)
+    return coupling
+
+
 def logistic_mixture_coupling(mask: str, parity: int, components: int = 3) -> LogisticMixtureCoupling:
     channels = EVENT[-1]
     body = ResNet(8, num_blocks=0, dtype="float64",
@@ -145,6 +163,10 @@ def fused_chain() -> FusedChain:
 CASES: dict[str, tuple[Callable[[], tfp.bijectors.Bijector], tuple[int, ...], str]] = {
     "affine_coupling_checkerboard": (lambda: affine_coupling("checkerboard", 1), EVENT, "latent"),
     "affine_coupling_channel": (lambda: affine_coupling("channel", 0), EVENT, "latent"),
+    "release_affine_coupling_checkerboard": (lambda: release_affine_coupling("checkerboard", 0),
+                                             EVENT, "latent"),
+    "release_affine_coupling_channel": (lambda: release_affine_coupling("channel", 1),
+                                        EVENT, "latent"),
     "logistic_mixture_coupling_checkerboard": (lambda: logistic_mixture_coupling("checkerboard", 0),
                                                EVENT, "latent"),
     "logistic_mixture_coupling_channel": (lambda: logistic_mixture_coupling("channel", 1),
@@ -154,6 +176,7 @@ CASES: dict[str, tuple[Callable[[], tfp.bijectors.Bijector], tuple[int, ...], st
     "logit_asymmetric": (lambda: logit(False), EVENT, "image"),
     "squeeze_space_to_depth": (lambda: squeeze("space_to_depth"), (2, 2, 8), "latent"),
     "squeeze_checkerboard": (lambda: squeeze("checkerboard"), (2, 2, 8), "latent"),
+    "squeeze_channel_major": (lambda: squeeze("channel_major"), (2, 2, 8), "latent"),
     "factor_out": (factor_out, EVENT, "latent"),
     "piecewise_linear": (piecewise_linear, EVENT, "latent"),
     "fused_chain": (fused_chain, EVENT, "latent"),

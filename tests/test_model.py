@@ -203,7 +203,11 @@ def test_nll_and_regularization_loss_are_the_objective():
     np.testing.assert_allclose(model.bits_per_dim(images, seed=(5, 6)).numpy(),
                                -model.log_prob(x).numpy() / (32 * math.log(2.0)), rtol=1e-12)
     gains = model.regularized_weights()
-    assert len(gains) == 6 * len(model.conditioners)  # in, 2 per block, 2 skips, out
+    # Weight-norm gains: in, 2 per block, 2 skips, out; and the s-scales of the 7 checkerboard
+    # couplings (3 + 4; the release's penalty, conditioner_form="release").
+    scales = [c.scale for c in model.conditioners if c.regularized_scale]
+    assert len(scales) == 7 and all(id(s) in {id(g) for g in gains} for s in scales)
+    assert len(gains) == 6 * len(model.conditioners) + len(scales)
     total = sum(float(np.sum(np.square(g.numpy()))) for g in gains)
     assert float(model.regularization_loss()) == pytest.approx(5e-5 * total, rel=1e-6)
     x_out, log_q = model.dequantizer.dequantize(images, seed=(5, 6))

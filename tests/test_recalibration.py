@@ -71,7 +71,8 @@ def test_counters_are_model_state_restored_with_the_statistics():
     layers = model.batch_norm_layers()
     bijector_stats = [layer for layer in layers if isinstance(layer, BatchNormStatistics)]
     assert len(bijector_stats) == len(model.statistics)  # one batch norm per coupling
-    assert len(layers) - len(bijector_stats) == 3 * len(model.statistics)  # 3 per conditioner
+    # 4 per conditioner: the prepared input's (the release's form), 2 in its block, the head's.
+    assert len(layers) - len(bijector_stats) == 4 * len(model.statistics)
     state = {id(v) for v in model.non_trainable_variables}  # What a skipped step puts back.
     assert all(id(layer.num_updates) in state for layer in layers)
 

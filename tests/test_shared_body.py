@@ -111,10 +111,11 @@ def test_each_caller_reads_its_own_weights(inline):
 
 
 def test_one_trace_per_kind_of_body():
-    """A two-scale Real NVP has three kinds of conditioner (checkerboard couplings of
-    each scale, channel couplings of the finest) and two kinds of residual block (16x16 and
-    8x8 hidden maps): five functions, each traced once, the conditioners' called by one op
-    per coupling."""
+    """A two-scale Real NVP has six kinds of conditioner (checkerboard couplings of
+    each scale, channel couplings of the finest, each in both parities: the release's
+    prepared input reads the mask, or the kept half, of its coupling's parity) and two kinds
+    of residual block (16x16 and 8x8 hidden maps): eight functions, each traced once, the
+    conditioners' called by one op per coupling."""
     model = tfnvp.RealNVP((16, 16, 3), num_scales=2, num_res_blocks=1, hidden_channels=8)
     before = set(shared_body._FUNCTIONS)
     graph = tf.function(model.log_prob).get_concrete_function(
@@ -122,8 +123,8 @@ def test_one_trace_per_kind_of_body():
     new = {k: f for k, f in shared_body._FUNCTIONS.items() if k not in before}
     calls = [op for op in graph.get_operations() if op.type == "StatefulPartitionedCall"]
     assert len(model.conditioners) == 10
-    assert len(new) == 5
-    assert [f.experimental_get_tracing_count() for f in new.values()] == [1] * 5
+    assert len(new) == 8
+    assert [f.experimental_get_tracing_count() for f in new.values()] == [1] * 8
     assert len(calls) == len(model.conditioners)
     library = {f.signature.name: f for f in graph.as_graph_def().library.function}
     assert all(library[op.get_attr("f").name].attr["_noinline"].b for op in calls)

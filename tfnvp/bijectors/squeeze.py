@@ -26,6 +26,14 @@ Channel orders (``order``):
   first half keeps a quincunx lattice of the pixels for the coarser scales
   (eqs. 10-13), a coarser image sampled on a checkerboard rather than
   alternate rows.
+* ``"channel_major"``: the authors' release's ``squeeze_2x2``, a reshape
+  ``[H/2, 2, W/2, 2, c] -> [H/2, W/2, c, 2, 2]``: channel ``4k + 2*dy + dx``
+  holds channel ``k`` of sub-pixel ``(dy, dx)``.  The release squeezes so
+  before its channel couplings: the first half of the squeezed channels is
+  every sub-pixel of the first ``c / 2`` input channels (``c`` even; for odd
+  ``c`` also the top row of the middle channel's blocks), so a channel
+  coupling splits the *input channels* where ``space_to_depth``'s splits each
+  2x2 block's rows (for ``c = 1`` the two orders are the same).
 """
 
 from __future__ import annotations
@@ -37,12 +45,14 @@ from tfnvp.bijectors.base import IdentityParameterized
 
 __all__ = ["Squeeze", "SQUEEZE_ORDERS"]
 
-# For each order, the sub-pixel group (index 2*dy + dx in space_to_depth's
-# order) found at each group position of the squeezed channels.
-SQUEEZE_ORDERS: dict[str, tuple[int, int, int, int]] = {
+# For each sub-pixel-major order, the sub-pixel group (index 2*dy + dx in
+# space_to_depth's order) found at each group position of the squeezed channels.
+_GROUP_ORDERS: dict[str, tuple[int, int, int, int]] = {
     "space_to_depth": (0, 1, 2, 3),
     "checkerboard": (1, 2, 0, 3),
 }
+#: The channel orders of a squeeze (``Squeeze(order=...)``; module docstring).
+SQUEEZE_ORDERS: tuple[str, ...] = (*_GROUP_ORDERS, "channel_major")
 
 
 def _apply_rank4(fn, x: tf.Tensor) -> tf.Tensor:
@@ -51,6 +61,13 @@ def _apply_rank4(fn, x: tf.Tensor) -> tf.Tensor:
     flat = tf.reshape(x, tf.concat([[-1], shape[-3:]], axis=0))
     out = fn(flat)
     return tf.reshape(out, tf.concat([shape[:-3], tf.shape(out)[1:]], axis=0))
+
+
+def _transpose_channels(t: tf.Tensor, rows: int) -> tf.Tensor:
+    """Rank 4: the last axis read as a ``[rows, C / rows]`` matrix, transposed, flattened."""
+    shape = tf.shape(t)
+    matrix = tf.reshape(t, tf.concat([shape[:3], [rows, t.shape[-1] // rows]], axis=0))
+    return tf.reshape(tf.transpose(matrix, [0, 1, 2, 4, 3]), shape)
 
 
 def _permute_groups(t: tf.Tensor, groups: tuple[int, ...]) -> tf.Tensor:
@@ -89,8 +106,9 @@ class Squeeze(IdentityParameterized, tfp.bijectors.Bijector):
             raise ValueError(f"Unknown squeeze order {order!r}; choose one of "
                              f"{sorted(SQUEEZE_ORDERS)}.")
         self._order = order
-        self._groups = SQUEEZE_ORDERS[order]
-        self._inverse_groups = tuple(self._groups.index(g) for g in range(4))
+        self._groups = _GROUP_ORDERS.get(order)  # None: channel-major.
+        self._inverse_groups = (None if self._groups is None
+                                else tuple(self._groups.index(g) for g in range(4)))
         super().__init__(forward_min_event_ndims=3, is_constant_jacobian=True,
                          validate_args=validate_args, parameters=parameters, name=name)
 
@@ -104,12 +122,17 @@ class Squeeze(IdentityParameterized, tfp.bijectors.Bijector):
 
     def _forward(self, x: tf.Tensor, **kwargs) -> tf.Tensor:
         self._check_divisible(x.shape[-1], 4, "channels")
+        if self._groups is None:  # Channel-major [c, 4] -> space_to_depth's [4, c].
+            return _apply_rank4(
+                lambda t: tf.nn.depth_to_space(_transpose_channels(t, t.shape[-1] // 4), 2), x)
         x = _permute_groups(x, self._inverse_groups)
         return _apply_rank4(lambda t: tf.nn.depth_to_space(t, 2), x)
 
     def _inverse(self, y: tf.Tensor, **kwargs) -> tf.Tensor:
         self._check_divisible(y.shape[-3], 2, "height")
         self._check_divisible(y.shape[-2], 2, "width")
+        if self._groups is None:  # space_to_depth's [4, c] -> channel-major [c, 4].
+            return _apply_rank4(lambda t: _transpose_channels(tf.nn.space_to_depth(t, 2), 4), y)
         return _permute_groups(_apply_rank4(lambda t: tf.nn.space_to_depth(t, 2), y),
                                self._groups)
 

@@ -150,7 +150,7 @@ class DenseRealNVP(FlowModel):
         self.event_shape = (dim,)
         self.mask = mask_array
 
-        def mlp(position: Position, out_channels: int) -> MLP:
+        def mlp(step: Step, position: Position, out_channels: int) -> MLP:
             return MLP(hidden_dim, depth, out_channels, activation=activation,
                        dtype=flow_dtype.name, name=f"mlp_{position.index}")
 

@@ -52,6 +52,7 @@ from tfnvp.models.keras_fit import KerasFit, unpack_batch
 from tfnvp.models.objective import Objective
 from tfnvp.dequantizers.uniform import bits_per_dim_from_log_prob
 from tfnvp.nets.resnet import BatchNormalization
+from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
 from tfnvp.nets.weight_norm import WeightNormConv2D
 from tfnvp.running_average import RECALIBRATE, Training
 
@@ -501,16 +502,24 @@ class FlowModel(KerasFit, keras.Model):
         return context, flow.distribution.with_base(self.prior.distribution(labels))
 
     def regularized_weights(self) -> list[tf.Variable]:
-        """The conditioners' weight scales: the gains ``g`` of every ``WeightNormConv2D``.
+        """The conditioners' weight scales: the gains ``g`` of every ``WeightNormConv2D``,
+        and the log-scale factors of the ``ShiftAndLogScale`` heads with ``regularized_scale``.
 
         A weight-normalized kernel is ``g * v / ||v||`` with ``v`` normalized
         per output filter, so its squared L2 norm is exactly ``sum(g^2)``: an
         L2 penalty on the kernels *is* the paper's "L2 regularization on the
-        weight scale parameters" (section 4.1).  Empty for models without
-        weight-normalized layers.
+        weight scale parameters" (section 4.1).  The authors' release also
+        penalizes its checkerboard couplings' scalar ``s`` scale
+        (``rescaling_scale``; Real NVP's ``conditioner_form="release"``).
+        Empty for models without such layers.
         """
-        return [layer.gain for layer in _compat.sublayers(self, include_self=False)
-                if isinstance(layer, WeightNormConv2D)]
+        weights = []
+        for layer in _compat.sublayers(self, include_self=False):
+            if isinstance(layer, WeightNormConv2D):
+                weights.append(layer.gain)
+            elif isinstance(layer, ShiftAndLogScale) and layer.regularized_scale:
+                weights.append(layer.scale)
+        return weights
 
     def weight_scale_penalty(self) -> tf.Tensor:
         """``sum g^2`` over ``regularized_weights`` (float32; 0 if there are none)."""

@@ -19,6 +19,39 @@ Every coupling is followed by a ``BatchNorm`` bijector (section 3.7) unless
 features doubles at each coarser resolution.  They are ResNets with skip
 connections (section 4.1; ``tfnvp.nets.ResNet``).
 
+Conditioner form (``conditioner_form``):
+
+* ``"release"`` (default), the authors' release's (tensorflow/models
+  ``research/real_nvp``): the network reads a prepared input
+  (``tfnvp.nets.conditioner_input``): ``relu([u, -u, b])`` with ``u = 2 *
+  bn(b * x)`` and the mask ``b`` as a channel in checkerboard couplings,
+  ``relu([u, -u])`` with ``u = bn(x_kept)`` of the kept half in channel
+  couplings, ``bn`` without a learned scale; the network's batch norms have
+  no ``gamma`` either, and its output convolution is 1x1.  The log-scale is
+  ``s = scale * tanh(raw)`` with one scalar ``scale`` per coupling, 0 at the
+  start in checkerboard couplings (whose raw log-scale starts small and
+  random, the shift at 0: every new coupling is the identity) and 1 in
+  channel couplings; the checkerboard couplings' scalars are in the L2
+  penalty with the weight-norm gains, the channel couplings' are not (the
+  release's name filter, ``magnitude`` or ``rescaling_scale``).  The release
+  writes the coupling ``y = (x + t) * exp(s)``, we ``y = x * exp(s) + t``
+  (eq. 9): the same family, ``t' = t * exp(s)``.  Not the release's: the
+  weight initialization (He-normal directions, unit gains) besides the output
+  convolution's log-scale gains (the release's ``0.01 * sqrt(fan_in / 12)``),
+  and our batch norms' debiased running averages (``tfnvp.running_average``).
+* ``"direct"`` (stored models from before): ``b * x`` straight into the
+  first convolution, batch norms with ``gamma``, a 3x3 output convolution
+  starting at zero, a per-channel ``scale`` starting at 1, not penalized.
+
+The conditioners' batch norms have their own momentum and epsilon
+(``conditioner_batch_norm_momentum``, ``conditioner_batch_norm_epsilon``;
+the release's 0.9 and 1e-4 by default); ``batch_norm_momentum`` is the
+``BatchNorm`` bijectors'.  The squeeze before the channel couplings is the
+release's channel-major ``squeeze_2x2`` (``channel_squeeze="channel_major"``,
+default: the channel couplings split the input channels) or
+``space_to_depth`` (they split each 2x2 block's rows; stored models from
+before); ``tfnvp.bijectors.Squeeze``.
+
 Attention (``attention=True``, off by default): the conditioners at the
 coarse scales, those of steps at squeeze depth ``>= attention_min_depth``
 (default 1: every step after the first squeeze, whose tensor is at most
@@ -40,10 +73,9 @@ deterministic.  Dropout cannot be combined with ``recompute_gradients``
 
 Factor-out (``factor_out``):
 
-* ``"checkerboard"`` (default, the authors' release): the channel couplings
-  run on the ``space_to_depth`` squeeze; the tensor is un-squeezed and
-  squeezed again in the checkerboard order (``Squeeze(order="checkerboard")``),
-  the colour ``dy + dx = 1`` of every 2x2 block leaves and the colour ``dy + dx
+* ``"checkerboard"`` (default, the authors' release): after the channel
+  couplings the tensor is un-squeezed and squeezed again in the checkerboard
+  order (``Squeeze(order="checkerboard")``), the colour ``dy + dx = 1`` of every 2x2 block leaves and the colour ``dy + dx
   = 0`` goes on: the next scale sees a quincunx lattice of the image (the
   coarse latents of appendix D are a sub-sampled image).
 * ``"channel"``: the first half of the ``space_to_depth`` squeeze's channels
@@ -80,13 +112,18 @@ from tfnvp.errors import UsageError
 from tfnvp.models.image_flow import LOGIT_MAPS, ImageFlowModel
 from tfnvp.models.spec import ImageFlowSpec, option
 from tfnvp.steps.multiscale import Scale, SqueezeOp, Step, StepBuilder, UnsqueezeOp
-from tfnvp.nets.resnet import ResNet
+from tfnvp.nets.conditioner_input import RELEASE_BATCH_NORM_EPSILON, RELEASE_BATCH_NORM_MOMENTUM
+from tfnvp.nets.resnet import KERAS_EPSILON, ResNet, release_gain
 
-__all__ = ["RealNVP", "RealNVPSpec", "PAPER_CONFIGS", "FACTOR_OUT_ORDERS", "LOGIT_MAPS",
-           "latent_scale_index", "real_nvp_scales"]
+__all__ = ["RealNVP", "RealNVPSpec", "PAPER_CONFIGS", "CHANNEL_SQUEEZES", "CONDITIONER_FORMS",
+           "FACTOR_OUT_ORDERS", "LOGIT_MAPS", "latent_scale_index", "real_nvp_scales"]
 
 # Factor-out variant -> the squeeze order of the factor-out step.
 FACTOR_OUT_ORDERS = {"checkerboard": "checkerboard", "channel": "space_to_depth"}
+#: The squeeze orders before the channel couplings (``channel_squeeze``; ``Squeeze``).
+CHANNEL_SQUEEZES = ("channel_major", "space_to_depth")
+#: The forms of the coupling networks (``conditioner_form``; module docstring).
+CONDITIONER_FORMS = ("release", "direct")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,10 +148,30 @@ class RealNVPSpec(ImageFlowSpec):
     factor_out: str = option("checkerboard", "checkerboard (the authors' release) or channel: "
                              "which half of the variables leaves at each scale (tfnvp.RealNVP).",
                              choices=tuple(FACTOR_OUT_ORDERS), legacy="channel")
+    conditioner_form: str = option(
+        "release", "release (the authors' release: the coupling networks read relu([u, -u, b]), "
+        "u the batch-normalized masked input, x2 with the mask b as a channel in checkerboard "
+        "couplings, the kept half in channel couplings; no batch-norm gamma; a 1x1 output "
+        "convolution; one s-scale per coupling, 0 (L2-penalized) in checkerboard couplings, 1 in "
+        "channel couplings) or direct (b*x into the first convolution, a 3x3 output "
+        "convolution starting at zero, a per-channel s-scale starting at 1).",
+        choices=CONDITIONER_FORMS, legacy="direct")
+    channel_squeeze: str = option(
+        "channel_major", "The squeeze before the channel couplings: channel_major (the "
+        "release's squeeze_2x2: the channel couplings split the input channels) or "
+        "space_to_depth (they split each 2x2 block's rows); tfnvp.bijectors.Squeeze.",
+        choices=CHANNEL_SQUEEZES, legacy="space_to_depth")
     batch_norm: bool = option(True, "Follow every coupling with a BatchNorm bijector "
                               "(section 3.7).")
-    batch_norm_momentum: float = option(0.99, "Decay of the running batch-norm statistics, of "
-                                        "the bijectors and of the conditioners alike.")
+    batch_norm_momentum: float = option(0.99, "Decay of the running statistics of the "
+                                        "BatchNorm bijectors (section 3.7).")
+    conditioner_batch_norm_momentum: float | None = option(
+        RELEASE_BATCH_NORM_MOMENTUM, "Decay of the running statistics of the coupling "
+        "networks' batch norms (the release's 0.9; None, stored models from before: "
+        "batch_norm_momentum's).", legacy=None)
+    conditioner_batch_norm_epsilon: float = option(
+        RELEASE_BATCH_NORM_EPSILON, "Epsilon of the coupling networks' batch norms (the "
+        "release's 1e-4; stored models from before: Keras' 1e-3).", legacy=KERAS_EPSILON)
     running_average_batch_norm: bool = option(False, "Appendix E: the batch-norm bijectors "
                                               "normalize training batches with their running "
                                               "averages.")
@@ -138,11 +195,23 @@ class RealNVPSpec(ImageFlowSpec):
         self._require(self.num_res_blocks >= 0, "num_res_blocks", "must be at least 0")
         self._require(0.0 <= self.batch_norm_momentum < 1.0, "batch_norm_momentum",
                       "must be in [0, 1)")
+        self._require(0.0 <= self.conditioner_momentum < 1.0, "conditioner_batch_norm_momentum",
+                      "must be in [0, 1) or None (batch_norm_momentum's)")
+        self._require(self.conditioner_batch_norm_epsilon > 0.0, "conditioner_batch_norm_epsilon",
+                      "must be positive")
         self._require(self.mixture_components >= 1, "mixture_components", "must be at least 1")
         if self.conditioner.dropout and self.recompute_gradients:
             raise UsageError(f"recompute_gradients=True cannot be combined with dropout="
                              f"{self.conditioner.dropout} (the recomputed pass would draw "
                              "another mask): use dropout=0 or recompute_gradients=False.")
+
+    @property
+    def conditioner_momentum(self) -> float:
+        """The coupling networks' batch-norm momentum, ``conditioner_batch_norm_momentum``
+        or, if that is None (a stored model from before), ``batch_norm_momentum``."""
+        if self.conditioner_batch_norm_momentum is None:
+            return self.batch_norm_momentum
+        return self.conditioner_batch_norm_momentum
 
     @property
     def squeezes(self) -> int:
@@ -156,7 +225,8 @@ class RealNVPSpec(ImageFlowSpec):
         return self.hidden_channels * 2 ** depth  # Feature maps double with every squeeze.
 
     def layout(self) -> tuple[Scale, ...]:
-        return real_nvp_scales(self.num_scales, self.factor_out)
+        return real_nvp_scales(self.num_scales, self.factor_out,
+                               channel_squeeze=self.channel_squeeze)
 
     @classmethod
     def _section_4_1(cls, size: int, num_res_blocks: int, hidden_channels: int,
@@ -224,8 +294,11 @@ class RealNVP(ImageFlowModel):
       num_res_blocks: residual blocks per conditioner.
       hidden_channels: feature maps of the finest scale's conditioners.
       alpha, logit_map: the logit preprocessing (section 4.1; ``LogitPreprocess``).
-      skip_connections, factor_out, batch_norm: see the module docstring.
-      batch_norm_momentum, running_average_batch_norm: the batch norms (section 3.7).
+      skip_connections, factor_out, batch_norm, conditioner_form, channel_squeeze:
+        see the module docstring.
+      batch_norm_momentum, running_average_batch_norm: the batch-norm bijectors (section 3.7).
+      conditioner_batch_norm_momentum, conditioner_batch_norm_epsilon: the
+        conditioners' batch norms.
       synchronized_batch_norm: all-reduce batch statistics across replicas.
       dtype: float32 or float64, for every variable and the flow arithmetic.
       conditioner_dtype: Keras dtype policy of the conditioner bodies, e.g.
@@ -273,11 +346,22 @@ class RealNVP(ImageFlowModel):
         super().__init__(RealNVPSpec.of(image_shape, **options), name=name)
         spec = self.spec
 
-        def resnet(position: multiscale.Position, out_channels: int) -> ResNet:
-            return ResNet(spec.conditioner_width(position.depth), spec.num_res_blocks,
+        release = spec.conditioner_form == "release"
+
+        def resnet(step: Step, position: multiscale.Position, out_channels: int) -> ResNet:
+            width = spec.conditioner_width(position.depth)
+            # The release's checkerboard couplings' log-scale factor starts at 0 (CouplingStep).
+            factor_zero = spec.coupling == "affine" and step.mask == "checkerboard"
+            prepared = (dict(input_mask=step.mask, input_parity=step.parity,
+                             input_channels=position.channels, batch_norm_scale=False,
+                             output_kernel_size=1,
+                             log_scale_gain=release_gain(width) if factor_zero else 0.0)
+                        if release else {})
+            return ResNet(width, spec.num_res_blocks,
                           out_channels, synchronized_batch_norm=spec.synchronized_batch_norm,
-                          batch_norm_momentum=spec.batch_norm_momentum,
-                          skip_connections=spec.skip_connections,
+                          batch_norm_momentum=spec.conditioner_momentum,
+                          batch_norm_epsilon=spec.conditioner_batch_norm_epsilon,
+                          skip_connections=spec.skip_connections, **prepared,
                           **spec.conditioner.layer_options(position.depth),
                           dtype=self.conditioner_policy, name=f"resnet_{position.index}")
 
@@ -286,34 +370,43 @@ class RealNVP(ImageFlowModel):
                                 running_average_batch_norm=spec.running_average_batch_norm,
                                 recompute_gradients=spec.recompute_gradients,
                                 coupling=spec.coupling,
-                                mixture_components=spec.mixture_components)
+                                mixture_components=spec.mixture_components,
+                                release_scale=release)
         # The layers do not depend on the image size: the same weights build
         # the flow at any size (extrapolation, appendix C).
-        self._create_steps(real_nvp_scales(spec.num_scales, spec.factor_out, coupling),
+        self._create_steps(real_nvp_scales(spec.num_scales, spec.factor_out, coupling,
+                                           spec.channel_squeeze),
                            spec.image_shape[-1], event_ndims=3)
         self._finish_image_flow()
 
 
 def real_nvp_scales(num_scales: int, factor_out: str = "checkerboard",
-                    coupling: StepBuilder | None = None) -> tuple[Scale, ...]:
+                    coupling: StepBuilder | None = None,
+                    channel_squeeze: str = "channel_major") -> tuple[Scale, ...]:
     """Section 3.6's architecture as a ``tfnvp.multiscale`` declaration.
 
-    Scale ``i < L - 1``: 3 checkerboard couplings, squeeze, 3 channel
-    couplings, un-squeeze, factor-out in the order ``FACTOR_OUT_ORDERS[factor_out]``;
-    scale ``L - 1``: 4 checkerboard couplings.  Parities alternate within each
-    group.  ``coupling`` is the step type (``None``: a layout-only
-    declaration, e.g. for ``latent_scale_index``).
+    Scale ``i < L - 1``: 3 checkerboard couplings, squeeze in the order
+    ``channel_squeeze``, 3 channel couplings, un-squeeze, factor-out in the order
+    ``FACTOR_OUT_ORDERS[factor_out]``; scale ``L - 1``: 4 checkerboard
+    couplings.  Parities alternate within each group.  ``coupling`` is the
+    step type (``None``: a layout-only declaration, e.g. for
+    ``latent_scale_index``; the latent layout does not depend on
+    ``channel_squeeze``: the body un-squeezes what it squeezed).
     """
     if factor_out not in FACTOR_OUT_ORDERS:
         raise UsageError(f"factor_out must be one of {tuple(FACTOR_OUT_ORDERS)}, "
                          f"got {factor_out!r}.")
+    if channel_squeeze not in CHANNEL_SQUEEZES:
+        raise UsageError(f"channel_squeeze must be one of {CHANNEL_SQUEEZES}, "
+                         f"got {channel_squeeze!r}.")
 
     def couplings(mask: str, count: int) -> tuple[Step, ...]:
         return tuple(Step(coupling, mask=mask, parity=k % 2) for k in range(count))
 
     last = Scale(couplings("checkerboard", 4))
-    scale = Scale(couplings("checkerboard", 3) + (SqueezeOp(),) + couplings("channel", 3)
-                  + (UnsqueezeOp(),), factor_out=FACTOR_OUT_ORDERS[factor_out])
+    scale = Scale(couplings("checkerboard", 3) + (SqueezeOp(channel_squeeze),)
+                  + couplings("channel", 3) + (UnsqueezeOp(channel_squeeze),),
+                  factor_out=FACTOR_OUT_ORDERS[factor_out])
     return (scale,) * (int(num_scales) - 1) + (last,)
 
 

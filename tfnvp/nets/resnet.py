@@ -62,12 +62,15 @@ bfloat16/float16 activations.
 
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
 
 from tfnvp import running_average
 from tfnvp.errors import UsageError
 from tfnvp.nets.attention import GatedAttention
+from tfnvp.nets.conditioner_input import ConditionerInput
 from tfnvp.nets.gating import (ReplicaDropout, check_dropout, dropped, flowpp_options,
                                gated_linear_unit)
 from tfnvp.nets import shared_body
@@ -75,7 +78,7 @@ from tfnvp.nets.recompute import recompute
 from tfnvp.nets.tracking import track_layers
 from tfnvp.nets.weight_norm import WeightNormConv2D
 
-__all__ = ["ResNet", "BatchNormalization", "normalized_conv"]
+__all__ = ["ResNet", "BatchNormalization", "OutputGain", "normalized_conv", "release_gain"]
 
 _FUSED_DTYPES = (tf.float32, tf.bfloat16, tf.float16)
 
@@ -88,6 +91,41 @@ FOLD_EVAL_BATCH_NORM = True
 # recomputes relu(bn(x)) in the backward pass (see `normalized_conv`).  Read
 # when a function is traced.
 LEAN_BACKWARD = True
+
+
+#: Keras' batch-norm epsilon, the conditioners' before the release's option (1e-4).
+KERAS_EPSILON = 1e-3
+
+
+def _changed(**options: tuple) -> dict:
+    """``{name: value}`` of the ``name=(value, default)`` that differ from their default:
+    the configuration keys of options that came later, so earlier configurations stay as
+    they were."""
+    return {name: value for name, (value, default) in options.items() if value != default}
+
+
+def release_gain(fan_in: int) -> float:
+    """The release's initial weight-norm gain (``magnitude``) of a convolution with
+    ``fan_in`` inputs per filter: ``0.01 * sqrt(fan_in / 12)`` (``real_nvp_utils.conv_layer``,
+    ``stddev=1e-2``)."""
+    return 0.01 * math.sqrt(fan_in / 12.0)
+
+
+@keras.saving.register_keras_serializable(package="tfnvp")
+class OutputGain(keras.initializers.Initializer):
+    """The output convolution's initial gains: 0 for the first half of the filters
+    (the shift), ``log_scale_gain`` for the second half (the raw log-scale)."""
+
+    def __init__(self, log_scale_gain: float):
+        self.log_scale_gain = float(log_scale_gain)
+
+    def __call__(self, shape, dtype=None):
+        half = shape[0] // 2
+        return tf.concat([tf.zeros([half], dtype),
+                          tf.fill([shape[0] - half], tf.constant(self.log_scale_gain, dtype))], 0)
+
+    def get_config(self) -> dict:
+        return {"log_scale_gain": self.log_scale_gain}
 
 
 def _trace_settings() -> tuple[bool, bool]:
@@ -114,7 +152,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     gradient) instead of ~8 separate element-wise passes over the
     activations; float32 statistics also for bfloat16/float16 activations.
     Keras' ops are used where the fused op does not apply: inputs that are
-    not rank-4 channels-last float32/bfloat16/float16, masks, no center/scale,
+    not rank-4 channels-last float32/bfloat16/float16, masks, no center,
     or statistics synchronized across more than one replica.  ``renorm`` is
     not supported.
 
@@ -130,7 +168,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
         self.num_updates = running_average.add_counter(self)
 
     def _fused(self, inputs: tf.Tensor, mask) -> bool:
-        if (mask is not None or not self.center or not self.scale
+        if (mask is not None or not self.center
                 or inputs.shape.rank != 4 or self.axis not in (-1, 3)
                 or inputs.dtype not in _FUSED_DTYPES or self.moving_mean.dtype != tf.float32):
             return False
@@ -151,7 +189,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
         if fused:
             empty = tf.constant([], tf.float32)
             y, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-                x=inputs, scale=tf.convert_to_tensor(self.gamma),
+                x=inputs, scale=self.scale_factors(),
                 offset=tf.convert_to_tensor(self.beta), mean=empty, variance=empty,
                 epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
                 is_training=True)
@@ -182,10 +220,16 @@ class BatchNormalization(keras.layers.BatchNormalization):
             epsilon=self.epsilon)
         return tf.cast(outputs, self.compute_dtype)
 
+    def scale_factors(self) -> tf.Tensor:
+        """``gamma``, or ones for a layer without a learned scale (``scale=False``)."""
+        if self.scale:
+            return tf.convert_to_tensor(self.gamma)
+        return tf.ones_like(tf.convert_to_tensor(self.moving_mean))
+
     def _fused_inference(self, inputs: tf.Tensor, mean: tf.Tensor,
                          variance: tf.Tensor) -> tf.Tensor:
         y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-            x=inputs, scale=tf.convert_to_tensor(self.gamma),
+            x=inputs, scale=self.scale_factors(),
             offset=tf.convert_to_tensor(self.beta), mean=mean, variance=variance,
             epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
             is_training=False)
@@ -230,18 +274,21 @@ class _ResidualBlock(keras.layers.Layer):
     trace_settings = staticmethod(_trace_settings)
 
     def __init__(self, channels: int, synchronized: bool, momentum: float = 0.99,
-                 gated: bool = False, dropout: float = 0.0, **kwargs):
+                 gated: bool = False, dropout: float = 0.0, epsilon: float = KERAS_EPSILON,
+                 batch_norm_scale: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.channels = int(channels)
         self.synchronized = bool(synchronized)
         self.momentum = float(momentum)
         self.gated = bool(gated)
         self.dropout = check_dropout(dropout)
-        self.norm_in = BatchNormalization(momentum=momentum, synchronized=synchronized,
-                                          dtype=self.dtype_policy)
+        self.epsilon = float(epsilon)
+        self.batch_norm_scale = bool(batch_norm_scale)
+        norm = dict(momentum=momentum, epsilon=self.epsilon, scale=self.batch_norm_scale,
+                    synchronized=synchronized, dtype=self.dtype_policy)
+        self.norm_in = BatchNormalization(**norm)
         self.conv_in = WeightNormConv2D(channels, dtype=self.dtype_policy)
-        self.norm_out = BatchNormalization(momentum=momentum, synchronized=synchronized,
-                                           dtype=self.dtype_policy)
+        self.norm_out = BatchNormalization(**norm)
         # Only with dropout > 0: its seed generator is a (checkpointed) variable.
         self.drop = (ReplicaDropout(self.dropout, dtype=self.dtype_policy, name="dropout")
                      if self.dropout else None)
@@ -282,7 +329,7 @@ class _ResidualBlock(keras.layers.Layer):
         oneDNN convolution); equal up to float rounding.
         """
         conv, norm = self.conv_in, self.norm_out
-        scale = tf.convert_to_tensor(norm.gamma) * tf.math.rsqrt(
+        scale = norm.scale_factors() * tf.math.rsqrt(
             tf.convert_to_tensor(norm.moving_variance) + norm.epsilon)
         kernel = conv.normalized_kernel() * scale
         bias = ((tf.convert_to_tensor(conv.bias) - tf.convert_to_tensor(norm.moving_mean)) * scale
@@ -293,7 +340,9 @@ class _ResidualBlock(keras.layers.Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "channels": self.channels,
                 "synchronized": self.synchronized, "momentum": self.momentum,
-                **flowpp_options(self.gated, self.dropout)}
+                **flowpp_options(self.gated, self.dropout),
+                **_changed(epsilon=(self.epsilon, KERAS_EPSILON),
+                           batch_norm_scale=(self.batch_norm_scale, True))}
 
 
 @keras.saving.register_keras_serializable(package="tfnvp")
@@ -316,6 +365,21 @@ class ResNet(keras.layers.Layer):
         docstring; Ho et al. 2019, section 3.3).
       dropout: dropout rate in ``[0, 1)`` on each residual block's hidden
         activations before its last convolution, in training mode only.
+      batch_norm_epsilon: the batch norms' epsilon (Keras' 1e-3; the release's 1e-4).
+      batch_norm_scale: the batch norms' learned scale ``gamma`` (the release has none).
+      output_kernel_size: the output convolution's (3; the release's 1).
+      log_scale_gain: the initial gain of the output convolution's second half
+        of filters (``ShiftAndLogScale``'s raw log-scale); the first half (the
+        shift) starts at zero gain.  0 (default): the output starts at zero, a
+        new coupling is the identity.  A coupling whose log-scale factor starts
+        at 0 (the release's checkerboard couplings) needs a nonzero raw
+        log-scale, else neither gets a gradient: ``release_gain(fan_in)``, small
+        random outputs, multiplied by the factor 0, so that coupling too starts
+        as the identity.
+      input_mask, input_parity, input_channels: a coupling's mask (``"checkerboard"``
+        or ``"channel"``), parity and coupled channels: the input is first
+        prepared as in the release (``tfnvp.nets.conditioner_input``); ``None``:
+        the input goes straight to the first convolution.
     """
 
     #: One trace for every body like it (``tfnvp.nets.shared_body``).
@@ -326,7 +390,10 @@ class ResNet(keras.layers.Layer):
                  synchronized_batch_norm: bool = False, batch_norm_momentum: float = 0.99,
                  skip_connections: bool = True, attention: bool = False,
                  attention_heads: int = 4, gated: bool = False, dropout: float = 0.0,
-                 **kwargs):
+                 batch_norm_epsilon: float = KERAS_EPSILON, batch_norm_scale: bool = True,
+                 output_kernel_size: int = 3, log_scale_gain: float = 0.0,
+                 input_mask: str | None = None, input_parity: int = 0,
+                 input_channels: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if hidden_channels < 1 or num_blocks < 0 or out_channels < 1:
             raise UsageError("ResNet needs hidden_channels >= 1, num_blocks >= 0 and "
@@ -344,11 +411,26 @@ class ResNet(keras.layers.Layer):
         self.attention_heads = int(attention_heads)
         self.gated = bool(gated)
         self.dropout = check_dropout(dropout)
+        self.batch_norm_epsilon = float(batch_norm_epsilon)
+        self.batch_norm_scale = bool(batch_norm_scale)
+        self.output_kernel_size = int(output_kernel_size)
+        self.log_scale_gain = float(log_scale_gain)
+        self.input_mask = input_mask
+        self.input_parity = int(input_parity)
+        self.input_channels = None if input_channels is None else int(input_channels)
+        if (input_mask is None) != (input_channels is None):
+            raise UsageError("ResNet: give input_mask and input_channels together (a prepared "
+                             f"input) or neither, got {input_mask!r} and {input_channels!r}.")
         policy = self.dtype_policy
+        self.prepare = None if input_mask is None else ConditionerInput(
+            self.input_channels, input_mask, self.input_parity,
+            batch_norm_momentum=batch_norm_momentum, batch_norm_epsilon=batch_norm_epsilon,
+            synchronized_batch_norm=synchronized_batch_norm, dtype=policy, name="prepare")
         self.conv_in = WeightNormConv2D(hidden_channels, dtype=policy)
         self.blocks = track_layers(self, "block", [
             _ResidualBlock(hidden_channels, synchronized_batch_norm, momentum=batch_norm_momentum,
-                           gated=gated, dropout=self.dropout, dtype=policy, name=f"block_{i}")
+                           gated=gated, dropout=self.dropout, epsilon=batch_norm_epsilon,
+                           batch_norm_scale=batch_norm_scale, dtype=policy, name=f"block_{i}")
             for i in range(num_blocks)])
         self.attentions = track_layers(self, "attention", [
             GatedAttention(hidden_channels, attention_heads, dtype=policy, name=f"attention_{i}")
@@ -358,19 +440,27 @@ class ResNet(keras.layers.Layer):
             WeightNormConv2D(hidden_channels, kernel_size=1, dtype=policy, name=f"skip_{i}")
             for i in range(num_blocks + 1)] if skip_connections else [])
         self.norm_out = BatchNormalization(momentum=batch_norm_momentum,
+                                           epsilon=batch_norm_epsilon, scale=batch_norm_scale,
                                            synchronized=synchronized_batch_norm, dtype=policy)
-        self.conv_out = WeightNormConv2D(out_channels, gain_initializer="zeros", dtype=policy)
+        self.conv_out = WeightNormConv2D(
+            out_channels, kernel_size=output_kernel_size, dtype=policy,
+            gain_initializer=OutputGain(self.log_scale_gain) if self.log_scale_gain else "zeros")
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         """Creates every weight from the input shape (``[..., C_in]``) without
         tracing ``call`` (what Keras does for a layer without ``build``, once per
         level of nesting)."""
+        if self.prepare is not None:
+            self.prepare.build(input_shape)
+            input_shape = self.prepare.compute_output_shape(input_shape)
         self.conv_in.build(input_shape)
         hidden = tuple(input_shape[:-1]) + (self.hidden_channels,)
         for layer in [*self.blocks, *self.attentions, *self.skips, self.norm_out, self.conv_out]:
             layer.build(hidden)
 
     def call(self, x: tf.Tensor, training: running_average.Training = False) -> tf.Tensor:
+        if self.prepare is not None:
+            x = self.prepare(x, training=training)
         stages = [self.conv_in(x)]
         for i, block in enumerate(self.blocks):
             h = shared_body.call(block, stages[-1], training)
@@ -386,4 +476,11 @@ class ResNet(keras.layers.Layer):
                 "synchronized_batch_norm": self.synchronized_batch_norm,
                 "skip_connections": self.skip_connections, "attention": self.attention,
                 "attention_heads": self.attention_heads,
-                **flowpp_options(self.gated, self.dropout)}
+                **flowpp_options(self.gated, self.dropout),
+                **_changed(batch_norm_epsilon=(self.batch_norm_epsilon, KERAS_EPSILON),
+                           batch_norm_scale=(self.batch_norm_scale, True),
+                           output_kernel_size=(self.output_kernel_size, 3),
+                           log_scale_gain=(self.log_scale_gain, 0.0),
+                           input_mask=(self.input_mask, None),
+                           input_parity=(self.input_parity, 0),
+                           input_channels=(self.input_channels, None))}

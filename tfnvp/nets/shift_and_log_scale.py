@@ -3,7 +3,13 @@
 A conditioner body (``ResNet`` for images, an MLP for vectors) produces
 ``2 * channels`` features; they are split into a shift ``t`` and a raw
 log-scale, which is bounded as ``s = scale * tanh(raw)`` with a learned
-per-channel ``scale`` (the original implementation's stabilization of eq. (9)).
+``scale`` (the authors' release's stabilization of eq. (9)): per channel,
+starting at 1 (default), or, as in the release, one scalar per coupling
+(``scalar_scale=True``) with a given initial value (the release: 0 for
+checkerboard couplings, 1 for channel couplings) and, optionally, in the L2
+penalty (``regularized_scale``; ``FlowModel.regularized_weights``).  The
+release's coupling is ``y = (x + t) * exp(s)``, ours ``y = x * exp(s) + t``
+(eq. 9): the same family, ``t' = t * exp(s)``.
 
 Conditioning: a conditional flow passes a per-example ``context`` (e.g.
 one-hot class labels, ``[batch, K]``) with every call.  It is broadcast over
@@ -112,21 +118,35 @@ class ShiftAndLogScale(BodyConfig, keras.layers.Layer):
       recompute_gradients: recompute the body's activations in the backward
         pass instead of storing them (see the module docstring); a ValueError
         for a body with dropout.
+      scalar_scale: one ``scale`` for all channels (the release's) instead of
+        one per channel.
+      initial_scale: the initial value of ``scale``.
+      regularized_scale: ``scale`` is in the model's L2 penalty
+        (``FlowModel.regularized_weights``; the release's checkerboard couplings').
     """
 
     def __init__(self, body: keras.layers.Layer, channels: int,
-                 recompute_gradients: bool = False, **kwargs):
+                 recompute_gradients: bool = False, scalar_scale: bool = False,
+                 initial_scale: float = 1.0, regularized_scale: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.body = body
         self.channels = int(channels)
         self.recompute_gradients = bool(recompute_gradients)
+        self.scalar_scale = bool(scalar_scale)
+        self.initial_scale = float(initial_scale)
+        self.regularized_scale = bool(regularized_scale)
         check_recomputable(body, self.recompute_gradients)
-        self.scale = self.add_weight(name="log_scale_factor", shape=(self.channels,),
-                                     initializer="ones")
+        self.scale = self.add_weight(
+            name="log_scale_factor", shape=() if self.scalar_scale else (self.channels,),
+            initializer=keras.initializers.Constant(self.initial_scale))
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "channels": self.channels,
-                "recompute_gradients": self.recompute_gradients}
+        config = {**super().get_config(), "channels": self.channels,
+                  "recompute_gradients": self.recompute_gradients}
+        if self.scalar_scale or self.initial_scale != 1.0 or self.regularized_scale:
+            config.update(scalar_scale=self.scalar_scale, initial_scale=self.initial_scale,
+                          regularized_scale=self.regularized_scale)
+        return config
 
     def compute_output_shape(self, x_shape: tuple[int | None, ...],
                              context_shape: tuple[int | None, ...] | None = None

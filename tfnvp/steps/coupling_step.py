@@ -11,9 +11,17 @@ logistic-mixture CDF coupling (``coupling="logistic_mixture"``,
 ``mixture_components`` components); the body, masks and batch norm are the
 same.
 
+The affine coupling's log-scale is ``s = scale * tanh(raw)`` (``ShiftAndLogScale``)
+with a per-channel ``scale`` starting at 1, or, with ``release_scale``, the
+authors' release's: one scalar per coupling, starting at 0 in checkerboard
+couplings (a new one has ``s = 0`` exactly) and at 1 in channel couplings,
+the checkerboard couplings' in the L2 penalty (the release penalizes the
+variables named ``rescaling_scale``, the checkerboard couplings', and not the
+channel couplings' ``scale``).
+
 ``CouplingStep`` is a ``tfnvp.multiscale.StepBuilder``: it creates the
 step's layers (``conditioner``: a ``ShiftAndLogScale`` around a body from
-``body(position)``; ``statistics``: a ``BatchNormStatistics``), named
+``body(step, position, out_channels)``; ``statistics``: a ``BatchNormStatistics``), named
 ``coupling_<index>`` and ``batch_norm_<index>``, and builds the two bijectors
 from them.  The images' ``RealNVP`` (ResNet bodies) and the vectors'
 ``DenseRealNVP`` (MLP bodies) share it.
@@ -47,11 +55,11 @@ class CouplingStep(StepBuilder):
     """Coupling (+ batch norm) steps.
 
     Args:
-      body: ``body(position, out_channels)``: the conditioner body of the step at
-        ``position``, a Keras layer producing ``out_channels`` features (``2 *
-        position.channels`` for the affine coupling, ``(3K + 2) *
-        position.channels`` for the logistic mixture) whose last layer starts
-        at zero.
+      body: ``body(step, position, out_channels)``: the conditioner body of
+        ``step`` (its mask and parity) at ``position``, a Keras layer producing
+        ``out_channels`` features (``2 * position.channels`` for the affine
+        coupling, ``(3K + 2) * position.channels`` for the logistic mixture)
+        whose last layer starts at zero (unless ``release_scale``).
       dtype: the flow's dtype (variables of the heads and statistics).
       batch_norm: follow the coupling with a ``BatchNorm`` bijector.
       batch_norm_momentum: decay of its running statistics.
@@ -59,13 +67,15 @@ class CouplingStep(StepBuilder):
       recompute_gradients: see ``ShiftAndLogScale``.
       coupling: one of ``COUPLINGS`` (module docstring).
       mixture_components: ``K`` of the logistic-mixture coupling.
+      release_scale: the affine coupling's log-scale factor as in the release
+        (module docstring).
     """
 
     def __init__(self, body: Callable[[Position, int], keras.layers.Layer],
                  dtype: tf.DType | str, batch_norm: bool = True,
                  batch_norm_momentum: float = 0.99, running_average_batch_norm: bool = False,
                  recompute_gradients: bool = False, coupling: str = "affine",
-                 mixture_components: int = 4):
+                 mixture_components: int = 4, release_scale: bool = False):
         if coupling not in COUPLINGS:
             raise UsageError(f"coupling must be one of {COUPLINGS}, got {coupling!r}.")
         if int(mixture_components) < 1:
@@ -78,17 +88,22 @@ class CouplingStep(StepBuilder):
         self._momentum = float(batch_norm_momentum)
         self._running_average = bool(running_average_batch_norm)
         self._recompute = bool(recompute_gradients)
+        self._release_scale = bool(release_scale)
 
     def layers(self, step: Step, position: Position) -> dict[str, keras.layers.Layer]:
         width, index = position.channels, position.index
         common = dict(recompute_gradients=self._recompute, dtype=self._dtype,
                       name=f"coupling_{index}")
         if self._coupling == "affine":
-            conditioner = ShiftAndLogScale(self._body(position, 2 * width), width, **common)
+            checkerboard = isinstance(step.mask, str) and step.mask == "checkerboard"
+            scale = (dict(scalar_scale=True, initial_scale=0.0 if checkerboard else 1.0,
+                          regularized_scale=checkerboard) if self._release_scale else {})
+            conditioner = ShiftAndLogScale(self._body(step, position, 2 * width), width,
+                                           **scale, **common)
         else:
             out_channels = LogisticMixtureParameters.output_channels(width, self._components)
-            conditioner = LogisticMixtureParameters(self._body(position, out_channels), width,
-                                                    self._components, **common)
+            conditioner = LogisticMixtureParameters(self._body(step, position, out_channels),
+                                                    width, self._components, **common)
         layers = {"conditioner": conditioner}
         if self._batch_norm:
             layers["statistics"] = BatchNormStatistics(width, dtype=self._dtype,
