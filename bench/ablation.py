@@ -11,7 +11,13 @@ on top of a small shared model (28x28x1, 3 scales, ``--num_res_blocks``,
 ``--hidden_channels``); ``CONFIGS`` holds the ones of issue 9:
 
   baseline     the defaults: skip connections, symmetric logit map,
-               checkerboard factor-out
+               checkerboard factor-out; since issue 29 the release's conditioner
+               form (the tables of issues 9 and 11 had direct_conditioner's)
+  release_conditioner  Real NVP's conditioner as the authors' release has it
+               (conditioner_form="release", its channel-major squeeze and its
+               batch-norm momentum and epsilon; 9 maps on CIFAR-10)
+  direct_conditioner  the form of before (conditioner_form="direct",
+               space_to_depth squeeze, Keras' batch-norm epsilon)
   no_skip      skip_connections=False (only the residual connections)
   asymmetric   logit_map="asymmetric" (section 4.1's formula as printed)
   channel      factor_out="channel" (the space-to-depth channel split:
