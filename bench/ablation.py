@@ -11,7 +11,13 @@ on top of a small shared model (28x28x1, 3 scales, ``--num_res_blocks``,
 ``--hidden_channels``); ``CONFIGS`` holds the ones of issue 9:
 
   baseline     the defaults: skip connections, symmetric logit map,
-               checkerboard factor-out
+               checkerboard factor-out; since issue 29 the release's conditioner
+               form (the tables of issues 9 and 11 had direct_conditioner's)
+  release_conditioner  Real NVP's conditioner as the authors' release has it
+               (conditioner_form="release", its channel-major squeeze and its
+               batch-norm momentum and epsilon; 9 maps on CIFAR-10)
+  direct_conditioner  the form of before (conditioner_form="direct",
+               space_to_depth squeeze, Keras' batch-norm epsilon)
   no_skip      skip_connections=False (only the residual connections)
   asymmetric   logit_map="asymmetric" (section 4.1's formula as printed)
   channel      factor_out="channel" (the space-to-depth channel split:
@@ -25,9 +31,13 @@ on top of a small shared model (28x28x1, 3 scales, ``--num_res_blocks``,
   logistic_mixture_k2  the same with K = 2 and wider feature maps
   flowpp       all of Flow++'s components: variational dequantization,
                logistic-mixture couplings, gated attention at the coarse scales
-  glow         tfnvp.Glow instead (CIFAR-10 only: 3 levels need sides divisible
-               by 8): actnorm, 1x1 convolutions, affine couplings, K = 6 steps
-               per level, 36 feature maps (309,672 parameters)
+  glow         tfnvp.Glow instead (CIFAR-10: 3 levels; MNIST: 2 levels, 96 maps):
+               actnorm, 1x1 convolutions, affine couplings, K = 6 steps per
+               level, 36 feature maps, the learned split and top priors
+               (314,364 parameters; issue 11's row predates the priors)
+  glow_no_priors  the same without the learned priors (split_prior=False,
+               learn_top=False: N(0, I) for every latent; 309,672)
+  glow_additive  additive couplings (the release's default), 48 maps (305,652)
   glow_variational  the same with variational dequantization (dequantizer
                width 16, 35 feature maps: 314,570)
 
@@ -93,13 +103,35 @@ CONFIGS: dict[str, dict] = {
                    mixture_components=3, attention=True, attention_heads=2, hidden_channels=5),
     # Glow (model="glow"; tfnvp.Glow's own options), at the CIFAR-10 baseline's 313,291.
     "glow": dict(model="glow", steps_per_scale=6, hidden_channels=36),
+    # Issue 29: the same without the learned priors (the issue 11 row's model; 309,672 on
+    # CIFAR-10 against 314,364 with them), and additive couplings with wider networks (305,652).
+    "glow_no_priors": dict(model="glow", steps_per_scale=6, hidden_channels=36,
+                           split_prior=False, learn_top=False),
+    "glow_additive": dict(model="glow", steps_per_scale=6, hidden_channels=48,
+                          coupling="additive"),
+    # Issue 29: Real NVP's conditioner forms, every option that differs between them explicit
+    # (the baseline's defaults changed to the release's form with it).
+    "release_conditioner": dict(conditioner_form="release", channel_squeeze="channel_major",
+                                conditioner_batch_norm_momentum=0.9,
+                                conditioner_batch_norm_epsilon=1e-4),
+    "direct_conditioner": dict(conditioner_form="direct", channel_squeeze="space_to_depth",
+                               conditioner_batch_norm_momentum=None,
+                               conditioner_batch_norm_epsilon=1e-3),
     "glow_variational": dict(model="glow", steps_per_scale=6, hidden_channels=35,
                              dequantization="variational", dequantizer_channels=16),
 }
 # The same +-10% on CIFAR-10's 3 channels (baseline 313,291: variational 294,908,
 # logistic_mixture 309,894, flowpp 297,061): the mixture heads output 3K + 2 maps per channel.
+# MNIST's 28 x 28 allows 2 Glow levels (28 -> 14 -> 7); the networks widened to about the
+# baseline's 226,713: glow 210,124, glow_no_priors 209,832, glow_additive 230,020.
 DATASET_OVERRIDES: dict[str, dict[str, dict]] = {
-    "cifar10_jpeg": {"logistic_mixture": dict(hidden_channels=4),
+    "mnist": {"glow": dict(num_scales=2, hidden_channels=96),
+              "glow_no_priors": dict(num_scales=2, hidden_channels=96),
+              "glow_additive": dict(num_scales=2, hidden_channels=112)},
+    # Real NVP's release conditioner reads 2C + 1 channels and ends in a 1x1 convolution:
+    # 9 maps on CIFAR-10 for 311,413 parameters (8: 254,669); MNIST keeps 8 (207,695).
+    "cifar10_jpeg": {"release_conditioner": dict(hidden_channels=9),
+                     "logistic_mixture": dict(hidden_channels=4),
                      "logistic_mixture_k2": dict(hidden_channels=5),
                      "flowpp": dict(hidden_channels=4, mixture_components=2)},
 }
@@ -172,8 +204,9 @@ def run_child(args: argparse.Namespace) -> dict:
     keras.utils.set_random_seed(args.seed)
     options = {**CONFIGS[name], **DATASET_OVERRIDES.get(args.dataset, {}).get(name, {})}
     if options.get("model") == "glow":
-        model = tfnvp.Glow(train.shape[1:], num_scales=3, validate_args=False,
-                           **{k: v for k, v in options.items() if k != "model"})
+        model = tfnvp.Glow(train.shape[1:], **{"num_scales": 3, "validate_args": False,
+                                               **{k: v for k, v in options.items()
+                                                  if k != "model"}})
     else:
         options = {"num_res_blocks": args.num_res_blocks,
                    "hidden_channels": args.hidden_channels, **options}
