@@ -228,7 +228,10 @@ def test_runs_and_exports_older_than_the_architecture_options(tmp_path):
                             hidden_channels=4)}
     model = run_dir.build_model(config)
     legacy = tfnvp.RealNVPSpec.legacy_defaults()
-    assert legacy == dict(skip_connections=False, logit_map="asymmetric", factor_out="channel")
+    assert legacy == dict(skip_connections=False, logit_map="asymmetric", factor_out="channel",
+                          conditioner_form="direct", channel_squeeze="space_to_depth",
+                          conditioner_batch_norm_momentum=None,
+                          conditioner_batch_norm_epsilon=1e-3)
     assert {k: model.get_config()[k] for k in legacy} == legacy
     assert not model.conditioners[0].body.skips
     metadata = tmp_path / "tfnvp_export.json"
