@@ -43,12 +43,12 @@ class DigitsRun:
     ~40 ops): the first step's tracing and graph optimization take half the time, and
     what the tests check (held-out bits/dim after so many steps) does not depend on it."""
 
-    def __init__(self, num_classes: int | None):
+    def __init__(self, num_classes: int | None, conditioner_form: str = "release"):
         keras.utils.set_random_seed(0)
         self.conditional = num_classes is not None
         self._config = dict(image_shape=(8, 8, 1), num_scales=2, num_res_blocks=1,
                             hidden_channels=16, batch_norm_momentum=0.9, validate_args=False,
-                            num_classes=num_classes)
+                            num_classes=num_classes, conditioner_form=conditioner_form)
         self.model = tfnvp.RealNVP(**self._config)
         self._optimizer = tfnvp.FusedAdam(3e-3)
         self._rng = np.random.default_rng(0)
@@ -95,6 +95,7 @@ class DigitsRun:
 
 
 @functools.cache
-def digits_run(num_classes: int | None = None) -> DigitsRun:
-    """The process's one run for ``num_classes`` (trained further as steps are asked for)."""
-    return DigitsRun(num_classes)
+def digits_run(num_classes: int | None = None, conditioner_form: str = "release") -> DigitsRun:
+    """The process's one run for ``num_classes`` and ``conditioner_form`` (``RealNVP``'s;
+    trained further as steps are asked for)."""
+    return DigitsRun(num_classes, conditioner_form)
