@@ -71,7 +71,7 @@ class CouplingStep(StepBuilder):
         (module docstring).
     """
 
-    def __init__(self, body: Callable[[Position, int], keras.layers.Layer],
+    def __init__(self, body: Callable[[Step, Position, int], keras.layers.Layer],
                  dtype: tf.DType | str, batch_norm: bool = True,
                  batch_norm_momentum: float = 0.99, running_average_batch_norm: bool = False,
                  recompute_gradients: bool = False, coupling: str = "affine",
