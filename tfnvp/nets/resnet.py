@@ -46,7 +46,10 @@ the input convolution's output and each residual block's, reaches the output
 head through its own weight-normalized 1x1 convolution, and the head reads
 their sum.  With ``skip_connections=False`` the head reads ``h_num_blocks``
 (only the residual connections; for ablations).  The last convolution starts
-with zero gain, so a new coupling layer is the identity.
+with zero gain, so a new coupling layer is the identity (with
+``log_scale_gain``, the release form's checkerboard couplings, only its shift
+half does; the log-scale half starts at the release's small gain, and the
+coupling's scalar s-scale, starting at 0, keeps the coupling the identity).
 
 In training mode each ``conv(relu(bn(x)))`` unit keeps only ``x`` for the
 backward pass, which recomputes ``relu(bn(x))`` (``normalized_conv``): half
