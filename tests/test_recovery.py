@@ -293,10 +293,15 @@ def test_lock_of_another_host_or_live_process_is_refused(tmp_path):
 
 # --------------------------------------------------------------- divergence
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capfd):
-    """The issue's example: --learning_rate=1000 makes every update from step 3 on non-finite."""
+    """The issue's example: --learning_rate=1000 makes every update from step 3 on non-finite.
+
+    In Real NVP's conditioner form of before: with the release's form (the default since
+    issue 29) the update of step 2 is already non-finite, and no checkpoint before the
+    divergence would be left to keep."""
     run = tmp_path / "run"
     code = _run(f"--output_dir={run}", "--train_steps=100", "--learning_rate=1000",
-                "--max_consecutive_skipped=3", "--checkpoint_every=1")
+                "--max_consecutive_skipped=3", "--checkpoint_every=1",
+                "--conditioner_form=direct")
     err = capfd.readouterr().err
     assert code == 1 and "Training diverged" in err and "Traceback" not in err, err[-3000:]
     assert "--max_consecutive_skipped=3" in err

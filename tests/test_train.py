@@ -150,6 +150,12 @@ def test_l2_penalty_is_the_squared_norm_of_the_conditioner_kernels():
     # convolution and from the block).
     assert len(kernels) == 4 * 6
     expected = sum(float((k.astype(np.float64) ** 2).sum()) for k in kernels)
+    # The release's conditioner form (the default) also penalizes the checkerboard couplings'
+    # scalar s-scales (its rescaling_scale); num_scales=1 has 4 checkerboard couplings.
+    scales = [float(layer.scale.numpy()) for layer in model._flatten_layers(include_self=False)
+              if isinstance(layer, tfnvp.nets.ShiftAndLogScale) and layer.regularized_scale]
+    assert len(scales) == 4 and all(0.5 <= s <= 2.0 for s in scales)
+    expected += sum(s ** 2 for s in scales)
     assert float(model.weight_scale_penalty()) == pytest.approx(expected, rel=1e-5)
     assert float(model.regularization_loss(0.5)) == pytest.approx(0.5 * expected, rel=1e-5)
 
