@@ -385,9 +385,12 @@ class ResNet(keras.layers.Layer):
         the input goes straight to the first convolution.
     """
 
-    #: One trace for every body like it (``tfnvp.nets.shared_body``).
+    #: One trace for every body like it (``tfnvp.nets.shared_body``), the prepared
+    #: input (parity included) run before it, inline.
     traced_once = True
     trace_settings = staticmethod(_trace_settings)
+    #: Configuration the shared trace does not read: the prefix's, and an initializer's.
+    untraced_config = ("input_mask", "input_parity", "input_channels", "log_scale_gain")
 
     def __init__(self, hidden_channels: int, num_blocks: int, out_channels: int,
                  synchronized_batch_norm: bool = False, batch_norm_momentum: float = 0.99,
@@ -461,8 +464,15 @@ class ResNet(keras.layers.Layer):
         for layer in [*self.blocks, *self.attentions, *self.skips, self.norm_out, self.conv_out]:
             layer.build(hidden)
 
-    def call(self, x: tf.Tensor, training: running_average.Training = False) -> tf.Tensor:
-        if self.prepare is not None:
+    @property
+    def untraced_prefix(self) -> ConditionerInput | None:
+        """The prepared input (``tfnvp.nets.shared_body`` runs it outside the shared trace)."""
+        return self.prepare
+
+    def call(self, x: tf.Tensor, training: running_average.Training = False,
+             prefixed: bool = False) -> tf.Tensor:
+        """``prefixed``: ``x`` is already the prepared input (``tfnvp.nets.shared_body``)."""
+        if self.prepare is not None and not prefixed:
             x = self.prepare(x, training=training)
         stages = [self.conv_in(x)]
         for i, block in enumerate(self.blocks):

@@ -24,6 +24,17 @@ Code that runs again while the gradient is built, after the trace, must not
 read variables: ``tfnvp.nets.recompute`` recomputes from the weights' values
 handed to its custom gradient.
 
+A body may run a first layer inline, before the shared trace: its
+``untraced_prefix`` (``ResNet``'s prepared input, ``tfnvp.nets.conditioner_input``,
+which holds what differs between otherwise identical couplings: the mask's
+parity).  ``call`` runs the prefix as the body would, then the traced function
+on its output, and calls the body with ``prefixed=True`` there; the prefix's
+configuration (``untraced_config``) and variables are not part of the key.
+Keeping it out of the trace also keeps XLA able to compile the caller once: the
+gradient of a concatenation inside a not-inlined function reads its axis from
+the function's outputs, so XLA would take every input of the call, the data
+included, as a compile-time constant and compile again at every step.
+
 Used only where the body opts in (``traced_once = True`` on ``ResNet``, its
 residual blocks, ``MLP`` and ``GlowNet``: layers whose configuration, variable
 shapes and ``trace_settings()`` -- module switches read while tracing, such
@@ -94,21 +105,29 @@ def _storage(variable: keras.Variable) -> tf.Variable:
     return storage
 
 
+def _prefix(body: keras.layers.Layer) -> keras.layers.Layer | None:
+    """The body's first layer run inline, before the trace (module docstring), if any."""
+    return getattr(body, "untraced_prefix", None)
+
+
 def _call_variables(body: keras.layers.Layer, training: Training) -> list[keras.Variable]:
-    """The variables a call of ``body`` in mode ``training`` may read: all of them, but
-    where dropout is off (evaluation, recalibration) not its dropout layers' seed states
-    (a SavedModel refuses to capture those untracked states)."""
-    if training and not running_average.is_cumulative(training):  # As nets.gating.dropped.
-        return list(body.variables)
-    seeds = {id(layer.seed_generator.state) for layer in sublayers(body)
-             if isinstance(layer, keras.layers.Dropout)}
-    return [v for v in body.variables if id(v) not in seeds]
+    """The variables a traced call of ``body`` in mode ``training`` may read: all of them
+    but its ``untraced_prefix``'s, and where dropout is off (evaluation, recalibration)
+    not its dropout layers' seed states (a SavedModel refuses to capture those untracked
+    states)."""
+    prefix = _prefix(body)
+    excluded = set() if prefix is None else {id(v) for v in prefix.variables}
+    if not training or running_average.is_cumulative(training):  # As nets.gating.dropped.
+        excluded |= {id(layer.seed_generator.state) for layer in sublayers(body)
+                     if isinstance(layer, keras.layers.Dropout)}
+    return [v for v in body.variables if id(v) not in excluded]
 
 
 def _key(body: keras.layers.Layer, tensors: Sequence[tf.Tensor | None],
          training: Training) -> tuple:
     config = dict(body.get_config())
-    config.pop("name", None)
+    for field in ("name", *getattr(body, "untraced_config", ())):
+        config.pop(field, None)
     # ``trace_settings()``: module switches the body's code reads while it is traced.
     return (type(body), getattr(body, "trace_settings", tuple)(),
             json.dumps(config, sort_keys=True, default=repr),
@@ -122,6 +141,8 @@ def _run_template(training: Training, inputs: tf.Tensor, condition: tf.Tensor | 
     """The traced code: the template body (``call``) on its variables' function inputs."""
     template = _STATE.template
     extra = {} if condition is None else dict(context=condition)
+    if _prefix(template) is not None:
+        extra["prefixed"] = True
     with bound(tuple(zip(_call_variables(template, training), storages, strict=True))):
         return template(inputs, training=training, **extra)
 
@@ -133,6 +154,8 @@ def call(body: keras.layers.Layer, x: tf.Tensor, training: Training,
     kwargs = {} if context is None else dict(context=context)
     if not shareable(body):
         return body(x, training=training, **kwargs)
+    if _prefix(body) is not None:
+        x = _prefix(body)(x, training=training)
     key = _key(body, (x, context), training)
     function = _FUNCTIONS.get(key)
     if function is None:
