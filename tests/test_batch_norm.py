@@ -176,7 +176,7 @@ def test_float64_batch_moments_unchanged_and_gradient_exact():
 def test_conditioner_batch_normalization_is_stable_at_large_mean_over_std(dtype):
     """The conditioners' BatchNormalization (float32: the fused kernel; float64: Keras'
     two-pass moments) normalizes a batch with mean/std = 60 as float64 does."""
-    from tfnvp.nets.resnet import BatchNormalization
+    from tfnvp.nets.batch_norm import BatchNormalization
 
     x = _offset_batch(60.0)
     layer = BatchNormalization(dtype=dtype)

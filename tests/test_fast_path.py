@@ -79,7 +79,7 @@ def test_compiled_log_prob_uses_the_kernels_of_a_user_function_on_the_distributi
     # Evaluation mode folds each residual block's inner batch norm into its
     # convolution: one FusedBatchNormV3 fewer per block (1 block per conditioner).
     norms = [layer for layer in model.batch_norm_layers()
-             if isinstance(layer, tfnvp.nets.resnet.BatchNormalization)]
+             if isinstance(layer, tfnvp.nets.batch_norm.BatchNormalization)]
     assert ops["FusedBatchNormV3"] == len(norms) - len(model.conditioners) > 0
 
 

@@ -21,7 +21,8 @@ from tfnvp.bijectors.piecewise_linear import PiecewiseLinearParams
 from tfnvp.models.conditional import ClassConditionalPrior
 from tfnvp.nets.glow_net import GlowAffineHead, GlowNet
 from tfnvp.nets.mlp import MLP
-from tfnvp.nets.resnet import BatchNormalization, ResNet
+from tfnvp.nets.batch_norm import BatchNormalization
+from tfnvp.nets.resnet import ResNet
 from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
 from tfnvp.nets.weight_norm import WeightNormConv2D
 

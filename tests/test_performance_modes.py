@@ -12,7 +12,8 @@ import tensorflow as tf
 import tfnvp
 from bench import compiled
 from tfnvp.nets import shared_body
-from tfnvp.nets.resnet import BatchNormalization, ResNet
+from tfnvp.nets.batch_norm import BatchNormalization
+from tfnvp.nets.resnet import ResNet
 
 from graph_ops import executed_op_types
 

@@ -25,7 +25,7 @@ from tfnvp.bijectors import Squeeze
 from tfnvp.models.realnvp import real_nvp_scales
 from tfnvp.nets import ShiftAndLogScale
 from tfnvp.nets.conditioner_input import ConditionerInput
-from tfnvp.nets.resnet import BatchNormalization
+from tfnvp.nets.batch_norm import BatchNormalization
 from tfnvp.steps.multiscale import SqueezeOp, walk
 
 from bijector_checks import assert_exact_bijector, perturb_weights

@@ -15,7 +15,8 @@ import digits_runs
 import tfnvp
 from tfnvp import running_average
 from tfnvp.bijectors import BatchNormStatistics
-from tfnvp.nets.resnet import BatchNormalization, ResNet
+from tfnvp.nets.batch_norm import BatchNormalization
+from tfnvp.nets.resnet import ResNet
 from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
 from trainers import data, evaluation, run_dir, train
 

@@ -51,7 +51,7 @@ from tfnvp.models.conditional import ClassConditionalPrior, check_labels, one_ho
 from tfnvp.models.keras_fit import KerasFit, unpack_batch
 from tfnvp.models.objective import Objective
 from tfnvp.dequantizers.uniform import bits_per_dim_from_log_prob
-from tfnvp.nets.resnet import BatchNormalization
+from tfnvp.nets.batch_norm import BatchNormalization
 from tfnvp.nets.shift_and_log_scale import ShiftAndLogScale
 from tfnvp.nets.weight_norm import WeightNormConv2D
 from tfnvp.running_average import RECALIBRATE, Training

@@ -30,6 +30,7 @@ import tensorflow as tf
 from tfnvp import running_average
 from tfnvp.bijectors.coupling import MASK_TYPES, checkerboard_mask
 from tfnvp.errors import UsageError
+from tfnvp.nets.batch_norm import BatchNormalization
 
 __all__ = ["ConditionerInput", "RELEASE_BATCH_NORM_EPSILON", "RELEASE_BATCH_NORM_MOMENTUM"]
 
@@ -69,7 +70,6 @@ class ConditionerInput(keras.layers.Layer):
         self.batch_norm_momentum = float(batch_norm_momentum)
         self.batch_norm_epsilon = float(batch_norm_epsilon)
         self.synchronized_batch_norm = bool(synchronized_batch_norm)
-        from tfnvp.nets.resnet import BatchNormalization  # Here: resnet imports this module.
         self.norm = BatchNormalization(momentum=batch_norm_momentum, epsilon=batch_norm_epsilon,
                                        scale=False, synchronized=synchronized_batch_norm,
                                        dtype=self.dtype_policy)
