@@ -17,6 +17,9 @@ MODELS = {
     "realnvp": lambda: tfnvp.RealNVP(SHAPE, num_scales=2, num_res_blocks=1, hidden_channels=8),
     "conditional": lambda: tfnvp.RealNVP(SHAPE, num_scales=2, num_res_blocks=1,
                                          hidden_channels=8, num_classes=3),
+    "flowpp": lambda: tfnvp.RealNVP(SHAPE, num_scales=1, num_res_blocks=1, hidden_channels=8,
+                                    coupling="logistic_mixture", mixture_components=2,
+                                    attention=True, gated_convolutions=True),
 }
 
 

@@ -28,9 +28,25 @@ from tfnvp.errors import UsageError
 __all__ = ["ReplicaDropout", "check_dropout", "dropped", "flowpp_options", "gated_linear_unit"]
 
 
+@tf.custom_gradient
+def _halves(features: tf.Tensor):
+    """``tf.split(features, 2, axis=-1)``, whose gradient builds its own axis constant.
+
+    ``tf.split``'s gradient reads the forward op's axis tensor; inside a shared body's
+    not-inlined function (``tfnvp.nets.shared_body``) that tensor becomes an output of the
+    function, which XLA then needs as a compile-time constant, and it compiles the caller
+    again at every step with every input as a constant."""
+    half = features.shape[-1] // 2
+
+    def gradient(d_first: tf.Tensor, d_second: tf.Tensor) -> tf.Tensor:
+        return tf.concat([d_first, d_second], axis=-1)
+
+    return (features[..., :half], features[..., half:]), gradient
+
+
 def gated_linear_unit(features: tf.Tensor) -> tf.Tensor:
     """``a * sigmoid(g)`` of the two halves ``(a, g)`` of the last axis (``2C -> C``)."""
-    linear, gate = tf.split(features, 2, axis=-1)
+    linear, gate = _halves(features)
     return linear * tf.sigmoid(gate)
 
 
