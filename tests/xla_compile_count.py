@@ -19,7 +19,8 @@ MODELS = {
                                          hidden_channels=8, num_classes=3),
     "flowpp": lambda: tfnvp.RealNVP(SHAPE, num_scales=1, num_res_blocks=1, hidden_channels=8,
                                     coupling="logistic_mixture", mixture_components=2,
-                                    attention=True, gated_convolutions=True),
+                                    attention=True, attention_min_depth=0,
+                                    gated_convolutions=True),
 }
 
 
