@@ -286,7 +286,8 @@ class ResNet(keras.layers.Layer):
     #: input (parity included) run before it, inline.
     traced_once = True
     trace_settings = staticmethod(_trace_settings)
-    #: Configuration the shared trace does not read: the prefix's, and an initializer's.
+    #: The configuration that the shared trace does not read (the prefix's, and an
+    #: initializer's).
     untraced_config = ("input_mask", "input_parity", "input_channels", "log_scale_gain")
 
     def __init__(self, hidden_channels: int, num_blocks: int, out_channels: int,
