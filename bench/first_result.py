@@ -17,7 +17,8 @@ and reports, in seconds:
 Models: ``digits`` (the quickstart's, batch 64), ``cifar_small`` (2 scales,
 1 residual block, 16 feature maps, batch 16), ``paper`` (the paper's CIFAR-10
 model, batch 64).  Paths: ``trainer_step`` (``trainers.steps.TrainSteps``
-under the trainer's strategy), ``user_loop`` (a user's ``tf.function``:
+under the trainer's strategy, called as the trainer calls it: inside
+``tfnvp.graph_optimization.first_call_rewrites()``), ``user_loop`` (a user's ``tf.function``:
 tape, ``-mean(model.distribution.log_prob(x, training))``, Adam), ``fit``
 (``model.fit`` on uint8 images), ``log_prob``, ``bits_per_dim``, ``sample``,
 ``encode_decode`` (eager public methods), ``keras_load`` (``.keras`` file
@@ -43,6 +44,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -146,7 +148,14 @@ def child(model_name: str, path: str, traced_once: bool, repeats: int,
             tf.data.Dataset.from_tensors(pixels).repeat())
         iterator = iter(dataset)
         steps = steps_lib.TrainSteps(model, optimizer, strategy, iterator.element_spec, batch)
-        fn = lambda: steps.train_step(next(iterator))  # noqa: E731
+        try:  # As the trainer calls its steps (a checkout from before: TensorFlow's defaults).
+            from tfnvp.graph_optimization import first_call_rewrites
+        except ImportError:
+            first_call_rewrites = contextlib.nullcontext
+
+        def fn():
+            with first_call_rewrites():
+                return steps.train_step(next(iterator))
     elif path == "user_loop":
         optimizer = adam()
         optimizer.build(model.trainable_variables)

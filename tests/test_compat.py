@@ -121,3 +121,26 @@ def test_an_unsupported_version_warns_once_at_import_naming_the_ranges(
         [message] = messages
         assert message.startswith(f"tfnvp was not written for TensorFlow {version} ")
         assert "tfnvp supports TensorFlow >=2.18,<2.22," in message
+
+
+
+def test_autograph_calls_tfnvp_as_written_and_converts_user_code():
+    """A user's ``tf.function`` reaches tfnvp's functions directly (the distribution's
+    ``log_prob``, ``FusedAdam``'s update through ``tf.distribute``): AutoGraph calls them as
+    written, as it calls TFP's, and still converts the user's own functions."""
+    from tensorflow.python.autograph.core import config
+    from tensorflow.python.autograph.impl import conversion
+
+    import tfnvp
+    from tfnvp.models import checked_distribution
+
+    def user_function(x):
+        return x
+
+    for function in (checked_distribution.check_event_shape, tfnvp.RealNVP.log_prob,
+                     tfnvp.FusedAdam._apply_one, tfnvp.bijectors.AffineCoupling.__init__):
+        assert conversion.is_allowlisted(function), function
+    assert not conversion.is_allowlisted(user_function)
+    _compat.call_unconverted_by_autograph("tfnvp")  # Idempotent: one rule, not two.
+    rules = [str(rule) for rule in config.CONVERSION_RULES]
+    assert rules.count("DoNotConvert rule for tfnvp") == 1

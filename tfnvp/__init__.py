@@ -12,7 +12,7 @@ _ONEDNN_CHOSEN = "tensorflow" not in _sys.modules and "TF_ENABLE_ONEDNN_OPTS" no
 if _ONEDNN_CHOSEN:
     _os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
 
-from tfnvp import _compat, bijectors, nets
+from tfnvp import _compat, bijectors, graph_optimization, nets
 from tfnvp.dequantizers.uniform import (UniformDequantizer, bits_per_dim_from_log_prob,
                                         dequantize)
 from tfnvp.dequantizers.variational import VariationalDequantizer
@@ -37,8 +37,11 @@ __all__ = ["ConditionerSpec", "DenseRealNVP", "FusedAdam", "GLOW_PAPER_CONFIGS",
            "PiecewiseLinearFlow", "RealNVP", "RealNVPSpec", "UniformDequantizer",
            "UsageError", "VariationalDequantizer",
            "bits_per_dim_from_log_prob", "bijectors", "conditional", "dequantize",
-           "glow_latent_scale_index", "grid", "latent", "latent_scale_index", "load_run",
-           "multiscale", "nets", "toy_data"]
+           "glow_latent_scale_index", "graph_optimization", "grid", "latent",
+           "latent_scale_index", "load_run", "multiscale", "nets", "toy_data"]
 __version__ = "0.2.0"
 
 _compat.report_cpu_kernels()
+# A user's ``tf.function`` calls tfnvp's functions as written, as it calls TFP's and Keras':
+# AutoGraph's conversion of them cost about a second of the first trace and bought nothing.
+_compat.call_unconverted_by_autograph(__name__)

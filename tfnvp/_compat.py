@@ -18,19 +18,21 @@ it does not, the first use of a missing one raises the message above.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
 import re
 import warnings
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, Iterator
 
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 __all__ = ["BijectorCacheWithGreedyAttrs", "Chain", "IdentityParameterized", "SUPPORTED",
-           "TransformedDistribution", "check_gradient_all_reduce_hook", "distributed_components",
+           "TransformedDistribution", "call_unconverted_by_autograph",
+           "check_gradient_all_reduce_hook", "distributed_components", "function_call_rewrites",
            "installed_versions", "keras_variable_storage", "maybe_merge_call", "onednn_enabled",
            "report_cpu_kernels", "set_keras_variable_storage", "stop_recording", "sublayers"]
 
@@ -158,6 +160,64 @@ def distributed_components(variable: tf.distribute.DistributedValues) -> tuple[t
         return tuple(variable.values)
     except AttributeError:
         raise _unsupported("tf.distribute.DistributedValues.values (the components)") from None
+
+
+def call_unconverted_by_autograph(package: str) -> None:
+    """Makes AutoGraph call ``package``'s functions as they are written inside a user's
+    ``tf.function``, as it already calls TensorFlow's, TFP's and Keras' own (its
+    ``CONVERSION_RULES``, first match wins).
+
+    Without the rule AutoGraph converts every tfnvp function a user's ``tf.function``
+    reaches directly (``model.distribution.log_prob``, ``model.nll``, ``FusedAdam``'s update
+    through ``tf.distribute``): it parses and rewrites their source on the first trace and
+    wraps each of their calls, work that buys nothing, because tfnvp has no
+    tensor-dependent Python control flow (its own ``tf.function``s, the trainer's steps and
+    exports are traced with ``autograph=False``).
+    """
+    config = _private("tensorflow.python.autograph.core", "config")
+    try:
+        rules, rule = tuple(config.CONVERSION_RULES), config.DoNotConvert(package)
+    except AttributeError:
+        raise _unsupported("tensorflow.python.autograph.core.config.CONVERSION_RULES") from None
+    if str(rule) not in map(str, rules):
+        config.CONVERSION_RULES = (rule,) + rules
+
+
+_CALL_OPTIONS: dict[tuple, Any] = {}  # (the context's options, the fields) -> changed options
+
+
+@contextlib.contextmanager
+def function_call_rewrites(fields: dict[str, bool | str]) -> Iterator[None]:
+    """A context in which this thread's function calls and traces pass Grappler a
+    ``RewriterConfig`` with ``fields`` changed (enum values by name, e.g.
+    ``{"meta_optimizer_iterations": "ONE"}``; ``tfnvp.graph_optimization``).
+
+    TensorFlow gives every call of a ``tf.function`` its context's ``FunctionCallOptions``
+    (a ``ConfigProto``) and writes them into a traced graph's calls of nested functions;
+    a function's graph is optimized once per ``ConfigProto`` it is called with.
+    """
+    context = _private("tensorflow.python.eager.context", "context")()
+    previous = context.function_call_options
+    key = (previous.config_proto_serialized, previous.executor_type,
+           tuple(sorted(fields.items())))
+    options = _CALL_OPTIONS.get(key)
+    if options is None:
+        config = tf.compat.v1.ConfigProto.FromString(previous.config_proto_serialized)
+        rewrites = config.graph_options.rewrite_options
+        for name, value in fields.items():
+            setattr(rewrites, name, getattr(type(rewrites), value) if isinstance(value, str)
+                    else value)
+        options = previous  # Nested: the fields are set already.
+        if config.SerializeToString() != previous.config_proto_serialized:
+            options = _private("tensorflow.python.eager.context", "FunctionCallOptions")(
+                executor_type=previous.executor_type, config_proto=config)
+        _CALL_OPTIONS[key] = options
+    context.function_call_options = options
+    try:
+        yield
+    finally:
+        if context.function_call_options is options:  # Not replaced inside the context.
+            context.function_call_options = previous
 
 
 def onednn_enabled() -> bool:

@@ -71,6 +71,7 @@ from trainers import console  # noqa: E402
 
 console.start_tensorflow()  # Its C++ errors only, unless TF_CPP_MIN_LOG_LEVEL says otherwise.
 
+from tfnvp import graph_optimization  # noqa: E402
 from tfnvp.models.architectures import ARCHITECTURES  # noqa: E402
 
 from trainers import launch  # noqa: E402
@@ -402,7 +403,8 @@ def guarded_execute(flagfile: str | None = None) -> int:
     from trainers import preemption
 
     try:
-        execute(flagfile)
+        with graph_optimization.first_call_rewrites():  # The run's steps, eval, export.
+            execute(flagfile)
     except preemption.Preempted as stopped:
         logging.warning("%s", stopped)
         print(f"{stopped} (exit status {preemption.EXIT_PREEMPTED})", file=sys.stderr, flush=True)

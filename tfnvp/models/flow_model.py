@@ -44,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfnvp import _compat, validation
+from tfnvp import _compat, graph_optimization, validation
 from tfnvp.steps import multiscale
 from tfnvp.bijectors.batch_norm import BatchNormStatistics
 from tfnvp.models.conditional import ClassConditionalPrior, check_labels, one_hot_context
@@ -235,7 +235,8 @@ class FlowModel(KerasFit, keras.Model):
         new batch size, sample count, temperature or seed value reuses the
         graph.  The graph is the one a user's ``tf.function`` would trace
         (the same fused chain, the same folded evaluation-mode batch norm),
-        without Python between the ops.  Callers check their inputs first,
+        without Python between the ops, optimized with ``tfnvp.graph_optimization``'s
+        rewrites (one round of Grappler's passes).  Callers check their inputs first,
         eagerly, so that bad input raises the same errors as uncompiled.
         The functions live in ``self._untracked``: not weights, not saved.
         """
@@ -254,7 +255,8 @@ class FlowModel(KerasFit, keras.Model):
             function = tf.function(functools.partial(_run_present, body, present, options),
                                    input_signature=specs, autograph=False)
             self._untracked.compiled[key] = function
-        return function(*batched, *fixed)
+        with graph_optimization.first_call_rewrites():
+            return function(*batched, *fixed)
 
     def compiled_functions(self) -> dict[str, list[tf.types.experimental.PolymorphicFunction]]:
         """The ``tf.function``s eager calls have compiled so far, by method name

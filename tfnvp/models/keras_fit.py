@@ -19,7 +19,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfnvp import _compat
+from tfnvp import _compat, graph_optimization
 from tfnvp.models.objective import Objective
 from tfnvp.optimizers.fused_adam import FusedAdam
 
@@ -82,14 +82,17 @@ class KerasFit:
     def fit(self, x=None, y=None, *args, sample_weight=None, class_weight=None, **kwargs):
         """Keras' ``fit`` (see ``train_step``); ``y`` holds the labels of a
         class-conditional model.  ``sample_weight`` and ``class_weight`` are refused:
-        Keras would drop them silently for inputs without targets."""
+        Keras would drop them silently for inputs without targets.  Its steps are optimized
+        with ``tfnvp.graph_optimization``'s rewrites."""
         _refuse_weights("fit", sample_weight=sample_weight, class_weight=class_weight)
-        return super().fit(x, y, *args, **kwargs)
+        with graph_optimization.first_call_rewrites():
+            return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, sample_weight=None, **kwargs):
         """Keras' ``evaluate`` (see ``test_step``); ``sample_weight`` is refused, as in ``fit``."""
         _refuse_weights("evaluate", sample_weight=sample_weight)
-        return super().evaluate(x, y, *args, **kwargs)
+        with graph_optimization.first_call_rewrites():
+            return super().evaluate(x, y, *args, **kwargs)
 
     def _fit_loss(self, data, training: bool) -> tuple[tf.Tensor, Objective]:
         """``(loss, objective)`` of a batch (``unpack_batch``): ``loss = mean(objective.loss)

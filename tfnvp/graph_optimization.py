@@ -1,0 +1,70 @@
+"""How much graph optimization tfnvp's own compiled functions get before their first run.
+
+TensorFlow optimizes a function's graph (Grappler, its "meta optimizer") once, before the
+function's first run, and by default runs its whole list of passes twice.  A first call pays
+for it: in the paper's CIFAR-10 model's training step (batch 16, 2 cores of a Xeon with
+AVX-512), Grappler took 8.6 s of the first step's 15 s beyond a steady step.  The second
+round of passes rewrites little in tfnvp's graphs, and some passes have nothing to do on a
+host without GPU, so tfnvp's own functions are optimized with ``REWRITES``:
+
+* ``meta_optimizer_iterations = ONE``: one round of Grappler's passes instead of two;
+* ``disable_tfg_optimizer``: without the MLIR (TFG) passes that move operations into the
+  branches of conditionals and drop unused functions (tfnvp's steps have no conditional);
+* on a host without GPU, also ``memory_optimization = NO_MEM_OPT`` (the memory optimizer
+  swaps tensors to host memory and recomputes marked operations on accelerators) and
+  ``layout_optimizer = OFF`` (it converts convolutions to the GPU's NCHW layout).
+
+Every other pass runs as by default: constant folding, arithmetic simplification, the
+remapper (which fuses convolutions with their bias and activation into oneDNN's kernels).
+A function computes the same numbers either way (Grappler's rewrites preserve them), and
+its steady speed is unchanged (docs/performance.md, "Fourth round").
+
+Where it applies: the model's eager calls (``FlowModel``'s compiled methods: ``log_prob``,
+``sample``, ``bits_per_dim``, ``encode``, ``decode``, ...), ``fit`` and ``evaluate``, and
+the trainer.  A user's own ``tf.function`` gets TensorFlow's defaults unless it is first
+called inside ``first_call_rewrites()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Iterator
+
+import tensorflow as tf
+
+from tfnvp import _compat
+
+__all__ = ["CPU_REWRITES", "REWRITES", "first_call_rewrites", "rewrites"]
+
+#: Grappler's ``RewriterConfig`` fields tfnvp's functions run with, on every host.
+REWRITES: dict[str, bool | str] = {"meta_optimizer_iterations": "ONE",
+                                   "disable_tfg_optimizer": True}
+#: And on a host without GPU.
+CPU_REWRITES: dict[str, bool | str] = {"memory_optimization": "NO_MEM_OPT",
+                                       "layout_optimizer": "OFF"}
+
+
+@functools.cache
+def rewrites() -> dict[str, bool | str]:
+    """``REWRITES``, with ``CPU_REWRITES`` when this process sees no GPU."""
+    if tf.config.list_physical_devices("GPU"):
+        return dict(REWRITES)
+    return {**REWRITES, **CPU_REWRITES}
+
+
+@contextlib.contextmanager
+def first_call_rewrites() -> Iterator[None]:
+    """A context in which the ``tf.function``s this thread traces or calls for the first
+    time are optimized with ``rewrites()``.
+
+    A function keeps the optimization of its first call: call it inside the context every
+    time (TensorFlow would optimize it again for another configuration).  Wrap a training
+    loop's ``tf.function`` calls, as the trainer does::
+
+        with tfnvp.graph_optimization.first_call_rewrites():
+            for batch in dataset:
+                loss = train_step(batch)
+    """
+    with _compat.function_call_rewrites(rewrites()):
+        yield
