@@ -65,7 +65,8 @@ class FusedAdam(keras.optimizers.Adam):
         if self.amsgrad:
             raise ValueError("FusedAdam.apply_if needs amsgrad=False (AMSGrad's maximum "
                              "would move on a skipped step); use a tf.cond around apply.")
-        grads = [tf.math.multiply_no_nan(g, tf.cast(applies, g.dtype)) for g in grads]
+        keep = {dtype: tf.cast(applies, dtype) for dtype in dict.fromkeys(g.dtype for g in grads)}
+        grads = [tf.math.multiply_no_nan(g, keep[g.dtype]) for g in grads]  # One cast per dtype.
         self._applies = applies
         try:
             self.apply(grads, trainable_variables)
