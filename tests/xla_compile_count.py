@@ -13,8 +13,10 @@ import tensorflow as tf
 import tfnvp
 
 SHAPE = (8, 8, 3)
+# The class-conditional Real NVP runs every part of the unconditional one (the release's
+# prepared input, with the labels' planes added); Flow++'s components are the gated blocks'
+# split and attention.
 MODELS = {
-    "realnvp": lambda: tfnvp.RealNVP(SHAPE, num_scales=2, num_res_blocks=1, hidden_channels=8),
     "conditional": lambda: tfnvp.RealNVP(SHAPE, num_scales=2, num_res_blocks=1,
                                          hidden_channels=8, num_classes=3),
     "flowpp": lambda: tfnvp.RealNVP(SHAPE, num_scales=1, num_res_blocks=1, hidden_channels=8,
