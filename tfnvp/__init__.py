@@ -43,5 +43,5 @@ __version__ = "0.2.0"
 
 _compat.report_cpu_kernels()
 # A user's ``tf.function`` calls tfnvp's functions as written, as it calls TFP's and Keras':
-# AutoGraph's conversion of them cost about a second of the first trace and bought nothing.
+# AutoGraph's conversion of them cost part of the first trace and bought nothing.
 _compat.call_unconverted_by_autograph(__name__)

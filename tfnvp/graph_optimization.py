@@ -8,8 +8,8 @@ round of passes rewrites little in tfnvp's graphs, and some passes have nothing 
 host without GPU, so tfnvp's own functions are optimized with ``REWRITES``:
 
 * ``meta_optimizer_iterations = ONE``: one round of Grappler's passes instead of two;
-* ``disable_tfg_optimizer``: without the MLIR (TFG) passes that move operations into the
-  branches of conditionals and drop unused functions (tfnvp's steps have no conditional);
+* ``disable_tfg_optimizer``: without the MLIR (TFG) passes, which sink operations into the
+  branches of conditionals and drop unused functions;
 * on a host without GPU, also ``memory_optimization = NO_MEM_OPT`` (the memory optimizer
   swaps tensors to host memory and recomputes marked operations on accelerators) and
   ``layout_optimizer = OFF`` (it converts convolutions to the GPU's NCHW layout).
