@@ -1,5 +1,4 @@
-"""Shared pytest setup: quiet TensorFlow logs, deterministic seeds per test, graph optimization,
-parallel runs."""
+"""Shared pytest setup: quiet TensorFlow logs, deterministic seeds per test, parallel runs."""
 
 import io
 import logging
@@ -21,25 +20,6 @@ tf.config.set_logical_device_configuration(
 @pytest.fixture(autouse=True)
 def _seed():
     keras.utils.set_random_seed(0)  # Python, NumPy and TensorFlow.
-
-
-# ------------------------------------------------------------------ graph optimization
-# Grappler, TensorFlow's graph optimizer, rewrites every graph before its first run: about
-# half of a small model's first training step here, and most graphs of this suite run once
-# or twice.  A test checks what tfnvp computes, which Grappler's rewrites must not change, so
-# in-process tests run their graphs unoptimized, except the files of OPTIMIZED: they compare
-# the optimized graphs users run with stored outputs (to 1e-10: every model family and public
-# method, the exported SavedModel), check the performance modes and the settings tfnvp gives
-# Grappler (tfnvp.graph_optimization).  Every test that starts a process (trainer runs, the
-# README's examples, the wheel's commands) runs with Grappler too.
-OPTIMIZED = {"test_golden.py", "test_export.py", "test_performance_modes.py",
-             "test_fast_path.py", "test_graph_optimization.py"}
-
-
-@pytest.fixture(autouse=True)
-def _graph_optimization(request):
-    tf.config.optimizer.set_experimental_options(
-        {"disable_meta_optimizer": request.node.path.name not in OPTIMIZED})
 
 
 @pytest.fixture
