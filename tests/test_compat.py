@@ -123,7 +123,6 @@ def test_an_unsupported_version_warns_once_at_import_naming_the_ranges(
         assert "tfnvp supports TensorFlow >=2.18,<2.22," in message
 
 
-
 def test_autograph_calls_tfnvp_as_written_and_converts_user_code():
     """A user's ``tf.function`` reaches tfnvp's functions directly (the distribution's
     ``log_prob``, ``FusedAdam``'s update through ``tf.distribute``): AutoGraph calls them as
