@@ -5,6 +5,7 @@ user's functions and TensorFlow's settings as they were."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from tensorflow.python.eager import context
 
@@ -60,8 +61,11 @@ def test_the_models_compiled_calls_pass_the_rewrites_and_user_functions_keep_def
                                rtol=1e-10, atol=1e-10)
 
 
-def test_the_context_sets_this_threads_call_options_and_restores_them():
+@pytest.mark.parametrize("layout_optimizer", [None, False, True])
+def test_the_context_sets_this_threads_call_options_and_restores_them(layout_optimizer):
     ctx = context.context()
+    # Other settings of the process (one the rewrites also set, on a host without GPU).
+    tf.config.optimizer.set_experimental_options({"layout_optimizer": layout_optimizer})
     before = ctx.function_call_options
     assert _rewrites_of(before.config_proto_serialized).meta_optimizer_iterations == 0
     with graph_optimization.first_call_rewrites():
@@ -72,6 +76,7 @@ def test_the_context_sets_this_threads_call_options_and_restores_them():
         assert _rewrites_of(inside.config_proto_serialized).meta_optimizer_iterations == 1
         assert inside.executor_type == before.executor_type
     assert ctx.function_call_options is before
+    tf.config.optimizer.set_experimental_options({"layout_optimizer": None})
     # Settings changed inside the context are kept (TensorFlow rebuilds the call options).
     with graph_optimization.first_call_rewrites():
         tf.config.optimizer.set_experimental_options({"constant_folding": True})

@@ -207,11 +207,11 @@ def function_call_rewrites(fields: dict[str, bool | str]) -> Iterator[None]:
         for name, value in fields.items():
             setattr(rewrites, name, getattr(type(rewrites), value) if isinstance(value, str)
                     else value)
-        options = previous  # Nested: the fields are set already.
-        if config.SerializeToString() != previous.config_proto_serialized:
-            options = _private("tensorflow.python.eager.context", "FunctionCallOptions")(
-                executor_type=previous.executor_type, config_proto=config)
+        options = _private("tensorflow.python.eager.context", "FunctionCallOptions")(
+            executor_type=previous.executor_type, config_proto=config)
         _CALL_OPTIONS[key] = options
+    if options.config_proto_serialized == previous.config_proto_serialized:
+        options = previous  # Nested, or set already: the thread keeps its options object.
     context.function_call_options = options
     try:
         yield
