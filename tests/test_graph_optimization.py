@@ -10,7 +10,7 @@ import tensorflow as tf
 from tensorflow.python.eager import context
 
 import tfnvp
-from tfnvp import graph_optimization
+from tfnvp import _compat, graph_optimization
 
 SHAPE = (8, 8, 1)
 
@@ -84,3 +84,66 @@ def test_the_context_sets_this_threads_call_options_and_restores_them(layout_opt
     assert after is not before and after is not inside
     assert _rewrites_of(after.config_proto_serialized).meta_optimizer_iterations == 0
     tf.config.optimizer.set_experimental_options({"constant_folding": None})
+
+
+def _stacks_recorded(graph: tf.Graph) -> set[bool]:
+    return {op.traceback is not None for op in graph.get_operations()}
+
+
+def _affine(x):
+    return tf.nn.softplus(x * 2.0 + 1.0) - tf.reduce_mean(x)
+
+
+def test_functions_first_called_in_the_context_trace_without_op_stacks_and_the_same_graph(
+        monkeypatch):
+    """``OP_STACK_TRACES``: tfnvp's compiled calls record no Python stack per op (the suite
+    runs so, tests/conftest.py); TensorFlow's default, and the switch, record them."""
+    model = tfnvp.RealNVP(SHAPE, num_scales=1, num_res_blocks=1, hidden_channels=4)
+    x = tf.random.stateless_uniform((3,) + SHAPE, (1, 2), 0.0, 256.0)
+    with _compat.op_stack_traces(True):  # TensorFlow's behaviour outside the context.
+        model.log_prob(x)
+        [compiled] = model.compiled_functions()["log_prob"]
+        assert _stacks_recorded(compiled.get_concrete_function().graph) == {False}
+        user = tf.function(_affine, autograph=False).get_concrete_function(x)
+        assert _stacks_recorded(user.graph) == {True}
+        with graph_optimization.first_call_rewrites():
+            lean = tf.function(_affine, autograph=False).get_concrete_function(x)
+        assert _stacks_recorded(lean.graph) == {False}
+        monkeypatch.setattr(graph_optimization, "OP_STACK_TRACES", True)
+        model.sample(2, seed=[1, 2])
+        [sample] = model.compiled_functions()["sample"]
+        assert _stacks_recorded(sample.get_concrete_function().graph) == {True}
+    # The stacks are all that differs: the same ops, inputs and attributes.
+    assert lean.graph.as_graph_def() == user.graph.as_graph_def()
+
+
+def test_op_stack_switch_is_per_thread_nests_and_keeps_the_error_message():
+    import threading
+
+    def trace() -> set[bool]:
+        return _stacks_recorded(tf.function(_affine, autograph=False).get_concrete_function(
+            tf.TensorSpec([2])).graph)
+
+    with _compat.op_stack_traces(True):
+        with _compat.op_stack_traces(False):
+            seen = {}
+            thread = threading.Thread(target=lambda: seen.update(other=trace()))
+            thread.start()
+            thread.join()
+            assert seen["other"] == {True}  # Another thread keeps TensorFlow's behaviour.
+            with _compat.op_stack_traces(True):
+                assert trace() == {True}
+            assert trace() == {False}
+        assert trace() == {True}
+
+    @tf.function(autograph=False)
+    def checked(x):
+        tf.debugging.assert_positive(x, message="x must be positive")
+        return x + 1.0
+
+    with graph_optimization.first_call_rewrites(), pytest.raises(
+            tf.errors.InvalidArgumentError) as raised:
+        checked(tf.constant([-1.0, 2.0]))
+    message = raised.value.message
+    assert "x must be positive" in message and "<stack traces unavailable>" in message
+    assert "assert_positive" in message  # The failing node is named.

@@ -1,4 +1,5 @@
-"""How much graph optimization tfnvp's own compiled functions get before their first run.
+"""What tfnvp's own compiled functions pay before their first run: graph optimization, and
+the Python stacks of their ops.
 
 TensorFlow optimizes a function's graph (Grappler, its "meta optimizer") once, before the
 function's first run, and by default runs its whole list of passes twice.  A first call pays
@@ -19,6 +20,15 @@ remapper (which fuses convolutions with their bias and activation into oneDNN's 
 A function computes the same numbers either way (Grappler's rewrites preserve them), and
 its steady speed is unchanged (docs/performance.md, "Fourth round").
 
+Tracing records, for every op it creates, the Python stack that created it (TensorFlow's
+"defined at" in a graph's runtime errors).  Under Keras layers and TFP bijectors that stack
+is deep, and walking it took 15-20% of tracing the small CIFAR-10 configuration's training
+step (docs/performance.md, "Fifth round").  tfnvp's own functions are traced without it
+(``OP_STACK_TRACES = False``): a runtime error in one still names the failing op and carries
+its message, but shows "<stack traces unavailable>" where the stack would be, as a loaded
+SavedModel's do.  Set ``tfnvp.graph_optimization.OP_STACK_TRACES = True`` before the first
+call to have them (read when a function is traced).
+
 Where it applies: the model's eager calls (``FlowModel``'s compiled methods: ``log_prob``,
 ``sample``, ``bits_per_dim``, ``encode``, ``decode``, ...), ``fit`` and ``evaluate``, and
 the trainer.  A user's own ``tf.function`` gets TensorFlow's defaults unless it is first
@@ -35,7 +45,7 @@ import tensorflow as tf
 
 from tfnvp import _compat
 
-__all__ = ["CPU_REWRITES", "REWRITES", "first_call_rewrites", "rewrites"]
+__all__ = ["CPU_REWRITES", "OP_STACK_TRACES", "REWRITES", "first_call_rewrites", "rewrites"]
 
 #: Grappler's ``RewriterConfig`` fields tfnvp's functions run with, on every host.
 REWRITES: dict[str, bool | str] = {"meta_optimizer_iterations": "ONE",
@@ -43,6 +53,10 @@ REWRITES: dict[str, bool | str] = {"meta_optimizer_iterations": "ONE",
 #: And on a host without GPU.
 CPU_REWRITES: dict[str, bool | str] = {"memory_optimization": "NO_MEM_OPT",
                                        "layout_optimizer": "OFF"}
+
+#: Whether the ops of functions first traced inside ``first_call_rewrites()`` record the
+#: Python stack that created them (module docstring).
+OP_STACK_TRACES = False
 
 
 @functools.cache
@@ -56,7 +70,8 @@ def rewrites() -> dict[str, bool | str]:
 @contextlib.contextmanager
 def first_call_rewrites() -> Iterator[None]:
     """A context in which the ``tf.function``s this thread traces or calls for the first
-    time are optimized with ``rewrites()``.
+    time are optimized with ``rewrites()``, and traced without their ops' Python stacks
+    unless ``OP_STACK_TRACES``.
 
     A function keeps the optimization of its first call: call it inside the context every
     time (TensorFlow would optimize it again for another configuration).  Wrap a training
@@ -66,5 +81,5 @@ def first_call_rewrites() -> Iterator[None]:
             for batch in dataset:
                 loss = train_step(batch)
     """
-    with _compat.function_call_rewrites(rewrites()):
+    with _compat.function_call_rewrites(rewrites()), _compat.op_stack_traces(OP_STACK_TRACES):
         yield
