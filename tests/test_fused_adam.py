@@ -110,9 +110,11 @@ def _state(variables, optimizer) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("replicas", [1, 2])
 @pytest.mark.parametrize("use_ema", [False, True])
-def test_apply_if_applies_exactly_or_changes_nothing(replicas, use_ema):
+@pytest.mark.parametrize("grad_scale", [None, 0.37])
+def test_apply_if_applies_exactly_or_changes_nothing(replicas, use_ema, grad_scale):
     """``apply_if(True)`` is ``apply`` bit for bit (weights, moments, Polyak averages,
-    iterations); ``apply_if(False)`` with non-finite gradients changes no value, also
+    iterations), with ``grad_scale`` ``apply`` of the scaled gradients (the trainer's
+    clipping); ``apply_if(False)`` with non-finite gradients changes no value, also
     on the first step (the averages' ``mu = 0`` update) and between applied steps."""
     strategy = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if replicas == 2
                 else tf.distribute.get_strategy())
@@ -128,11 +130,13 @@ def test_apply_if_applies_exactly_or_changes_nothing(replicas, use_ema):
         def step(i, applies):
             def replica():
                 grads = [tf.sin(v.value * tf.cast(i + 1, tf.float32)) for v in variables]
+                scale = None if grad_scale is None else tf.constant(grad_scale)
                 if not masked:
-                    optimizer.apply(grads, variables)
+                    optimizer.apply(grads if scale is None else [g * scale for g in grads],
+                                    variables)
                     return
                 grads = [tf.where(applies, g, float("nan")) for g in grads]
-                optimizer.apply_if(applies, grads, variables)
+                optimizer.apply_if(applies, grads, variables, grad_scale=scale)
             strategy.run(replica)
 
         states = []

@@ -190,6 +190,31 @@ def test_nonfinite_batch_skips_the_update_and_keeps_statistics():
     assert steps.train_step.experimental_get_tracing_count() == 1
 
 
+def test_clipping_scales_the_update_fused_adam_applies():
+    """The clipped gradient is what ``FusedAdam.apply_if`` applies (it scales where it masks
+    a skipped step).  Adam's first update is ``lr * sqrt(1 - b2) * g / (sqrt(1 - b2) |g| +
+    eps)``; with ``eps = 1`` and ``|g|`` far below 1 that is ``lr * sqrt(1 - b2) * g``: its norm
+    is the clipping norm times ``sqrt(1e-3)`` (unclipped, about 0.36 here)."""
+    strategy = strategy_lib.make_strategy("mirrored")
+    with strategy.scope():
+        model = tfnvp.RealNVP((8, 8, 1), num_scales=1, num_res_blocks=0, hidden_channels=8,
+                              synchronized_batch_norm=strategy.num_replicas_in_sync > 1)
+        optimizer = steps_lib.pre_reduced(tfnvp.FusedAdam)(learning_rate=1.0, epsilon=1.0)
+    batch = next(iter(data.make_train_dataset(data.DataConfig("digits", batch_size=16))))
+    good, _ = model.dequantize(batch["x"], seed=batch["seed"])
+    iterator = iter(strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensors(good)))
+    clip = 1e-4
+    steps = steps_lib.TrainSteps(model, optimizer, strategy, iterator.element_spec,
+                                 global_batch_size=16, clip_grad_norm=clip)
+    before = [v.numpy() for v in model.trainable_variables]
+    out = steps.train_step(next(iterator))
+    assert bool(out["applied"]) and float(out["grad_norm"]) > 100 * clip  # Clipping acts.
+    moved = np.sqrt(sum(float(np.sum((v.numpy() - b) ** 2))
+                        for v, b in zip(model.trainable_variables, before)))
+    assert moved == pytest.approx(clip * np.sqrt(1e-3), rel=1e-3)
+
+
 # --------------------------------------------------------------- flagfiles
 # The five 64x64 paper configurations share one narrow stand-in, and its log_prob traced once:
 # an eager call of a 5-scale flow costs as much Python as tracing it, a traced call almost none.

@@ -196,16 +196,19 @@ class TrainSteps:
         if self.loss_scaled:  # Report and clip the norm of the true gradient.
             grad_norm = grad_norm / tf.cast(self.optimizer.dynamic_scale, grad_norm.dtype)
         finite = tf.logical_and(tf.math.is_finite(nll), tf.math.is_finite(grad_norm))
+        factor = None
         if self.clip_grad_norm:
             factor = tf.minimum(1.0, self.clip_grad_norm / tf.maximum(grad_norm, 1e-12))
-            grads = [g * tf.cast(factor, g.dtype) for g in grads]
-        return dict(nll=nll, penalty=penalty, grad_norm=grad_norm, finite=finite), grads
+            if not self.masked_apply:  # FusedAdam.apply_if scales where it masks: one op.
+                grads = [g * tf.cast(factor, g.dtype) for g in grads]
+                factor = None
+        return dict(nll=nll, penalty=penalty, grad_norm=grad_norm, finite=finite), grads, factor
 
-    def _apply(self, grads, applies=None):
+    def _apply(self, grads, applies=None, factor=None):
         if applies is None:
             self.optimizer.apply(grads, self._variables)
         else:
-            self.optimizer.apply_if(applies, grads, self._variables)
+            self.optimizer.apply_if(applies, grads, self._variables, grad_scale=factor)
 
     def _train_step(self, batch):
         """Returns (identical on every replica) nll, bits_per_dim, l2 penalty,
@@ -213,13 +216,13 @@ class TrainSteps:
         strategy = self.strategy
         statistics = self.model.non_trainable_variables
         saved = [tf.identity(v.value) for v in statistics]
-        stats, grads = strategy.run(self._replica_step, args=(batch,))
+        stats, grads, factor = strategy.run(self._replica_step, args=(batch,))
         stats = _local(strategy, stats)
         finite = stats["finite"]
         if self.loss_scaled:
             strategy.run(self._apply, args=(grads,))
         elif self.masked_apply:  # The same decision, without a tf.cond (FusedAdam.apply_if).
-            strategy.run(self._apply, args=(grads, finite))
+            strategy.run(self._apply, args=(grads, finite, factor))
             for variable, value in zip(statistics, saved):
                 variable.assign(tf.where(finite, variable.value, value))
         else:

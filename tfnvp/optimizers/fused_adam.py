@@ -44,9 +44,13 @@ class FusedAdam(keras.optimizers.Adam):
 
     _applies: tf.Tensor | None = None  # Set while ``apply_if`` runs.
 
-    def apply_if(self, applies: tf.Tensor, grads: list, trainable_variables: list) -> None:
+    def apply_if(self, applies: tf.Tensor, grads: list, trainable_variables: list,
+                 grad_scale: tf.Tensor | None = None) -> None:
         """``apply(grads, trainable_variables)`` where ``applies`` is true; otherwise nothing:
         weights, moments, Polyak averages and ``iterations`` keep their values.
+        ``grad_scale`` (a float32 scalar, e.g. a norm clipping's factor): apply
+        ``grad_scale * grads`` instead, scaled in the op that zeroes a skipped gradient
+        (``multiply_no_nan(g, applies ? grad_scale : 0)``, the same values as scaling first).
 
         Without a ``tf.cond`` (whose two branches would each hold every variable and
         slot as captured inputs: about a third of the trainer's step graph, traced and
@@ -65,7 +69,9 @@ class FusedAdam(keras.optimizers.Adam):
         if self.amsgrad:
             raise ValueError("FusedAdam.apply_if needs amsgrad=False (AMSGrad's maximum "
                              "would move on a skipped step); use a tf.cond around apply.")
-        keep = {dtype: tf.cast(applies, dtype) for dtype in dict.fromkeys(g.dtype for g in grads)}
+        factor = (tf.cast(applies, tf.float32) if grad_scale is None
+                  else tf.where(applies, tf.cast(grad_scale, tf.float32), 0.0))
+        keep = {dtype: tf.cast(factor, dtype) for dtype in dict.fromkeys(g.dtype for g in grads)}
         grads = [tf.math.multiply_no_nan(g, keep[g.dtype]) for g in grads]  # One cast per dtype.
         self._applies = applies
         try:
