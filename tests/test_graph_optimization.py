@@ -11,6 +11,8 @@ from tensorflow.python.eager import context
 
 import tfnvp
 from tfnvp import _compat, graph_optimization
+from trainers import steps as steps_lib
+from trainers import strategy as strategy_lib
 
 SHAPE = (8, 8, 1)
 
@@ -86,8 +88,12 @@ def test_the_context_sets_this_threads_call_options_and_restores_them(layout_opt
     tf.config.optimizer.set_experimental_options({"constant_folding": None})
 
 
+def _stacks_recorded_ops(ops) -> set[bool]:
+    return {op.traceback is not None for op in ops}
+
+
 def _stacks_recorded(graph: tf.Graph) -> set[bool]:
-    return {op.traceback is not None for op in graph.get_operations()}
+    return _stacks_recorded_ops(graph.get_operations())
 
 
 def _affine(x):
@@ -147,3 +153,52 @@ def test_op_stack_switch_is_per_thread_nests_and_keeps_the_error_message():
     message = raised.value.message
     assert "x must be positive" in message and "<stack traces unavailable>" in message
     assert "assert_positive" in message  # The failing node is named.
+
+
+def test_carried_hands_the_settings_to_mirrored_replica_threads():
+    """A mirrored strategy runs each replica's function in a thread of its own, which starts
+    with TensorFlow's defaults: the functions a replica calls get the rewrites, and its ops
+    skip their stacks, only through ``carried``."""
+    strategy = strategy_lib.make_strategy("mirrored")  # 2 replicas under tests/conftest.py
+    assert strategy.num_replicas_in_sync == 2
+    inner = tf.function(lambda x: x * 2.0, autograph=False)
+
+    def replica(x):
+        return inner(x) + 1.0
+
+    def traced(wrap) -> tf.Graph:
+        @tf.function(autograph=False)
+        def step(x):
+            return strategy.run(wrap(replica), args=(x,))
+
+        with graph_optimization.first_call_rewrites():
+            return step.get_concrete_function(tf.TensorSpec([2])).graph
+
+    carried, plain = traced(graph_optimization.carried), traced(lambda fn: fn)
+    iterations = [{r.meta_optimizer_iterations for r in _nested_call_configs(graph)}
+                  for graph in (carried, plain)]
+    ones = _rewrites_of(tf.compat.v1.ConfigProto().SerializeToString())
+    assert iterations == [{ones.ONE}, {ones.DEFAULT_NUM_ITERS}]
+    assert len(_nested_call_configs(carried)) == 2  # One call per replica.
+    replica_ops = [[op for op in graph.get_operations() if op.name.startswith("replica_1/")]
+                   for graph in (carried, plain)]
+    assert replica_ops[0] and _stacks_recorded_ops(replica_ops[0]) == {False}
+    assert _stacks_recorded_ops(replica_ops[1]) == {True}
+
+
+def test_the_trainers_step_passes_the_rewrites_to_every_replicas_functions():
+    """The trainer's default strategy on a machine with one device: a mirrored strategy of
+    one replica, whose thread traces the conditioner bodies (shared, not inlined, with one
+    replica) and their calls."""
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = tfnvp.RealNVP(SHAPE, num_scales=1, num_res_blocks=1, hidden_channels=4)
+        optimizer = steps_lib.make_optimizer(1e-3)
+    spec = tf.TensorSpec((4,) + SHAPE, tf.float32)
+    steps = steps_lib.TrainSteps(model, optimizer, strategy, spec, 4, clip_grad_norm=1.0)
+    with graph_optimization.first_call_rewrites():
+        graph = steps.train_step.get_concrete_function(spec).graph
+    configs = _nested_call_configs(graph)
+    assert len(configs) >= 4  # The conditioner bodies of the 4 couplings.
+    assert {r.meta_optimizer_iterations for r in configs} == {configs[0].ONE}
+    assert _stacks_recorded(graph) == {False}

@@ -37,8 +37,8 @@ __all__ = ["BijectorCacheWithGreedyAttrs", "Chain", "IdentityParameterized", "SU
            "TransformedDistribution", "call_unconverted_by_autograph",
            "check_gradient_all_reduce_hook", "distributed_components", "function_call_rewrites",
            "installed_versions", "keras_variable_storage", "maybe_merge_call", "onednn_enabled",
-           "op_stack_traces", "report_cpu_kernels", "set_keras_variable_storage",
-           "stop_recording", "sublayers"]
+           "op_stack_traces", "report_cpu_kernels", "restored_call_settings",
+           "set_keras_variable_storage", "stop_recording", "sublayers", "thread_call_settings"]
 
 # Library -> (lowest supported release, first unsupported one): setup.cfg's
 # install_requires (tests/test_compat.py checks that they agree).
@@ -263,6 +263,29 @@ def op_stack_traces(recorded: bool) -> Iterator[None]:
         yield
     finally:
         _OP_STACKS.recorded = previous
+
+
+def thread_call_settings() -> tuple[Any, bool]:
+    """This thread's ``FunctionCallOptions`` (TensorFlow keeps them per thread, and a new
+    thread starts with the process's) and whether its new ops record their Python stacks."""
+    context = _private("tensorflow.python.eager.context", "context")()
+    return context.function_call_options, getattr(_OP_STACKS, "recorded", True)
+
+
+@contextlib.contextmanager
+def restored_call_settings(settings: tuple[Any, bool]) -> Iterator[None]:
+    """A context in which this thread has the ``settings`` of ``thread_call_settings()``
+    (taken in another thread)."""
+    options, recorded = settings
+    context = _private("tensorflow.python.eager.context", "context")()
+    previous = context.function_call_options
+    context.function_call_options = options
+    try:
+        with op_stack_traces(recorded):
+            yield
+    finally:
+        if context.function_call_options is options:  # Not replaced inside the context.
+            context.function_call_options = previous
 
 
 def onednn_enabled() -> bool:

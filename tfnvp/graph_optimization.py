@@ -32,20 +32,23 @@ call to have them (read when a function is traced).
 Where it applies: the model's eager calls (``FlowModel``'s compiled methods: ``log_prob``,
 ``sample``, ``bits_per_dim``, ``encode``, ``decode``, ...), ``fit`` and ``evaluate``, and
 the trainer.  A user's own ``tf.function`` gets TensorFlow's defaults unless it is first
-called inside ``first_call_rewrites()``.
+called inside ``first_call_rewrites()``.  A replica function handed to a mirrored
+strategy's ``strategy.run`` runs in a thread of its own: ``carried(fn)`` gives it the calling
+thread's settings.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import tensorflow as tf
 
 from tfnvp import _compat
 
-__all__ = ["CPU_REWRITES", "OP_STACK_TRACES", "REWRITES", "first_call_rewrites", "rewrites"]
+__all__ = ["CPU_REWRITES", "OP_STACK_TRACES", "REWRITES", "carried", "first_call_rewrites",
+           "rewrites"]
 
 #: Grappler's ``RewriterConfig`` fields tfnvp's functions run with, on every host.
 REWRITES: dict[str, bool | str] = {"meta_optimizer_iterations": "ONE",
@@ -83,3 +86,26 @@ def first_call_rewrites() -> Iterator[None]:
     """
     with _compat.function_call_rewrites(rewrites()), _compat.op_stack_traces(OP_STACK_TRACES):
         yield
+
+
+def carried(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, run with the calling thread's settings (those of ``first_call_rewrites()``,
+    if it is inside it) in whichever thread runs it.
+
+    ``tf.distribute``'s mirrored strategies run each replica's function in a thread of its
+    own, which starts with TensorFlow's defaults: inside ``strategy.run`` the graph around
+    a replica's work would keep ``first_call_rewrites()``'s settings while the functions
+    traced and called in the replica's thread (the conditioner bodies, with the
+    convolutions) would not.  Wrap the replica function when it is handed over, in the
+    thread that traces the step, as the trainer does::
+
+        strategy.run(tfnvp.graph_optimization.carried(replica_step), args=(batch,))
+    """
+    settings = _compat.thread_call_settings()
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with _compat.restored_call_settings(settings):
+            return fn(*args, **kwargs)
+
+    return run

@@ -47,7 +47,7 @@ import keras
 import tensorflow as tf
 
 import tfnvp
-from tfnvp import FusedAdam, GlowAdamax, _compat
+from tfnvp import FusedAdam, GlowAdamax, _compat, graph_optimization
 from tfnvp.models.keras_fit import unpack_batch
 
 __all__ = ["OPTIMIZERS", "pre_reduced", "make_optimizer", "TrainSteps"]
@@ -216,18 +216,20 @@ class TrainSteps:
         strategy = self.strategy
         statistics = self.model.non_trainable_variables
         saved = [tf.identity(v.value) for v in statistics]
-        stats, grads, factor = strategy.run(self._replica_step, args=(batch,))
+        # Each replica's thread with this one's graph settings (tfnvp.graph_optimization).
+        replica_step, apply = map(graph_optimization.carried, (self._replica_step, self._apply))
+        stats, grads, factor = strategy.run(replica_step, args=(batch,))
         stats = _local(strategy, stats)
         finite = stats["finite"]
         if self.loss_scaled:
-            strategy.run(self._apply, args=(grads,))
+            strategy.run(apply, args=(grads,))
         elif self.masked_apply:  # The same decision, without a tf.cond (FusedAdam.apply_if).
-            strategy.run(self._apply, args=(grads, finite, factor))
+            strategy.run(apply, args=(grads, finite, factor))
             for variable, value in zip(statistics, saved):
                 variable.assign(tf.where(finite, variable.value, value))
         else:
-            def apply():
-                strategy.run(self._apply, args=(grads,))
+            def applied():
+                strategy.run(apply, args=(grads,))
                 return tf.constant(True)
 
             def skip():
@@ -235,7 +237,7 @@ class TrainSteps:
                     variable.assign(value)
                 return tf.constant(False)
 
-            tf.cond(finite, apply, skip)
+            tf.cond(finite, applied, skip)
         return dict(nll=stats["nll"],
                     bits_per_dim=tfnvp.bits_per_dim_from_log_prob(-stats["nll"], self.num_dims),
                     l2_penalty=stats["penalty"], grad_norm=stats["grad_norm"], applied=finite)
