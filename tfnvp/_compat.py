@@ -216,6 +216,17 @@ def function_call_rewrites(fields: dict[str, bool | str]) -> Iterator[None]:
         _CALL_OPTIONS[key] = options
     if options.config_proto_serialized == previous.config_proto_serialized:
         options = previous  # Nested, or set already: the thread keeps its options object.
+    with _call_options(options):
+        yield
+
+
+@contextlib.contextmanager
+def _call_options(options: Any) -> Iterator[None]:
+    """A context in which this thread's ``FunctionCallOptions`` are ``options``; the previous
+    ones come back after, unless the block replaced them (TensorFlow does when a setting of
+    the process changes)."""
+    context = _private("tensorflow.python.eager.context", "context")()
+    previous = context.function_call_options
     context.function_call_options = options
     try:
         yield
@@ -225,6 +236,10 @@ def function_call_rewrites(fields: dict[str, bool | str]) -> Iterator[None]:
 
 
 _OP_STACKS = threading.local()  # .recorded: False inside op_stack_traces(False)
+
+
+def _stacks_recorded() -> bool:
+    return getattr(_OP_STACKS, "recorded", True)
 
 
 @functools.cache
@@ -239,7 +254,7 @@ def _install_op_stack_switch() -> None:
 
     @functools.wraps(create)
     def create_c_op(*args, extract_traceback: bool = True, **kwargs):
-        recorded = extract_traceback and getattr(_OP_STACKS, "recorded", True)
+        recorded = extract_traceback and _stacks_recorded()
         return create(*args, extract_traceback=recorded, **kwargs)
 
     ops._create_c_op = create_c_op
@@ -257,7 +272,7 @@ def op_stack_traces(recorded: bool) -> Iterator[None]:
     the failing node and carries its message; its stack reads "<stack traces unavailable>".
     """
     _install_op_stack_switch()
-    previous = getattr(_OP_STACKS, "recorded", True)
+    previous = _stacks_recorded()
     _OP_STACKS.recorded = bool(recorded)
     try:
         yield
@@ -269,7 +284,7 @@ def thread_call_settings() -> tuple[Any, bool]:
     """This thread's ``FunctionCallOptions`` (TensorFlow keeps them per thread, and a new
     thread starts with the process's) and whether its new ops record their Python stacks."""
     context = _private("tensorflow.python.eager.context", "context")()
-    return context.function_call_options, getattr(_OP_STACKS, "recorded", True)
+    return context.function_call_options, _stacks_recorded()
 
 
 @contextlib.contextmanager
@@ -277,15 +292,8 @@ def restored_call_settings(settings: tuple[Any, bool]) -> Iterator[None]:
     """A context in which this thread has the ``settings`` of ``thread_call_settings()``
     (taken in another thread)."""
     options, recorded = settings
-    context = _private("tensorflow.python.eager.context", "context")()
-    previous = context.function_call_options
-    context.function_call_options = options
-    try:
-        with op_stack_traces(recorded):
-            yield
-    finally:
-        if context.function_call_options is options:  # Not replaced inside the context.
-            context.function_call_options = previous
+    with _call_options(options), op_stack_traces(recorded):
+        yield
 
 
 def onednn_enabled() -> bool:
