@@ -231,6 +231,14 @@ def test_wheel_installs_the_commands_and_flagfiles(tmp_path):
     assert (work / "run" / "checkpoints" / "ckpt-2.index").exists()
     assert "Evaluation at step 2" in train.stderr  # The last step is evaluated.
     assert (work / "run" / "samples" / "step_00000002.png").stat().st_size > 0
+    # The command ends without freeing its objects (trainers/process_exit.py): its last
+    # line was printed and its TensorBoard event files hold the last step's summaries.
+    assert "Trained steps 1..2 in" in train.stderr.strip().splitlines()[-1]
+    from tensorboard.backend.event_processing import event_accumulator
+    for split, tag in (("train", "images_per_second"), ("eval", "bits_per_dim")):
+        events = event_accumulator.EventAccumulator(str(work / "run" / "tensorboard" / split),
+                                                    size_guidance={"tensors": 0}).Reload()
+        assert [event.step for event in events.Tensors(tag)][-1] == 2, split
     command("tfnvp-visualize", "--what=samples", "--output_dir=run", "--out=samples.png")
     assert (work / "samples.png").stat().st_size > 0
     # --help lists each command's own flags by group, and exits 0 (command() checks).

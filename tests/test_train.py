@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -19,8 +20,8 @@ import tensorflow as tf
 from PIL import Image
 
 import tfnvp
-from trainers import (console, data, evaluation, model_flags, run_dir, train, train_toy, training,
-                      visualize)
+from trainers import (console, data, evaluation, model_flags, process_exit, run_dir, train,
+                      train_toy, training, visualize)
 from trainers import steps as steps_lib
 from trainers import strategy as strategy_lib
 
@@ -401,7 +402,14 @@ def test_run_directory_and_resume(trained_run, capfd):
     # Resuming to step 6 restores step 4's weights and trains 2 more steps.
     restored = training.weights_fingerprint(run_dir.restore_model(str(trained_run)))
     capfd.readouterr()
-    assert _run(*TINY, f"--output_dir={trained_run}", "--train_steps=6") == 0
+    # The run holds its input iterator until the command ends (trainers/process_exit.py);
+    # run(), an in-process caller, frees it when the command returns.
+    with mock.patch.object(process_exit, "hold", wraps=process_exit.hold) as hold, \
+            mock.patch.object(process_exit, "release", wraps=process_exit.release) as release:
+        assert _run(*TINY, f"--output_dir={trained_run}", "--train_steps=6") == 0
+    [(held,)] = [call.args for call in hold.call_args_list]
+    assert isinstance(held, tf.distribute.DistributedIterator)
+    release.assert_called_once_with()
     assert evaluation.checkpoint_step(tf.train.latest_checkpoint(
         str(trained_run / "checkpoints"))) == 6
     assert restored != training.weights_fingerprint(run_dir.restore_model(str(trained_run)))

@@ -35,3 +35,9 @@ class SummaryWriter:
     def flush(self) -> None:
         if self._file_writer is not None:
             self._file_writer.flush()
+
+    def close(self) -> None:
+        """Writes what is buffered and closes the event file (a later summary reopens it)."""
+        if self._file_writer is not None:
+            self._file_writer.close()
+            self._file_writer = None

@@ -46,7 +46,6 @@ their recalibration, eval and export use the averaged weights; training the raw 
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import sys
 import traceback
@@ -76,6 +75,7 @@ from tfnvp.models.architectures import ARCHITECTURES  # noqa: E402
 
 from trainers import launch  # noqa: E402
 from trainers import model_flags  # noqa: E402
+from trainers import process_exit  # noqa: E402
 from trainers import strategy as strategy_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -433,18 +433,20 @@ def run(argv: list[str]) -> int:
         print(f"FATAL Flags parsing error: {error}\nPass --helpshort or --helpfull to see help "
               "on flags.", file=sys.stderr, flush=True)
         return 1
-    return guarded_execute(launch.last_flagfile(argv))
+    try:
+        return guarded_execute(launch.last_flagfile(argv))
+    finally:
+        process_exit.release()  # The caller goes on: what the command held is freed here.
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     code = guarded_execute(launch.last_flagfile(sys.argv))
-    # Everything is written. Python's last garbage collection at exit would walk the
-    # traced graphs' Python objects, for tens of seconds after a long run, to free
-    # memory the operating system takes back anyway: it is skipped.
-    gc.freeze()
-    sys.exit(code)
+    # Everything is written. Freeing the run's objects at exit could wait on TensorFlow's
+    # threads (process_exit), and Python's last garbage collection would walk the traced
+    # graphs for tens of seconds: the process ends without either.
+    process_exit.exit_now(code)
 
 
 def console_main() -> None:

@@ -80,6 +80,7 @@ from trainers import divergence
 from trainers import evaluation
 from trainers import polyak
 from trainers import preemption
+from trainers import process_exit
 from trainers import run_dir
 from trainers import steps as steps_lib
 from trainers import strategy as strategy_lib
@@ -406,6 +407,7 @@ def train(config: TrainConfig, spec: tfnvp.ImageFlowSpec, data_config: data.Data
     dataset = strategy.distribute_datasets_from_function(
         lambda ctx: data.make_train_dataset(train_data, ctx))
     iterator = iter(dataset)
+    process_exit.hold(iterator)  # Freed when the command ends, if at all (process_exit).
     steps = steps_lib.TrainSteps(
         model, optimizer, strategy, iterator.element_spec, data_config.batch_size, l2=config.l2,
         clip_grad_norm=config.clip_grad_norm, jit_compile=config.jit_compile)
@@ -426,64 +428,70 @@ def train(config: TrainConfig, spec: tfnvp.ImageFlowSpec, data_config: data.Data
     guard = divergence.SkippedUpdates(config.max_consecutive_skipped, steps.loss_scaled)
     checkpoint_due = False
     progress.resume()
-    for step in range(start_step + 1, config.train_steps + 1):
-        batch = next(iterator)
-        stats = steps.train_step(batch)
-        trained += 1
-        if trained == 1:
-            logging.info("First step (tracing and compilation included): %.1f s.",
-                         time.perf_counter() - began)
-        if not bool(stats["applied"]):
-            skipped += 1
-            if steps.loss_scaled:
-                logging.warning("Step %d: float16 gradients overflowed: update skipped and loss "
-                                "scale halved (%d skipped so far).", step, skipped)
-            else:
-                logging.warning("Step %d: non-finite loss or gradients (loss %s, grad norm %s): "
-                                "update skipped (%d so far).", step, float(stats["nll"]),
-                                float(stats["grad_norm"]), skipped)
-        if guard.update(step, bool(stats["applied"]), float(stats["nll"])):
-            set_aside = checkpointer.set_aside(guard.suspect_step, "diverged")
-            raise TrainingError(guard.message(step, checkpointer.latest, set_aside))
-        progress.add(stats, timed=trained > 1)
-        last = step == config.train_steps
-        checkpoint_due = checkpoint_due or step % config.checkpoint_every == 0 or last
-        save = functools.partial(checkpointer.save, step,
-                                 model.weights + list(optimizer.variables), step_var)
-        evaluation_due = step % config.eval_every == 0 or last
-        evaluating = outputs is not None and evaluation_due
-        recalibrated.assign(0)  # Until recalibrated at this step: running averages.
-        periodic = [
-            # Every worker recalibrates (the same fixed batches), so the replicas stay identical.
-            (evaluation_due and config.recalibration_batches > 0,
-             lambda: recalibrated.assign(recalibrate(averaged_weights))),
-            (outputs is not None and (step % config.summary_every == 0 or last),
-             lambda: outputs.train_summaries(
-                 step, stats, steps.diagnose(batch),
-                 optimizer)),
-            (checkpoint_due and guard.checkpoint_allowed, save),  # Postponed while skipping.
-            (evaluating, lambda: result.update(eval=outputs.evaluate(
-                step, int(recalibrated.numpy()), averaged_weights))),
-        ]
-        if step % config.log_every == 0 or last:
-            timed_steps, timed_seconds = timed_steps + progress.timed_steps, timed_seconds + progress.seconds
-            window = progress.flush(step)
-            if outputs:
-                outputs.scalars("train", step, dict(
-                    images_per_second=window["images_per_second"], skipped_updates=float(skipped)))
-        if any(due for due, _ in periodic):
-            progress.pause()
-            for due, action in periodic:
-                if due:
-                    action()
-            progress.resume()
-        checkpoint_due = checkpoint_due and checkpointer.saved_step != step
-        stop = None if last else preemption.stop_requested(strategy)
-        if stop is not None:
-            if checkpointer.saved_step != step and guard.checkpoint_allowed:
-                save()
-            raise preemption.Preempted(stop.signame, step, checkpointer.latest,
-                                       saved=checkpointer.saved_step == step)
+    try:
+        for step in range(start_step + 1, config.train_steps + 1):
+            batch = next(iterator)
+            stats = steps.train_step(batch)
+            trained += 1
+            if trained == 1:
+                logging.info("First step (tracing and compilation included): %.1f s.",
+                             time.perf_counter() - began)
+            if not bool(stats["applied"]):
+                skipped += 1
+                if steps.loss_scaled:
+                    logging.warning("Step %d: float16 gradients overflowed: update skipped and "
+                                    "loss scale halved (%d skipped so far).", step, skipped)
+                else:
+                    logging.warning("Step %d: non-finite loss or gradients (loss %s, grad norm "
+                                    "%s): update skipped (%d so far).", step,
+                                    float(stats["nll"]), float(stats["grad_norm"]), skipped)
+            if guard.update(step, bool(stats["applied"]), float(stats["nll"])):
+                set_aside = checkpointer.set_aside(guard.suspect_step, "diverged")
+                raise TrainingError(guard.message(step, checkpointer.latest, set_aside))
+            progress.add(stats, timed=trained > 1)
+            last = step == config.train_steps
+            checkpoint_due = checkpoint_due or step % config.checkpoint_every == 0 or last
+            save = functools.partial(checkpointer.save, step,
+                                     model.weights + list(optimizer.variables), step_var)
+            evaluation_due = step % config.eval_every == 0 or last
+            evaluating = outputs is not None and evaluation_due
+            recalibrated.assign(0)  # Until recalibrated at this step: running averages.
+            periodic = [
+                # Every worker recalibrates (the same fixed batches): the replicas stay identical.
+                (evaluation_due and config.recalibration_batches > 0,
+                 lambda: recalibrated.assign(recalibrate(averaged_weights))),
+                (outputs is not None and (step % config.summary_every == 0 or last),
+                 lambda: outputs.train_summaries(
+                     step, stats, steps.diagnose(batch),
+                     optimizer)),
+                (checkpoint_due and guard.checkpoint_allowed, save),  # Postponed while skipping.
+                (evaluating, lambda: result.update(eval=outputs.evaluate(
+                    step, int(recalibrated.numpy()), averaged_weights))),
+            ]
+            if step % config.log_every == 0 or last:
+                timed_steps += progress.timed_steps
+                timed_seconds += progress.seconds
+                window = progress.flush(step)
+                if outputs:
+                    outputs.scalars("train", step, dict(
+                        images_per_second=window["images_per_second"],
+                        skipped_updates=float(skipped)))
+            if any(due for due, _ in periodic):
+                progress.pause()
+                for due, action in periodic:
+                    if due:
+                        action()
+                progress.resume()
+            checkpoint_due = checkpoint_due and checkpointer.saved_step != step
+            stop = None if last else preemption.stop_requested(strategy)
+            if stop is not None:
+                if checkpointer.saved_step != step and guard.checkpoint_allowed:
+                    save()
+                raise preemption.Preempted(stop.signame, step, checkpointer.latest,
+                                           saved=checkpointer.saved_step == step)
+    finally:  # The event files are complete before the command ends (process_exit).
+        if outputs is not None:
+            outputs.close()
     if checkpoint_due:
         logging.warning("No final checkpoint: the last %d updates were skipped; the newest "
                         "checkpoint stays %s.", guard.consecutive, checkpointer.latest)
@@ -572,3 +580,7 @@ class _Outputs:
         for writer in self.writers.values():
             writer.flush()
         return report
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
