@@ -295,6 +295,9 @@ def _run_data_config():
 def execute(flagfile: str | None = None) -> dict:
     """Runs --mode with the parsed flags; returns what the mode produced.
 
+    A training run's input iterator stays held afterwards (``process_exit``): ``run()``
+    releases it, ``main()`` ends the process without freeing it.
+
     ``flagfile``: the command's last --flagfile, which names the default --output_dir.
     """
     from tfnvp import UsageError

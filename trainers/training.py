@@ -352,7 +352,11 @@ class _Progress:
 def train(config: TrainConfig, spec: tfnvp.ImageFlowSpec, data_config: data.DataConfig,
           strategy: tf.distribute.Strategy) -> dict:
     """Trains (or resumes) a run of the model ``spec``; returns its final step, statistics
-    and evaluation."""
+    and evaluation.
+
+    The input iterator stays held (``process_exit.hold``) after the return: the command
+    ends without freeing it, and an in-process caller frees it with
+    ``process_exit.release()`` (``trainers.train.run`` does)."""
     chief = strategy_lib.is_chief(strategy)
     _, task = strategy_lib.task_id(strategy)
     replicas = strategy.num_replicas_in_sync
