@@ -51,3 +51,33 @@ def test_release_frees_what_is_held(tmp_path):
     proc, handler, freed = _child(tmp_path, "release")
     assert proc.returncode == 3, proc.stderr
     assert handler.exists() and freed.exists()
+
+
+CRASH = """
+import sys
+sys.path.insert(0, {repo!r})
+from trainers import process_exit, train
+
+class Marker:
+    def __del__(self):
+        open({freed!r}, "w").close()
+
+def fault(flagfile):
+    process_exit.hold(Marker())  # As a training run holds its input iterator.
+    raise RuntimeError("a fault of the code")
+
+train.guarded_execute = fault
+train.main(["train.py"])
+"""
+
+
+def test_a_crashing_command_prints_its_traceback_and_ends_the_same_way(tmp_path):
+    """An error that is not the user's (``guarded_execute`` re-raises it): the traceback,
+    status 1, and the process ends without freeing what the run held."""
+    freed = tmp_path / "freed"
+    proc = subprocess.run([sys.executable, "-c", CRASH.format(repo=str(REPO), freed=str(freed))],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert proc.stderr.rstrip().endswith("RuntimeError: a fault of the code")
+    assert not freed.exists()

@@ -445,7 +445,11 @@ def run(argv: list[str]) -> int:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    code = guarded_execute(launch.last_flagfile(sys.argv))
+    try:
+        code = guarded_execute(launch.last_flagfile(sys.argv))
+    except Exception:  # noqa: BLE001 - not the user's (guarded_execute): its traceback, status 1.
+        traceback.print_exc()
+        code = 1
     # Everything is written. Freeing the run's objects at exit could wait on TensorFlow's
     # threads (process_exit), and Python's last garbage collection would walk the traced
     # graphs for tens of seconds: the process ends without either.
