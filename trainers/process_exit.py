@@ -10,7 +10,8 @@ that wakes the thread *before* it marks itself cancelled, and
 race it goes back to sleep for the rest of its optimization period, which doubles
 after each optimization up to 60 s. A distributed dataset's per-device iterator has
 that thread whatever the input pipeline's own options say (the strategy builds it).
-Measured on the digits quickstart: 0.1 s in most runs, 2-10 s in about a third.
+Measured on digits runs of 20 steps: 0.13-0.18 s in 7 of 10, 3-6 s in 3; after the
+600-step quickstart once 48 s (docs/performance.md, "The exit").
 
 So a command does not free such objects at its end:
 
