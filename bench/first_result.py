@@ -17,7 +17,8 @@ and reports, in seconds:
 Models: ``digits`` (the quickstart's, batch 64), ``cifar_small`` (2 scales,
 1 residual block, 16 feature maps, batch 16), ``paper`` (the paper's CIFAR-10
 model, batch 64).  Paths: ``trainer_step`` (``trainers.steps.TrainSteps``
-under the trainer's strategy, called as the trainer calls it: inside
+under the trainer's strategy, with the trainer's default ``--l2`` and
+``--clip_grad_norm``, called as the trainer calls it: inside
 ``tfnvp.graph_optimization.first_call_rewrites()``), ``user_loop`` (a user's ``tf.function``:
 tape, ``-mean(model.distribution.log_prob(x, training))``, Adam), ``fit``
 (``model.fit`` on uint8 images), ``log_prob``, ``bits_per_dim``, ``sample``,
@@ -138,6 +139,7 @@ def child(model_name: str, path: str, traced_once: bool, repeats: int,
         sys.path.insert(0, ROOT)
         from trainers import steps as steps_lib
         from trainers import strategy as strategy_lib
+        from trainers import train as train_command
 
         strategy = strategy_lib.make_strategy("mirrored")
         with strategy.scope():
@@ -147,7 +149,12 @@ def child(model_name: str, path: str, traced_once: bool, repeats: int,
         dataset = strategy.experimental_distribute_dataset(
             tf.data.Dataset.from_tensors(pixels).repeat())
         iterator = iter(dataset)
-        steps = steps_lib.TrainSteps(model, optimizer, strategy, iterator.element_spec, batch)
+        # The trainer's defaults: its L2 penalty on the weight scales (the paper's 5e-5), no
+        # gradient clipping.
+        defaults = {name: train_command.FLAGS[name].default for name in ("l2", "clip_grad_norm")}
+        result.update(defaults)
+        steps = steps_lib.TrainSteps(model, optimizer, strategy, iterator.element_spec, batch,
+                                     **defaults)
         try:  # As the trainer calls its steps (a checkout from before: TensorFlow's defaults).
             from tfnvp.graph_optimization import first_call_rewrites
         except ImportError:

@@ -1,5 +1,6 @@
 """RealNVP: the whole flow's exactness, closed-form density, gradients, API and errors."""
 
+import collections
 import math
 
 import numpy as np
@@ -213,6 +214,33 @@ def test_nll_and_regularization_loss_are_the_objective():
     x_out, log_q = model.dequantizer.dequantize(images, seed=(5, 6))
     np.testing.assert_array_equal(x_out.numpy(), x.numpy())
     np.testing.assert_array_equal(log_q.numpy(), np.zeros(3))
+
+
+def test_weight_scale_penalty_gradient_is_exactly_twice_the_scales_in_few_ops():
+    """The penalty ``sum g^2`` (float32) has the gradient ``2 g`` exactly, and it and its
+    gradient take two ops per weight beyond reading and casting it (``L2Loss`` and one
+    ``Mul``), not the ten of ``reduce_sum(square(g))`` and its gradient (issue 27)."""
+    model = _perturbed(dtype="float64")
+    gains = model.regularized_weights()
+
+    @tf.function(autograph=False)
+    def penalty_and_gradients():
+        with tf.GradientTape() as tape:
+            penalty = model.weight_scale_penalty()
+        return penalty, tape.gradient(penalty, gains)
+
+    penalty, grads = penalty_and_gradients()
+    scales = [g.numpy().astype(np.float32) for g in gains]
+    assert float(penalty) == pytest.approx(
+        sum(float(np.sum(np.square(s.astype(np.float64)))) for s in scales), rel=1e-6)
+    for scale, grad in zip(scales, grads):
+        np.testing.assert_array_equal(grad.numpy(), 2.0 * scale.astype(np.float64))
+    graph = penalty_and_gradients.get_concrete_function().graph
+    per_weight = collections.Counter(op.type for op in graph.get_operations())
+    # Per weight: its captured handle, the read and its identity, the cast to float32 and the
+    # gradient's back, L2Loss and Mul (reduce_sum(square(g)) and its gradient: 14).
+    assert per_weight["L2Loss"] == len(gains)
+    assert len(graph.get_operations()) <= 7 * len(gains) + 20, per_weight
 
 
 def test_sample_encode_decode_and_temperature():
