@@ -1,7 +1,10 @@
 """Time to the first result: what a new process pays before each public path answers.
 
 Every case runs in a fresh Python process (nothing cached by an earlier case)
-and reports, in seconds:
+that imports tfnvp before TensorFlow, as the README does: TensorFlow's oneDNN
+kernels are on unless ``TF_ENABLE_ONEDNN_OPTS`` says otherwise (``onednn`` in
+the results and the table's last column: whether the case ran them).  It
+reports, in seconds:
 
 * ``import``: ``import tfnvp`` (TensorFlow, Keras and TFP included);
 * ``build``: constructing the model (its weights are created at construction);
@@ -98,15 +101,28 @@ def _model(name: str):
     return tfnvp.RealNVP(**spec)
 
 
+def _onednn_enabled() -> bool | None:
+    """Whether this process runs TensorFlow's oneDNN kernels (``None``: a checkout from
+    before ``tfnvp._compat.onednn_enabled``)."""
+    try:
+        from tfnvp._compat import onednn_enabled
+    except ImportError:
+        return None
+    return onednn_enabled()
+
+
 def child(model_name: str, path: str, traced_once: bool, repeats: int,
           batch: int | None = None, optimizer_name: str = "keras") -> dict:
     """One case, in this (fresh) process."""
     start = time.perf_counter()
+    # tfnvp first, as the README imports it: before TensorFlow loads, it turns TensorFlow's
+    # oneDNN kernels on where TensorFlow would leave them off (AVX2-only CPUs among them)
+    # unless TF_ENABLE_ONEDNN_OPTS is set, as the trainer does; imported after TensorFlow, it
+    # cannot.
+    import tfnvp  # isort: skip
     import keras
     import numpy as np
     import tensorflow as tf
-
-    import tfnvp
 
     try:
         from tfnvp.nets import shared_body
@@ -114,7 +130,7 @@ def child(model_name: str, path: str, traced_once: bool, repeats: int,
         shared_body = None
 
     result = dict(model=model_name, path=path, traced_once=traced_once,
-                  onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS"), optimizer=optimizer_name)
+                  onednn=_onednn_enabled(), optimizer=optimizer_name)
 
     def adam():
         return (tfnvp.FusedAdam if optimizer_name == "fused" else keras.optimizers.Adam)(1e-3)
@@ -253,8 +269,8 @@ def main(argv=None) -> int:
     checkouts = [ROOT] + ([os.path.abspath(args.compare)] if args.compare else [])
     results = []
     print("| model | path | checkout | traced once | Adam | import s | build s | first s | "
-          "steady s | overhead s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "steady s | overhead s | oneDNN |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for model_name in args.models.split(","):
         for path in paths:
             if path == "load_run" and model_name != "digits":
@@ -272,7 +288,8 @@ def main(argv=None) -> int:
                 results.append(r)
                 print(f"| {model_name} | {path} | {name} | {r['traced_once']} | "
                       f"{adam if uses_adam else ''} | {r['import']:.1f} | {r['build']:.1f} | "
-                      f"{r['first']:.1f} | {r['steady']:.2f} | {r['overhead']:.1f} |", flush=True)
+                      f"{r['first']:.1f} | {r['steady']:.2f} | {r['overhead']:.1f} | "
+                      f"{r['onednn']} |", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(dict(cpu=_cpu_name(), results=results), f, indent=1)
